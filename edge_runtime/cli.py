@@ -1,0 +1,145 @@
+"""The ``edgeclf`` command: a thin typer shell over the Python API.
+
+Importing this module must not import TensorFlow: commands that need it import their
+implementation lazily, so ``edgeclf predict`` and ``edgeclf --help`` start fast on a device.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import __version__
+from .errors import EdgeclfError
+
+app = typer.Typer(
+    name="edgeclf",
+    help="Train an image classifier on a folder of photos, export it to (int8) ONNX, and run it live on the edge.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def require_train_extra(command: str) -> None:
+    """Fail in one line when TensorFlow (the ``train`` extra) is not installed."""
+    if importlib.util.find_spec("tensorflow") is None:
+        raise EdgeclfError(f"'edgeclf {command}' needs TensorFlow: pip install 'edgeclf[train]'")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"edgeclf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+) -> None:
+    pass
+
+
+# --------------------------------------------------------------------------------------------- train
+@app.command()
+def train(
+    data_dir: Path = typer.Argument(..., help="Folder with one sub-folder of images per class."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder to write the model, run.json and plots to."),
+    model: str = typer.Option("edgenet", "--model", "-m", help="Architecture: edgenet (default), seed, mobilenet_v2."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", help="Square input size in pixels [default: the architecture's]."),
+    epochs: int = typer.Option(40, "--epochs", help="Maximum number of epochs (early stopping may end sooner)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per training step."),
+    val_split: float = typer.Option(0.2, "--val-split", help="Fraction held out for validation (stratified, seeded)."),
+    val: Optional[Path] = typer.Option(None, "--val", help="A separate validation folder (same class sub-folders) instead of --val-split."),
+    seed: int = typer.Option(1337, "--seed", help="Random seed for the split, initialisation and augmentation."),
+    weights: str = typer.Option("imagenet", "--weights", help="mobilenet_v2 backbone weights: imagenet, none, or a .h5 file."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate [default: the architecture's]."),
+    patience: int = typer.Option(10, "--patience", help="Stop after this many epochs without a better val accuracy."),
+    augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flip, rotation, zoom, translation, contrast (training only)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    force: bool = typer.Option(False, "--force", help="Overwrite a run folder that already holds a model."),
+    json_out: bool = typer.Option(False, "--json", help="Print the final run summary as one JSON object."),
+) -> None:
+    """Train a Keras CNN on DATA_DIR (one sub-folder per class)."""
+    require_train_extra("train")
+    from train.cli_commands import run_train
+
+    run_train(**locals())
+
+
+# ---------------------------------------------------------------------------------------------- eval
+@app.command("eval")
+def eval_(
+    model: Path = typer.Argument(..., help="A run folder, a .keras file, or an .onnx file."),
+    data_dir: Path = typer.Argument(..., help="Labelled images: one sub-folder per class."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per inference batch."),
+) -> None:
+    """Accuracy, per-class precision and recall, and the confusion matrix of MODEL on DATA_DIR."""
+    from .evaluate import run_eval
+
+    run_eval(model, data_dir, json_out=json_out, batch_size=batch_size)
+
+
+# -------------------------------------------------------------------------------------------- export
+@app.command()
+def export(
+    source: Path = typer.Argument(..., help="A run folder or a .keras model."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder [default: RUN_DIR/export]."),
+) -> None:
+    """Export a trained model to ONNX (and a verified int8 ONNX)."""
+    require_train_extra("export")
+    raise EdgeclfError("'edgeclf export' is not available yet (issue 3)")
+
+
+# ------------------------------------------------------------------------------------------- predict
+@app.command()
+def predict(
+    model: Path = typer.Argument(..., help="An .onnx model exported by edgeclf."),
+    source: str = typer.Argument(..., help="Image, folder, glob, video, camera index, /dev/videoN, rtsp:// or http:// URL."),
+) -> None:
+    """Classify images, folders, videos, cameras and streams with an ONNX model (no TensorFlow)."""
+    raise EdgeclfError("'edgeclf predict' is not available yet (issue 4)")
+
+
+# --------------------------------------------------------------------------------------------- bench
+@app.command()
+def bench(
+    model: Path = typer.Argument(..., help="An .onnx model."),
+) -> None:
+    """Benchmark latency and throughput of an ONNX model on this device."""
+    raise EdgeclfError("'edgeclf bench' is not available yet (issue 5)")
+
+
+# ---------------------------------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("edgeclf-demo"), "--out", "-o", help="Folder for the generated data, run and results."),
+    force: bool = typer.Option(False, "--force", help="Start over if --out already holds a demo."),
+) -> None:
+    """The whole chain on generated data: make a data set, train, export, classify a video, benchmark."""
+    require_train_extra("demo")
+    from train.demo import run_demo
+
+    run_demo(out, force=force)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except EdgeclfError as e:
+        typer.echo(f"edgeclf: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("edgeclf: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Finding and reading image files robustly (any size, grey, 16-bit, alpha, corrupt)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import EdgeclfError, ImageReadError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTS
+
+
+def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Image files under ``folder`` by extension, sorted; hidden files and folders are ignored."""
+    folder = Path(folder)
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(root) / f for f in files if not f.startswith(".") and is_image_file(f))
+        if not recursive:
+            break
+    return sorted(found)
+
+
+def scan_class_folders(data_dir: str | os.PathLike) -> tuple[list[str], dict[str, list[Path]]]:
+    """Class names (sorted sub-folder names) and each class's image files.
+
+    Raises EdgeclfError, naming the folder, when the layout cannot be trained on.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.exists():
+        raise EdgeclfError(f"{data_dir}: data folder does not exist")
+    if not data_dir.is_dir():
+        raise EdgeclfError(f"{data_dir}: not a folder (expected one sub-folder per class)")
+    classes = sorted(p.name for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise EdgeclfError(f"{data_dir}: no class folders (expected one sub-folder per class, e.g. cats/ dogs/)")
+    if len(classes) < 2:
+        raise EdgeclfError(f"{data_dir}: only one class folder ({classes[0]}); at least 2 classes are needed")
+    files = {c: list_images(data_dir / c) for c in classes}
+    for c, paths in files.items():
+        if not paths:
+            raise EdgeclfError(f"{data_dir / c}: class folder has no image files ({', '.join(IMAGE_EXTS)})")
+    return classes, files
+
+
+def _looks_truncated(data: bytes) -> bool:
+    # A complete JPEG ends with the EOI marker (FFD9); scan data byte-stuffs FF, so FFD9 near the
+    # end only appears when the file is whole. Trailing padding after EOI is common, hence the window.
+    if data[:2] == b"\xff\xd8":
+        return b"\xff\xd9" not in data[-1024:]
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" not in data[-64:]
+    return False
+
+
+def to_bgr8(img: np.ndarray) -> np.ndarray:
+    """Any decoded image (grey, BGRA, 16-bit, float) as 8-bit 3-channel BGR."""
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = np.clip(img.astype(np.float32) * (255.0 if img.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.shape[2] == 1:
+        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    return img
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as 8-bit BGR (HxWx3). Raises ImageReadError with a short reason."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except IsADirectoryError:
+        raise ImageReadError(path, "is a folder, not an image") from None
+    except OSError as e:
+        raise ImageReadError(path, f"cannot read ({e.strerror or e})") from None
+    if not data:
+        raise ImageReadError(path, "empty file (0 bytes)")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise ImageReadError(path, "not a readable image (corrupt or unsupported format)")
+    if _looks_truncated(data):
+        raise ImageReadError(path, "truncated image file")
+    return to_bgr8(img)

@@ -1,0 +1,65 @@
+"""A small synthetic data set (coloured shapes on noisy backgrounds) for the demo and the tests.
+
+Only numpy and OpenCV: it runs on the device and in CI, with nothing to download.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+SHAPES = ("circle", "square", "triangle")
+
+
+def draw_shape(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """One BGR image of ``shape`` with random colour, scale, position and rotation."""
+    base = rng.integers(0, 256, 3)
+    img = np.clip(base + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+    img = cv2.GaussianBlur(img, (3, 3), 0)
+    colour = tuple(int(c) for c in (base + 128 + rng.integers(-60, 60, 3)) % 256)
+    r = rng.uniform(0.18, 0.32) * size
+    cx, cy = rng.uniform(r + 2, size - r - 2, 2)
+    angle = rng.uniform(0, 2 * np.pi)
+    if shape == "circle":
+        cv2.circle(img, (int(cx), int(cy)), int(r), colour, -1, cv2.LINE_AA)
+    else:
+        n = 4 if shape == "square" else 3
+        angles = angle + np.arange(n) * 2 * np.pi / n
+        pts = np.stack([cx + r * np.cos(angles), cy + r * np.sin(angles)], axis=1)
+        cv2.fillPoly(img, [pts.astype(np.int32)], colour, cv2.LINE_AA)
+    return img
+
+
+def make_shapes_dataset(
+    out_dir: str | os.PathLike, per_class: int = 60, size: int = 64, seed: int = 0, ext: str = ".png"
+) -> Path:
+    """Write ``per_class`` images of each shape to ``out_dir/<shape>/``; returns ``out_dir``."""
+    out = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    for shape in SHAPES:
+        (out / shape).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            cv2.imwrite(str(out / shape / f"{shape}_{i:04d}{ext}"), draw_shape(shape, size, rng))
+    return out
+
+
+def make_shapes_video(
+    path: str | os.PathLike, frames: int = 90, size: int = 128, fps: float = 15.0, hold: int = 15, seed: int = 0
+) -> list[str]:
+    """Write an MP4 that shows each shape for ``hold`` frames in turn; returns the label per frame."""
+    rng = np.random.default_rng(seed)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
+    if not writer.isOpened():
+        raise RuntimeError(f"{path}: OpenCV cannot write MP4 video here")
+    labels = []
+    for i in range(frames):
+        shape = SHAPES[(i // hold) % len(SHAPES)]
+        if i % hold == 0:
+            frame = draw_shape(shape, size, rng)
+        writer.write(frame)
+        labels.append(shape)
+    writer.release()
+    return labels

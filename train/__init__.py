@@ -1,0 +1,1 @@
+"""Training a Keras CNN from a folder of images (needs the ``train`` extra: TensorFlow)."""

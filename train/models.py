@@ -1,0 +1,131 @@
+"""The architectures ``edgeclf train --model`` offers.
+
+Every model takes raw RGB pixels 0-255 (float32, NHWC) at its input size and returns softmax
+probabilities; rescaling lives inside the model so the edge runtime only resizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+from keras import layers
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    default_size: int
+    summary: str
+    build: Callable[..., keras.Model]
+    pretrained: bool = False
+
+
+def build_seed(num_classes: int, size: int, dropout: float = 0.5, **_) -> keras.Model:
+    """The tutorials' reference CNN: conv32+pool, conv32+pool, flatten, dense128, dropout, softmax."""
+    inputs = keras.Input((size, size, 3), name="image")
+    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    x = layers.Conv2D(32, 3, activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(32, 3, activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(128, activation="relu")(x)
+    x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name="seed")
+
+
+def _conv_bn(x, filters: int, stride: int = 1, name: str = ""):
+    x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _res_block(x, filters: int, name: str):
+    """Two 3x3 conv-BN-ReLU with an identity shortcut (plain convs: they train fast on small data
+    and quantize to int8 far better than depthwise convs do)."""
+    shortcut = x
+    y = _conv_bn(x, filters, name=f"{name}a")
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}b_conv")(y)
+    y = layers.BatchNormalization(name=f"{name}b_bn", gamma_initializer="zeros")(y)
+    y = layers.Add(name=f"{name}_add")([shortcut, y])
+    return layers.ReLU(name=f"{name}_out")(y)
+
+
+def build_edgenet(num_classes: int, size: int, dropout: float = 0.3, widths=(24, 48, 96, 192), **_) -> keras.Model:
+    """edgeclf's default: a compact residual CNN for edge CPUs (~100 M MACs at 128x128).
+
+    Downsample early (stride-2 stem, then pooling) so most work runs at low resolution; one
+    residual block per stage from 32x32 down; global average pooling instead of a big dense layer,
+    which keeps the parameter count small and generalises better on small data.
+    """
+    w1, w2, w3, w4 = widths
+    inputs = keras.Input((size, size, 3), name="image")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
+    x = _conv_bn(x, w1, stride=2, name="stem")  # /2
+    x = _conv_bn(x, w2, stride=2, name="down1")  # /4
+    x = _res_block(x, w2, name="s1")
+    x = _conv_bn(x, w3, stride=2, name="down2")  # /8
+    x = _res_block(x, w3, name="s2")
+    x = _conv_bn(x, w4, stride=2, name="down3")  # /16
+    x = _res_block(x, w4, name="s3")
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name="edgenet")
+
+
+def build_mobilenet_v2(
+    num_classes: int, size: int, weights: str | None = "imagenet", alpha: float = 1.0, dropout: float = 0.2, **_
+) -> keras.Model:
+    """keras.applications MobileNetV2 base (``weights``: 'imagenet', None or a .h5 path) + new head.
+
+    The base is a nested model named ``backbone`` so the trainer can freeze and unfreeze it.
+    """
+    base = keras.applications.MobileNetV2(
+        input_shape=(size, size, 3), include_top=False, weights=weights, alpha=alpha, pooling=None
+    )
+    base._name = "backbone"
+    inputs = keras.Input((size, size, 3), name="image")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)  # MobileNetV2's [-1, 1]
+    x = base(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name="mobilenet_v2")
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    a.name: a
+    for a in (
+        Architecture("edgenet", 128, "compact residual CNN, edgeclf's default for edge CPUs", build_edgenet),
+        Architecture("seed", 64, "the tutorials' reference CNN (2 conv + dense 128)", build_seed),
+        Architecture("mobilenet_v2", 160, "transfer learning on keras.applications MobileNetV2", build_mobilenet_v2, True),
+    )
+}
+DEFAULT_ARCHITECTURE = "edgenet"
+
+
+def count_macs(model: keras.Model) -> int:
+    """Multiply-accumulates for one frame: convolutions and dense layers (what dominates)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += count_macs(layer)
+            continue
+        if not hasattr(layer, "output") or layer.output is None:
+            continue
+        out_shape = layer.output.shape
+        if isinstance(layer, layers.DepthwiseConv2D):
+            kh, kw = layer.kernel_size
+            in_c = layer.input.shape[-1]
+            total += out_shape[1] * out_shape[2] * kh * kw * in_c * layer.depth_multiplier
+        elif isinstance(layer, layers.Conv2D):
+            kh, kw = layer.kernel_size
+            in_c = layer.input.shape[-1]
+            total += out_shape[1] * out_shape[2] * kh * kw * (in_c // layer.groups) * layer.filters
+        elif isinstance(layer, layers.Dense):
+            total += layer.input.shape[-1] * layer.units
+    return int(total)
