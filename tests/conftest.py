@@ -1,0 +1,38 @@
+"""Shared fixtures: generated data, the shared real photos (skipped when absent), and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CATS_DOGS = Path(os.environ.get("EDGECLF_CATS_DOGS", ROOT.parent / "shared" / "data" / "cats_dogs" / "train"))
+
+
+def run_cli(*args: object, timeout: float = 600, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``edgeclf ARGS`` in a fresh interpreter, as a user would; returns the completed process."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "edge_runtime.cli", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd,
+    )
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory) -> Path:
+    """A generated 3-class data set (circle, square, triangle), 40 images a class at 64x64."""
+    from edge_runtime.synthetic import make_shapes_dataset
+
+    return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), per_class=40, size=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def cats_dogs_dir() -> Path:
+    """The shared real photos; tests that need them skip cleanly when they are absent."""
+    if not (CATS_DOGS / "cats").is_dir() or not (CATS_DOGS / "dogs").is_dir():
+        pytest.skip(f"real photos not found at {CATS_DOGS}")
+    return CATS_DOGS
