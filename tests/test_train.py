@@ -280,3 +280,17 @@ def test_stratified_split_is_seeded_and_stratified():
     assert v1.paths == v2.paths and v1.paths != v3.paths
     assert v1.labels.count(0) == 10 and v1.labels.count(1) == 4
     assert sorted(map(str, t1.paths + v1.paths)) == sorted(str(p) for ps in files.values() for p in ps)
+
+
+@pytest.mark.slow
+def test_real_photos_learn_well_above_chance(tmp_path, cats_dogs_dir):
+    """Brief training on the shared cat and dog photos beats chance (50%) clearly on held-out photos."""
+    out = tmp_path / "run"
+    res = run_cli("train", cats_dogs_dir, "--out", out, "--model", "seed", "--epochs", "12", "--json")
+    assert res.returncode == 0, res.stderr
+    run = json.loads(res.stdout)
+    assert run["n_val"] == 200 and run["counts"]["cats"]["val"] == 100
+    assert run["best"]["val_accuracy"] >= 0.60, run["best"]
+    res = run_cli("eval", out, cats_dogs_dir, "--json")
+    rep = json.loads(res.stdout)
+    assert rep["n_images"] == 1000 and rep["accuracy"] > 0.6

@@ -54,7 +54,7 @@ def _res_block(x, filters: int, name: str):
     return layers.ReLU(name=f"{name}_out")(y)
 
 
-def build_edgenet(num_classes: int, size: int, dropout: float = 0.3, widths=(24, 48, 96, 192), **_) -> keras.Model:
+def build_edgenet(num_classes: int, size: int, dropout: float = 0.3, widths=(24, 40, 80, 160), **_) -> keras.Model:
     """edgeclf's default: a compact residual CNN for edge CPUs (~100 M MACs at 128x128).
 
     Downsample early (stride-2 stem, then pooling) so most work runs at low resolution; one
