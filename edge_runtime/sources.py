@@ -62,7 +62,7 @@ def quiet_opencv() -> None:
     """Keep OpenCV's and FFmpeg's own log lines off stderr: edgeclf reports problems in one line."""
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # read when FFmpeg is first used
     try:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     except AttributeError:  # older OpenCV builds
         pass
 
@@ -221,9 +221,11 @@ class LiveSource(Source):
         self._thread = threading.Thread(target=self._run, args=(cap,), name=f"capture {spec}", daemon=True)
         self._thread.start()
         with self._cond:
-            if not self._cond.wait_for(lambda: self._seq >= 0 or self._ended, timeout=timeout) or self._seq < 0:
-                self.close()
-                raise EdgeclfError(f"{spec}: {what} opened but gave no frame within {timeout:g} s")
+            self._cond.wait_for(lambda: self._seq >= 0 or self._ended, timeout=timeout)
+            got_frame = self._seq >= 0
+        if not got_frame:
+            self.close()
+            raise EdgeclfError(f"{spec}: {what} opened but gave no frame within {timeout:g} s")
 
     def _try_open(self) -> Any | None:
         try:
@@ -239,6 +241,7 @@ class LiveSource(Source):
     def _run(self, cap: Any) -> None:
         delay = self.backoff
         lost_at: float | None = None
+        reopened = False
         try:
             while not self._stop.is_set():
                 if cap is None:
@@ -250,18 +253,25 @@ class LiveSource(Source):
                         self._stop.wait(delay)
                         delay = min(delay * 2, self.max_backoff)
                         continue
-                    self.reconnects += 1
-                    self.warn(f"{self.spec}: reconnected")
+                    reopened = True
                 ok, image = cap.read()
                 if not ok or image is None:
                     cap.release()
                     cap = None
                     if self._stop.is_set():
                         break
-                    lost_at = time.monotonic()
-                    delay = self.backoff
-                    self.warn(f"{self.spec}: stream lost; reconnecting")
+                    if lost_at is None:  # a new loss: reconnect at once
+                        lost_at = time.monotonic()
+                        delay = self.backoff
+                        self.warn(f"{self.spec}: stream lost; reconnecting")
+                    else:  # reopened but failed again: back off
+                        self._stop.wait(delay)
+                        delay = min(delay * 2, self.max_backoff)
                     continue
+                if reopened:
+                    self.reconnects += 1
+                    self.warn(f"{self.spec}: reconnected")
+                    reopened = False
                 lost_at = None
                 with self._cond:
                     self._seq += 1
