@@ -115,11 +115,11 @@ def test_huge_jpeg_is_decoded_reduced(tmp_path):
 
 
 def test_huge_png_is_handled(tmp_path):
-    big = np.zeros((8000, 8000, 3), np.uint8)
+    big = np.zeros((4000, 9000), np.uint16)  # 16-bit grey, 36 megapixels
     path = tmp_path / "huge.png"
     assert cv2.imwrite(str(path), big, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     frames = list(open_source(path))
-    assert frames[0].image.shape == (8000, 8000, 3)
+    assert frames[0].image.shape == (4000, 9000, 3) and frames[0].image.dtype == np.uint8
 
 
 @pytest.fixture(scope="module")
