@@ -113,7 +113,7 @@ def predict(
     every: int = typer.Option(1, "--every", help="Classify every N-th frame or file only."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after N frames or images."),
     provider: str = typer.Option("auto", "--provider", help="auto (TensorRT, CUDA, CPU: the first installed), cpu, cuda or tensorrt."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU inference threads [default: the usable cores, at most 4]."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU inference threads (default: the usable cores, at most 4)."),
     device_id: int = typer.Option(0, "--device-id", help="GPU to use with cuda/tensorrt."),
     strict: bool = typer.Option(False, "--strict", help="Fail if the provider is missing or any file is skipped."),
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for a camera or stream to give its first frame."),
