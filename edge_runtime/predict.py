@@ -201,6 +201,7 @@ def run_predict(
     display = None
     t_start = time.perf_counter()
     failed = True
+    results = None
     try:
         csv_out = CsvOutput(csv, clf.class_names) if csv else None
         if csv_out:
@@ -216,8 +217,9 @@ def run_predict(
         frame_numbers = src.kind not in ("image", "folder", "glob")
         fps_avg: float | None = None
         last_t = time.perf_counter()
+        results = classify(clf, src, batch=batch, smooth=smoother)
         try:
-            for res in classify(clf, src, batch=batch, smooth=smoother):
+            for res in results:
                 summary.processed += 1
                 summary.latency_ms.append(res.latency_ms)
                 frame = res.frame.index if frame_numbers else None
@@ -245,6 +247,8 @@ def run_predict(
         failed = True
         raise
     finally:
+        if results is not None:
+            results.close()  # stops the reader thread before its capture is released
         src.close()
         summary.seconds = time.perf_counter() - t_start
         summary.skipped = len(src.skipped)
