@@ -8,6 +8,7 @@ sources already decode in their capture thread, and the main thread always takes
 from __future__ import annotations
 
 import queue
+import signal
 import sys
 import threading
 import time
@@ -126,6 +127,31 @@ def classify(clf: Classifier, source: Source, batch: int = 1, smooth: Smoother |
         reader.join(timeout=5)
 
 
+class _DeferCtrlC:
+    """Hold Ctrl-C while one result is written to every output, so stdout, the CSV and the video
+    agree on what was processed; the interrupt is raised right after. (Main thread only: Python
+    delivers signals there.)"""
+
+    def __init__(self) -> None:
+        self.active = threading.current_thread() is threading.main_thread()
+        self.pending = False
+
+    def _handler(self, signum, frame) -> None:
+        self.pending = True
+
+    def __enter__(self) -> "_DeferCtrlC":
+        if self.active:
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.active:
+            signal.signal(signal.SIGINT, self._old)
+            if self.pending:
+                self.pending = False
+                raise KeyboardInterrupt
+
+
 @dataclass
 class Summary:
     processed: int = 0
@@ -219,25 +245,28 @@ def run_predict(
         last_t = time.perf_counter()
         results = classify(clf, src, batch=batch, smooth=smoother)
         try:
+            defer = _DeferCtrlC()
             for res in results:
-                summary.processed += 1
-                summary.latency_ms.append(res.latency_ms)
                 frame = res.frame.index if frame_numbers else None
                 rec = record(res.frame.source, frame, res.prediction, res.latency_ms, top)
-                if not quiet:
-                    out(json_line(rec) if json_out else human_line(res.frame.source, frame, res.prediction, top))
-                if csv_out:
-                    csv_out.write(rec)
+                img = None
                 if video_out or display:
                     now = time.perf_counter()
                     inst = 1.0 / max(now - last_t, 1e-6)
                     fps_avg = inst if fps_avg is None else 0.9 * fps_avg + 0.1 * inst
                     last_t = now
                     img = annotate(res.frame.image, res.prediction, fps_avg, top)
+                with defer:
+                    summary.processed += 1
+                    summary.latency_ms.append(res.latency_ms)
+                    if not quiet:
+                        out(json_line(rec) if json_out else human_line(res.frame.source, frame, res.prediction, top))
+                    if csv_out:
+                        csv_out.write(rec)
                     if video_out:
                         video_out.write(img)
-                    if display and not display.show(img):
-                        break
+                if display and not display.show(img):
+                    break
         except KeyboardInterrupt:
             summary.interrupted = True
         except BrokenPipeError:  # `edgeclf predict ... | head`: the reader has what it wanted
