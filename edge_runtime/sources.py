@@ -263,7 +263,8 @@ class LiveSource(Source):
                     if lost_at is None:  # a new loss: reconnect at once
                         lost_at = time.monotonic()
                         delay = self.backoff
-                        self.warn(f"{self.spec}: stream lost; reconnecting")
+                        if self._seq >= 0:  # before the first frame, open_source reports the failure
+                            self.warn(f"{self.spec}: stream lost; reconnecting")
                     else:  # reopened but failed again: back off
                         self._stop.wait(delay)
                         delay = min(delay * 2, self.max_backoff)
