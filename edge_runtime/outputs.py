@@ -15,6 +15,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .classifier import Prediction
+from .errors import EdgeclfError
 
 
 def record(source: str, frame: int | None, pred: Prediction, latency_ms: float, top: int = 1) -> dict[str, Any]:
@@ -109,8 +110,6 @@ class VideoOutput:
             self._writer = cv2.VideoWriter(str(tmp), fourcc, self.fps, self._size)
             if not self._writer.isOpened():
                 self._stack.__exit__(RuntimeError, RuntimeError("cannot write"), None)
-                from .errors import EdgeclfError
-
                 raise EdgeclfError(f"{self.path}: OpenCV cannot write this video format (try .mp4 or .avi)")
             self._stack.callback(self._writer.release)
         if (image_bgr.shape[1], image_bgr.shape[0]) != self._size:

@@ -7,6 +7,7 @@ sources already decode in their capture thread, and the main thread always takes
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import sys
@@ -53,8 +54,6 @@ _END = object()
 
 def _silence_stdout() -> None:
     """After a broken pipe, point stdout at /dev/null so the interpreter's final flush is quiet."""
-    import os
-
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
 
