@@ -67,6 +67,9 @@ def export_model(
     if calib_dir is not None and not int8:
         print("warning: --calib is only used with --int8", file=sys.stderr)
 
+    from train.tf_quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # only now: the checks above answer bad input in a blink
     model = load_keras_model(src.model_path)
     size = input_size_of(model)
     class_names = _class_names(src, model, calib_dir)

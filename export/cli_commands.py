@@ -10,9 +10,6 @@ from .api import export_model
 
 def run_export(source: Path, out: Path | None, *, json_out: bool = False, **options) -> dict:
     """Run the export; print the summary on stdout (JSON with ``json_out``), progress on stderr."""
-    from train.tf_quiet import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
     report = export_model(source, out, show_progress=not json_out, **options)
     if json_out:
         print(json.dumps(report))
