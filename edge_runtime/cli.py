@@ -96,9 +96,9 @@ def eval_(
 @app.command()
 def export(
     source: Path = typer.Argument(..., help="A run folder or a .keras model."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder [default: RUN_DIR/export]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: RUN_DIR/export)."),
     int8: bool = typer.Option(False, "--int8", help="Also write a verified int8 model (model.int8.onnx)."),
-    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration images for --int8 [default: the run's training images]."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration images for --int8 (default: the run's training images)."),
     calib_size: int = typer.Option(200, "--calib-size", help="Number of calibration images (a seeded random sample)."),
     calib_method: str = typer.Option("auto", "--calib-method", help="auto (the most accurate of minmax, entropy, percentile) or one of them."),
     fp16: bool = typer.Option(False, "--fp16", help="Also write a float16 model for GPUs (model.fp16.onnx)."),

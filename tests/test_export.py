@@ -23,6 +23,7 @@ import onnx  # noqa: E402
 from edge_runtime import metadata as md  # noqa: E402
 from edge_runtime.classifier import Classifier  # noqa: E402
 from edge_runtime.errors import EdgeclfError  # noqa: E402
+from export import data  # noqa: E402
 from export.api import ExportCheckError, export_model  # noqa: E402
 
 
@@ -44,8 +45,9 @@ def make_run(arch: str, size: int, data_dir: Path, out: Path, epochs: int = 1, s
     data = load_labelled(data_dir, (size, size))
     keras.utils.set_random_seed(0)
     model = ARCHITECTURES[arch].build(len(data.class_names), size, weights=None)
-    model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")
-    model.fit(data.x.astype(np.float32), data.y, batch_size=32, steps_per_epoch=steps, epochs=epochs, verbose=0)
+    if epochs:
+        model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")
+        model.fit(data.x.astype(np.float32), data.y, batch_size=32, steps_per_epoch=steps, epochs=epochs, verbose=0)
     out.mkdir(parents=True)
     model.save(out / "model.keras")
     val = [str(p) for p in data.paths[::4]]
@@ -227,15 +229,18 @@ def test_interrupted_quantization_leaves_no_int8(seed_run, tmp_path, monkeypatch
 
 
 # ------------------------------------------------------------------------------ every architecture
-@pytest.mark.parametrize("arch,size,int8", [("edgenet", 32, True), ("mobilenet_v2", 32, False), ("seed", 32, False)])
-def test_every_architecture_exports(arch, size, int8, shapes_dir, tmp_path):
-    run = make_run(arch, size, shapes_dir, tmp_path / "run")
+# mobilenet_v2 is exported as initialised: compiling its training step alone takes about a minute.
+@pytest.mark.parametrize("arch,size,int8,epochs", [("edgenet", 32, True, 1), ("mobilenet_v2", 32, True, 0), ("seed", 32, False, 1)])
+def test_every_architecture_exports(arch, size, int8, epochs, shapes_dir, tmp_path):
+    run = make_run(arch, size, shapes_dir, tmp_path / "run", epochs=epochs)
     report = export_model(run, tmp_path / "out", int8=int8, calib_size=16, calib_method="minmax", max_drop=1.0, show_progress=False)
     assert report["architecture"] == arch and report["input_size"] == [size, size]
     assert report["parity"]["n"] >= 100 and report["parity"]["top1_agreement"] == 1.0
     assert report["parity"]["max_abs_diff"] <= 1e-4
     clf = Classifier(tmp_path / "out" / "model.onnx")
     assert clf.size == (size, size) and len(clf.class_names) == 3
+    probs = clf.predict_arrays(data.generated_images(8, (size, size)))
+    assert probs.std(axis=0).max() > 0  # the outputs depend on the image: the comparison meant something
     if int8:
         assert (tmp_path / "out" / "model.int8.onnx").is_file() and report["int8"]["n_eval"] == 30
 
