@@ -144,6 +144,8 @@ def test_int8_graph_is_quantized(seed_run, tmp_path):
     conv_scales = [n.input[1] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights
                    and weights[n.input[0]].data_type == onnx.TensorProto.INT8 and len(weights[n.input[0]].dims) == 4]
     assert conv_scales and all(len(weights[s].dims) == 1 and weights[s].dims[0] > 1 for s in conv_scales)  # per channel
+    # the uint8 pixels are the quantized input itself (scale 1, zero point 0): no Cast/Quantize pass
+    assert [n.op_type for n in model.graph.node if "image" in n.input] == ["DequantizeLinear"]
     softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
     assert all(n.op_type != "QuantizeLinear" or softmax.output[0] not in n.input for n in model.graph.node)
 
