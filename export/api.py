@@ -141,6 +141,7 @@ def export_model(
                 # A stale int8 model from an earlier export must not pass for this one.
                 (out / INT8_NAME).unlink(missing_ok=True)
 
+    _remove_stale(out, report, sha)
     report["versions"] = _versions()
     report["files"]["report"] = REPORT_NAME
     write_json(out / REPORT_NAME, report)
@@ -158,9 +159,9 @@ def export_model(
 def _int8(fp32_bytes, fp32_sess, calib_set, val, calib_method, max_drop, step, metadata) -> tuple[dict, bytes]:
     """Quantize with each candidate calibration method, keep the most accurate on the validation
     split (ties: higher agreement with fp32, then smaller probability error), judge it."""
-    from .convert import set_metadata as set_md
-    from .onnxrun import latency_ms, predict, session
     import onnx
+
+    from .onnxrun import latency_ms, predict, session
 
     methods = list(quantize.METHODS) if calib_method == "auto" else [calib_method]
     fp32_probs = predict(fp32_sess, val.x, progress=step("validation: fp32", len(val.x)))
@@ -186,7 +187,7 @@ def _int8(fp32_bytes, fp32_sess, calib_set, val, calib_method, max_drop, step, m
         best = max(methods, key=lambda m: (candidates[m]["accuracy"], candidates[m]["top1_agreement"], -candidates[m]["mean_abs_diff"]))
         chosen = candidates[best]
         proto = onnx.load(str(chosen["path"]))
-        set_md(proto, metadata(chosen["accuracy"]))
+        set_metadata(proto, metadata(chosen["accuracy"]))
         int8_bytes = proto.SerializeToString()
 
     int8_sess = session(int8_bytes)
@@ -334,6 +335,23 @@ def _write(path: Path, payload: bytes, report: dict, precision: str) -> None:
         tmp.write_bytes(payload)
     report["files"][precision] = path.name
     report["sizes_bytes"][precision] = len(payload)
+
+
+def _remove_stale(out: Path, report: dict, sha: str) -> None:
+    """An int8/fp16 file left by an export of another model must not sit beside this one."""
+    import onnx
+
+    for name in (INT8_NAME, FP16_NAME):
+        path = out / name
+        if name in report["files"].values() or not path.is_file():
+            continue
+        try:
+            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        except Exception:
+            props = {}
+        if props.get(md.SOURCE_SHA256) != sha:
+            path.unlink()
+            print(f"warning: removed {path}: it was exported from another model", file=sys.stderr)
 
 
 def _versions() -> dict:

@@ -93,6 +93,14 @@ def test_cli_export_int8_fp16(seed_run, tmp_path):
     assert sizes == report["sizes_bytes"]
 
 
+def test_stale_files_of_another_model_are_removed(seed_run, tmp_path):
+    out = tmp_path / "export"
+    export_model(seed_run, out, fp16=True, show_progress=False)
+    (out / "model.int8.onnx").write_bytes(b"left over from another model")
+    export_model(seed_run, out, show_progress=False)  # same model, no --fp16: its fp16 file stays
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.fp16.onnx", "model.onnx"]
+
+
 def test_metadata_and_runtime(seed_run, tmp_path, shapes_dir):
     """The .onnx files carry everything the edge runtime needs; the runtime classifies with them."""
     out = tmp_path / "export"
