@@ -119,6 +119,7 @@ def main() -> None:
         "architecture": report["architecture"],
         "input_size": report["input_size"],
         "run": str(Path(run).resolve()),
+        "run_summary": {k: json.loads((Path(run) / "run.json").read_text()).get(k) for k in ("epochs_run", "best", "params", "macs", "n_train", "n_val")},
         "data": str(args.data),
         "cpu": platform.processor() or platform.machine(),
         "vnni": "avx512_vnni" in Path("/proc/cpuinfo").read_text(),
@@ -152,7 +153,10 @@ def to_markdown(r: dict) -> str:
         f"# Export benchmark: {r['architecture']} {r['input_size'][0]}x{r['input_size'][1]}, fp32 vs int8 ONNX",
         "",
         f"Run `{r['run']}`; CPU {r['cpu']} (VNNI: {r['vnni']}); onnxruntime {r['onnxruntime']}.",
-        f"Reproduce: `{r['command']}`",
+        f"Run trained by `edgeclf train {r['data']} --out RUN --epochs {r['run_summary']['epochs_run']}` "
+        f"(best Keras val accuracy {r['run_summary']['best']['val_accuracy']:.2%}; {r['run_summary']['params']:,} params, "
+        f"{r['run_summary']['macs'] / 1e6:.0f} M MACs; {r['run_summary']['n_train']} train / {r['run_summary']['n_val']} val images).",
+        f"Reproduce: `{r['command']}` (without `--run` the script trains the run itself).",
         "",
         "| goal | fp32 | int8 | figure | |",
         "|---|---|---|---|---|",
