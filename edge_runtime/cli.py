@@ -89,11 +89,24 @@ def eval_(
 @app.command()
 def export(
     source: Path = typer.Argument(..., help="A run folder or a .keras model."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder [default: RUN_DIR/export]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: RUN_DIR/export)."),
+    int8: bool = typer.Option(False, "--int8", help="Also write a verified int8 model (model.int8.onnx)."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration images for --int8 (default: the run's training images)."),
+    calib_size: int = typer.Option(200, "--calib-size", help="Number of calibration images (a seeded random sample)."),
+    calib_method: str = typer.Option("auto", "--calib-method", help="auto (the most accurate of minmax, entropy, percentile) or one of them."),
+    fp16: bool = typer.Option(False, "--fp16", help="Also write a float16 model for GPUs (model.fp16.onnx)."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (13-18)."),
+    max_drop: float = typer.Option(0.01, "--max-drop", help="Largest accepted int8 accuracy drop on the validation split (0.01 = 1 point)."),
+    json_out: bool = typer.Option(False, "--json", help="Print export.json's content as one JSON object."),
 ) -> None:
     """Export a trained model to ONNX (and a verified int8 ONNX)."""
     require_train_extra("export")
-    raise EdgeclfError("'edgeclf export' is not available yet (issue 3)")
+    from export.cli_commands import run_export
+
+    run_export(
+        source, out, json_out=json_out, int8=int8, fp16=fp16, calib=calib, calib_size=calib_size,
+        calib_method=calib_method, opset=opset, max_drop=max_drop,
+    )
 
 
 # ------------------------------------------------------------------------------------------- predict
