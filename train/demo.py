@@ -1,4 +1,8 @@
-"""``edgeclf demo``: the whole chain on data it generates itself, in a few minutes on 2 CPU cores."""
+"""``edgeclf demo``: the whole chain on data it generates itself, in a few minutes on 2 CPU cores.
+
+data (shapes) -> train (edgenet) -> export (fp32 + verified int8 ONNX) -> classify a generated
+video with the int8 model through the edge runtime -> benchmark fp32 against int8.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,29 @@ import time
 from pathlib import Path
 
 from edge_runtime.errors import EdgeclfError
-from edge_runtime.synthetic import make_shapes_dataset
+from edge_runtime.synthetic import make_shapes_dataset, make_shapes_video
 
 from .progress import console
 from .trainer import TrainConfig, train
 
-DEMO_IMAGES_PER_CLASS = 120
+DEMO_IMAGES_PER_CLASS = 300
 DEMO_SIZE = 64
-DEMO_EPOCHS = 25
+DEMO_EPOCHS = 20
+STEPS = 5
 
 
-def run_demo(out: Path, force: bool = False, epochs: int = DEMO_EPOCHS) -> dict:
-    """Generate shapes, train the default network on them, and report where everything went."""
+def _step(i: int, title: str) -> None:
+    console.rule(f"[bold]{i}/{STEPS} {title}")
+
+
+def run_demo(out: Path, force: bool = False, epochs: int = DEMO_EPOCHS, per_class: int = DEMO_IMAGES_PER_CLASS) -> dict:
+    """Run every stage into ``out``; returns the headline figures."""
+    from export.api import export_model
+
+    from edge_runtime.classifier import Classifier
+    from edge_runtime.predict import classify
+    from edge_runtime.sources import open_source
+
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not force:
@@ -29,19 +44,79 @@ def run_demo(out: Path, force: bool = False, epochs: int = DEMO_EPOCHS) -> dict:
     t0 = time.time()
     results: dict = {"out": str(out)}
 
-    console.rule("[bold]1/4 data")
-    data = make_shapes_dataset(out / "data", per_class=DEMO_IMAGES_PER_CLASS, size=96, seed=0)
-    console.print(f"generated {3 * DEMO_IMAGES_PER_CLASS} images of circles, squares and triangles in {data}")
+    _step(1, "generate data")
+    data = make_shapes_dataset(out / "data", per_class=per_class, size=DEMO_SIZE, seed=0)
+    console.print(f"{3 * per_class} images of circles, squares and triangles on noisy backgrounds in {data}")
 
-    console.rule("[bold]2/4 train")
+    _step(2, "train")
     run = train(TrainConfig(data_dir=data, out=out / "run", model="edgenet", img_size=DEMO_SIZE, epochs=epochs,
                             batch_size=32, patience=epochs, seed=0))
     results["val_accuracy"] = run["best"]["val_accuracy"]
-    console.print(f"edgenet {DEMO_SIZE}x{DEMO_SIZE}: validation accuracy {run['best']['val_accuracy']:.1%} "
-                  f"({run['macs'] / 1e6:.1f} M MACs/frame)")
+    console.print(f"edgenet {DEMO_SIZE}x{DEMO_SIZE}: validation accuracy {run['best']['val_accuracy']:.1%}, "
+                  f"{run['macs'] / 1e6:.1f} M MACs/frame")
+
+    _step(3, "export to ONNX and int8 ONNX")
+    exported = export_model(out / "run", out / "export", int8=True, max_drop=0.03)
+    q = exported.get("int8") or {}
+    results["int8"] = q
+    console.print(f"parity Keras vs ONNX: {exported['parity']['top1_agreement']:.1%} top-1 agreement, "
+                  f"max |Δp| {exported['parity']['max_abs_diff']:.1e} on {exported['parity']['n']} images")
+    if q.get("accepted", True) and (out / "export" / "model.int8.onnx").exists():
+        console.print(f"int8 ({q['method']}): accuracy {q['accuracy_int8']:.1%} vs fp32 {q['accuracy_fp32']:.1%}, "
+                      f"{q['size_ratio']:.0%} of the size, {1 / q['latency_ratio']:.1f}x faster per frame")
+        model = out / "export" / "model.int8.onnx"
+    else:
+        console.print("[yellow]int8 model rejected by its accuracy check; the video step uses fp32")
+        model = out / "export" / "model.onnx"
+
+    _step(4, "classify a video on the edge runtime (no TensorFlow)")
+    video = out / "shapes.mp4"
+    truth = make_shapes_video(video, frames=90, size=160, fps=15, hold=15, seed=1)
+    clf = Classifier(model, provider="cpu")
+    t = time.perf_counter()
+    preds = [r.prediction.label for r in classify(clf, open_source(str(video)), batch=8)]
+    seconds = time.perf_counter() - t
+    agree = sum(p == g for p, g in zip(preds, truth)) / max(1, len(truth))
+    results["video"] = {"frames": len(preds), "accuracy": agree, "fps": len(preds) / seconds}
+    console.print(f"{model.name} on {video.name}: {len(preds)} frames, {agree:.1%} labelled correctly, "
+                  f"{len(preds) / seconds:.0f} frames/s end to end")
+    console.print(f"  try: edgeclf predict {model} {video} --save {out / 'annotated.mp4'}")
+
+    _step(5, "benchmark")
+    results["bench"] = _bench(out / "export")
 
     console.rule("[bold]done")
     console.print(f"finished in {time.time() - t0:.0f} s. Everything is in {out}/:")
-    console.print(f"  data/               generated training images (3 classes)")
-    console.print(f"  run/model.keras     trained Keras model; run.json, history.csv, curves.png, confusion.png beside it")
+    for name, what in (
+        ("data/", "generated training images (3 classes)"),
+        ("run/", "model.keras, run.json, history.csv, curves.png, confusion.png"),
+        ("export/", "model.onnx, model.int8.onnx, export.json"),
+        ("shapes.mp4", "the generated test video"),
+    ):
+        console.print(f"  {name:<12} {what}")
     return results
+
+
+def _bench(export_dir: Path) -> dict:
+    """fp32 against int8, batch 1, side by side (filled in by the bench command when available)."""
+    from edge_runtime.classifier import Classifier
+    import numpy as np
+
+    rows = {}
+    for name in ("model.onnx", "model.int8.onnx"):
+        path = export_dir / name
+        if not path.exists():
+            continue
+        clf = Classifier(path, provider="cpu")
+        x = np.zeros((1, *clf.size, 3), np.uint8)
+        for _ in range(10):
+            clf.predict_arrays(x)
+        times = []
+        for _ in range(200):
+            t = time.perf_counter()
+            clf.predict_arrays(x)
+            times.append((time.perf_counter() - t) * 1000)
+        rows[name] = {"p50_ms": float(np.median(times)), "bytes": path.stat().st_size}
+    for name, r in rows.items():
+        console.print(f"  {name:<16} {r['p50_ms']:.3f} ms/frame (p50)  {r['bytes'] / 1e6:.2f} MB")
+    return rows
