@@ -5,6 +5,7 @@ Base install only (numpy, OpenCV, onnxruntime, rich): it runs on the Pi / Jetson
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -108,6 +109,20 @@ def iter_source(source: Path, limit: int, on_skip: Callable[[str], None]) -> Ite
         cap.release()
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Silence what C libraries write straight to file descriptor 2, so errors stay one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def count_source_frames(source: Path, limit: int) -> int | None:
     """How many frames the source will give (for the progress bar), None if unknown.
 
@@ -119,7 +134,8 @@ def count_source_frames(source: Path, limit: int) -> int | None:
         return min(limit, n)
     if is_image_file(source):
         return 1
-    cap = cv2.VideoCapture(str(source))
+    with _native_stderr_silenced():  # FFmpeg prints its own complaint ("moov atom not found") to fd 2
+        cap = cv2.VideoCapture(str(source))
     try:
         if not cap.isOpened():
             raise EdgeclfError(f"{source}: cannot open as a video (unsupported or corrupt file)")
