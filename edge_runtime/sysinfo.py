@@ -44,6 +44,14 @@ def cpu_cores() -> int:
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB."""
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork+exec, so a
+    # process started by a big one (a test runner, a benchmark driver) would report the parent's.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
