@@ -68,8 +68,14 @@ def train(
     """Train a Keras CNN on DATA_DIR (one sub-folder per class)."""
     require_train_extra("train")
     from train.cli_commands import run_train
+    from train.trainer import TrainConfig
 
-    run_train(**locals())
+    cfg = TrainConfig(
+        data_dir=data_dir, out=out, model=model, img_size=img_size, epochs=epochs, batch_size=batch_size,
+        val_split=val_split, val_dir=val, seed=seed, weights=weights, lr=lr, patience=patience,
+        augment=augment, resume=resume, force=force, quiet=json_out,
+    )
+    run_train(cfg, json_out=json_out)
 
 
 # ---------------------------------------------------------------------------------------------- eval

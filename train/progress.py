@@ -1,0 +1,67 @@
+"""Progress display for training: a bar per epoch with an estimate of the time left."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Callable, Iterator
+
+import keras
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True, highlight=False)
+
+
+@contextlib.contextmanager
+def load_progress(total: int, what: str, quiet: bool = False) -> Iterator[Callable[[int], None]]:
+    """A progress bar for reading images; yields an ``advance(n)`` function."""
+    if quiet:
+        yield lambda n: None
+        return
+    with Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as p:
+        task = p.add_task(what, total=total)
+        yield lambda n: p.advance(task, n)
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """One line per epoch with its metrics, plus a live bar with the time left for the whole run."""
+
+    def __init__(self, total_epochs: int, steps: int, state: dict, stage: str = "") -> None:
+        super().__init__()
+        self.total_epochs, self.steps, self.state, self.stage = total_epochs, steps, state, stage
+        self.progress: Progress | None = None
+
+    def on_train_begin(self, logs=None):
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[n_epochs]}"), BarColumn(), TextColumn("{task.fields[info]}"),
+            TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True,
+        )
+        self.progress.start()
+        done = self.state["epoch"]
+        self.task = self.progress.add_task("train", total=self.total_epochs * self.steps, completed=done * self.steps,
+                                           epoch=done + 1, n_epochs=self.total_epochs, info="")
+        self.t0 = time.time()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.progress.update(self.task, epoch=epoch + 1, completed=epoch * self.steps)
+        self.t_epoch = time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        self.progress.update(self.task, advance=1, info=f"loss {logs.get('loss', 0):.3f} acc {logs.get('accuracy', 0):.3f}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        best = self.state["best"]
+        star = "*" if best["epoch"] == epoch + 1 else " "
+        stage = f"[{self.stage}] " if self.stage else ""
+        self.progress.console.print(
+            f"{stage}epoch {epoch + 1:3d}/{self.total_epochs}  loss {logs.get('loss', 0):.4f}  acc {logs.get('accuracy', 0):.4f}  "
+            f"val_loss {logs.get('val_loss', 0):.4f}  val_acc {logs.get('val_accuracy', 0):.4f}{star}  "
+            f"{time.time() - self.t_epoch:5.1f}s"
+        )
+
+    def on_train_end(self, logs=None):
+        if self.progress:
+            self.progress.stop()

@@ -1,0 +1,367 @@
+"""``edgeclf train``: a Keras CNN from a folder of images, with checkpoints, resume and reports.
+
+Written for small data on small machines: images are decoded once into memory, augmentation
+runs in the input pipeline (so the saved model holds only rescaling + network), the best model
+by validation accuracy is written atomically after every improving epoch, and an interrupted
+run can be resumed from its last epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from edge_runtime import __version__
+from edge_runtime.atomic import atomic_path, write_json
+from edge_runtime.errors import EdgeclfError
+from edge_runtime.metrics import classification_report
+from edge_runtime.preprocess import COLOR_ORDER, RESIZE
+
+from .models import ARCHITECTURES, count_macs
+from .data import check_classes, data_fingerprint, load_split, plan_splits
+from .progress import EpochProgress, console, load_progress
+
+RUN_FILES = ("model.keras", "last.keras", "run.json", "history.csv", "curves.png", "confusion.png", "state.json")
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``edgeclf train`` accepts; see ``edgeclf train --help``."""
+
+    data_dir: Path
+    out: Path
+    model: str = "edgenet"
+    img_size: int | None = None
+    epochs: int = 40
+    batch_size: int = 32
+    val_split: float = 0.2
+    val_dir: Path | None = None
+    seed: int = 1337
+    weights: str = "imagenet"
+    lr: float | None = None
+    patience: int = 10
+    augment: bool = True
+    resume: bool = False
+    force: bool = False
+    quiet: bool = False
+    extra: dict = field(default_factory=dict)  # architecture keyword arguments (e.g. widths)
+
+
+@dataclass
+class Stage:
+    """One phase of training (mobilenet_v2 has two: head only, then fine-tuning)."""
+
+    name: str
+    epochs: int
+    lr: float
+    backbone_trainable_from: str | None = None  # None: whole model as built; "": backbone frozen
+
+
+def _stages(cfg: TrainConfig) -> list[Stage]:
+    if cfg.model == "mobilenet_v2":
+        head = max(1, cfg.epochs // 3)
+        fine = cfg.epochs - head
+        stages = [Stage("head", head, cfg.lr or 1e-3, backbone_trainable_from="")]
+        if fine > 0:
+            # Fine-tune the last blocks only, slowly, as keras-io's transfer-learning guide does.
+            stages.append(Stage("fine-tune", fine, (cfg.lr or 1e-3) / 50, backbone_trainable_from="block_13_expand"))
+        return stages
+    default_lr = {"seed": 1e-3, "edgenet": 2e-3}.get(cfg.model, 1e-3)
+    return [Stage("train", cfg.epochs, cfg.lr or default_lr)]
+
+
+def _validate(cfg: TrainConfig) -> None:
+    if cfg.model not in ARCHITECTURES:
+        raise EdgeclfError(f"unknown --model {cfg.model!r}; choose from {', '.join(ARCHITECTURES)}")
+    for name, value, low in (("--epochs", cfg.epochs, 1), ("--batch-size", cfg.batch_size, 1), ("--patience", cfg.patience, 1)):
+        if value < low:
+            raise EdgeclfError(f"{name} must be at least {low} (got {value})")
+    if cfg.img_size is not None and not 32 <= cfg.img_size <= 1024:
+        raise EdgeclfError(f"--img-size must be between 32 and 1024 (got {cfg.img_size})")
+    if cfg.resume and cfg.force:
+        raise EdgeclfError("--resume and --force contradict each other: choose one")
+    if cfg.weights not in ("imagenet", "none") and not Path(cfg.weights).is_file():
+        raise EdgeclfError(f"{cfg.weights}: --weights file does not exist (use imagenet, none or a .h5 file)")
+    out = cfg.out
+    if out.exists() and not out.is_dir():
+        raise EdgeclfError(f"{out}: --out exists and is not a folder")
+    has_model = (out / "model.keras").exists() or (out / "last.keras").exists()
+    if cfg.resume:
+        if not (out / "last.keras").exists() or not (out / "state.json").exists():
+            raise EdgeclfError(f"{out}: nothing to resume (no last.keras/state.json); train without --resume")
+    elif has_model and not cfg.force:
+        raise EdgeclfError(f"{out}: already holds a trained model; use --force to overwrite or --resume to continue")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise EdgeclfError(f"{out}: cannot write to the run folder ({e.strerror or e})") from None
+
+
+def _versions() -> dict:
+    import cv2
+    import tensorflow as tf
+
+    return {
+        "edgeclf": __version__,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+    }
+
+
+def _augmenter(seed: int):
+    from keras import layers
+
+    return keras.Sequential(
+        [
+            layers.RandomFlip("horizontal", seed=seed),
+            layers.RandomRotation(0.06, fill_mode="reflect", seed=seed + 1),
+            layers.RandomZoom((-0.2, 0.1), fill_mode="reflect", seed=seed + 2),
+            layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed + 3),
+            layers.RandomContrast(0.2, seed=seed + 4),
+        ],
+        name="augment",
+    )
+
+
+def _datasets(x_train, y_train, x_val, y_val, num_classes: int, cfg: TrainConfig):
+    import tensorflow as tf
+
+    def onehot(x, y):
+        return tf.cast(x, tf.float32), tf.one_hot(y, num_classes)
+
+    train = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(len(x_train), seed=cfg.seed, reshuffle_each_iteration=True)
+    train = train.batch(cfg.batch_size).map(onehot, num_parallel_calls=tf.data.AUTOTUNE)
+    if cfg.augment:
+        aug = _augmenter(cfg.seed)
+        train = train.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    train = train.prefetch(tf.data.AUTOTUNE)
+    val = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(64).map(onehot).cache().prefetch(tf.data.AUTOTUNE)
+    return train, val
+
+
+def _set_trainable(model, stage: Stage) -> None:
+    if stage.backbone_trainable_from is None:
+        return
+    backbone = model.get_layer("backbone")
+    backbone.trainable = stage.backbone_trainable_from != ""
+    if backbone.trainable:
+        unfreeze = False
+        for layer in backbone.layers:
+            unfreeze = unfreeze or layer.name == stage.backbone_trainable_from
+            # BatchNorm stays frozen (the backbone runs with training=False) as keras-io advises.
+            layer.trainable = unfreeze and layer.__class__.__name__ != "BatchNormalization"
+
+
+def _compile(model, stage: Stage, steps_per_epoch: int) -> None:
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=stage.lr / 10,
+        decay_steps=max(1, stage.epochs * steps_per_epoch),
+        alpha=0.02,
+        warmup_target=stage.lr,
+        warmup_steps=min(3, stage.epochs) * steps_per_epoch // 2,
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=5e-4),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
+        metrics=["accuracy"],
+    )
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Writes the best model (by val accuracy) and the last epoch atomically; stops early."""
+
+    def __init__(self, out: Path, state: dict, patience: int, stage_index: int) -> None:
+        super().__init__()
+        self.out, self.state, self.patience, self.stage_index = out, state, patience, stage_index
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs, state = logs or {}, self.state
+        state["history"].append({"epoch": epoch + 1, "stage": self.stage_index,
+                                 **{k: float(v) for k, v in logs.items() if k != "learning_rate"}})
+        val_acc = float(logs.get("val_accuracy", 0.0))
+        if val_acc > state["best"]["val_accuracy"] or state["best"]["epoch"] == 0:
+            state["best"] = {"epoch": epoch + 1, "val_accuracy": val_acc, "val_loss": float(logs.get("val_loss", 0.0))}
+            state["wait"] = 0
+            with atomic_path(self.out / "model.keras") as tmp:
+                self.model.save(tmp)
+        else:
+            state["wait"] += 1
+        with atomic_path(self.out / "last.keras") as tmp:
+            self.model.save(tmp)
+        state["epoch"] = epoch + 1
+        _write_history(self.out / "history.csv", state["history"])
+        write_json(self.out / "state.json", state)
+        if state["wait"] >= self.patience:
+            self.model.stop_training = True
+            state["stopped_early"] = True
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    cols = ["epoch", "stage", "loss", "accuracy", "val_loss", "val_accuracy"]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(history)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train per ``cfg`` and write the run folder; returns the run summary (run.json's content)."""
+    _validate(cfg)
+    arch = ARCHITECTURES[cfg.model]
+    out = cfg.out
+    started = time.time()
+    if cfg.force:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+
+    state: dict
+    if cfg.resume:
+        state = json.loads((out / "state.json").read_text())
+        prev = state["config"]
+        cfg.model, cfg.img_size, cfg.seed, cfg.val_split = prev["model"], prev["img_size"], prev["seed"], prev["val_split"]
+        cfg.val_dir = Path(prev["val_dir"]) if prev["val_dir"] else None
+    size = cfg.img_size or arch.default_size
+    cfg.img_size = size
+    keras.utils.set_random_seed(cfg.seed)
+
+    class_names, train_split, val_split = plan_splits(cfg.data_dir, cfg.val_dir, cfg.val_split, cfg.seed)
+    if cfg.resume and state["data_fingerprint"] != data_fingerprint(train_split.paths + val_split.paths):
+        raise EdgeclfError(f"{cfg.data_dir}: the data set changed since this run started; --resume needs the same files")
+    skipped: list[dict] = []
+    n_files = len(train_split.paths) + len(val_split.paths)
+    with load_progress(n_files, "reading images", quiet=cfg.quiet) as advance:
+        x_train, y_train, train_paths = load_split(train_split, (size, size), skipped, advance)
+        x_val, y_val, val_paths = load_split(val_split, (size, size), skipped, advance)
+    check_classes(cfg.data_dir, class_names, y_train, y_val)
+    if len(x_val) == 0:
+        raise EdgeclfError(f"{cfg.val_dir or cfg.data_dir}: no readable validation image")
+
+    stages = _stages(cfg)
+    steps = int(np.ceil(len(x_train) / cfg.batch_size))
+    train_ds, val_ds = _datasets(x_train, y_train, x_val, y_val, len(class_names), cfg)
+
+    if cfg.resume:
+        model = keras.models.load_model(out / "last.keras")
+        if not cfg.quiet:
+            console.print(f"resuming {out} after epoch {state['epoch']} (best val accuracy {state['best']['val_accuracy']:.3f})")
+    else:
+        weights = None if cfg.weights == "none" else cfg.weights
+        model = arch.build(len(class_names), size, weights=weights, **cfg.extra)
+        state = {
+            "config": {"model": cfg.model, "img_size": size, "seed": cfg.seed, "val_split": cfg.val_split,
+                       "val_dir": str(cfg.val_dir.resolve()) if cfg.val_dir else None},
+            "data_fingerprint": data_fingerprint(train_split.paths + val_split.paths),
+            "epoch": 0, "stage": 0, "wait": 0, "stopped_early": False,
+            "best": {"epoch": 0, "val_accuracy": 0.0, "val_loss": 0.0}, "history": [],
+        }
+
+    total_epochs = sum(s.epochs for s in stages)
+    interrupted = False
+    try:
+        end = 0
+        for i, stage in enumerate(stages):
+            start, end = end, end + stage.epochs
+            done = i < state["stage"] or (i == state["stage"] and state["stopped_early"]) or state["epoch"] >= end
+            if done:
+                continue
+            if not (cfg.resume and i == state["stage"] and state["epoch"] > start):
+                _set_trainable(model, stage)
+                _compile(model, stage, steps)
+                state.update(wait=0, stopped_early=False)
+            state["stage"] = i
+            callbacks = [Checkpointer(out, state, cfg.patience, i)]
+            if not cfg.quiet:
+                callbacks.append(EpochProgress(total_epochs, steps, state, stage.name if len(stages) > 1 else ""))
+            model.fit(train_ds, validation_data=val_ds, epochs=end, shuffle=False, initial_epoch=max(state["epoch"], start),
+                      callbacks=callbacks, verbose=0)
+    except KeyboardInterrupt:
+        interrupted = True
+        if state["best"]["epoch"] == 0:
+            raise
+        console.print(f"interrupted: keeping the best model so far (epoch {state['best']['epoch']})")
+
+    return _finish(cfg, out, state, class_names, x_val, y_val, y_train, train_paths, val_paths, skipped, interrupted,
+                   time.time() - started, arch)
+
+
+def _finish(cfg, out, state, class_names, x_val, y_val, y_train, train_paths, val_paths, skipped, interrupted, seconds, arch) -> dict:
+    """Evaluate the best checkpoint on the validation split; write run.json and the plots."""
+    from .plots import plot_confusion, plot_curves
+
+    best = keras.models.load_model(out / "model.keras", compile=False)
+    probs = best.predict(x_val.astype(np.float32), batch_size=64, verbose=0)
+    report = classification_report(y_val, probs.argmax(1), class_names)
+    history = state["history"]
+    counts = {c: {"train": int(np.sum(y_train == i)), "val": int(np.sum(y_val == i))} for i, c in enumerate(class_names)}
+    size = cfg.img_size
+    run = {
+        "edgeclf_version": __version__,
+        "architecture": cfg.model,
+        "architecture_summary": arch.summary,
+        "class_names": class_names,
+        "input_size": [size, size],
+        "color_order": COLOR_ORDER,
+        "input_dtype": "float32 0-255 (uint8 values)",
+        "preprocessing": {"resize": RESIZE, "rescale": "inside the model", "augmentation": _aug_desc(cfg.augment)},
+        "params": int(best.count_params()),
+        "macs": count_macs(best),
+        "seed": cfg.seed,
+        "epochs_requested": cfg.epochs,
+        "epochs_run": state["epoch"],
+        "batch_size": cfg.batch_size,
+        "weights": cfg.weights if cfg.model == "mobilenet_v2" else None,
+        "data_dir": str(Path(cfg.data_dir).resolve()),
+        "val_dir": str(Path(cfg.val_dir).resolve()) if cfg.val_dir else None,
+        "val_split": None if cfg.val_dir else cfg.val_split,
+        "counts": counts,
+        "n_train": len(train_paths),
+        "n_val": len(val_paths),
+        "skipped": skipped,
+        "best": state["best"],
+        "final": {k: history[-1][k] for k in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy") if k in history[-1]} if history else {},
+        "val_report": report,
+        "stopped_early": bool(state.get("stopped_early")),
+        "interrupted": interrupted,
+        "train_seconds": round(seconds, 1),
+        "versions": _versions(),
+        "splits": {"train": [str(Path(p).resolve()) for p in train_paths], "val": [str(Path(p).resolve()) for p in val_paths]},
+    }
+    title = f"{cfg.model} {size}x{size}"
+    if history:
+        plot_curves(history, out / "curves.png", title=title)
+    plot_confusion(report["confusion"], class_names, out / "confusion.png",
+                   title=f"{title}: validation accuracy {report['accuracy']:.1%}")
+    write_json(out / "run.json", run)
+    if not interrupted:
+        # last.keras only serves --resume; a finished run keeps just the best model.
+        (out / "last.keras").unlink(missing_ok=True)
+        (out / "state.json").unlink(missing_ok=True)
+    return run
+
+
+def _aug_desc(on: bool) -> str:
+    if not on:
+        return "off"
+    return "horizontal flip, rotation ±0.06 turn, zoom -20%..+10%, translation ±10%, contrast ±20% (training only)"
+
+
+def clear_run(out: Path) -> None:
+    """Remove a run folder's edgeclf files (used by the demo's --force)."""
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "export", ignore_errors=True)
