@@ -15,6 +15,7 @@ See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -98,7 +99,11 @@ def load_images(run: dict, data: Path | None) -> tuple[np.ndarray, np.ndarray, s
 def keras_runners(run_dir: Path, threads: int) -> tuple[list[Runner], object]:
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    notes = []
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow already started in this process (compare.main called from Python)
+        notes.append(f"TensorFlow was already initialised: its thread count is its own, not {threads}")
     import keras
 
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
@@ -110,8 +115,8 @@ def keras_runners(run_dir: Path, threads: int) -> tuple[list[Runner], object]:
         return model(x.astype(np.float32), training=False).numpy()
 
     f = run_dir / "model.keras"
-    return [Runner("keras_predict", f"keras {keras.__version__} / tensorflow {tf.__version__}", f, predict),
-            Runner("keras_call", f"keras {keras.__version__} / tensorflow {tf.__version__}", f, call)], model
+    rt = f"keras {keras.__version__} / tensorflow {tf.__version__}"
+    return [Runner("keras_predict", rt, f, predict, notes=list(notes)), Runner("keras_call", rt, f, call, notes=list(notes))], model
 
 
 def onnx_runner(name: str, path: Path, threads: int) -> Runner:
@@ -154,14 +159,15 @@ def convert_litert(model, calib: np.ndarray, out_dir: Path) -> tuple[Path, Path]
             return tf.lite.TFLiteConverter.from_saved_model(str(saved))
 
     fp32 = out_dir / "model.tflite"
-    fp32.write_bytes(converter().convert())
-    c = converter()
-    c.optimizations = [tf.lite.Optimize.DEFAULT]
-    c.representative_dataset = lambda: ([calib[i : i + 1].astype(np.float32)] for i in range(len(calib)))
-    c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    c.inference_input_type = tf.uint8  # raw pixels in, like the ONNX model's uint8 input
     int8 = out_dir / "model.int8.tflite"
-    int8.write_bytes(c.convert())
+    with contextlib.redirect_stdout(sys.stderr):  # Keras prints its SavedModel signature on stdout
+        fp32.write_bytes(converter().convert())
+        c = converter()
+        c.optimizations = [tf.lite.Optimize.DEFAULT]
+        c.representative_dataset = lambda: ([calib[i : i + 1].astype(np.float32)] for i in range(len(calib)))
+        c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        c.inference_input_type = tf.uint8  # raw pixels in, like the ONNX model's uint8 input
+        int8.write_bytes(c.convert())
     return fp32, int8
 
 

@@ -6,6 +6,7 @@ edgeclf metadata), with a plain training loop and tf2onnx + onnxruntime.quantiza
 commands for real results.
 
     python benchmarks/dev_run.py ../shared/data/cats_dogs/train --out /tmp/run --epochs 5
+    python benchmarks/dev_run.py --export-only RUN_DIR     # export a run made by 'edgeclf train'
 """
 
 from __future__ import annotations
@@ -75,14 +76,20 @@ def export_onnx(model, out_dir: Path, size: int, class_names: list[str], calib: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("data_dir", type=Path)
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("data_dir", type=Path, nargs="?")
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--export-only", type=Path, metavar="RUN_DIR", help="export an existing run folder to RUN_DIR/export")
     ap.add_argument("--model", default="edgenet")
     ap.add_argument("--size", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--val-split", type=float, default=0.2)
     ap.add_argument("--seed", type=int, default=1337)
     args = ap.parse_args()
+    if args.export_only:
+        export_run(args.export_only, args.seed)
+        return
+    if args.data_dir is None or args.out is None:
+        ap.error("give DATA_DIR and --out, or --export-only RUN_DIR")
 
     import keras
 
@@ -121,17 +128,28 @@ def main() -> None:
         "versions": {"keras": keras.__version__}, "note": "made by benchmarks/dev_run.py (stand-in for edgeclf train)",
     }
     (args.out / "run.json").write_text(json.dumps(run, indent=2))
+    export_run(args.out, args.seed)
+    print(f"wrote {args.out}")
+
+
+def export_run(run_dir: Path, seed: int) -> None:
+    import keras
+
+    run = json.loads((run_dir / "run.json").read_text())
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    size = run["input_size"][0]
     meta = {
-        md.CLASS_NAMES: json.dumps(classes), md.INPUT_HEIGHT: str(size), md.INPUT_WIDTH: str(size),
-        md.COLOR_ORDER: "RGB", md.PREPROCESSING: json.dumps(run["preprocessing"]), md.ARCHITECTURE: args.model,
+        md.CLASS_NAMES: json.dumps(run["class_names"]), md.INPUT_HEIGHT: str(size), md.INPUT_WIDTH: str(size),
+        md.COLOR_ORDER: "RGB", md.PREPROCESSING: json.dumps(run["preprocessing"]), md.ARCHITECTURE: run["architecture"],
         md.VAL_ACCURACY: str(run["best"]["val_accuracy"]),
-        md.SOURCE_SHA256: hashlib.sha256((args.out / "model.keras").read_bytes()).hexdigest(),
+        md.SOURCE_SHA256: hashlib.sha256((run_dir / "model.keras").read_bytes()).hexdigest(),
         "macs": str(run["macs"]),
     }
-    rng = np.random.default_rng(args.seed)
-    calib = x_tr[rng.choice(len(x_tr), size=min(100, len(x_tr)), replace=False)]
-    export_onnx(model, args.out / "export", size, classes, calib, meta)
-    print(f"wrote {args.out}")
+    train_paths = [Path(p) for p in run["splits"]["train"]]
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(train_paths), size=min(100, len(train_paths)), replace=False)
+    calib, _, _ = load_files([train_paths[i] for i in pick], (size, size))
+    export_onnx(model, run_dir / "export", size, run["class_names"], calib, meta)
 
 
 if __name__ == "__main__":
