@@ -44,7 +44,6 @@ LABELS = {
     "keras_call": "Keras model(x)",
     "onnx_fp32": "ONNX fp32 (onnxruntime)",
     "onnx_int8": "ONNX int8 (onnxruntime)",
-    "onnx_int8_tuned": "ONNX int8, tuned session",
     "litert_fp32": "LiteRT fp32",
     "litert_int8": "LiteRT int8",
     "opencv_fp32": "OpenCV DNN fp32 ONNX",
@@ -126,24 +125,6 @@ def onnx_runner(name: str, path: Path, threads: int) -> Runner:
 
     clf = Classifier(path, threads=threads)
     return Runner(name, f"onnxruntime {ort.__version__}", path, clf.predict_arrays)
-
-
-def tuned_onnx_runner(path: Path, threads: int, options: dict) -> Runner:
-    """onnxruntime with session options beyond edgeclf's defaults (goal: beat LiteRT int8)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = threads
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    for key, value in options.items():
-        opts.add_session_config_entry(key, value)
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return Runner("onnx_int8_tuned", f"onnxruntime {ort.__version__}", path,
-                  lambda x: sess.run(None, {name: x})[0],
-                  notes=["session config: " + ", ".join(f"{k}={v}" for k, v in options.items())])
 
 
 def convert_litert(model, calib: np.ndarray, out_dir: Path) -> tuple[Path, Path]:
@@ -362,9 +343,6 @@ def check_goals(rows: list[dict]) -> list[dict]:
 
     goal("ONNX int8 at least as fast per frame as LiteRT int8", "onnx_int8", "litert_int8", 1.0,
          "LiteRT int8 takes {:.2f}x the ONNX int8 time")
-    if "onnx_int8_tuned" in by:
-        goal("(tuned) ONNX int8 at least as fast per frame as LiteRT int8", "onnx_int8_tuned", "litert_int8", 1.0,
-             "LiteRT int8 takes {:.2f}x the tuned ONNX int8 time")
     goal("ONNX int8 at least 100x faster per frame than Keras model.predict", "onnx_int8", "keras_predict", 100.0,
          "{:.0f}x faster")
     goal("ONNX int8 at least 2x faster per frame than ONNX fp32", "onnx_int8", "onnx_fp32", 2.0, "{:.2f}x faster")
@@ -381,13 +359,15 @@ def check_goals(rows: list[dict]) -> list[dict]:
 def markdown(report: dict) -> str:
     m = report["machine"]
     s = report["settings"]
+    best = report["model"].get("best")
     lines = [
         "# edgeclf: the same model through every runtime", "",
         f"- Machine: {m['cpu']}, {m['cores']} cores ({m['arch']}, {m['os']}), Python {m['python']}; "
         f"measured float32 matmul peak {report['core_peak_gflops']:.0f} GFLOP/s per core",
         f"- Model: `{report['model']['run']}` ({report['model']['architecture']}, {report['model']['input_size'][0]}x"
         f"{report['model']['input_size'][1]}, {report['model']['classes']} classes, "
-        f"{report['model']['macs'] / 1e6 if report['model']['macs'] else float('nan'):.1f} M MACs per frame)",
+        f"{report['model']['macs'] / 1e6 if report['model']['macs'] else float('nan'):.1f} M MACs per frame"
+        + (f"; trained to {100 * best['val_accuracy']:.1f}% val accuracy at epoch {best['epoch']}" if best else "") + ")",
         f"- Images: {report['data']['images']} labelled images ({report['data']['source']})",
         f"- Settings: {s['threads']} thread(s) for every runtime; {s['rounds']} interleaved rounds of ~{s['turn_s']} s "
         f"turns per format; batch throughput on batches of {s['batch']}; medians reported",
@@ -558,7 +538,8 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": sysinfo.describe(),
         "core_peak_gflops": sysinfo.core_peak_gflops(),
         "model": {"run": str(args.run), "architecture": run.get("architecture"), "input_size": list(size),
-                  "classes": len(run["class_names"]), "macs": run.get("macs"), "onnx_dir": str(onnx_dir)},
+                  "classes": len(run["class_names"]), "macs": run.get("macs"), "onnx_dir": str(onnx_dir),
+                  "best": run.get("best")},
         "data": {"source": data_desc, "images": int(len(x))},
         "settings": {"threads": args.threads, "rounds": args.rounds, "turn_s": args.turn, "batch": args.batch,
                      "max_calls": args.max_calls},

@@ -159,7 +159,7 @@ def benchmark(
     warmup: int = 10,
     batches: Sequence[int] = (1,),
     threads: Sequence[int] | None = None,
-    provider: str = "cpu",
+    provider: str = "auto",
     source: str | os.PathLike | None = None,
     show_progress: bool = True,
 ) -> dict:
@@ -167,7 +167,7 @@ def benchmark(
     model = Path(model)
     check_count(runs, "--runs", 1)
     check_count(warmup, "--warmup", 0)
-    threads = list(threads) if threads else [sysinfo.cpu_cores()]
+    threads = list(threads) if threads else [min(4, sysinfo.cpu_cores())]  # as edgeclf predict
     batches = list(batches)
     if not model.is_file():
         raise EdgeclfError(f"{model}: model file does not exist")
