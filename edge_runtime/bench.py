@@ -326,14 +326,14 @@ def render(report: dict, console: Console) -> None:
     console.print(t)
     if "stages_ms" in report:
         src = report["source"]
-        s = Table(title="end to end, ms per frame", title_justify="left",
-                  caption=f"{src['path']}: {src['frames']} frames, batch 1, {src['threads']} thread(s)", caption_justify="left")
+        s = Table(title="end to end, ms per frame", title_justify="left")
         for col in ("stage (ms)", "p50", "p90", "p99", "mean"):
             s.add_column(col, justify="right")
         for name, st in report["stages_ms"].items():
             s.add_row(name, _f(st["p50"]), _f(st["p90"]), _f(st["p99"]), _f(st["mean"]))
         console.print(s)
-        console.print(f"end-to-end: {report['end_to_end_fps']:.1f} frames/s")
+        console.print(f"end-to-end: {report['end_to_end_fps']:.1f} frames/s ({src['path']}: {src['frames']} frames, "
+                      f"batch 1, {src['threads']} thread(s))", highlight=False)
     macs = report["macs_per_frame"]
     lines = [
         f"model: {report['model']} ({report['model_bytes'] / 1e6:.2f} MB, {report['precision'] or 'unknown precision'}, "
@@ -347,7 +347,8 @@ def render(report: dict, console: Console) -> None:
     ]
     if report["gflops"] is not None:
         lines.append(f"achieved: {report['gflops']:.2f} GFLOP/s at batch {report['headline']['batch']}, "
-                     f"{report['headline']['threads']} thread(s) = {100 * report['peak_fraction']:.1f}% of the measured peak")
+                     f"{report['headline']['threads']} thread(s) = {100 * report['peak_fraction']:.1f}% of the measured "
+                     "float32 peak (int8 kernels can exceed it)")
     for line in lines:
         console.print(line, highlight=False)
 
