@@ -347,12 +347,15 @@ def check_goals(rows: list[dict]) -> list[dict]:
          "{:.0f}x faster")
     goal("ONNX int8 at least 2x faster per frame than ONNX fp32", "onnx_int8", "onnx_fp32", 2.0, "{:.2f}x faster")
     accs = {k: v["accuracy"] for k, v in by.items() if v.get("accuracy") is not None}
-    if accs:
-        hi, lo = max(accs, key=accs.get), min(accs, key=accs.get)
-        spread = 100 * (accs[hi] - accs[lo])
-        goals.append({"goal": "no accuracy difference larger than 1 point between formats", "met": bool(spread <= 1.0),
-                      "spread_points": spread,
-                      "figure": f"{spread:.2f} points between {hi} ({100 * accs[hi]:.2f}%) and {lo} ({100 * accs[lo]:.2f}%)"})
+    edgeclf = {k: v for k, v in accs.items() if k in ("keras_predict", "keras_call", "onnx_fp32", "onnx_int8")}
+    for text, group in (("no accuracy difference larger than 1 point between formats", accs),
+                        ("(edgeclf's own: Keras, ONNX fp32, ONNX int8) within 1 point", edgeclf)):
+        if not group:
+            continue
+        hi, lo = max(group, key=group.get), min(group, key=group.get)
+        spread = 100 * (group[hi] - group[lo])
+        goals.append({"goal": text, "met": bool(spread <= 1.0), "spread_points": spread,
+                      "figure": f"{spread:.2f} points between {hi} ({100 * group[hi]:.2f}%) and {lo} ({100 * group[lo]:.2f}%)"})
     return goals
 
 

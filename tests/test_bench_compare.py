@@ -59,7 +59,7 @@ def test_compare_end_to_end(tiny_run, tmp_path):
     # fp32 exports compute the same function as Keras: identical predictions on these images
     assert ok["onnx_fp32"]["accuracy"] == ok["keras_call"]["accuracy"] == ok["litert_fp32"]["accuracy"]
     goals = {g["goal"]: g for g in report["goals"]}
-    assert len(goals) == 4 and all(isinstance(g["met"], bool) for g in goals.values())
+    assert len(goals) == 5 and all(isinstance(g["met"], bool) for g in goals.values())
 
     md = (out / "compare.md").read_text()
     assert "| format |" in md and "## Goals" in md and report["machine"]["cpu"] in md
