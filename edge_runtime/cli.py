@@ -6,7 +6,6 @@ implementation lazily, so ``edgeclf predict`` and ``edgeclf --help`` start fast 
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Optional
@@ -14,7 +13,7 @@ from typing import Optional
 import typer
 
 from . import __version__
-from .errors import EdgeclfError
+from .errors import EdgeclfError, require_train_extra
 
 app = typer.Typer(
     name="edgeclf",
@@ -24,12 +23,6 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-def require_train_extra(command: str) -> None:
-    """Fail in one line when TensorFlow (the ``train`` extra) is not installed."""
-    if importlib.util.find_spec("tensorflow") is None:
-        raise EdgeclfError(f"'edgeclf {command}' needs TensorFlow: pip install 'edgeclf[train]'")
 
 
 def _version_callback(value: bool) -> None:

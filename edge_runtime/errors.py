@@ -14,3 +14,15 @@ class ImageReadError(EdgeclfError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+def require_train_extra(command: str) -> None:
+    """Fail in one line when TensorFlow (the ``train`` extra) is not installed."""
+    import importlib.util
+
+    try:
+        missing = importlib.util.find_spec("tensorflow") is None
+    except (ImportError, ValueError):
+        missing = True
+    if missing:
+        raise EdgeclfError(f"'edgeclf {command}' needs TensorFlow: pip install 'edgeclf[train]'")

@@ -39,7 +39,7 @@ def build_seed(num_classes: int, size: int, dropout: float = 0.5, **_) -> keras.
 
 def _conv_bn(x, filters: int, stride: int = 1, name: str = ""):
     x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -49,12 +49,12 @@ def _res_block(x, filters: int, name: str):
     shortcut = x
     y = _conv_bn(x, filters, name=f"{name}a")
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}b_conv")(y)
-    y = layers.BatchNormalization(name=f"{name}b_bn", gamma_initializer="zeros")(y)
+    y = layers.BatchNormalization(momentum=0.9, name=f"{name}b_bn", gamma_initializer="zeros")(y)
     y = layers.Add(name=f"{name}_add")([shortcut, y])
     return layers.ReLU(name=f"{name}_out")(y)
 
 
-def build_edgenet(num_classes: int, size: int, dropout: float = 0.3, widths=(24, 48, 96, 192), **_) -> keras.Model:
+def build_edgenet(num_classes: int, size: int, dropout: float = 0.3, widths=(24, 40, 80, 160), **_) -> keras.Model:
     """edgeclf's default: a compact residual CNN for edge CPUs (~100 M MACs at 128x128).
 
     Downsample early (stride-2 stem, then pooling) so most work runs at low resolution; one

@@ -10,7 +10,7 @@ import keras
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -56,10 +56,14 @@ class EpochProgress(keras.callbacks.Callback):
         best = self.state["best"]
         star = "*" if best["epoch"] == epoch + 1 else " "
         stage = f"[{self.stage}] " if self.stage else ""
+        self.epoch_times = getattr(self, "epoch_times", []) + [time.time() - self.t_epoch]
+        # The first epoch includes graph tracing; later ones predict the rest better.
+        typical = sorted(self.epoch_times[1:] or self.epoch_times)[len(self.epoch_times[1:] or self.epoch_times) // 2]
+        left = (self.total_epochs - epoch - 1) * typical
         self.progress.console.print(
             f"{stage}epoch {epoch + 1:3d}/{self.total_epochs}  loss {logs.get('loss', 0):.4f}  acc {logs.get('accuracy', 0):.4f}  "
             f"val_loss {logs.get('val_loss', 0):.4f}  val_acc {logs.get('val_accuracy', 0):.4f}{star}  "
-            f"{time.time() - self.t_epoch:5.1f}s"
+            f"{self.epoch_times[-1]:5.1f}s  ETA {int(left // 60)}:{int(left % 60):02d}"
         )
 
     def on_train_end(self, logs=None):

@@ -1,0 +1,88 @@
+"""``edgeclf eval``: accuracy of a Keras or ONNX model on a labelled folder, the same way for both."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from .dataset import load_labelled
+from .errors import EdgeclfError, require_train_extra
+from .images import scan_class_folders
+from .metrics import classification_report
+
+console = Console(stderr=True, highlight=False)
+
+
+def _open(model: Path, data_dir: Path):
+    """(class_names, size, predict(batch) -> probs, kind) for an .onnx, a .keras or a run folder."""
+    if model.suffix == ".onnx":
+        from .classifier import Classifier
+
+        clf = Classifier(model)
+        return clf.class_names, clf.size, clf.predict_arrays, "onnx"
+    if not model.exists():
+        raise EdgeclfError(f"{model}: no such model file or run folder")
+    if not (model.is_dir() or model.suffix == ".keras"):
+        raise EdgeclfError(f"{model}: not a model (expected a run folder, a .keras or an .onnx file)")
+    require_train_extra("eval")
+    from train.keras_model import load
+
+    km = load(model)
+    names = km.class_names
+    if names is None:  # a bare .keras file: assume the folder's classes if their number fits
+        names, _ = scan_class_folders(data_dir)
+        if len(names) != km.num_classes:
+            raise EdgeclfError(f"{model}: no run.json beside it and {data_dir} has {len(names)} classes, the model {km.num_classes}")
+    return names, km.size, km.predict, "keras"
+
+
+def evaluate(model: Path, data_dir: Path, batch_size: int = 32, quiet: bool = False) -> dict:
+    """Evaluate ``model`` on ``data_dir`` (one sub-folder per class); returns the report dict."""
+    if batch_size < 1:
+        raise EdgeclfError(f"--batch-size must be at least 1 (got {batch_size})")
+    model, data_dir = Path(model), Path(data_dir)
+    class_names, size, predict, kind = _open(model, data_dir)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
+                  transient=True, disable=quiet) as progress:
+        n = sum(len(v) for v in scan_class_folders(data_dir)[1].values())
+        task = progress.add_task("reading images", total=n)
+        data = load_labelled(data_dir, size, class_names, progress=lambda k: progress.advance(task, k))
+        task = progress.add_task("classifying", total=len(data.x))
+        probs = []
+        for i in range(0, len(data.x), batch_size):
+            probs.append(predict(data.x[i : i + batch_size]))
+            progress.advance(task, len(probs[-1]))
+    pred = np.concatenate(probs).argmax(1) if probs else np.zeros(0, np.int64)
+    report = classification_report(data.y, pred, class_names)
+    report.update(
+        model=str(model), format=kind, class_names=class_names, n_skipped=len(data.skipped), skipped=data.skipped,
+    )
+    return report
+
+
+def print_report(report: dict) -> None:
+    out = Console(highlight=False)
+    out.print(f"[bold]{report['model']}[/] ({report['format']}): accuracy [bold]{report['accuracy']:.2%}[/] "
+              f"on {report['n_images']} images" + (f", {report['n_skipped']} skipped" if report["n_skipped"] else ""))
+    t = Table("class", "precision", "recall", "support")
+    for name, m in report["per_class"].items():
+        t.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", str(m["support"]))
+    out.print(t)
+    cm = Table("true \\ predicted", *report["class_names"], title="confusion matrix")
+    for name, row in zip(report["class_names"], report["confusion"]):
+        cm.add_row(name, *map(str, row))
+    out.print(cm)
+
+
+def run_eval(model: Path, data_dir: Path, json_out: bool = False, batch_size: int = 32) -> dict:
+    report = evaluate(model, data_dir, batch_size=batch_size, quiet=json_out)
+    if json_out:
+        print(json.dumps(report))
+    else:
+        print_report(report)
+    return report
