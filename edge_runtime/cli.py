@@ -89,21 +89,54 @@ def eval_(
 @app.command()
 def export(
     source: Path = typer.Argument(..., help="A run folder or a .keras model."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder [default: RUN_DIR/export]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: RUN_DIR/export)."),
+    int8: bool = typer.Option(False, "--int8", help="Also write a verified int8 model (model.int8.onnx)."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration images for --int8 (default: the run's training images)."),
+    calib_size: int = typer.Option(200, "--calib-size", help="Number of calibration images (a seeded random sample)."),
+    calib_method: str = typer.Option("auto", "--calib-method", help="auto (the most accurate of minmax, entropy, percentile) or one of them."),
+    fp16: bool = typer.Option(False, "--fp16", help="Also write a float16 model for GPUs (model.fp16.onnx)."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (13-18)."),
+    max_drop: float = typer.Option(0.01, "--max-drop", help="Largest accepted int8 accuracy drop on the validation split (0.01 = 1 point)."),
+    json_out: bool = typer.Option(False, "--json", help="Print export.json's content as one JSON object."),
 ) -> None:
     """Export a trained model to ONNX (and a verified int8 ONNX)."""
     require_train_extra("export")
-    raise EdgeclfError("'edgeclf export' is not available yet (issue 3)")
+    from export.cli_commands import run_export
+
+    run_export(
+        source, out, json_out=json_out, int8=int8, fp16=fp16, calib=calib, calib_size=calib_size,
+        calib_method=calib_method, opset=opset, max_drop=max_drop,
+    )
 
 
 # ------------------------------------------------------------------------------------------- predict
 @app.command()
 def predict(
     model: Path = typer.Argument(..., help="An .onnx model exported by edgeclf."),
-    source: str = typer.Argument(..., help="Image, folder, glob, video, camera index, /dev/videoN, rtsp:// or http:// URL."),
+    source: str = typer.Argument(..., help="Image, folder, glob, video, camera index, /dev/videoN, rtsp:// or http:// URL, GStreamer pipeline."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object per line on stdout (source, frame, label, index, score, probs, latency_ms)."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the results to this CSV file."),
+    top: int = typer.Option(1, "--top", help="Show the K most probable classes."),
+    show: bool = typer.Option(False, "--show", help="Show the frames with label, score and FPS in a window (needs a display)."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Write the annotated frames to this video (.mp4, .avi)."),
+    smooth: bool = typer.Option(False, "--smooth", help="Average probabilities over frames (EMA) so a live label does not flicker."),
+    smooth_alpha: float = typer.Option(0.3, "--smooth-alpha", help="EMA weight of the newest frame with --smooth (0-1]."),
+    batch: int = typer.Option(1, "--batch", help="Images per inference call for folders and videos."),
+    every: int = typer.Option(1, "--every", help="Classify every N-th frame or file only."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after N frames or images."),
+    provider: str = typer.Option("auto", "--provider", help="auto (TensorRT, CUDA, CPU: the first installed), cpu, cuda or tensorrt."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU inference threads (default: the usable cores, at most 4)."),
+    device_id: int = typer.Option(0, "--device-id", help="GPU to use with cuda/tensorrt."),
+    strict: bool = typer.Option(False, "--strict", help="Fail if the provider is missing or any file is skipped."),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for a camera or stream to give its first frame."),
 ) -> None:
     """Classify images, folders, videos, cameras and streams with an ONNX model (no TensorFlow)."""
-    raise EdgeclfError("'edgeclf predict' is not available yet (issue 4)")
+    options = dict(locals())
+    from .predict import run_predict
+
+    summary = run_predict(**options)
+    if summary.interrupted:
+        raise typer.Exit(130)
 
 
 # --------------------------------------------------------------------------------------------- bench

@@ -76,8 +76,69 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
     return img
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as 8-bit BGR (HxWx3). Raises ImageReadError with a short reason."""
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's frame header without decoding it; None if not found."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            return int.from_bytes(data[i + 5 : i + 7], "big"), int.from_bytes(data[i + 7 : i + 9], "big")
+        if marker == 0xDA:  # start of scan: no frame header before it
+            return None
+        i += 2 + length
+    return None
+
+
+_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+
+
+def _decode_flags(data: bytes, max_pixels: int | None) -> int:
+    """IMREAD_UNCHANGED, or for a JPEG above ``max_pixels`` the mildest reduced decode (1/2, 1/4,
+    1/8: the JPEG decoder skips the detail, far faster and smaller than decoding it all) under it."""
+    if max_pixels is None:
+        return cv2.IMREAD_UNCHANGED
+    size = jpeg_size(data)
+    if size is None or size[0] * size[1] <= max_pixels:
+        return cv2.IMREAD_UNCHANGED
+    for factor, flag in reversed(_REDUCED):
+        if (size[0] // factor) * (size[1] // factor) <= max_pixels:
+            return flag | cv2.IMREAD_IGNORE_ORIENTATION
+    return cv2.IMREAD_REDUCED_COLOR_8 | cv2.IMREAD_IGNORE_ORIENTATION
+
+
+def decode_image(data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: int | None = None) -> np.ndarray:
+    """Decode image file bytes as 8-bit BGR (HxWx3). Raises ImageReadError with a short reason."""
+    if not data:
+        raise ImageReadError(path, "empty file (0 bytes)")
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), _decode_flags(data, max_pixels))
+    except cv2.error as e:  # e.g. more pixels than OpenCV's safety limit
+        raise ImageReadError(path, f"cannot decode ({str(e).strip().splitlines()[-1][:100]})") from None
+    if img is None or img.size == 0:
+        raise ImageReadError(path, "not a readable image (corrupt or unsupported format)")
+    if _looks_truncated(data):
+        raise ImageReadError(path, "truncated image file")
+    return to_bgr8(img)
+
+
+def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file as 8-bit BGR (HxWx3). Raises ImageReadError with a short reason.
+
+    ``max_pixels`` (runtime use): JPEGs larger than this are decoded at 1/2, 1/4 or 1/8 scale, so
+    a 20000x20000 photo takes 0.2 s and 20 MB instead of 1.5 s and 1.2 GB. None (training and
+    evaluation) always decodes full size.
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -87,11 +148,4 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(path, "is a folder, not an image") from None
     except OSError as e:
         raise ImageReadError(path, f"cannot read ({e.strerror or e})") from None
-    if not data:
-        raise ImageReadError(path, "empty file (0 bytes)")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None or img.size == 0:
-        raise ImageReadError(path, "not a readable image (corrupt or unsupported format)")
-    if _looks_truncated(data):
-        raise ImageReadError(path, "truncated image file")
-    return to_bgr8(img)
+    return decode_image(data, path, max_pixels)

@@ -17,10 +17,11 @@ SHAPES = ("circle", "square", "triangle")
 def draw_shape(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
     """One BGR image of ``shape`` with random colour, scale, position and rotation."""
     base = rng.integers(0, 256, 3)
-    img = np.clip(base + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+    img = np.clip(base + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
     img = cv2.GaussianBlur(img, (3, 3), 0)
-    colour = tuple(int(c) for c in (base + 128 + rng.integers(-60, 60, 3)) % 256)
-    r = rng.uniform(0.18, 0.32) * size
+    # The shape's colour is the background's opposite (plus jitter), so it always stands out.
+    colour = tuple(int(c) for c in np.clip(255 - base + rng.integers(-40, 41, 3), 0, 255))
+    r = rng.uniform(0.25, 0.4) * size
     cx, cy = rng.uniform(r + 2, size - r - 2, 2)
     angle = rng.uniform(0, 2 * np.pi)
     if shape == "circle":

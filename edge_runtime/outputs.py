@@ -1,0 +1,167 @@
+"""What ``edgeclf predict`` writes: human lines, JSON lines, CSV, annotated video, a window."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import IO, Any, Sequence
+
+import cv2
+import numpy as np
+
+from .atomic import atomic_path
+from .classifier import Prediction
+from .errors import EdgeclfError
+
+
+def record(source: str, frame: int | None, pred: Prediction, latency_ms: float, top: int = 1) -> dict[str, Any]:
+    """The JSON object for one result (``--json``): fixed keys first, then every class's probability."""
+    rec: dict[str, Any] = {
+        "source": source,
+        "frame": frame,
+        "label": pred.label,
+        "index": pred.index,
+        "score": round(pred.score, 6),
+        "probs": {c: round(p, 6) for c, p in pred.probs.items()},
+        "latency_ms": round(latency_ms, 3),
+    }
+    if top > 1:
+        rec["top"] = [{"label": c, "score": round(p, 6)} for c, p in pred.top(top)]
+    return rec
+
+
+def human_line(source: str, frame: int | None, pred: Prediction, top: int = 1) -> str:
+    """``photos/cat1.jpg  cats  0.973`` (``clip.mp4#12`` for frames; more classes with --top)."""
+    where = source if frame is None else f"{source}#{frame}"
+    if top <= 1:
+        return f"{where}  {pred.label}  {pred.score:.3f}"
+    return f"{where}  " + ", ".join(f"{c} {p:.3f}" for c, p in pred.top(top))
+
+
+class CsvOutput:
+    """``--csv FILE``: one row per result, flushed as it goes, renamed into place when closed
+    (also after Ctrl-C, so what was classified is kept; an error leaves no half-written file)."""
+
+    def __init__(self, path: str | os.PathLike, class_names: Sequence[str]) -> None:
+        self._stack = contextlib.ExitStack()
+        tmp = self._stack.enter_context(atomic_path(path))
+        self._file: IO[str] = self._stack.enter_context(open(tmp, "w", newline="", encoding="utf-8"))
+        self._writer = csv.writer(self._file)
+        self.class_names = list(class_names)
+        self._writer.writerow(["source", "frame", "label", "index", "score", "latency_ms", *(f"prob_{c}" for c in self.class_names)])
+
+    def write(self, rec: dict[str, Any]) -> None:
+        frame = "" if rec["frame"] is None else rec["frame"]
+        probs = [f"{rec['probs'][c]:.6f}" for c in self.class_names]
+        self._writer.writerow([rec["source"], frame, rec["label"], rec["index"], f"{rec['score']:.6f}", f"{rec['latency_ms']:.3f}", *probs])
+        self._file.flush()
+
+    def close(self, keep: bool = True) -> None:
+        if keep:
+            self._stack.close()
+        else:
+            self._stack.__exit__(RuntimeError, RuntimeError("discarded"), None)
+
+
+def annotate(image_bgr: np.ndarray, pred: Prediction, fps: float | None = None, top: int = 1) -> np.ndarray:
+    """A copy of the frame (scaled up to at least 320 px wide so the text is legible) with the
+    label, score and frames per second drawn on it."""
+    img = image_bgr
+    if img.shape[1] < 320:
+        scale = 320 / img.shape[1]
+        img = cv2.resize(img, (320, max(1, round(img.shape[0] * scale))), interpolation=cv2.INTER_NEAREST)
+    else:
+        img = img.copy()
+    lines = [f"{c} {p:.2f}" for c, p in pred.top(max(1, top))]
+    if fps:
+        lines.append(f"{fps:.1f} fps")
+    font, fs, th = cv2.FONT_HERSHEY_SIMPLEX, max(0.5, img.shape[1] / 900), max(1, img.shape[1] // 400)
+    y = 0
+    for i, text in enumerate(lines):
+        (w, h), base = cv2.getTextSize(text, font, fs, th)
+        y += h + base + 6
+        cv2.rectangle(img, (0, y - h - base - 6), (w + 12, y), (0, 0, 0), -1)
+        colour = (80, 255, 80) if i == 0 else (230, 230, 230)
+        cv2.putText(img, text, (6, y - base - 3), font, fs, colour, th, cv2.LINE_AA)
+    return img
+
+
+class VideoOutput:
+    """``--save OUT.mp4``: annotated frames written to a video, renamed into place when closed.
+    Frames of another size than the first (a folder of photos) are resized to it."""
+
+    def __init__(self, path: str | os.PathLike, fps: float) -> None:
+        self.path = Path(path)
+        self.fps = fps
+        self.frames = 0
+        self._stack = contextlib.ExitStack()
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] | None = None
+
+    def write(self, image_bgr: np.ndarray) -> None:
+        if self._writer is None:
+            tmp = self._stack.enter_context(atomic_path(self.path))
+            self._size = (image_bgr.shape[1] // 2 * 2, image_bgr.shape[0] // 2 * 2)  # codecs want even sizes
+            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
+            self._writer = cv2.VideoWriter(str(tmp), fourcc, self.fps, self._size)
+            if not self._writer.isOpened():
+                self._stack.__exit__(RuntimeError, RuntimeError("cannot write"), None)
+                raise EdgeclfError(f"{self.path}: OpenCV cannot write this video format (try .mp4 or .avi)")
+            self._stack.callback(self._writer.release)
+        if (image_bgr.shape[1], image_bgr.shape[0]) != self._size:
+            image_bgr = cv2.resize(image_bgr, self._size, interpolation=cv2.INTER_AREA)
+        self._writer.write(image_bgr)
+        self.frames += 1
+
+    def close(self, keep: bool = True) -> None:
+        if keep:
+            self._stack.close()
+        else:
+            self._stack.__exit__(RuntimeError, RuntimeError("discarded"), None)
+
+
+class Display:
+    """``--show``: a window with the annotated frames, where a display exists. Closes on q or Esc."""
+
+    WINDOW = "edgeclf"
+
+    def __init__(self) -> None:
+        self.available = False
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            self.reason = "no display ($DISPLAY is not set)"
+            return
+        try:
+            cv2.namedWindow(self.WINDOW, cv2.WINDOW_NORMAL)
+            self.available = True
+        except cv2.error:
+            self.reason = "this OpenCV has no GUI support (opencv-python-headless); install opencv-python"
+
+    def show(self, image_bgr: np.ndarray) -> bool:
+        """Show a frame; False once the user closed the window or pressed q/Esc."""
+        cv2.imshow(self.WINDOW, image_bgr)
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            return False
+        try:
+            return cv2.getWindowProperty(self.WINDOW, cv2.WND_PROP_VISIBLE) >= 1
+        except cv2.error:
+            return True
+
+    def close(self) -> None:
+        if self.available:
+            with contextlib.suppress(cv2.error):
+                cv2.destroyWindow(self.WINDOW)
+
+
+def print_line(text: str, stream: IO[str] | None = None) -> None:
+    stream = stream or sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
+def json_line(rec: dict[str, Any]) -> str:
+    return json.dumps(rec, ensure_ascii=False)

@@ -1,0 +1,293 @@
+"""``edgeclf predict MODEL SOURCE``: classify images, folders, videos, cameras and streams.
+
+Stages overlap so throughput approaches the slowest one: for files, a reader thread decodes and
+resizes the next frames while the main thread runs the model (in batches with ``--batch``); live
+sources already decode in their capture thread, and the main thread always takes the newest frame.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .classifier import Classifier, Prediction
+from .errors import EdgeclfError
+from .outputs import CsvOutput, Display, VideoOutput, annotate, human_line, json_line, print_line, record
+from .providers import short_names
+from .sources import Frame, Source, open_source
+
+
+@dataclass
+class Result:
+    frame: Frame
+    prediction: Prediction
+    latency_ms: float  # preprocessing + this frame's share of the inference call
+
+
+class Smoother:
+    """Exponential moving average of the probabilities, so a live label does not flicker:
+    ``avg = alpha * newest + (1 - alpha) * avg``."""
+
+    def __init__(self, alpha: float) -> None:
+        if not 0 < alpha <= 1:
+            raise EdgeclfError(f"--smooth-alpha must be in (0, 1] (got {alpha})")
+        self.alpha = alpha
+        self.avg: np.ndarray | None = None
+
+    def __call__(self, probs: np.ndarray) -> np.ndarray:
+        probs = np.asarray(probs, np.float64)
+        self.avg = probs if self.avg is None else self.alpha * probs + (1 - self.alpha) * self.avg
+        return self.avg
+
+
+_END = object()
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush is quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def _read_ahead(source: Source, clf: Classifier, out: queue.Queue, stop: threading.Event) -> None:
+    """Reader thread: decode and preprocess frames ahead of the model (OpenCV releases the GIL)."""
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    try:
+        for frame in source:
+            t0 = time.perf_counter()
+            tensor = clf.preprocess(frame.image)
+            if not put((frame, tensor, (time.perf_counter() - t0) * 1000)):
+                return
+        put(_END)
+    except BaseException as e:  # handed to the main thread, which raises it
+        put(e)
+
+
+def classify(clf: Classifier, source: Source, batch: int = 1, smooth: Smoother | None = None) -> Iterator[Result]:
+    """Results for every frame ``source`` gives, in order. File sources are read ahead in a thread
+    and classified ``batch`` at a time; live sources one newest frame at a time."""
+    if batch < 1:
+        raise EdgeclfError(f"--batch must be at least 1 (got {batch})")
+
+    def results(items: list[tuple[Frame, np.ndarray, float]]) -> Iterator[Result]:
+        t0 = time.perf_counter()
+        probs = clf.predict_arrays(np.stack([t for _, t, _ in items]))
+        share = (time.perf_counter() - t0) * 1000 / len(items)
+        for (frame, _, prep_ms), p in zip(items, probs):
+            if smooth is not None:
+                p = smooth(p)
+            yield Result(frame, Prediction.from_probs(p, clf.class_names), prep_ms + share)
+
+    if source.live:
+        for frame in source:
+            t0 = time.perf_counter()
+            tensor = clf.preprocess(frame.image)
+            yield from results([(frame, tensor, (time.perf_counter() - t0) * 1000)])
+        return
+
+    q: queue.Queue = queue.Queue(maxsize=max(4, 2 * batch))
+    stop = threading.Event()
+    reader = threading.Thread(target=_read_ahead, args=(source, clf, q, stop), name="reader", daemon=True)
+    reader.start()
+    try:
+        done = False
+        while not done:
+            items = []
+            while len(items) < batch:
+                item = q.get()
+                if item is _END:
+                    done = True
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                items.append(item)
+            if items:
+                yield from results(items)
+    finally:
+        stop.set()
+        reader.join(timeout=5)
+
+
+class _DeferCtrlC:
+    """Hold Ctrl-C while one result is written to every output, so stdout, the CSV and the video
+    agree on what was processed; the interrupt is raised right after. (Main thread only: Python
+    delivers signals there.)"""
+
+    def __init__(self) -> None:
+        self.active = threading.current_thread() is threading.main_thread()
+        self.pending = False
+
+    def _handler(self, signum, frame) -> None:
+        self.pending = True
+
+    def __enter__(self) -> "_DeferCtrlC":
+        if self.active:
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.active:
+            signal.signal(signal.SIGINT, self._old)
+            if self.pending:
+                self.pending = False
+                raise KeyboardInterrupt
+
+
+@dataclass
+class Summary:
+    processed: int = 0
+    skipped: int = 0
+    dropped: int = 0
+    seconds: float = 0.0
+    latency_ms: list[float] = field(default_factory=list)
+    interrupted: bool = False
+    providers: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        lat = np.asarray(self.latency_ms) if self.latency_ms else np.zeros(1)
+        return {
+            "processed": self.processed, "skipped": self.skipped, "dropped": self.dropped,
+            "seconds": round(self.seconds, 3), "fps": round(self.fps, 2),
+            "latency_ms_mean": round(float(lat.mean()), 3), "latency_ms_p90": round(float(np.percentile(lat, 90)), 3),
+            "interrupted": self.interrupted, "providers": self.providers,
+        }
+
+    def line(self) -> str:
+        text = f"{self.processed} processed, {self.skipped} skipped"
+        if self.dropped:
+            text += f", {self.dropped} older frames dropped to stay live"
+        text += f" in {self.seconds:.2f} s ({self.fps:.1f} frames/s"
+        if self.latency_ms:
+            text += f", {np.mean(self.latency_ms):.1f} ms/frame"
+        text += f") on {', '.join(short_names(self.providers))}"
+        return text + (" [interrupted]" if self.interrupted else "")
+
+
+def run_predict(
+    model: Path,
+    source: str,
+    *,
+    json_out: bool = False,
+    csv: Path | None = None,
+    top: int = 1,
+    show: bool = False,
+    save: Path | None = None,
+    smooth: bool = False,
+    smooth_alpha: float = 0.3,
+    batch: int = 1,
+    every: int = 1,
+    max_frames: int | None = None,
+    provider: str = "auto",
+    threads: int | None = None,
+    device_id: int = 0,
+    strict: bool = False,
+    timeout: float = 10.0,
+    quiet: bool = False,
+    out: Callable[[str], None] = print_line,
+) -> Summary:
+    """The ``edgeclf predict`` command. Prints one line per result (``--json``: one JSON object)
+    and a summary on stderr; Ctrl-C stops cleanly with every output flushed (exit 130)."""
+    if top < 1:
+        raise EdgeclfError(f"--top must be at least 1 (got {top})")
+    if batch < 1:
+        raise EdgeclfError(f"--batch must be at least 1 (got {batch})")
+    smoother = Smoother(smooth_alpha) if smooth else None  # validates alpha before the slow parts
+    clf = Classifier(model, provider=provider, threads=threads, device_id=device_id, strict=strict)
+    src = open_source(source, every=every, max_frames=max_frames, timeout=timeout)
+    if smoother is not None and src.kind in ("image", "folder", "glob"):
+        print("warning: --smooth applies to videos, cameras and streams; ignored for images", file=sys.stderr)
+        smoother = None
+    if src.live and batch > 1:
+        batch = 1  # batching would make live frames wait for each other
+    summary = Summary(providers=clf.providers)
+    outputs: list[Any] = []
+    display = None
+    t_start = time.perf_counter()
+    failed = True
+    results = None
+    try:
+        csv_out = CsvOutput(csv, clf.class_names) if csv else None
+        if csv_out:
+            outputs.append(csv_out)
+        video_out = VideoOutput(save, src.fps or 10.0) if save else None
+        if video_out:
+            outputs.append(video_out)
+        if show:
+            display = Display()
+            if not display.available:
+                print(f"warning: --show: {display.reason}; not showing", file=sys.stderr)
+                display = None
+        frame_numbers = src.kind not in ("image", "folder", "glob")
+        fps_avg: float | None = None
+        last_t = time.perf_counter()
+        results = classify(clf, src, batch=batch, smooth=smoother)
+        try:
+            defer = _DeferCtrlC()
+            for res in results:
+                frame = res.frame.index if frame_numbers else None
+                rec = record(res.frame.source, frame, res.prediction, res.latency_ms, top)
+                img = None
+                if video_out or display:
+                    now = time.perf_counter()
+                    inst = 1.0 / max(now - last_t, 1e-6)
+                    fps_avg = inst if fps_avg is None else 0.9 * fps_avg + 0.1 * inst
+                    last_t = now
+                    img = annotate(res.frame.image, res.prediction, fps_avg, top)
+                with defer:
+                    summary.processed += 1
+                    summary.latency_ms.append(res.latency_ms)
+                    if not quiet:
+                        out(json_line(rec) if json_out else human_line(res.frame.source, frame, res.prediction, top))
+                    if csv_out:
+                        csv_out.write(rec)
+                    if video_out:
+                        video_out.write(img)
+                if display and not display.show(img):
+                    break
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        except BrokenPipeError:  # `edgeclf predict ... | head`: the reader has what it wanted
+            _silence_stdout()
+        failed = False
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        if results is not None:
+            results.close()  # stops the reader thread before its capture is released
+        src.close()
+        summary.seconds = time.perf_counter() - t_start
+        summary.skipped = len(src.skipped)
+        summary.dropped = src.dropped
+        for o in outputs:
+            o.close(keep=not failed)  # an error leaves no half-written file; Ctrl-C keeps what was done
+        if display:
+            display.close()
+    if save and video_out and video_out.frames == 0:
+        print(f"warning: --save: no frames, {save} not written", file=sys.stderr)
+    print(f"edgeclf: {summary.line()}", file=sys.stderr)
+    if strict and summary.skipped:
+        raise EdgeclfError(f"{summary.skipped} file(s) skipped (--strict)")
+    return summary

@@ -1,0 +1,120 @@
+"""Which onnxruntime execution providers to ask for, and with which options.
+
+Pure logic over a list of provider names, so it is tested with faked lists on machines without a
+GPU. ``Classifier`` passes ``onnxruntime.get_available_providers()`` in.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from .errors import EdgeclfError
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+
+#: What ``--provider`` accepts, and the onnxruntime provider each short name means.
+PROVIDERS = {"cpu": CPU, "cuda": CUDA, "tensorrt": TENSORRT}
+CHOICES = ("auto", *PROVIDERS)
+#: ``auto`` prefers the fastest provider that is installed.
+AUTO_ORDER = (TENSORRT, CUDA, CPU)
+
+
+@dataclass
+class ProviderPlan:
+    """The providers to pass to ``InferenceSession`` (in priority order, with options) and the
+    warning to show when what was asked for is not what will run."""
+
+    providers: list[tuple[str, dict]]
+    warning: str | None = None
+    names: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.names = [name for name, _ in self.providers]
+
+
+def default_threads(cpu_count: int | None = None) -> int:
+    """Intra-op threads for the CPU provider: one per core this process may use, at most 4.
+
+    On 2-4 core boards (Raspberry Pi, Jetson Nano) that is every core; more threads than cores
+    only adds contention with the capture/decoding thread, and beyond 4 a small CNN gains little.
+    """
+    if cpu_count is None:
+        try:
+            cpu_count = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cpu_count = os.cpu_count() or 1
+    return max(1, min(4, cpu_count))
+
+
+def tensorrt_cache_dir(model_path: str | os.PathLike) -> Path:
+    """TensorRT engine cache folder next to the model: engines take minutes to build on a Jetson,
+    so they are kept and reused across runs (TensorRT rebuilds only when the model changes)."""
+    model_path = Path(model_path)
+    return model_path.parent / f"{model_path.stem}.trt_cache"
+
+
+def provider_options(name: str, model_path: str | os.PathLike, device_id: int = 0, fp16: bool = True) -> dict:
+    """onnxruntime options for one provider."""
+    if name == TENSORRT:
+        cache = tensorrt_cache_dir(model_path)
+        return {
+            "device_id": device_id,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(cache),
+            # onnxruntime falls back to FP32 by itself where the GPU has no fast FP16.
+            "trt_fp16_enable": fp16,
+        }
+    if name == CUDA:
+        return {"device_id": device_id}
+    return {}
+
+
+def plan_providers(
+    requested: str,
+    available: Sequence[str],
+    model_path: str | os.PathLike = "model.onnx",
+    device_id: int = 0,
+    fp16: bool = True,
+    strict: bool = False,
+) -> ProviderPlan:
+    """Providers for ``requested`` ("auto", "cpu", "cuda" or "tensorrt") given the ``available`` ones.
+
+    A provider that was asked for but is missing gives a warning and CPU (``strict``: an error).
+    GPU providers are followed by the ones below them, so onnxruntime can place the nodes a GPU
+    provider cannot run (TensorRT -> CUDA -> CPU).
+    """
+    requested = requested.lower()
+    if requested not in CHOICES:
+        raise EdgeclfError(f"unknown provider {requested!r} (choose from {', '.join(CHOICES)})")
+    available = list(available)
+    warning = None
+    if requested == "auto":
+        chosen = [p for p in AUTO_ORDER if p in available]
+    else:
+        wanted = PROVIDERS[requested]
+        if wanted in available:
+            chosen = [p for p in AUTO_ORDER[AUTO_ORDER.index(wanted):] if p in available]
+        else:
+            short = {v: k for k, v in PROVIDERS.items()}
+            have = ", ".join(short.get(p, p) for p in available if p in short) or "none"
+            msg = f"provider {requested!r} is not available in this onnxruntime (available: {have})"
+            if strict:
+                raise EdgeclfError(msg)
+            warning = f"{msg}; falling back to cpu"
+            chosen = []
+    if CPU not in chosen:
+        chosen.append(CPU)  # onnxruntime always has it, even if a build forgets to list it
+    return ProviderPlan([(p, provider_options(p, model_path, device_id, fp16)) for p in chosen], warning)
+
+
+def short_names(providers: Sequence[str]) -> list[str]:
+    """``["CUDAExecutionProvider", "CPUExecutionProvider"]`` -> ``["cuda", "cpu"]`` for messages."""
+    short = {v: k for k, v in PROVIDERS.items()}
+    return [short.get(p, p.removesuffix("ExecutionProvider").lower()) for p in providers]

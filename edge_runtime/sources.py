@@ -1,0 +1,381 @@
+"""Where frames come from: one ``open_source(spec)`` for files, folders, videos, cameras and streams.
+
+Like jetson-inference's input URIs, the spec says what to open:
+
+- ``photo.jpg`` an image; ``photos/`` a folder (recursive, sorted); ``"shots/*.png"`` a glob;
+- ``clip.mp4`` a video file;
+- ``0`` a camera index, ``/dev/video0`` a V4L2 camera;
+- ``rtsp://...``, ``http(s)://...`` (MJPEG) a network stream;
+- ``"nvarguscamerasrc ! ... ! appsink"`` a GStreamer pipeline (Jetson CSI cameras), when OpenCV
+  was built with GStreamer.
+
+File sources give every frame, in order. Live sources (cameras, streams) read in a capture thread
+that keeps only the newest frame, so a slow model always labels the present instead of working
+through a growing backlog of buffered frames (opencv/opencv#13145); when the stream drops, the
+thread reconnects with exponential back-off.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from .errors import EdgeclfError, ImageReadError
+from .images import is_image_file, read_image
+
+#: JPEGs above this many pixels are decoded at reduced scale (see ``images.read_image``); far above
+#: any camera, so ordinary photos are decoded exactly as training decoded them.
+MAX_PIXELS = 40_000_000
+
+VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mjpeg", ".mjpg", ".gif")
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+SkipHandler = Callable[[str, str], None]
+#: ``capture_factory(target, api_preference, params)`` -> an object like ``cv2.VideoCapture``.
+CaptureFactory = Callable[[Any, int, Sequence[int]], Any]
+
+
+def warn_skip(path: str, reason: str) -> None:
+    print(f"warning: skipped {path}: {reason}", file=sys.stderr)
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+def cv2_capture(target: Any, api: int, params: Sequence[int]) -> cv2.VideoCapture:
+    return cv2.VideoCapture(target, api, list(params))
+
+
+def quiet_opencv() -> None:
+    """Keep OpenCV's and FFmpeg's own log lines off stderr: edgeclf reports problems in one line."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # read when FFmpeg is first used
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except AttributeError:  # older OpenCV builds
+        pass
+
+
+def has_gstreamer() -> bool:
+    return bool(re.search(r"GStreamer:\s*YES", cv2.getBuildInformation()))
+
+
+@dataclass
+class Frame:
+    """One image to classify. ``index``: position in the file list, or frame number in a video or
+    stream (for live sources it counts every captured frame, so gaps show the frames skipped to
+    stay current). ``captured_at``: ``time.monotonic()`` when it was read."""
+
+    image: np.ndarray
+    source: str
+    index: int
+    captured_at: float
+
+
+class Source:
+    """An iterable of ``Frame``; close it (or use ``with``) to release files, devices and threads."""
+
+    kind = "source"
+    live = False
+    fps: float | None = None
+    total: int | None = None  # frames it will give, when known in advance
+
+    def __init__(self, spec: str, every: int = 1, max_frames: int | None = None) -> None:
+        if every < 1:
+            raise EdgeclfError(f"--every must be at least 1 (got {every})")
+        if max_frames is not None and max_frames < 0:
+            raise EdgeclfError(f"--max-frames must be 0 or more (got {max_frames})")
+        self.spec = spec
+        self.every = every
+        self.max_frames = max_frames
+        self.skipped: list[dict] = []
+        self.dropped = 0  # live sources: captured frames replaced by a newer one before use
+
+    def __iter__(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Source":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _limit(self, total: int) -> int:
+        n = -(-total // self.every)
+        return n if self.max_frames is None else min(n, self.max_frames)
+
+
+class ImageFiles(Source):
+    """Image files in order; unreadable ones are reported to ``on_skip``, counted, and skipped."""
+
+    def __init__(self, spec: str, paths: Sequence[Path], kind: str, every: int = 1, max_frames: int | None = None,
+                 on_skip: SkipHandler = warn_skip) -> None:
+        super().__init__(spec, every, max_frames)
+        self.kind = kind
+        self.paths = list(paths)
+        self.on_skip = on_skip
+        self.total = self._limit(len(self.paths))
+
+    def __iter__(self) -> Iterator[Frame]:
+        given = 0
+        for i in range(0, len(self.paths), self.every):
+            if self.max_frames is not None and given >= self.max_frames:
+                return
+            path = self.paths[i]
+            try:
+                if not is_image_file(path):
+                    raise ImageReadError(path, f"not an image file ({path.suffix or 'no extension'})")
+                image = read_image(path, max_pixels=MAX_PIXELS)
+            except ImageReadError as e:
+                self.skipped.append({"path": e.path, "reason": e.reason})
+                self.on_skip(e.path, e.reason)
+                continue
+            given += 1
+            yield Frame(image, str(path), i, time.monotonic())
+
+
+class VideoFile(Source):
+    """Every frame of a video file, in order (``every`` N-th one)."""
+
+    kind = "video"
+
+    def __init__(self, spec: str, every: int = 1, max_frames: int | None = None,
+                 capture_factory: CaptureFactory = cv2_capture) -> None:
+        super().__init__(spec, every, max_frames)
+        self.cap = capture_factory(spec, cv2.CAP_ANY, [])
+        if not self.cap.isOpened():
+            raise EdgeclfError(f"{spec}: not an image or a video OpenCV can read")
+        fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0)
+        self.fps = fps if 0 < fps < 1000 else None
+        count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.total = self._limit(count) if count > 0 else None
+
+    def __iter__(self) -> Iterator[Frame]:
+        given = 0
+        i = 0
+        while self.max_frames is None or given < self.max_frames:
+            if i % self.every:
+                if not self.cap.grab():  # skipped frames are not converted, only demuxed/decoded
+                    return
+                i += 1
+                continue
+            ok, image = self.cap.read()
+            if not ok or image is None:
+                return
+            yield Frame(image, self.spec, i, time.monotonic())
+            given += 1
+            i += 1
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+class LiveSource(Source):
+    """A camera or network stream read by a capture thread that keeps only the newest frame.
+
+    Iterating waits for a frame newer than the last one given and yields it; frames captured in
+    between are dropped (counted in ``dropped``). When reading fails, the thread reopens the
+    capture with exponential back-off (``backoff`` seconds, doubling up to ``max_backoff``), for
+    ``reconnect_for`` seconds (None: for ever); then iteration ends.
+    """
+
+    live = True
+
+    def __init__(self, spec: str, kind: str, open_capture: Callable[[], Any], every: int = 1,
+                 max_frames: int | None = None, timeout: float = 10.0, reconnect_for: float | None = None,
+                 backoff: float = 0.25, max_backoff: float = 4.0, warn: Callable[[str], None] = _warn) -> None:
+        super().__init__(spec, every, max_frames)
+        self.kind = kind
+        self._open_capture = open_capture
+        self.reconnect_for = reconnect_for
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.warn = warn
+        self.reconnects = 0
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._latest: tuple[np.ndarray, int, float] | None = None
+        self._seq = -1
+        self._ended = False
+
+        what = "camera" if kind == "camera" else "stream"
+        cap = self._try_open()
+        if cap is None:
+            raise EdgeclfError(f"{spec}: cannot open {what}" + ("" if kind == "camera" else f" (no answer within {timeout:g} s)"))
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0)
+        self.fps = fps if 0 < fps < 1000 else None
+        self._thread = threading.Thread(target=self._run, args=(cap,), name=f"capture {spec}", daemon=True)
+        self._thread.start()
+        with self._cond:
+            self._cond.wait_for(lambda: self._seq >= 0 or self._ended, timeout=timeout)
+            got_frame = self._seq >= 0
+        if not got_frame:
+            self.close()
+            raise EdgeclfError(f"{spec}: {what} opened but gave no frame within {timeout:g} s")
+
+    def _try_open(self) -> Any | None:
+        try:
+            cap = self._open_capture()
+        except Exception:  # a backend that raises instead of returning a closed capture
+            return None
+        if cap is None or not cap.isOpened():
+            if cap is not None:
+                cap.release()
+            return None
+        return cap
+
+    def _run(self, cap: Any) -> None:
+        delay = self.backoff
+        lost_at: float | None = None
+        reopened = False
+        try:
+            while not self._stop.is_set():
+                if cap is None:
+                    if self.reconnect_for is not None and lost_at is not None and time.monotonic() - lost_at > self.reconnect_for:
+                        self.warn(f"{self.spec}: gave up reconnecting after {self.reconnect_for:g} s")
+                        return
+                    cap = self._try_open()
+                    if cap is None:
+                        self._stop.wait(delay)
+                        delay = min(delay * 2, self.max_backoff)
+                        continue
+                    reopened = True
+                ok, image = cap.read()
+                if not ok or image is None:
+                    cap.release()
+                    cap = None
+                    if self._stop.is_set():
+                        break
+                    if lost_at is None:  # a new loss: reconnect at once
+                        lost_at = time.monotonic()
+                        delay = self.backoff
+                        if self._seq >= 0:  # before the first frame, open_source reports the failure
+                            self.warn(f"{self.spec}: stream lost; reconnecting")
+                    else:  # reopened but failed again: back off
+                        self._stop.wait(delay)
+                        delay = min(delay * 2, self.max_backoff)
+                    continue
+                if reopened:
+                    self.reconnects += 1
+                    self.warn(f"{self.spec}: reconnected")
+                    reopened = False
+                lost_at = None
+                with self._cond:
+                    self._seq += 1
+                    self._latest = (image, self._seq, time.monotonic())
+                    self._cond.notify_all()
+        finally:
+            if cap is not None:
+                cap.release()
+            with self._cond:
+                self._ended = True
+                self._cond.notify_all()
+
+    def __iter__(self) -> Iterator[Frame]:
+        last = -1
+        delivered = 0
+        given = 0
+        while self.max_frames is None or given < self.max_frames:
+            with self._cond:
+                while not (self._seq > last or self._ended or self._stop.is_set()):
+                    self._cond.wait(0.5)
+                if self._seq <= last:  # ended or closed with nothing new
+                    return
+                image, seq, captured_at = self._latest
+            self.dropped += seq - last - 1
+            last = seq
+            delivered += 1
+            if (delivered - 1) % self.every:
+                continue
+            given += 1
+            yield Frame(image, self.spec, seq, captured_at)
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        thread = getattr(self, "_thread", None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """Every non-hidden file under ``folder``, recursively, sorted (non-images are skipped later,
+    with a warning, so nothing is silently ignored)."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(root) / f for f in files if not f.startswith("."))
+    return sorted(found)
+
+
+def open_source(
+    spec: str | os.PathLike,
+    every: int = 1,
+    max_frames: int | None = None,
+    timeout: float = 10.0,
+    reconnect_for: float | None = None,
+    on_skip: SkipHandler = warn_skip,
+    capture_factory: CaptureFactory = cv2_capture,
+    warn: Callable[[str], None] = _warn,
+) -> Source:
+    """Open what ``spec`` names (see the module docstring). Raises EdgeclfError in one line when it
+    does not exist or cannot be opened (a camera, or a URL that does not answer within ``timeout``)."""
+    spec = str(spec)
+    path = Path(spec)
+    quiet_opencv()
+    common = dict(every=every, max_frames=max_frames)
+    ms = int(timeout * 1000)
+
+    def live(kind: str, target: Any, api: int, params: Sequence[int] = ()) -> LiveSource:
+        def opener() -> Any:
+            cap = capture_factory(target, api, params)
+            if kind == "camera" and cap is not None and cap.isOpened():
+                cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # ask the driver for a short queue, where it listens
+            return cap
+
+        return LiveSource(spec, kind, opener, timeout=timeout, reconnect_for=reconnect_for, warn=warn, **common)
+
+    if re.fullmatch(r"\d+", spec) and not path.exists():
+        return live("camera", int(spec), cv2.CAP_ANY)
+    if re.fullmatch(r"/dev/video\d+", spec):
+        if not path.exists():
+            raise EdgeclfError(f"{spec}: camera device does not exist")
+        return live("camera", spec, cv2.CAP_V4L2)
+    if spec.lower().startswith(STREAM_SCHEMES):
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+        return live("stream", spec, cv2.CAP_FFMPEG, params)
+    if "!" in spec and not path.exists():
+        if not has_gstreamer():
+            raise EdgeclfError("GStreamer pipeline given, but this OpenCV was built without GStreamer")
+        return live("gstreamer", spec, cv2.CAP_GSTREAMER)
+    if path.is_dir():
+        return ImageFiles(spec, _files_under(path), "folder", on_skip=on_skip, **common)
+    if path.is_file():
+        if is_image_file(path):
+            return ImageFiles(spec, [path], "image", on_skip=on_skip, **common)
+        if path.stat().st_size == 0:
+            raise EdgeclfError(f"{spec}: empty file (0 bytes)")
+        return VideoFile(spec, capture_factory=capture_factory, **common)
+    if _GLOB_CHARS.search(spec):
+        matches = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+        if not matches:
+            raise EdgeclfError(f"{spec}: no files match this pattern")
+        return ImageFiles(spec, matches, "glob", on_skip=on_skip, **common)
+    if path.is_symlink():
+        raise EdgeclfError(f"{spec}: broken link (its target does not exist)")
+    raise EdgeclfError(f"{spec}: no such file or folder")

@@ -1,0 +1,98 @@
+"""Keras -> ONNX with tf2onnx, on a path that works with Keras 3 and TensorFlow >= 2.16.
+
+``tf2onnx.convert.from_keras`` fails on Keras 3 (onnx/tensorflow-onnx#2329, #2348, #2448), so the
+model is wrapped in a ``tf.function`` with an explicit input signature and converted with
+``from_function``. The wrapper takes uint8 pixels and casts them inside the graph: a frame
+crosses into the runtime as 1 byte a channel instead of 4.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import onnx
+
+from edge_runtime import __version__
+from edge_runtime import metadata as md
+from edge_runtime.errors import EdgeclfError
+from edge_runtime.preprocess import COLOR_ORDER, RESIZE
+
+DEFAULT_OPSET = 17
+
+
+def input_size_of(model) -> tuple[int, int]:
+    """(height, width) of a Keras model's NHWC RGB input."""
+    shape = tuple(model.input_shape)
+    if len(shape) != 4 or shape[3] != 3 or not all(isinstance(d, int) for d in shape[1:3]):
+        raise EdgeclfError(f"model input shape {shape} is not a fixed-size NHWC RGB image")
+    return int(shape[1]), int(shape[2])
+
+
+def keras_to_onnx(model, opset: int = DEFAULT_OPSET, label: str | None = None) -> onnx.ModelProto:
+    """Convert a Keras classifier (float RGB 0-255 in, softmax out) to ONNX with a uint8 ``image``
+    input [N, H, W, 3] (batch dynamic) and a float32 ``probs`` output; checked by the ONNX checker.
+
+    ``label`` names the model in error messages (its file)."""
+    import tensorflow as tf
+    import tf2onnx
+
+    label = label or model.name
+    # tf2onnx logs unsupported ops itself; they are reported below in one line instead.
+    logging.getLogger("tf2onnx").setLevel(logging.CRITICAL)
+    h, w = input_size_of(model)
+    spec = (tf.TensorSpec((None, h, w, 3), tf.uint8, name=md.INPUT_NAME),)
+
+    @tf.function(input_signature=spec)
+    def classify(image):
+        return {md.OUTPUT_NAME: tf.cast(model(tf.cast(image, tf.float32), training=False), tf.float32)}
+
+    try:
+        proto, _ = tf2onnx.convert.from_function(classify, input_signature=spec, opset=opset)
+    except Exception as e:  # tf2onnx raises plain Exceptions/ValueErrors for unsupported ops
+        raise EdgeclfError(f"{label}: tf2onnx cannot convert this model ({_first_line(e)})") from None
+    # tf2onnx leaves TensorFlow ops it cannot convert in the graph rather than failing.
+    unknown = sorted({n.op_type for n in proto.graph.node if not onnx.defs.has(n.op_type, n.domain)})
+    if unknown:
+        raise EdgeclfError(f"{label}: layers use TensorFlow ops tf2onnx cannot convert to ONNX: {', '.join(unknown)}")
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as e:
+        raise EdgeclfError(f"{label}: the converted ONNX graph fails the ONNX checker ({_first_line(e)})") from None
+    return proto
+
+
+def set_metadata(proto: onnx.ModelProto, props: dict[str, str]) -> None:
+    """Replace the model's metadata_props with ``props`` (all values strings)."""
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+
+
+def edgeclf_metadata(
+    class_names: list[str],
+    size: tuple[int, int],
+    architecture: str,
+    val_accuracy: float | None,
+    source_sha256: str,
+    precision: str,
+) -> dict[str, str]:
+    """The metadata the edge runtime reads, so an .onnx file needs no other file beside it."""
+    return {
+        md.CLASS_NAMES: json.dumps(list(class_names)),
+        md.INPUT_HEIGHT: str(size[0]),
+        md.INPUT_WIDTH: str(size[1]),
+        md.COLOR_ORDER: COLOR_ORDER,
+        md.PREPROCESSING: json.dumps({"resize": RESIZE, "rescale": "inside the model", "input": "uint8 RGB 0-255 NHWC"}),
+        md.ARCHITECTURE: architecture,
+        md.VAL_ACCURACY: "" if val_accuracy is None else f"{val_accuracy:.6f}",
+        md.SOURCE_SHA256: source_sha256,
+        md.EDGECLF_VERSION: __version__,
+        md.PRECISION: precision,
+    }
+
+
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:limit]

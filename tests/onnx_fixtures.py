@@ -1,0 +1,82 @@
+"""Tiny real ONNX models for the runtime tests, built with the ``onnx`` helper API (test side only).
+
+``make_colour_model`` is an exported-edgeclf-style model that classifies an image by its mean
+colour: input ``image`` uint8 NHWC RGB, output ``probs`` softmax over red/green/blue. Simple
+enough that the right answer is known for any test image, so tests check real predictions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+COLOURS = ("red", "green", "blue")
+#: BGR images that the colour model labels red, green and blue.
+BGR = {"red": (0, 0, 255), "green": (0, 255, 0), "blue": (255, 0, 0)}
+
+
+def _save(model, path: Path, metadata: dict[str, str] | None) -> Path:
+    import onnx
+
+    if metadata:
+        for k, v in metadata.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = k, v
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def edgeclf_metadata(class_names: Sequence[str], size: tuple[int, int], precision: str = "fp32") -> dict[str, str]:
+    return {
+        "class_names": json.dumps(list(class_names)),
+        "input_height": str(size[0]),
+        "input_width": str(size[1]),
+        "color_order": "RGB",
+        "preprocessing": json.dumps({"resize": "stretch", "rescale": "inside the model"}),
+        "architecture": "colour-test",
+        "precision": precision,
+    }
+
+
+def make_colour_model(path: Path, size: tuple[int, int] = (32, 32), metadata: bool = True, dynamic_hw: bool = False,
+                      input_type: str = "uint8") -> Path:
+    """uint8 [N, H, W, 3] RGB -> mean colour -> softmax(0.05 * mean) over (red, green, blue)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    elem = {"uint8": TensorProto.UINT8, "float": TensorProto.FLOAT}[input_type]
+    h, w = ("H", "W") if dynamic_hw else size
+    x = helper.make_tensor_value_info("image", elem, ["N", h, w, 3])
+    y = helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])
+    scale = numpy_helper.from_array(np.eye(3, dtype=np.float32) * 0.05, "scale")
+    nodes = [
+        helper.make_node("Cast", ["image"], ["xf"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["xf"], ["mean"], axes=[1, 2], keepdims=0),
+        helper.make_node("MatMul", ["mean", "scale"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+    ]
+    graph = helper.make_graph(nodes, "colour", [x], [y], [scale])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    return _save(model, path, edgeclf_metadata(COLOURS, size) if metadata else None)
+
+
+def make_vector_model(path: Path) -> Path:
+    """A valid ONNX model whose input is a float vector [N, 10], not an image."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 10])
+    y = helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 10])
+    graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["probs"], axis=-1)], "vector", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    return _save(model, path, None)
+
+
+def solid(colour: str, h: int = 48, w: int = 64) -> np.ndarray:
+    """A BGR image of one colour, with a little noise so it is not trivially uniform."""
+    rng = np.random.default_rng(abs(hash(colour)) % 2**32)
+    img = np.full((h, w, 3), BGR[colour], np.int16) + rng.integers(-20, 20, (h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)

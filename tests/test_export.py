@@ -1,0 +1,329 @@
+"""edgeclf export: real Keras models, real tf2onnx conversion, real onnxruntime sessions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.tf
+pytest.importorskip("tensorflow")
+pytest.importorskip("tf2onnx")
+
+from train.tf_quiet import import_tensorflow_quietly  # noqa: E402
+
+import_tensorflow_quietly()
+
+import onnx  # noqa: E402
+
+from edge_runtime import metadata as md  # noqa: E402
+from edge_runtime.classifier import Classifier  # noqa: E402
+from edge_runtime.errors import EdgeclfError  # noqa: E402
+from export import data  # noqa: E402
+from export.api import ExportCheckError, export_model  # noqa: E402
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary files an atomic write would leave if it were not atomic."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) if folder.exists() else []
+
+
+def make_run(arch: str, size: int, data_dir: Path, out: Path, epochs: int = 1, steps: int | None = 2) -> Path:
+    """A run folder by hand, per the run.json contract: ``arch`` fitted on every image of
+    ``data_dir``. The "val" split lists every 4th image, which the model was also fitted on: the
+    tests want a model that is right on its validation images so that an int8 accuracy drop shows."""
+    import keras
+
+    from edge_runtime.dataset import load_labelled
+    from edge_runtime.preprocess import COLOR_ORDER, RESIZE
+    from train.models import ARCHITECTURES
+
+    data = load_labelled(data_dir, (size, size))
+    keras.utils.set_random_seed(0)
+    model = ARCHITECTURES[arch].build(len(data.class_names), size, weights=None)
+    if epochs:
+        model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")
+        model.fit(data.x.astype(np.float32), data.y, batch_size=32, steps_per_epoch=steps, epochs=epochs, verbose=0)
+    out.mkdir(parents=True)
+    model.save(out / "model.keras")
+    val = [str(p) for p in data.paths[::4]]
+    run = {
+        "class_names": data.class_names, "input_size": [size, size], "color_order": COLOR_ORDER,
+        "preprocessing": {"resize": RESIZE, "rescale": "inside the model"}, "architecture": arch,
+        "data_dir": str(data_dir.resolve()), "val_dir": None, "val_split": 0.25,
+        "splits": {"train": [str(p) for p in data.paths if str(p) not in val], "val": val},
+        "best": {"epoch": epochs, "val_accuracy": 0.9, "val_loss": 0.3},
+    }
+    (out / "run.json").write_text(json.dumps(run))
+    return out
+
+
+@pytest.fixture(scope="module")
+def seed_run(shapes_dir, tmp_path_factory) -> Path:
+    """The small 'seed' CNN at 32x32, fitted until it is mostly right on the generated shapes."""
+    return make_run("seed", 32, shapes_dir, tmp_path_factory.mktemp("seed") / "run", epochs=25, steps=None)
+
+
+def test_cli_export_int8_fp16(seed_run, tmp_path):
+    out = tmp_path / "export"
+    r = run_cli("export", seed_run, "--out", out, "--int8", "--fp16", "--calib-size", 40, "--max-drop", 0.1, "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)  # stdout holds the JSON object only
+    assert report == json.loads((out / "export.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.fp16.onnx", "model.int8.onnx", "model.onnx"]
+    assert report["fp16"]["top1_agreement"] == 1.0
+
+    p = report["parity"]
+    assert p["n"] >= 100 and p["images"] == "real"
+    assert p["top1_agreement"] == 1.0 and p["max_abs_diff"] <= 1e-4
+
+    q = report["int8"]
+    assert q["n_calib"] == 40 and q["n_eval"] == len(json.loads((seed_run / "run.json").read_text())["splits"]["val"])
+    assert q["method"] in q["methods"] and set(q["methods"]) == {"minmax", "entropy", "percentile"}
+    assert q["accuracy_int8"] == max(m["accuracy"] for m in q["methods"].values())
+    assert q["drop"] == pytest.approx(q["accuracy_fp32"] - q["accuracy_int8"])
+    assert q["accepted"] and q["drop"] <= 0.1 and q["max_drop"] == 0.1
+    assert 0 < q["size_ratio"] < 0.5  # int8 weights: about a quarter of the fp32 file
+    assert q["latency_ratio"] == pytest.approx(q["latency_ms"]["int8"] / q["latency_ms"]["fp32"])
+    sizes = {k: (out / v).stat().st_size for k, v in report["files"].items() if k != "report"}
+    assert sizes == report["sizes_bytes"]
+
+
+def test_stale_files_of_another_model_are_removed(seed_run, tmp_path):
+    out = tmp_path / "export"
+    export_model(seed_run, out, fp16=True, show_progress=False)
+    (out / "model.int8.onnx").write_bytes(b"left over from another model")
+    export_model(seed_run, out, show_progress=False)  # same model, no --fp16: its fp16 file stays
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.fp16.onnx", "model.onnx"]
+
+
+def test_metadata_and_runtime(seed_run, tmp_path, shapes_dir):
+    """The .onnx files carry everything the edge runtime needs; the runtime classifies with them."""
+    out = tmp_path / "export"
+    export_model(seed_run, out, int8=True, calib_size=30, calib_method="minmax", max_drop=1.0, show_progress=False)
+    run = json.loads((seed_run / "run.json").read_text())
+    import hashlib
+
+    sha = hashlib.sha256((seed_run / "model.keras").read_bytes()).hexdigest()
+    for name, precision in (("model.onnx", "fp32"), ("model.int8.onnx", "int8")):
+        model = onnx.load(str(out / name))
+        meta = {p.key: p.value for p in model.metadata_props}
+        assert json.loads(meta[md.CLASS_NAMES]) == run["class_names"] == ["circle", "square", "triangle"]
+        assert (meta[md.INPUT_HEIGHT], meta[md.INPUT_WIDTH]) == ("32", "32")
+        assert meta[md.COLOR_ORDER] == "RGB"
+        assert json.loads(meta[md.PREPROCESSING])["rescale"] == "inside the model"
+        assert meta[md.ARCHITECTURE] == "seed"
+        assert meta[md.SOURCE_SHA256] == sha
+        assert meta[md.PRECISION] == precision
+        assert meta[md.EDGECLF_VERSION]
+        assert 0 < float(meta[md.VAL_ACCURACY]) <= 1
+        (inp,), (outp,) = model.graph.input, model.graph.output
+        assert inp.name == "image" and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+        dims = [d.dim_value or d.dim_param for d in inp.type.tensor_type.shape.dim]
+        assert isinstance(dims[0], str) and dims[1:] == [32, 32, 3]  # batch dynamic, NHWC
+        assert outp.name == "probs" and outp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+        clf = Classifier(out / name)
+        assert clf.class_names == run["class_names"] and clf.size == (32, 32)
+        from edge_runtime.dataset import load_labelled
+
+        data = load_labelled(shapes_dir, clf.size, clf.class_names)
+        probs = clf.predict_arrays(data.x[:7])
+        assert probs.shape == (7, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    int8_meta = {p.key: p.value for p in onnx.load(str(out / "model.int8.onnx")).metadata_props}
+    report = json.loads((out / "export.json").read_text())
+    assert float(int8_meta[md.VAL_ACCURACY]) == pytest.approx(report["int8"]["accuracy_int8"], abs=1e-6)
+
+
+def test_int8_graph_is_quantized(seed_run, tmp_path):
+    """QDQ int8 with per-channel weights: the convolutions run as int8 kernels, softmax stays float."""
+    out = tmp_path / "export"
+    export_model(seed_run, out, int8=True, calib_size=20, calib_method="minmax", max_drop=1.0, show_progress=False)
+    model = onnx.load(str(out / "model.int8.onnx"))
+    ops = [n.op_type for n in model.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    weights = {i.name: i for i in model.graph.initializer}
+    int8_weights = [w for w in weights.values() if w.data_type == onnx.TensorProto.INT8]
+    assert len(int8_weights) >= 4  # 2 convolutions + 2 dense layers
+    conv_scales = [n.input[1] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights
+                   and weights[n.input[0]].data_type == onnx.TensorProto.INT8 and len(weights[n.input[0]].dims) == 4]
+    assert conv_scales and all(len(weights[s].dims) == 1 and weights[s].dims[0] > 1 for s in conv_scales)  # per channel
+    # the uint8 pixels are the quantized input itself (scale 1, zero point 0): no Cast/Quantize pass
+    assert [n.op_type for n in model.graph.node if "image" in n.input] == ["DequantizeLinear"]
+    softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
+    assert all(n.op_type != "QuantizeLinear" or softmax.output[0] not in n.input for n in model.graph.node)
+
+
+def test_guard_trips_and_removes_stale_int8(seed_run, tmp_path):
+    """A drop above --max-drop: exit 1 with the figures, no file named like a good int8 model."""
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "model.int8.onnx").write_bytes(b"an int8 model from an earlier export")
+    r = run_cli("export", seed_run, "--out", out, "--int8", "--calib-size", 20, "--calib-method", "minmax", "--max-drop", "-1")
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1].startswith("edgeclf: error: int8 model rejected: accuracy ") and "--max-drop -1" in lines[-1]
+    assert "Traceback" not in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx"]
+    report = json.loads((out / "export.json").read_text())
+    assert report["int8"]["accepted"] is False and "int8" not in report["files"]
+
+
+def test_guard_trips_on_destroyed_calibration(seed_run, tmp_path):
+    """Calibrating on blank frames clips every real activation: the guard must catch it."""
+    import cv2
+
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    for i in range(8):
+        cv2.imwrite(str(blank / f"black_{i}.png"), np.zeros((32, 32, 3), np.uint8))
+    out = tmp_path / "export"
+    with pytest.raises(ExportCheckError, match="int8 model rejected") as e:
+        export_model(seed_run, out, int8=True, calib=blank, calib_method="minmax", show_progress=False)
+    assert e.value.exit_code == 1
+    assert not (out / "model.int8.onnx").exists() and (out / "model.onnx").exists() and not leftovers(out)
+    r = json.loads((out / "export.json").read_text())["int8"]
+    assert r["drop"] > 0.01 and r["n_calib"] == 8 and r["calib_source"] == str(blank.resolve())
+
+
+def test_parity_failure_writes_nothing(seed_run, tmp_path, monkeypatch):
+    """An ONNX graph that drifts from Keras fails the export with the figures; no model.onnx."""
+    import export.api as api
+    from onnx import numpy_helper
+
+    real = api.keras_to_onnx
+
+    def drifting(*a, **k):
+        proto = real(*a, **k)
+        w = max(proto.graph.initializer, key=lambda t: np.prod(t.dims))
+        w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * 1.01, w.name))
+        return proto
+
+    monkeypatch.setattr(api, "keras_to_onnx", drifting)
+    out = tmp_path / "export"
+    with pytest.raises(ExportCheckError, match=r"disagrees with Keras: top-1 agreement .* max \|dp\|"):
+        export_model(seed_run, out, show_progress=False)
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_interrupted_write_leaves_no_onnx(seed_run, tmp_path, monkeypatch):
+    """Killed half-way through writing: neither a half-written model.onnx nor a temp file stays."""
+    real_write = Path.write_bytes
+
+    def half_then_interrupt(self, data):
+        real_write(self, data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_interrupt)
+    out = tmp_path / "export"
+    with pytest.raises(KeyboardInterrupt):
+        export_model(seed_run, out, show_progress=False)
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_interrupted_quantization_leaves_no_int8(seed_run, tmp_path, monkeypatch):
+    import export.quantize as quantize
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(quantize, "quantize", interrupt)
+    out = tmp_path / "export"
+    with pytest.raises(KeyboardInterrupt):
+        export_model(seed_run, out, int8=True, calib_size=10, show_progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx"]  # the verified fp32 model only
+
+
+# ------------------------------------------------------------------------------ every architecture
+# mobilenet_v2 is exported as initialised: compiling its training step alone takes about a minute.
+@pytest.mark.parametrize("arch,size,int8,epochs", [("edgenet", 32, True, 1), ("mobilenet_v2", 32, True, 0), ("seed", 32, False, 1)])
+def test_every_architecture_exports(arch, size, int8, epochs, shapes_dir, tmp_path):
+    run = make_run(arch, size, shapes_dir, tmp_path / "run", epochs=epochs)
+    report = export_model(run, tmp_path / "out", int8=int8, calib_size=16, calib_method="minmax", max_drop=1.0, show_progress=False)
+    assert report["architecture"] == arch and report["input_size"] == [size, size]
+    assert report["parity"]["n"] >= 100 and report["parity"]["top1_agreement"] == 1.0
+    assert report["parity"]["max_abs_diff"] <= 1e-4
+    clf = Classifier(tmp_path / "out" / "model.onnx")
+    assert clf.size == (size, size) and len(clf.class_names) == 3
+    probs = clf.predict_arrays(data.generated_images(8, (size, size)))
+    assert probs.std(axis=0).max() > 0  # the outputs depend on the image: the comparison meant something
+    if int8:
+        assert (tmp_path / "out" / "model.int8.onnx").is_file() and report["int8"]["n_eval"] == 30
+
+
+def test_bare_keras_file_with_labelled_calib(shapes_dir, tmp_path):
+    """A .keras file with no run.json: class names and the held-out judging set come from --calib."""
+    run = make_run("seed", 32, shapes_dir, tmp_path / "run")
+    bare = tmp_path / "elsewhere" / "clf.keras"
+    bare.parent.mkdir()
+    bare.write_bytes((run / "model.keras").read_bytes())
+    report = export_model(bare, None, int8=True, calib=shapes_dir, calib_size=30, calib_method="minmax", max_drop=1.0, show_progress=False)
+    assert report["class_names"] == ["circle", "square", "triangle"]
+    assert report["int8"]["n_eval"] == 36 and report["int8"]["n_calib"] == 30  # 30% of 120 held out
+    assert (bare.parent / "export" / "model.int8.onnx").is_file()
+
+
+# -------------------------------------------------------------------------------------- bad input
+def _bad_cases(tmp: Path, run: Path) -> dict:
+    not_run = tmp / "not_a_run"
+    not_run.mkdir()
+    (not_run / "notes.txt").write_text("hello")
+    corrupt = tmp / "corrupt_run"
+    corrupt.mkdir()
+    (corrupt / "model.keras").write_bytes(b"PK\x03\x04 this is not a keras zip")
+    (corrupt / "run.json").write_text((run / "run.json").read_text())
+    unreadable = tmp / "unreadable_calib"
+    unreadable.mkdir()
+    (unreadable / "a.jpg").write_bytes(b"")
+    (unreadable / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    blocker = tmp / "a_file"
+    blocker.write_text("x")
+    return {
+        "missing source": ([tmp / "nope"], "does not exist"),
+        "folder without a model": ([not_run], "not a run folder"),
+        "text file": ([not_run / "notes.txt"], "not a run folder or a .keras model"),
+        "corrupt keras": ([corrupt], "not a loadable Keras model"),
+        "calib without readable image": ([run, "--int8", "--calib", unreadable], "no readable calibration image"),
+        "calib missing": ([run, "--int8", "--calib", tmp / "nothing"], "calibration folder does not exist"),
+        "unwritable out": ([run, "--out", blocker / "sub"], "cannot create the output folder"),
+        "opset": ([run, "--opset", "7"], "--opset 7"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing source", "folder without a model", "text file", "corrupt keras",
+                                  "calib without readable image", "calib missing", "unwritable out", "opset"])
+def test_bad_input_cli(case, seed_run, tmp_path):
+    args, message = _bad_cases(tmp_path, seed_run)[case]
+    out = tmp_path / "out"
+    extra = [] if "--out" in args else ["--out", out]
+    r = run_cli("export", *args, *extra)
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip().splitlines()
+    assert "Traceback" not in r.stderr
+    assert err[-1].startswith("edgeclf: error: ") and message in err[-1]
+    assert not out.exists()  # nothing written, not even the folder
+    assert not (seed_run / "export").exists()
+
+
+def test_unconvertible_layer(tmp_path):
+    """A layer made of TensorFlow ops with no ONNX equivalent: one-line error naming the file and op."""
+    import keras
+    import tensorflow as tf
+
+    @keras.saving.register_keras_serializable("edgeclf_test")
+    class Lgamma(keras.layers.Layer):
+        def call(self, x):
+            return tf.math.lgamma(x + 1.0)
+
+    inputs = keras.Input((16, 16, 3))
+    x = Lgamma()(keras.layers.Rescaling(1 / 255)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(x)))
+    path = tmp_path / "odd.keras"
+    model.save(path)
+    with pytest.raises(EdgeclfError, match=r"odd\.keras: layers use TensorFlow ops tf2onnx cannot convert to ONNX: Lgamma"):
+        export_model(path, tmp_path / "out", show_progress=False)
+    assert not (tmp_path / "out").exists()

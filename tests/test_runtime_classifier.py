@@ -1,0 +1,136 @@
+"""Classifier on real onnxruntime sessions: metadata, predictions, odd images, threads, bad models."""
+
+from __future__ import annotations
+
+import threading
+
+import cv2
+import numpy as np
+import pytest
+from onnx_fixtures import COLOURS, make_colour_model, make_vector_model, solid
+
+from edge_runtime.classifier import Classifier, Prediction
+from edge_runtime.errors import EdgeclfError
+
+
+@pytest.fixture(scope="module")
+def colour_model(tmp_path_factory):
+    return make_colour_model(tmp_path_factory.mktemp("models") / "colour.onnx", size=(32, 32))
+
+
+def test_loads_metadata(colour_model):
+    clf = Classifier(colour_model)
+    assert clf.class_names == list(COLOURS)
+    assert clf.size == (32, 32)
+    assert clf.input_dtype == np.uint8
+    assert clf.metadata["precision"] == "fp32"
+    assert "CPUExecutionProvider" in clf.providers
+
+
+@pytest.mark.parametrize("colour", COLOURS)
+def test_predict_returns_a_prediction(colour_model, colour):
+    pred = Classifier(colour_model).predict(solid(colour, 100, 37))
+    assert isinstance(pred, Prediction)
+    assert pred.label == colour and pred.index == COLOURS.index(colour)
+    assert set(pred.probs) == set(COLOURS)
+    assert pred.score == pred.probs[colour] == max(pred.probs.values())
+    assert abs(sum(pred.probs.values()) - 1) < 1e-5
+    assert [c for c, _ in pred.top(2)][0] == colour and len(pred.top(2)) == 2
+
+
+def test_predict_batch_matches_predict(colour_model):
+    clf = Classifier(colour_model)
+    images = [solid(c, 40 + 10 * i, 90) for i, c in enumerate(["blue", "red", "green", "red"])]
+    batch = clf.predict_batch(images)
+    assert [p.label for p in batch] == ["blue", "red", "green", "red"]
+    for img, p in zip(images, batch):
+        assert clf.predict(img).probs == pytest.approx(p.probs, abs=1e-6)
+    assert clf.predict_batch([]) == []
+
+
+def test_odd_images_grey_16bit_alpha(colour_model):
+    clf = Classifier(colour_model)
+    red = solid("red")
+    bgra = cv2.cvtColor(red, cv2.COLOR_BGR2BGRA)
+    sixteen = red.astype(np.uint16) * 257
+    assert clf.predict(bgra).label == "red"
+    assert clf.predict(sixteen).label == "red"
+    grey = clf.predict(np.full((20, 20), 128, np.uint8))  # grey: equal channels, equal probabilities
+    assert max(grey.probs.values()) - min(grey.probs.values()) < 1e-6
+
+
+def test_safe_from_several_threads(colour_model):
+    clf = Classifier(colour_model, threads=1)
+    images = [solid(COLOURS[i % 3], 30 + i, 50 + i) for i in range(24)]
+    expected = [clf.predict(img).probs for img in images]
+    got: dict[int, dict] = {}
+    errors: list[BaseException] = []
+
+    def work(offset: int) -> None:
+        try:
+            for _ in range(5):
+                for i in range(offset, len(images), 4):
+                    got.setdefault(i, clf.predict(images[i]).probs)
+                    assert clf.predict(images[i]).probs == pytest.approx(expected[i], abs=1e-6)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert len(got) == len(images)
+
+
+def test_model_without_metadata_needs_labels_and_size(tmp_path):
+    path = make_colour_model(tmp_path / "bare.onnx", metadata=False, dynamic_hw=True)
+    with pytest.raises(EdgeclfError, match="no edgeclf metadata"):
+        Classifier(path)
+    clf = Classifier(path, labels=["r", "g", "b"], size=(24, 40))
+    assert clf.size == (24, 40)
+    assert clf.predict(solid("green")).label == "g"
+
+
+def test_model_without_metadata_takes_size_from_fixed_input_shape(tmp_path):
+    path = make_colour_model(tmp_path / "fixed.onnx", size=(16, 16), metadata=False)
+    clf = Classifier(path, labels=["r", "g", "b"])
+    assert clf.size == (16, 16)
+
+
+def test_float_input_model(tmp_path):
+    clf = Classifier(make_colour_model(tmp_path / "f.onnx", input_type="float"))
+    assert clf.input_dtype == np.float32
+    assert clf.predict(solid("blue")).label == "blue"
+
+
+def test_wrong_number_of_labels(tmp_path):
+    path = make_colour_model(tmp_path / "bare.onnx", metadata=False)
+    with pytest.raises(EdgeclfError, match="3 outputs but 2 class names"):
+        Classifier(path, labels=["a", "b"], size=(32, 32))
+
+
+def test_not_an_onnx_file(tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"this is not a protobuf")
+    with pytest.raises(EdgeclfError, match="not a loadable ONNX model") as e:
+        Classifier(bad)
+    assert "\n" not in str(e.value)
+
+
+def test_model_input_not_an_image(tmp_path):
+    with pytest.raises(EdgeclfError, match="not an NHWC RGB image tensor"):
+        Classifier(make_vector_model(tmp_path / "vec.onnx"))
+
+
+def test_missing_model_and_folder(tmp_path):
+    with pytest.raises(EdgeclfError, match="does not exist"):
+        Classifier(tmp_path / "nope.onnx")
+    with pytest.raises(EdgeclfError, match="not a file"):
+        Classifier(tmp_path)
+
+
+def test_bad_threads(colour_model):
+    with pytest.raises(EdgeclfError, match="--threads"):
+        Classifier(colour_model, threads=0)

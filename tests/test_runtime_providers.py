@@ -1,0 +1,104 @@
+"""Provider choice with faked provider lists (no GPU here), and what a real session reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_runtime import providers as prov
+from edge_runtime.errors import EdgeclfError
+
+JETSON = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+CUDA_ONLY = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+CPU_ONLY = ["AzureExecutionProvider", "CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize(
+    "requested, available, expected",
+    [
+        ("auto", JETSON, [prov.TENSORRT, prov.CUDA, prov.CPU]),
+        ("auto", CUDA_ONLY, [prov.CUDA, prov.CPU]),
+        ("auto", CPU_ONLY, [prov.CPU]),
+        ("auto", [], [prov.CPU]),
+        ("cpu", JETSON, [prov.CPU]),
+        ("cuda", JETSON, [prov.CUDA, prov.CPU]),
+        ("tensorrt", JETSON, [prov.TENSORRT, prov.CUDA, prov.CPU]),
+        ("CUDA", CUDA_ONLY, [prov.CUDA, prov.CPU]),
+    ],
+)
+def test_plan_picks_the_best_available_in_order(requested, available, expected):
+    plan = prov.plan_providers(requested, available)
+    assert plan.names == expected
+    assert plan.warning is None
+
+
+@pytest.mark.parametrize("requested, available", [("cuda", CPU_ONLY), ("tensorrt", CUDA_ONLY), ("tensorrt", CPU_ONLY)])
+def test_missing_provider_warns_and_falls_back_to_cpu(requested, available):
+    plan = prov.plan_providers(requested, available)
+    assert plan.names == [prov.CPU]
+    assert plan.warning is not None and "\n" not in plan.warning
+    assert requested in plan.warning and "falling back to cpu" in plan.warning
+
+
+def test_missing_provider_with_strict_is_an_error():
+    with pytest.raises(EdgeclfError, match="'cuda' is not available"):
+        prov.plan_providers("cuda", CPU_ONLY, strict=True)
+    # strict changes nothing when the provider exists
+    assert prov.plan_providers("cuda", CUDA_ONLY, strict=True).names == [prov.CUDA, prov.CPU]
+
+
+def test_unknown_provider_name():
+    with pytest.raises(EdgeclfError, match="unknown provider 'gpu'"):
+        prov.plan_providers("gpu", JETSON)
+
+
+def test_tensorrt_options_cache_next_to_model_with_fp16(tmp_path):
+    model = tmp_path / "deploy" / "model.int8.onnx"
+    plan = prov.plan_providers("tensorrt", JETSON, model, device_id=1)
+    name, opts = plan.providers[0]
+    assert name == prov.TENSORRT
+    assert opts["trt_engine_cache_enable"] is True
+    assert Path(opts["trt_engine_cache_path"]) == tmp_path / "deploy" / "model.int8.trt_cache"
+    assert opts["trt_fp16_enable"] is True
+    assert opts["device_id"] == 1
+    # the CUDA provider below it gets the same device
+    assert plan.providers[1] == (prov.CUDA, {"device_id": 1})
+    assert prov.plan_providers("tensorrt", JETSON, model, fp16=False).providers[0][1]["trt_fp16_enable"] is False
+
+
+def test_cuda_device_id():
+    assert prov.plan_providers("cuda", CUDA_ONLY, device_id=3).providers[0] == (prov.CUDA, {"device_id": 3})
+
+
+@pytest.mark.parametrize("cores, expected", [(1, 1), (2, 2), (4, 4), (6, 4), (64, 4)])
+def test_default_threads_suits_small_boards(cores, expected):
+    assert prov.default_threads(cores) == expected
+
+
+def test_default_threads_follows_this_process_affinity():
+    import os
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert prov.default_threads() == max(1, min(4, usable))
+
+
+def test_short_names():
+    assert prov.short_names(JETSON) == ["tensorrt", "cuda", "cpu"]
+    assert prov.short_names(["AzureExecutionProvider"]) == ["azure"]
+
+
+def test_classifier_reports_what_runs_and_falls_back(tmp_path):
+    from onnx_fixtures import make_colour_model
+
+    from edge_runtime.classifier import Classifier
+
+    model = make_colour_model(tmp_path / "m.onnx")
+    warnings: list[str] = []
+    clf = Classifier(model, provider="tensorrt", warn=warnings.append)
+    assert clf.providers == ["CPUExecutionProvider"]  # what the session really runs
+    assert len(warnings) == 1 and "tensorrt" in warnings[0]
+    with pytest.raises(EdgeclfError):
+        Classifier(model, provider="cuda", strict=True)
+    assert Classifier(model, provider="cpu", threads=1).threads == 1
+    assert Classifier(model).threads == prov.default_threads()
