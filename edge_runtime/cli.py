@@ -143,9 +143,19 @@ def predict(
 @app.command()
 def bench(
     model: Path = typer.Argument(..., help="An .onnx model."),
+    runs: int = typer.Option(100, "--runs", help="Timed runs per thread count and batch size (with --source: frames at most)."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed runs before each measurement."),
+    batch: str = typer.Option("1", "--batch", help="Batch sizes, comma-separated, e.g. 1,4,8."),
+    threads: Optional[str] = typer.Option(None, "--threads", help="onnxruntime intra-op thread counts, e.g. 1,2,4 [default: the cores, at most 4]."),
+    provider: str = typer.Option("auto", "--provider", help="auto (TensorRT, CUDA, CPU: the first installed), cpu, cuda or tensorrt."),
+    source: Optional[Path] = typer.Option(None, "--source", help="A video or image folder: also time the whole pipeline per stage."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the charts to this PNG file."),
 ) -> None:
     """Benchmark latency and throughput of an ONNX model on this device."""
-    raise EdgeclfError("'edgeclf bench' is not available yet (issue 5)")
+    from .bench import run_bench
+
+    run_bench(model, runs, warmup, batch, threads, provider, source, json_out, plot)
 
 
 # ---------------------------------------------------------------------------------------------- demo

@@ -1,0 +1,396 @@
+"""``edgeclf bench``: latency, throughput and end-to-end speed of an ONNX model on this device.
+
+Base install only (numpy, OpenCV, onnxruntime, rich): it runs on the Pi / Jetson itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import __version__, cvplot, sysinfo
+from . import metadata as md
+from .classifier import Classifier
+from .errors import EdgeclfError, ImageReadError
+from .images import is_image_file, list_images, read_image
+from .macs import count_macs
+
+STAGES = ("read", "preprocess", "inference", "total")
+
+
+# ------------------------------------------------------------------------------------ option parsing
+def parse_int_list(text: str, option: str) -> list[int]:
+    """"1,4,8" -> [1, 4, 8]; anything but positive integers is a one-line user error."""
+    values = []
+    for part in str(text).split(","):
+        part = part.strip()
+        try:
+            value = int(part)
+        except ValueError:
+            raise EdgeclfError(f"{option} {text!r}: expected positive whole numbers separated by commas, e.g. 1,2,4") from None
+        if value < 1:
+            raise EdgeclfError(f"{option} {text!r}: values must be 1 or more")
+        if value not in values:
+            values.append(value)
+    return values
+
+
+def check_count(value: int, option: str, minimum: int) -> int:
+    if value < minimum:
+        raise EdgeclfError(f"{option} {value}: must be {minimum} or more")
+    return value
+
+
+# ----------------------------------------------------------------------------------------- statistics
+def latency_stats(ms: Sequence[float]) -> dict[str, float]:
+    """p50/p90/p99/mean/std of a list of millisecond timings."""
+    a = np.asarray(ms, np.float64)
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(a.mean()), "std": float(a.std())}
+
+
+# -------------------------------------------------------------------------------------------- sources
+@dataclass
+class Frame:
+    image: np.ndarray
+    read_ms: float
+
+
+def iter_source(source: Path, limit: int, on_skip: Callable[[str], None]) -> Iterator[Frame]:
+    """Frames of a video, an image folder or one image, with the time each took to read and decode."""
+    if source.is_dir() or is_image_file(source):
+        paths = list_images(source) if source.is_dir() else [source]
+        if not paths:
+            raise EdgeclfError(f"{source}: folder has no image files")
+        produced = 0
+        for p in paths:
+            if produced >= limit:
+                return
+            t0 = time.perf_counter()
+            try:
+                img = read_image(p)
+            except ImageReadError as e:
+                on_skip(str(e))
+                continue
+            produced += 1
+            yield Frame(img, (time.perf_counter() - t0) * 1e3)
+        if produced == 0:
+            raise EdgeclfError(f"{source}: no readable image")
+        return
+    cap = cv2.VideoCapture(str(source))
+    try:
+        if not cap.isOpened():
+            raise EdgeclfError(f"{source}: cannot open as a video (unsupported or corrupt file)")
+        produced = 0
+        while produced < limit:
+            t0 = time.perf_counter()
+            ok, img = cap.read()
+            read_ms = (time.perf_counter() - t0) * 1e3
+            if not ok or img is None:
+                break
+            produced += 1
+            yield Frame(img, read_ms)
+        if produced == 0:
+            raise EdgeclfError(f"{source}: no frame could be read from the video")
+    finally:
+        cap.release()
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Silence what C libraries write straight to file descriptor 2, so errors stay one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def count_source_frames(source: Path, limit: int) -> int | None:
+    """How many frames the source will give (for the progress bar), None if unknown.
+
+    Also checks up front that the source can be opened, so a bad one fails before any timing."""
+    if source.is_dir():
+        n = len(list_images(source))
+        if n == 0:
+            raise EdgeclfError(f"{source}: folder has no image files")
+        return min(limit, n)
+    if is_image_file(source):
+        return 1
+    with _native_stderr_silenced():  # FFmpeg prints its own complaint ("moov atom not found") to fd 2
+        cap = cv2.VideoCapture(str(source))
+    try:
+        if not cap.isOpened():
+            raise EdgeclfError(f"{source}: cannot open as a video (unsupported or corrupt file)")
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        cap.release()
+    return min(limit, n) if n > 0 else None
+
+
+# ------------------------------------------------------------------------------------------ benchmark
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=True, disable=not enabled,
+    )
+
+
+def benchmark(
+    model: str | os.PathLike,
+    runs: int = 100,
+    warmup: int = 10,
+    batches: Sequence[int] = (1,),
+    threads: Sequence[int] | None = None,
+    provider: str = "auto",
+    source: str | os.PathLike | None = None,
+    show_progress: bool = True,
+) -> dict:
+    """Measure ``model`` and return the report as a JSON-ready dict (see ``edgeclf bench --help``)."""
+    model = Path(model)
+    check_count(runs, "--runs", 1)
+    check_count(warmup, "--warmup", 0)
+    threads = list(threads) if threads else [min(4, sysinfo.cpu_cores())]  # as edgeclf predict
+    batches = list(batches)
+    if not model.is_file():
+        raise EdgeclfError(f"{model}: model file does not exist")
+    src = Path(source) if source is not None else None
+    if src is not None and not src.exists():
+        raise EdgeclfError(f"{src}: source does not exist")
+
+    machine = sysinfo.describe()
+    core_peak = sysinfo.core_peak_gflops()
+    results: list[dict] = []
+    rng = np.random.default_rng(0)
+    n_frames = count_source_frames(src, runs) if src is not None else 0
+
+    # Cold start: the first session of this process, as a device sees it after boot (file cache aside).
+    t0 = time.perf_counter()
+    clf = Classifier(model, provider=provider, threads=threads[0])
+    t1 = time.perf_counter()
+    h, w = clf.size
+    x = rng.integers(0, 256, (max(batches), h, w, 3), dtype=np.uint8)
+    clf.predict_arrays(x[:1])
+    cold = {"session_ms": (t1 - t0) * 1e3, "first_result_ms": (time.perf_counter() - t1) * 1e3}
+
+    total_steps = len(threads) * len(batches) * (warmup + runs) + (n_frames or 0)
+    with _progress(show_progress) as progress:
+        task = progress.add_task("benchmarking", total=total_steps)
+        for t in threads:
+            if t != threads[0]:
+                clf = Classifier(model, provider=provider, threads=t)
+            for b in batches:
+                progress.update(task, description=f"{t} thread{'s' * (t > 1)}, batch {b}")
+                xb = np.ascontiguousarray(x[:b])
+                for _ in range(warmup):
+                    clf.predict_arrays(xb)
+                    progress.advance(task)
+                times = []
+                for _ in range(runs):
+                    s = time.perf_counter()
+                    clf.predict_arrays(xb)
+                    times.append(time.perf_counter() - s)
+                    progress.advance(task)
+                per_frame_ms = np.asarray(times) * 1e3 / b
+                results.append({
+                    "threads": t, "batch": b,
+                    "latency_ms": latency_stats(per_frame_ms),
+                    "batch_latency_ms": latency_stats(np.asarray(times) * 1e3),
+                    "throughput_fps": b * runs / float(np.sum(times)),
+                })
+
+        # The headline: the best per-frame latency at the smallest batch (how fast one frame can go).
+        smallest = min(batches)
+        head = min((r for r in results if r["batch"] == smallest), key=lambda r: r["latency_ms"]["p50"])
+        stages = None
+        if src is not None:
+            progress.update(task, description=f"end to end: {src.name}")
+            stages = _run_source(model, provider, head["threads"], src, runs, warmup, lambda: progress.advance(task))
+
+    try:
+        macs, macs_source = count_macs(model, (1, *clf.size, 3), clf.input_dtype), "onnxruntime profile"
+    except Exception:  # noqa: BLE001 - MACs are informative; a model the profiler cannot run reports n/a
+        macs = None
+    if macs is None and "macs" in clf.metadata:
+        macs, macs_source = int(clf.metadata["macs"]), "model metadata"
+    if macs is None:
+        macs_source = None
+    for r in results:
+        r["peak_gflops"] = core_peak * min(r["threads"], machine["cores"])
+        r["gflops"] = 2 * macs * r["throughput_fps"] / 1e9 if macs else None
+        r["peak_fraction"] = r["gflops"] / r["peak_gflops"] if macs else None
+
+    report = {
+        "model": str(model),
+        "model_bytes": model.stat().st_size,
+        "precision": clf.metadata.get(md.PRECISION),
+        "input_size": list(clf.size),
+        "provider": clf.session.get_providers()[0],
+        "provider_requested": provider,
+        "headline": {"threads": head["threads"], "batch": head["batch"]},
+        "latency_ms": head["latency_ms"],
+        "throughput_fps": head["throughput_fps"],
+        "best_throughput_fps": max(r["throughput_fps"] for r in results),
+        "macs_per_frame": macs,
+        "macs_source": macs_source,
+        "gflops": head["gflops"],
+        "peak_gflops": head["peak_gflops"],
+        "peak_fraction": head["peak_fraction"],
+        "core_peak_gflops": core_peak,
+        "peak_probe": "numpy float32 512x512 matmul on one core, best of 0.3 s, times the threads used",
+        "cold_start_ms": cold["session_ms"] + cold["first_result_ms"],
+        "cold_start": cold,
+        "runs": runs,
+        "warmup": warmup,
+        "results": results,
+        "cpu": machine["cpu"],
+        "cores": machine["cores"],
+        "machine": machine,
+        "onnxruntime": ort.__version__,
+        "edgeclf": __version__,
+    }
+    if stages is not None:
+        report.update(stages)
+    report["rss_mb"] = sysinfo.peak_rss_mb()
+    return report
+
+
+def _run_source(model: Path, provider: str, threads: int, src: Path, limit: int, warmup: int, step: Callable[[], None]) -> dict:
+    """The whole pipeline one frame at a time: read/decode, preprocess, inference."""
+    clf = Classifier(model, provider=provider, threads=threads)
+    h, w = clf.size
+    dummy = np.zeros((1, h, w, 3), np.uint8)
+    for _ in range(max(1, warmup)):
+        clf.predict_arrays(dummy)
+    skipped: list[str] = []
+
+    def on_skip(msg: str) -> None:
+        skipped.append(msg)
+        print(f"warning: skipped {msg}", file=sys.stderr)
+
+    timings: dict[str, list[float]] = {s: [] for s in STAGES}
+    for frame in iter_source(src, limit, on_skip):
+        t0 = time.perf_counter()
+        x = clf.preprocess(frame.image)[None]
+        t1 = time.perf_counter()
+        clf.predict_arrays(x)
+        t2 = time.perf_counter()
+        pre, inf = (t1 - t0) * 1e3, (t2 - t1) * 1e3
+        timings["read"].append(frame.read_ms)
+        timings["preprocess"].append(pre)
+        timings["inference"].append(inf)
+        timings["total"].append(frame.read_ms + pre + inf)
+        step()
+    n = len(timings["total"])
+    return {
+        "source": {"path": str(src), "frames": n, "threads": threads, "skipped": skipped},
+        "stages_ms": {s: latency_stats(v) for s, v in timings.items()},
+        "end_to_end_fps": n / (sum(timings["total"]) / 1e3),
+    }
+
+
+# ------------------------------------------------------------------------------------------- output
+def _f(v: float | None, fmt: str = ".3f") -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def render(report: dict, console: Console) -> None:
+    """The readable report: one table of latency/throughput, one of stages, and the context."""
+    t = Table(title=f"edgeclf bench: {Path(report['model']).name} (latency in ms per frame)", title_justify="left")
+    for col in ("thr", "batch", "p50", "p90", "p99", "mean", "std", "fps", "GFLOP/s", "%peak"):
+        t.add_column(col, justify="right")
+    for r in report["results"]:
+        lat = r["latency_ms"]
+        t.add_row(
+            str(r["threads"]), str(r["batch"]), _f(lat["p50"]), _f(lat["p90"]), _f(lat["p99"]), _f(lat["mean"]),
+            _f(lat["std"]), _f(r["throughput_fps"], ".0f"), _f(r["gflops"], ".2f"),
+            "n/a" if r["peak_fraction"] is None else f"{100 * r['peak_fraction']:.1f}",
+        )
+    console.print(t)
+    if "stages_ms" in report:
+        src = report["source"]
+        s = Table(title="end to end, ms per frame", title_justify="left")
+        for col in ("stage (ms)", "p50", "p90", "p99", "mean"):
+            s.add_column(col, justify="right")
+        for name, st in report["stages_ms"].items():
+            s.add_row(name, _f(st["p50"]), _f(st["p90"]), _f(st["p99"]), _f(st["mean"]))
+        console.print(s)
+        console.print(f"end-to-end: {report['end_to_end_fps']:.1f} frames/s ({src['path']}: {src['frames']} frames, "
+                      f"batch 1, {src['threads']} thread(s))", highlight=False)
+    macs = report["macs_per_frame"]
+    lines = [
+        f"model: {report['model']} ({report['model_bytes'] / 1e6:.2f} MB, {report['precision'] or 'unknown precision'}, "
+        f"input {report['input_size'][0]}x{report['input_size'][1]})",
+        f"MACs per frame: {'n/a' if macs is None else f'{macs / 1e6:.1f} M'}"
+        + (f" ({report['macs_source']})" if macs else ""),
+        f"provider: {report['provider']} (onnxruntime {report['onnxruntime']})",
+        f"CPU: {report['cpu']}, {report['cores']} cores; measured matmul peak {report['core_peak_gflops']:.1f} GFLOP/s per core",
+        f"cold start (session creation to first result): {report['cold_start_ms']:.1f} ms",
+        f"peak resident memory: {report['rss_mb']:.1f} MiB",
+    ]
+    if report["gflops"] is not None:
+        lines.append(f"achieved: {report['gflops']:.2f} GFLOP/s at batch {report['headline']['batch']}, "
+                     f"{report['headline']['threads']} thread(s) = {100 * report['peak_fraction']:.1f}% of the measured "
+                     "float32 peak (int8 kernels can exceed it)")
+    for line in lines:
+        console.print(line, highlight=False)
+
+
+def plot(report: dict, path: str | os.PathLike) -> None:
+    """Write the report's charts as a PNG (OpenCV drawing: no matplotlib on the device)."""
+    labels = [f"{r['threads']} thr, batch {r['batch']}" for r in report["results"]]
+    sub = f"{report['cpu']} ({report['cores']} cores), {report['provider']}, onnxruntime {report['onnxruntime']}"
+    charts = [
+        cvplot.bar_chart(
+            f"Latency per frame: {Path(report['model']).name}", labels,
+            {k: [r["latency_ms"][k] for r in report["results"]] for k in ("p50", "p90", "p99")}, "ms per frame", sub,
+        ),
+        cvplot.bar_chart("Throughput", labels, {"frames/s": [r["throughput_fps"] for r in report["results"]]}, "frames per second"),
+    ]
+    if "stages_ms" in report:
+        st = report["stages_ms"]
+        charts.append(cvplot.bar_chart(
+            f"End to end, {report['end_to_end_fps']:.1f} frames/s: {Path(report['source']['path']).name}",
+            list(st), {"mean": [v["mean"] for v in st.values()], "p99": [v["p99"] for v in st.values()]}, "ms per frame",
+        ))
+    cvplot.save_png(path, cvplot.stack(charts))
+
+
+def run_bench(
+    model: Path, runs: int, warmup: int, batch: str, threads: str | None, provider: str,
+    source: Path | None, json_out: bool, plot_path: Path | None,
+) -> dict:
+    """The CLI command: validate, measure, print (table or JSON), plot."""
+    batches = parse_int_list(batch, "--batch")
+    thread_list = parse_int_list(threads, "--threads") if threads else None
+    if plot_path is not None and plot_path.suffix.lower() != ".png":
+        raise EdgeclfError(f"{plot_path}: --plot writes a PNG file; give a name ending in .png")
+    report = benchmark(model, runs, warmup, batches, thread_list, provider, source, show_progress=True)
+    if plot_path is not None:
+        plot(report, plot_path)
+        report["plot"] = str(plot_path)
+    if json_out:
+        sys.stdout.write(json.dumps(report) + "\n")
+    else:
+        console = Console()
+        render(report, console)
+        if plot_path is not None:
+            console.print(f"plot: {plot_path}", highlight=False)
+    return report

@@ -1,0 +1,105 @@
+"""What machine is this, how much memory did we use, and how fast can its CPU multiply?
+
+Standard library and numpy only: it runs on the device.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name ("AMD EPYC 9B14", "Cortex-A72 (Raspberry Pi 4 Model B)", ...)."""
+    name = board = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            key, value = key.strip().lower(), value.strip()
+            if key == "model name" and not name:
+                name = value
+            elif key == "model" and not board and not value.isdigit():  # ARM boards: "Raspberry Pi 4 ..."
+                board = value
+    except OSError:
+        pass
+    if not name:
+        name = platform.processor() or platform.machine() or "unknown"
+    return f"{name} ({board})" if board else name
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (respects taskset / container CPU sets)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork+exec, so a
+    # process started by a big one (a test runner, a benchmark driver) would report the parent's.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def matmul_peak_gflops(n: int = 512, seconds: float = 0.3) -> float:
+    """Measured float32 matrix-multiply speed of numpy's BLAS in this process, best of repeated runs."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    out = np.empty_like(a)
+    np.matmul(a, b, out=out)  # warm-up: BLAS thread pool start, page faults
+    best = float("inf")
+    deadline = time.perf_counter() + seconds
+    while True:
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=out)
+        best = min(best, time.perf_counter() - t0)
+        if time.perf_counter() > deadline:
+            break
+    return 2.0 * n**3 / best / 1e9
+
+
+def core_peak_gflops(seconds: float = 0.3) -> float:
+    """Measured float32 matrix-multiply speed of ONE core (numpy's BLAS pinned to one thread).
+
+    A practical ceiling per core for a convolution network (an int8 model can exceed it where the
+    CPU has int8 dot-product instructions). Measured on one core in a child process because a
+    multi-threaded BLAS probe collapses whenever another process holds a core, while the one-core
+    figure stays stable; the machine's peak is this times the cores used.
+    """
+    env = {**os.environ, **{k: "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
+    code = f"from edge_runtime.sysinfo import matmul_peak_gflops as m; print(m(seconds={seconds}))"
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    try:
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
+        return float(out.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError, OSError):
+        return matmul_peak_gflops(seconds=seconds) / cpu_cores()  # rough, but better than nothing
+
+
+def describe() -> dict:
+    """The machine in a few fields, for benchmark reports."""
+    return {
+        "cpu": cpu_model(),
+        "cores": cpu_cores(),
+        "arch": platform.machine(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+    }

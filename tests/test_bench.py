@@ -1,0 +1,265 @@
+"""edgeclf bench on generated tiny ONNX models and generated video/images.
+
+Asserts the structure and sanity of the figures, never their speed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_cli
+from edge_runtime import bench, cvplot
+from edge_runtime.errors import EdgeclfError
+from edge_runtime.macs import count_macs, node_macs
+from edge_runtime.synthetic import make_shapes_dataset, make_shapes_video
+
+SIZE = 32
+# Conv 3x3, 3->8 channels, no padding on 32x32: 30*30*8 outputs x 27 weights; Gemm 8->3.
+TINY_MACS = 30 * 30 * 8 * 27 + 8 * 3
+
+
+def _tiny_model(path):
+    """uint8 NHWC `image` -> Cast -> Transpose -> Conv -> Relu -> GAP -> Gemm -> Softmax `probs`,
+    with edgeclf metadata: the same interface as `edgeclf export` writes."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(0)
+    inits = [
+        nh.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "W"),
+        nh.from_array(np.zeros(8, np.float32), "B"),
+        nh.from_array(rng.normal(0, 0.3, (8, 3)).astype(np.float32), "G"),
+        nh.from_array(np.zeros(3, np.float32), "GB"),
+    ]
+    nodes = [
+        h.make_node("Cast", ["image"], ["f"], to=T.FLOAT),
+        h.make_node("Mul", ["f", "s"], ["fs"]),
+        h.make_node("Transpose", ["fs"], ["t"], perm=[0, 3, 1, 2]),
+        h.make_node("Conv", ["t", "W", "B"], ["c"], kernel_shape=[3, 3]),
+        h.make_node("Relu", ["c"], ["r"]),
+        h.make_node("GlobalAveragePool", ["r"], ["g"]),
+        h.make_node("Flatten", ["g"], ["fl"]),
+        h.make_node("Gemm", ["fl", "G", "GB"], ["lo"]),
+        h.make_node("Softmax", ["lo"], ["probs"], axis=1),
+    ]
+    inits.append(nh.from_array(np.array(1 / 255, np.float32), "s"))
+    graph = h.make_graph(
+        nodes, "tiny", [h.make_tensor_value_info("image", T.UINT8, ["N", SIZE, SIZE, 3])],
+        [h.make_tensor_value_info("probs", T.FLOAT, ["N", 3])], inits,
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 9
+    h.set_model_props(model, {
+        "class_names": json.dumps(["circle", "square", "triangle"]),
+        "input_height": str(SIZE), "input_width": str(SIZE), "color_order": "RGB", "precision": "fp32",
+    })
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    return _tiny_model(tmp_path_factory.mktemp("bench_model") / "model.onnx")
+
+
+@pytest.fixture(scope="module")
+def tiny_int8(tiny_onnx):
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(1)
+            self.batches = iter([{"image": rng.integers(0, 256, (1, SIZE, SIZE, 3), dtype=np.uint8)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    out = tiny_onnx.parent / "model.int8.onnx"
+    quantize_static(str(tiny_onnx), str(out), Reader(), quant_format=QuantFormat.QDQ)
+    return out
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench_video") / "shapes.mp4"
+    make_shapes_video(path, frames=12, size=80, hold=4)
+    return path
+
+
+def _check_stats(stats: dict) -> None:
+    assert set(stats) >= {"p50", "p90", "p99", "mean", "std"}
+    assert 0 < stats["p50"] <= stats["p90"] <= stats["p99"]
+    assert stats["mean"] > 0 and stats["std"] >= 0
+
+
+# ----------------------------------------------------------------------------------------- pure parts
+def test_parse_int_list():
+    assert bench.parse_int_list("1,4,8", "--batch") == [1, 4, 8]
+    assert bench.parse_int_list(" 2, 2 ,1", "--threads") == [2, 1]
+    for bad in ("abc", "-1", "0", "1,,2", "1.5"):
+        with pytest.raises(EdgeclfError):
+            bench.parse_int_list(bad, "--batch")
+
+
+def test_latency_stats_percentiles():
+    s = bench.latency_stats(list(range(1, 101)))
+    assert s["p50"] == pytest.approx(50.5)
+    assert s["p90"] == pytest.approx(90.1)
+    assert s["p99"] == pytest.approx(99.01)
+    assert s["mean"] == pytest.approx(50.5)
+    assert s["std"] == pytest.approx(np.std(np.arange(1, 101)))
+
+
+def test_node_macs_rules():
+    # Depthwise conv: weight [C, 1, 3, 3]; quantized conv: weight is input 3.
+    assert node_macs("Conv", [[1, 16, 10, 10], [16, 1, 3, 3]], [[1, 16, 10, 10]]) == 1600 * 9
+    assert node_macs("QLinearConv", [[1, 3, 8, 8], [], [], [4, 3, 1, 1]], [[1, 4, 8, 8]]) == 256 * 3
+    assert node_macs("MatMul", [[1, 64], [64, 10]], [[1, 10]]) == 640
+    assert node_macs("Relu", [[1, 10]], [[1, 10]]) == 0
+
+
+def test_count_macs_fp32_and_int8(tiny_onnx, tiny_int8):
+    assert count_macs(tiny_onnx, (1, SIZE, SIZE, 3)) == TINY_MACS
+    assert count_macs(tiny_int8, (1, SIZE, SIZE, 3)) == TINY_MACS
+
+
+def test_bar_chart_draws_values_and_missing():
+    img = cvplot.bar_chart("t", ["a", "b"], {"x": [1.0, None], "y": [10.0, 100.0]}, "ms", "sub", log=True)
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[1] == 900
+    assert (img < 250).any()  # something was drawn
+
+
+# ----------------------------------------------------------------------------------- in-process run
+def test_benchmark_figures_are_sane(tiny_onnx, tmp_path):
+    r = bench.benchmark(tiny_onnx, runs=6, warmup=1, batches=[1, 3], threads=[1, 2], show_progress=False)
+    assert [(x["threads"], x["batch"]) for x in r["results"]] == [(1, 1), (1, 3), (2, 1), (2, 3)]
+    for x in r["results"]:
+        _check_stats(x["latency_ms"])
+        _check_stats(x["batch_latency_ms"])
+        # per-frame latency is the batch latency divided by the batch size
+        assert x["latency_ms"]["mean"] == pytest.approx(x["batch_latency_ms"]["mean"] / x["batch"])
+        # throughput is frames over the summed batch times: batch / mean batch latency
+        assert x["throughput_fps"] == pytest.approx(x["batch"] / (x["batch_latency_ms"]["mean"] / 1e3))
+        assert x["gflops"] == pytest.approx(2 * TINY_MACS * x["throughput_fps"] / 1e9)
+        assert x["peak_gflops"] == pytest.approx(r["core_peak_gflops"] * min(x["threads"], r["cores"]))
+    head = r["headline"]
+    assert head["batch"] == 1
+    chosen = next(x for x in r["results"] if (x["threads"], x["batch"]) == (head["threads"], 1))
+    assert r["latency_ms"] == chosen["latency_ms"]
+    assert r["model_bytes"] == tiny_onnx.stat().st_size
+    assert r["macs_per_frame"] == TINY_MACS and r["macs_source"] == "onnxruntime profile"
+    assert r["provider"] == "CPUExecutionProvider"
+    assert r["input_size"] == [SIZE, SIZE] and r["precision"] == "fp32"
+    assert r["cold_start_ms"] == pytest.approx(r["cold_start"]["session_ms"] + r["cold_start"]["first_result_ms"])
+    assert r["cold_start_ms"] > 0 and r["rss_mb"] > 10 and r["core_peak_gflops"] > 0
+    assert r["cores"] >= 1 and r["cpu"]
+    assert "stages_ms" not in r
+    json.dumps(r)  # JSON-ready
+
+
+def test_benchmark_folder_source_skips_bad_images(tiny_int8, tmp_path, capsys):
+    folder = make_shapes_dataset(tmp_path / "imgs", per_class=2, size=48)
+    (folder / "circle" / "broken.jpg").write_bytes(b"not a jpeg")
+    r = bench.benchmark(tiny_int8, runs=50, warmup=1, source=folder, show_progress=False)
+    assert r["source"]["frames"] == 6  # 3 classes x 2 good images; the broken one skipped
+    assert len(r["source"]["skipped"]) == 1 and "broken.jpg" in r["source"]["skipped"][0]
+    assert "broken.jpg" in capsys.readouterr().err
+    assert set(r["stages_ms"]) == {"read", "preprocess", "inference", "total"}
+    for s in r["stages_ms"].values():
+        _check_stats(s)
+    st = r["stages_ms"]
+    assert st["total"]["mean"] == pytest.approx(st["read"]["mean"] + st["preprocess"]["mean"] + st["inference"]["mean"])
+    assert r["end_to_end_fps"] == pytest.approx(1e3 / st["total"]["mean"])
+    assert r["macs_per_frame"] == TINY_MACS
+
+
+def test_benchmark_source_limited_by_runs(tiny_onnx, video):
+    r = bench.benchmark(tiny_onnx, runs=5, warmup=0, source=video, show_progress=False)
+    assert r["source"]["frames"] == 5
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def test_cli_json_video_and_plot(tiny_onnx, video, tmp_path):
+    png = tmp_path / "plots" / "bench.png"
+    p = run_cli("bench", tiny_onnx, "--runs", 20, "--warmup", 2, "--batch", "1,4", "--threads", "1,2",
+                "--source", video, "--json", "--plot", png)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)  # stdout holds exactly one JSON object
+    for key in ("model", "provider", "latency_ms", "throughput_fps", "model_bytes", "rss_mb", "stages_ms",
+                "macs_per_frame", "cpu", "cores", "onnxruntime", "cold_start_ms", "gflops", "peak_gflops", "results"):
+        assert key in r, key
+    assert set(r["latency_ms"]) >= {"p50", "p90", "p99", "mean"}
+    assert len(r["results"]) == 4
+    assert r["source"]["frames"] == 12  # the whole video (fewer frames than --runs)
+    assert r["plot"] == str(png)
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    img = cv2.imread(str(png))
+    assert img is not None and img.shape[0] > 300 and img.shape[1] == 900
+    assert not list(png.parent.glob(".*"))  # no temporary file left beside it
+
+
+def test_cli_table(tiny_onnx):
+    p = run_cli("bench", tiny_onnx, "--runs", 5, "--warmup", 0, env={"COLUMNS": "120"})
+    assert p.returncode == 0, p.stderr
+    for text in ("p50", "p99", "fps", "MACs per frame: 0.2 M", "CPUExecutionProvider", "cold start", "peak resident memory",
+                 "GFLOP/s"):
+        assert text in p.stdout, text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--runs", "0"], "--runs 0"),
+        (["--warmup", "-1"], "--warmup -1"),
+        (["--batch", "-1"], "--batch '-1'"),
+        (["--batch", "1,x"], "--batch '1,x'"),
+        (["--threads", "abc"], "--threads 'abc'"),
+        (["--threads", "0"], "--threads '0'"),
+        (["--plot", "chart.jpg"], "chart.jpg"),
+        (["--source", "MISSING"], "source does not exist"),
+        (["--source", "NOTVIDEO"], "cannot open as a video"),
+        (["--source", "EMPTYDIR"], "no image files"),
+    ],
+)
+def test_cli_bad_options(tiny_onnx, tmp_path, args, message):
+    args = [a.replace("MISSING", str(tmp_path / "nope.mp4")) for a in args]
+    if "NOTVIDEO" in args:
+        (tmp_path / "notes.mp4").write_text("not a video")
+        args = [a.replace("NOTVIDEO", str(tmp_path / "notes.mp4")) for a in args]
+    if "EMPTYDIR" in args:
+        (tmp_path / "empty").mkdir()
+        args = [a.replace("EMPTYDIR", str(tmp_path / "empty")) for a in args]
+    p = run_cli("bench", tiny_onnx, *args)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgeclf: error:") and message in lines[0], p.stderr
+    assert p.stdout == ""
+
+
+@pytest.mark.parametrize("kind", ["missing", "text", "folder"])
+def test_cli_bad_model(tmp_path, kind):
+    path = tmp_path / "model.onnx"
+    if kind == "text":
+        path.write_text("this is not a protobuf")
+    elif kind == "folder":
+        path.mkdir()
+    p = run_cli("bench", path, "--runs", 1)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"edgeclf: error: {path}"), p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_bench_imports_no_tensorflow():
+    code = "import sys, edge_runtime.cli, edge_runtime.bench; assert 'tensorflow' not in sys.modules; assert 'onnx' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
