@@ -44,14 +44,14 @@ def train(
     data_dir: Path = typer.Argument(..., help="Folder with one sub-folder of images per class."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder to write the model, run.json and plots to."),
     model: str = typer.Option("edgenet", "--model", "-m", help="Architecture: edgenet (default), seed, mobilenet_v2."),
-    img_size: Optional[int] = typer.Option(None, "--img-size", help="Square input size in pixels [default: the architecture's]."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", help="Square input size in pixels (default: the architecture's)."),
     epochs: int = typer.Option(40, "--epochs", help="Maximum number of epochs (early stopping may end sooner)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per training step."),
     val_split: float = typer.Option(0.2, "--val-split", help="Fraction held out for validation (stratified, seeded)."),
     val: Optional[Path] = typer.Option(None, "--val", help="A separate validation folder (same class sub-folders) instead of --val-split."),
     seed: int = typer.Option(1337, "--seed", help="Random seed for the split, initialisation and augmentation."),
     weights: str = typer.Option("imagenet", "--weights", help="mobilenet_v2 backbone weights: imagenet, none, or a .h5 file."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate [default: the architecture's]."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: the architecture's)."),
     patience: int = typer.Option(10, "--patience", help="Stop after this many epochs without a better val accuracy."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flip, rotation, zoom, translation, contrast (training only)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
@@ -146,7 +146,7 @@ def bench(
     runs: int = typer.Option(100, "--runs", help="Timed runs per thread count and batch size (with --source: frames at most)."),
     warmup: int = typer.Option(10, "--warmup", help="Untimed runs before each measurement."),
     batch: str = typer.Option("1", "--batch", help="Batch sizes, comma-separated, e.g. 1,4,8."),
-    threads: Optional[str] = typer.Option(None, "--threads", help="onnxruntime intra-op thread counts, e.g. 1,2,4 [default: the cores, at most 4]."),
+    threads: Optional[str] = typer.Option(None, "--threads", help="onnxruntime intra-op thread counts, e.g. 1,2,4 (default: the cores, at most 4)."),
     provider: str = typer.Option("auto", "--provider", help="auto (TensorRT, CUDA, CPU: the first installed), cpu, cuda or tensorrt."),
     source: Optional[Path] = typer.Option(None, "--source", help="A video or image folder: also time the whole pipeline per stage."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables."),
@@ -171,16 +171,36 @@ def demo(
     run_demo(out, force=force)
 
 
+def _click_exceptions():
+    try:  # typer >= 0.20 vendors click
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
+    """Console entry point: user errors become one line on stderr and exit code 2, no traceback."""
+    ce = _click_exceptions()
     try:
-        app()
+        code = app(standalone_mode=False)
+    except ce.NoArgsIsHelpError as e:
+        e.show()
+        sys.exit(0)
+    except ce.UsageError as e:  # a missing argument, a value of the wrong type, an unknown option
+        where = f"edgeclf {e.ctx.info_name} --help" if e.ctx is not None and e.ctx.parent is not None else "edgeclf --help"
+        typer.echo(f"edgeclf: error: {e.format_message()} (see '{where}')", err=True)
+        sys.exit(2)
+    except ce.ClickException as e:
+        typer.echo(f"edgeclf: error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
     except EdgeclfError as e:
         typer.echo(f"edgeclf: error: {e}", err=True)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("edgeclf: interrupted", err=True)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -106,13 +106,14 @@ def test_refuses_existing_run_without_force(trained_run, shapes_dir):
     assert (trained_run / "model.keras").stat().st_mtime_ns == before
 
 
-def test_learns_shapes_well_above_chance(tmp_path, shapes_dir):
+def test_learns_shapes_well_above_chance(tmp_path):
     """A real learning check: the default network separates the generated shapes."""
+    data = make_shapes_dataset(tmp_path / "data", per_class=150, size=48, seed=5)
     out = tmp_path / "run"
-    res = run_cli("train", shapes_dir, "--out", out, "--epochs", "25", "--img-size", "48", "--batch-size", "16", "--json")
+    res = run_cli("train", data, "--out", out, "--epochs", "15", "--img-size", "48", "--json")
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
-    assert summary["best"]["val_accuracy"] >= 0.7, summary["best"]  # chance is 0.33
+    assert summary["best"]["val_accuracy"] >= 0.8, summary["best"]  # chance is 0.33
 
 
 def test_skips_bad_files_and_records_them(tmp_path):

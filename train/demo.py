@@ -83,40 +83,34 @@ def run_demo(out: Path, force: bool = False, epochs: int = DEMO_EPOCHS, per_clas
     console.print(f"  try: edgeclf predict {model} {video} --save {out / 'annotated.mp4'}")
 
     _step(5, "benchmark")
-    results["bench"] = _bench(out / "export")
+    results["bench"] = _bench(out / "export", video)
 
     console.rule("[bold]done")
     console.print(f"finished in {time.time() - t0:.0f} s. Everything is in {out}/:")
     for name, what in (
         ("data/", "generated training images (3 classes)"),
         ("run/", "model.keras, run.json, history.csv, curves.png, confusion.png"),
-        ("export/", "model.onnx, model.int8.onnx, export.json"),
+        ("export/", "model.onnx, model.int8.onnx, export.json, bench-*.png"),
         ("shapes.mp4", "the generated test video"),
     ):
         console.print(f"  {name:<12} {what}")
     return results
 
 
-def _bench(export_dir: Path) -> dict:
-    """fp32 against int8, batch 1, side by side (filled in by the bench command when available)."""
-    from edge_runtime.classifier import Classifier
-    import numpy as np
+def _bench(export_dir: Path, video: Path) -> dict:
+    """``edgeclf bench`` on the fp32 and int8 models, batch 1 and 8, the video end to end."""
+    from rich.console import Console
 
-    rows = {}
+    from edge_runtime.bench import benchmark, plot, render
+
+    reports = {}
     for name in ("model.onnx", "model.int8.onnx"):
         path = export_dir / name
         if not path.exists():
             continue
-        clf = Classifier(path, provider="cpu")
-        x = np.zeros((1, *clf.size, 3), np.uint8)
-        for _ in range(10):
-            clf.predict_arrays(x)
-        times = []
-        for _ in range(200):
-            t = time.perf_counter()
-            clf.predict_arrays(x)
-            times.append((time.perf_counter() - t) * 1000)
-        rows[name] = {"p50_ms": float(np.median(times)), "bytes": path.stat().st_size}
-    for name, r in rows.items():
-        console.print(f"  {name:<16} {r['p50_ms']:.3f} ms/frame (p50)  {r['bytes'] / 1e6:.2f} MB")
-    return rows
+        report = benchmark(path, runs=100, warmup=10, batches=(1, 8), provider="cpu", source=video)
+        plot(report, export_dir / f"bench-{path.stem.replace('.', '-')}.png")
+        console.rule(name)
+        render(report, Console(stderr=True))
+        reports[name] = report
+    return reports
