@@ -10,11 +10,9 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 from rich.console import Console
@@ -24,9 +22,9 @@ from rich.table import Table
 from . import __version__, cvplot, sysinfo
 from . import metadata as md
 from .classifier import Classifier
-from .errors import EdgeclfError, ImageReadError
-from .images import is_image_file, list_images, read_image
+from .errors import EdgeclfError
 from .macs import count_macs
+from .sources import Source, open_source
 
 STAGES = ("read", "preprocess", "inference", "total")
 
@@ -63,86 +61,14 @@ def latency_stats(ms: Sequence[float]) -> dict[str, float]:
 
 
 # -------------------------------------------------------------------------------------------- sources
-@dataclass
-class Frame:
-    image: np.ndarray
-    read_ms: float
-
-
-def iter_source(source: Path, limit: int, on_skip: Callable[[str], None]) -> Iterator[Frame]:
-    """Frames of a video, an image folder or one image, with the time each took to read and decode."""
-    if source.is_dir() or is_image_file(source):
-        paths = list_images(source) if source.is_dir() else [source]
-        if not paths:
-            raise EdgeclfError(f"{source}: folder has no image files")
-        produced = 0
-        for p in paths:
-            if produced >= limit:
-                return
-            t0 = time.perf_counter()
-            try:
-                img = read_image(p)
-            except ImageReadError as e:
-                on_skip(str(e))
-                continue
-            produced += 1
-            yield Frame(img, (time.perf_counter() - t0) * 1e3)
-        if produced == 0:
-            raise EdgeclfError(f"{source}: no readable image")
-        return
-    cap = cv2.VideoCapture(str(source))
-    try:
-        if not cap.isOpened():
-            raise EdgeclfError(f"{source}: cannot open as a video (unsupported or corrupt file)")
-        produced = 0
-        while produced < limit:
-            t0 = time.perf_counter()
-            ok, img = cap.read()
-            read_ms = (time.perf_counter() - t0) * 1e3
-            if not ok or img is None:
-                break
-            produced += 1
-            yield Frame(img, read_ms)
-        if produced == 0:
-            raise EdgeclfError(f"{source}: no frame could be read from the video")
-    finally:
-        cap.release()
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """Silence what C libraries write straight to file descriptor 2, so errors stay one line."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def count_source_frames(source: Path, limit: int) -> int | None:
-    """How many frames the source will give (for the progress bar), None if unknown.
-
-    Also checks up front that the source can be opened, so a bad one fails before any timing."""
-    if source.is_dir():
-        n = len(list_images(source))
-        if n == 0:
-            raise EdgeclfError(f"{source}: folder has no image files")
-        return min(limit, n)
-    if is_image_file(source):
-        return 1
-    with _native_stderr_silenced():  # FFmpeg prints its own complaint ("moov atom not found") to fd 2
-        cap = cv2.VideoCapture(str(source))
-    try:
-        if not cap.isOpened():
-            raise EdgeclfError(f"{source}: cannot open as a video (unsupported or corrupt file)")
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    finally:
-        cap.release()
-    return min(limit, n) if n > 0 else None
+def open_bench_source(src: Path, limit: int) -> Source:
+    """Open a video, an image folder or one image for at most ``limit`` frames, failing in one line
+    before any timing when it cannot be read."""
+    frames = open_source(str(src), max_frames=limit)
+    if frames.total == 0:
+        frames.close()
+        raise EdgeclfError(f"{src}: folder has no image files")
+    return frames
 
 
 # ------------------------------------------------------------------------------------------ benchmark
@@ -179,50 +105,52 @@ def benchmark(
     core_peak = sysinfo.core_peak_gflops()
     results: list[dict] = []
     rng = np.random.default_rng(0)
-    n_frames = count_source_frames(src, runs) if src is not None else 0
+    # Opened before any timing, so a source that cannot be read fails at once.
+    frames = open_bench_source(src, runs) if src is not None else None
+    n_frames = (frames.total or 0) if frames is not None else 0  # 0 also when a video does not say
+    with frames or contextlib.nullcontext():
+        # Cold start: the first session of this process, as a device sees it after boot (file cache aside).
+        t0 = time.perf_counter()
+        clf = Classifier(model, provider=provider, threads=threads[0])
+        t1 = time.perf_counter()
+        h, w = clf.size
+        x = rng.integers(0, 256, (max(batches), h, w, 3), dtype=np.uint8)
+        clf.predict_arrays(x[:1])
+        cold = {"session_ms": (t1 - t0) * 1e3, "first_result_ms": (time.perf_counter() - t1) * 1e3}
 
-    # Cold start: the first session of this process, as a device sees it after boot (file cache aside).
-    t0 = time.perf_counter()
-    clf = Classifier(model, provider=provider, threads=threads[0])
-    t1 = time.perf_counter()
-    h, w = clf.size
-    x = rng.integers(0, 256, (max(batches), h, w, 3), dtype=np.uint8)
-    clf.predict_arrays(x[:1])
-    cold = {"session_ms": (t1 - t0) * 1e3, "first_result_ms": (time.perf_counter() - t1) * 1e3}
+        total_steps = len(threads) * len(batches) * (warmup + runs) + n_frames
+        with _progress(show_progress) as progress:
+            task = progress.add_task("benchmarking", total=total_steps)
+            for t in threads:
+                if t != threads[0]:
+                    clf = Classifier(model, provider=provider, threads=t)
+                for b in batches:
+                    progress.update(task, description=f"{t} thread{'s' * (t > 1)}, batch {b}")
+                    xb = np.ascontiguousarray(x[:b])
+                    for _ in range(warmup):
+                        clf.predict_arrays(xb)
+                        progress.advance(task)
+                    times = []
+                    for _ in range(runs):
+                        s = time.perf_counter()
+                        clf.predict_arrays(xb)
+                        times.append(time.perf_counter() - s)
+                        progress.advance(task)
+                    per_frame_ms = np.asarray(times) * 1e3 / b
+                    results.append({
+                        "threads": t, "batch": b,
+                        "latency_ms": latency_stats(per_frame_ms),
+                        "batch_latency_ms": latency_stats(np.asarray(times) * 1e3),
+                        "throughput_fps": b * runs / float(np.sum(times)),
+                    })
 
-    total_steps = len(threads) * len(batches) * (warmup + runs) + (n_frames or 0)
-    with _progress(show_progress) as progress:
-        task = progress.add_task("benchmarking", total=total_steps)
-        for t in threads:
-            if t != threads[0]:
-                clf = Classifier(model, provider=provider, threads=t)
-            for b in batches:
-                progress.update(task, description=f"{t} thread{'s' * (t > 1)}, batch {b}")
-                xb = np.ascontiguousarray(x[:b])
-                for _ in range(warmup):
-                    clf.predict_arrays(xb)
-                    progress.advance(task)
-                times = []
-                for _ in range(runs):
-                    s = time.perf_counter()
-                    clf.predict_arrays(xb)
-                    times.append(time.perf_counter() - s)
-                    progress.advance(task)
-                per_frame_ms = np.asarray(times) * 1e3 / b
-                results.append({
-                    "threads": t, "batch": b,
-                    "latency_ms": latency_stats(per_frame_ms),
-                    "batch_latency_ms": latency_stats(np.asarray(times) * 1e3),
-                    "throughput_fps": b * runs / float(np.sum(times)),
-                })
-
-        # The headline: the best per-frame latency at the smallest batch (how fast one frame can go).
-        smallest = min(batches)
-        head = min((r for r in results if r["batch"] == smallest), key=lambda r: r["latency_ms"]["p50"])
-        stages = None
-        if src is not None:
-            progress.update(task, description=f"end to end: {src.name}")
-            stages = _run_source(model, provider, head["threads"], src, runs, warmup, lambda: progress.advance(task))
+            # The headline: the best per-frame latency at the smallest batch (how fast one frame can go).
+            smallest = min(batches)
+            head = min((r for r in results if r["batch"] == smallest), key=lambda r: r["latency_ms"]["p50"])
+            stages = None
+            if src is not None:
+                progress.update(task, description=f"end to end: {src.name}")
+                stages = _run_source(model, provider, head["threads"], frames, warmup, lambda: progress.advance(task))
 
     try:
         macs, macs_source = count_macs(model, (1, *clf.size, 3), clf.input_dtype), "onnxruntime profile"
@@ -272,35 +200,39 @@ def benchmark(
     return report
 
 
-def _run_source(model: Path, provider: str, threads: int, src: Path, limit: int, warmup: int, step: Callable[[], None]) -> dict:
+def _run_source(model: Path, provider: str, threads: int, frames: Source, warmup: int, step: Callable[[], None]) -> dict:
     """The whole pipeline one frame at a time: read/decode, preprocess, inference."""
     clf = Classifier(model, provider=provider, threads=threads)
     h, w = clf.size
     dummy = np.zeros((1, h, w, 3), np.uint8)
     for _ in range(max(1, warmup)):
         clf.predict_arrays(dummy)
-    skipped: list[str] = []
-
-    def on_skip(msg: str) -> None:
-        skipped.append(msg)
-        print(f"warning: skipped {msg}", file=sys.stderr)
 
     timings: dict[str, list[float]] = {s: [] for s in STAGES}
-    for frame in iter_source(src, limit, on_skip):
+    reader = iter(frames)
+    while True:
         t0 = time.perf_counter()
-        x = clf.preprocess(frame.image)[None]
+        frame = next(reader, None)  # the read/decode stage (unreadable files are skipped with a warning)
         t1 = time.perf_counter()
-        clf.predict_arrays(x)
+        if frame is None:
+            break
+        x = clf.preprocess(frame.image)[None]
         t2 = time.perf_counter()
-        pre, inf = (t1 - t0) * 1e3, (t2 - t1) * 1e3
-        timings["read"].append(frame.read_ms)
+        clf.predict_arrays(x)
+        t3 = time.perf_counter()
+        read, pre, inf = (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3
+        timings["read"].append(read)
         timings["preprocess"].append(pre)
         timings["inference"].append(inf)
-        timings["total"].append(frame.read_ms + pre + inf)
+        timings["total"].append(read + pre + inf)
         step()
     n = len(timings["total"])
+    if n == 0:
+        what = "frame could be read from the video" if frames.kind == "video" else "readable image"
+        raise EdgeclfError(f"{frames.spec}: no {what}")
+    skipped = [f"{s['path']}: {s['reason']}" for s in frames.skipped]
     return {
-        "source": {"path": str(src), "frames": n, "threads": threads, "skipped": skipped},
+        "source": {"path": frames.spec, "frames": n, "threads": threads, "skipped": skipped},
         "stages_ms": {s: latency_stats(v) for s, v in timings.items()},
         "end_to_end_fps": n / (sum(timings["total"]) / 1e3),
     }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 from .errors import EdgeclfError, ImageReadError
 from .images import read_image, scan_class_folders
 from .preprocess import resize_rgb
+from .sources import warn_skip
 
 
 @dataclass
@@ -25,10 +25,6 @@ class LabelledImages:
     paths: list[Path]
     class_names: list[str]
     skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}
-
-
-def warn_skip(path: object, reason: str) -> None:
-    print(f"warning: skipped {path}: {reason}", file=sys.stderr)
 
 
 def load_files(

@@ -46,7 +46,8 @@ SkipHandler = Callable[[str, str], None]
 CaptureFactory = Callable[[Any, int, Sequence[int]], Any]
 
 
-def warn_skip(path: str, reason: str) -> None:
+def warn_skip(path: object, reason: str) -> None:
+    """The default ``on_skip``: one warning line on stderr for an unreadable file."""
     print(f"warning: skipped {path}: {reason}", file=sys.stderr)
 
 

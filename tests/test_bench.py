@@ -227,7 +227,7 @@ def test_cli_table(tiny_onnx):
         (["--threads", "0"], "--threads '0'"),
         (["--plot", "chart.jpg"], "chart.jpg"),
         (["--source", "MISSING"], "source does not exist"),
-        (["--source", "NOTVIDEO"], "cannot open as a video"),
+        (["--source", "NOTVIDEO"], "not an image or a video OpenCV can read"),
         (["--source", "EMPTYDIR"], "no image files"),
     ],
 )
