@@ -22,7 +22,7 @@ def draw_shape(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
     # A bright shape of any hue on a dark noisy background: always visible, never a colour cue.
     colour = tuple(int(c) for c in rng.integers(150, 256, 3))
     r = rng.uniform(0.25, 0.4) * size
-    cx, cy = rng.uniform(r + 2, size - r - 2, 2)
+    cx, cy = rng.uniform(r + 1, max(r + 1, size - r - 1), 2)
     angle = rng.uniform(0, 2 * np.pi)
     if shape == "circle":
         cv2.circle(img, (int(cx), int(cy)), int(r), colour, -1, cv2.LINE_AA)
