@@ -121,14 +121,16 @@ def decode_image(data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: i
     """Decode image file bytes as 8-bit BGR (HxWx3). Raises ImageReadError with a short reason."""
     if not data:
         raise ImageReadError(path, "empty file (0 bytes)")
+    # Checked before decoding: whether libjpeg returns a half-grey image or nothing for a cut
+    # file varies with the OpenCV build, and either way the file must not be used.
+    if _looks_truncated(data):
+        raise ImageReadError(path, "truncated image file")
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), _decode_flags(data, max_pixels))
     except cv2.error as e:  # e.g. more pixels than OpenCV's safety limit
         raise ImageReadError(path, f"cannot decode ({str(e).strip().splitlines()[-1][:100]})") from None
     if img is None or img.size == 0:
         raise ImageReadError(path, "not a readable image (corrupt or unsupported format)")
-    if _looks_truncated(data):
-        raise ImageReadError(path, "truncated image file")
     return to_bgr8(img)
 
 

@@ -85,12 +85,11 @@ def build_mobilenet_v2(
     The base is a nested model named ``backbone`` so the trainer can freeze and unfreeze it.
     """
     base = keras.applications.MobileNetV2(
-        input_shape=(size, size, 3), include_top=False, weights=weights, alpha=alpha, pooling=None
+        input_shape=(size, size, 3), include_top=False, weights=weights, alpha=alpha, pooling=None, name="backbone"
     )
-    base._name = "backbone"
     inputs = keras.Input((size, size, 3), name="image")
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)  # MobileNetV2's [-1, 1]
-    x = base(x)
+    x = base(x, training=False)  # BatchNorm stays in inference mode, also when fine-tuning
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="probs")(x)

@@ -19,7 +19,8 @@ def load_progress(total: int, what: str, quiet: bool = False) -> Iterator[Callab
     if quiet:
         yield lambda n: None
         return
-    with Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as p:
+    with Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True,
+                  disable=not console.is_terminal) as p:
         task = p.add_task(what, total=total)
         yield lambda n: p.advance(task, n)
 
@@ -36,6 +37,7 @@ class EpochProgress(keras.callbacks.Callback):
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[n_epochs]}"), BarColumn(), TextColumn("{task.fields[info]}"),
             TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True,
+            disable=not console.is_terminal,  # logs get the per-epoch lines only
         )
         self.progress.start()
         done = self.state["epoch"]
