@@ -26,16 +26,10 @@ def tiny_run(shapes_dir, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("compare_run") / "run"
     train(TrainConfig(data_dir=shapes_dir, out=out, model="seed", img_size=32, epochs=2, augment=False, quiet=True))
-    try:
-        from export.api import export_model
-    except ImportError:  # before 'edgeclf export' is merged: the stand-in writes the same file contract
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        from dev_run import export_run
+    from export.api import export_model
 
-        export_run(out, seed=0)
-    else:
-        # A 2-epoch model: accept any int8 accuracy drop, this test is about compare.py.
-        export_model(out, int8=True, calib_size=32, calib_method="minmax", max_drop=1.0, show_progress=False)
+    # A 2-epoch model: accept any int8 accuracy drop, this test is about compare.py.
+    export_model(out, int8=True, calib_size=32, calib_method="minmax", max_drop=1.0, show_progress=False)
     return out
 
 
