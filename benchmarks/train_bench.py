@@ -29,15 +29,15 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("../shared/data/cats_dogs/train"))
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgeclf-train-bench"))
     ap.add_argument("--models", default="edgenet,seed")
-    ap.add_argument("--epochs", default="edgenet=40,seed=40", help="per model, e.g. edgenet=60,seed=40")
-    ap.add_argument("--patience", type=int, default=10, help="early stopping patience (edgeclf train's default)")
+    ap.add_argument("--epochs", default="", help="per model, e.g. edgenet=60,seed=40 (default: edgeclf train's)")
+    ap.add_argument("--patience", type=int, default=TrainConfig.patience, help="early stopping patience (edgeclf train's default)")
     ap.add_argument("--seed", type=int, default=1337)
     args = ap.parse_args()
-    epochs = dict(kv.split("=") for kv in args.epochs.split(","))
+    epochs = dict(kv.split("=") for kv in args.epochs.split(",") if kv)
     rows = []
     for name in args.models.split(","):
         t0 = time.time()
-        run = train(TrainConfig(data_dir=args.data, out=args.work / name, model=name, epochs=int(epochs.get(name, 40)),
+        run = train(TrainConfig(data_dir=args.data, out=args.work / name, model=name, epochs=int(epochs[name]) if name in epochs else None,
                                 patience=args.patience, seed=args.seed, force=True))
         rows.append({
             "model": name, "input": f"{run['input_size'][0]}x{run['input_size'][1]}",

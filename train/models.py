@@ -19,6 +19,7 @@ class Architecture:
     default_size: int
     summary: str
     build: Callable[..., keras.Model]
+    default_epochs: int
     pretrained: bool = False
 
 
@@ -99,9 +100,9 @@ def build_mobilenet_v2(
 ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
     for a in (
-        Architecture("edgenet", 128, "compact residual CNN, edgeclf's default for edge CPUs", build_edgenet),
-        Architecture("seed", 64, "the tutorials' reference CNN (2 conv + dense 128)", build_seed),
-        Architecture("mobilenet_v2", 160, "transfer learning on keras.applications MobileNetV2", build_mobilenet_v2, True),
+        Architecture("edgenet", 128, "compact residual CNN, edgeclf's default for edge CPUs", build_edgenet, 60),
+        Architecture("seed", 64, "the tutorials' reference CNN (2 conv + dense 128)", build_seed, 40),
+        Architecture("mobilenet_v2", 160, "transfer learning on keras.applications MobileNetV2", build_mobilenet_v2, 30, True),
     )
 }
 DEFAULT_ARCHITECTURE = "edgenet"

@@ -41,14 +41,14 @@ class TrainConfig:
     out: Path
     model: str = "edgenet"
     img_size: int | None = None
-    epochs: int = 40
+    epochs: int | None = None  # None: the architecture's default
     batch_size: int = 32
     val_split: float = 0.2
     val_dir: Path | None = None
     seed: int = 1337
     weights: str = "imagenet"
     lr: float | None = None
-    patience: int = 10
+    patience: int = 15
     augment: bool = True
     mixup: float = 0.0  # Beta(alpha, alpha) mixing of training batches; 0 turns it off
     resume: bool = False
@@ -83,7 +83,7 @@ def _stages(cfg: TrainConfig) -> list[Stage]:
 def _validate(cfg: TrainConfig) -> None:
     if cfg.model not in ARCHITECTURES:
         raise EdgeclfError(f"unknown --model {cfg.model!r}; choose from {', '.join(ARCHITECTURES)}")
-    for name, value, low in (("--epochs", cfg.epochs, 1), ("--batch-size", cfg.batch_size, 1), ("--patience", cfg.patience, 1)):
+    for name, value, low in (("--epochs", cfg.epochs or 1, 1), ("--batch-size", cfg.batch_size, 1), ("--patience", cfg.patience, 1)):
         if value < low:
             raise EdgeclfError(f"{name} must be at least {low} (got {value})")
     if cfg.img_size is not None and not 32 <= cfg.img_size <= 1024:
@@ -240,7 +240,6 @@ def _write_history(path: Path, history: list[dict]) -> None:
 def train(cfg: TrainConfig) -> dict:
     """Train per ``cfg`` and write the run folder; returns the run summary (run.json's content)."""
     _validate(cfg)
-    arch = ARCHITECTURES[cfg.model]
     out = cfg.out
     started = time.time()
     if cfg.force:
@@ -254,8 +253,10 @@ def train(cfg: TrainConfig) -> dict:
         cfg.model, cfg.img_size, cfg.seed, cfg.val_split = prev["model"], prev["img_size"], prev["seed"], prev["val_split"]
         cfg.mixup = prev.get("mixup", cfg.mixup)
         cfg.val_dir = Path(prev["val_dir"]) if prev["val_dir"] else None
+    arch = ARCHITECTURES[cfg.model]
     size = cfg.img_size or arch.default_size
     cfg.img_size = size
+    cfg.epochs = cfg.epochs or arch.default_epochs
     keras.utils.set_random_seed(cfg.seed)
 
     class_names, train_split, val_split = plan_splits(cfg.data_dir, cfg.val_dir, cfg.val_split, cfg.seed)
