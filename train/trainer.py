@@ -83,7 +83,7 @@ def _stages(cfg: TrainConfig) -> list[Stage]:
 def _validate(cfg: TrainConfig) -> None:
     if cfg.model not in ARCHITECTURES:
         raise EdgeclfError(f"unknown --model {cfg.model!r}; choose from {', '.join(ARCHITECTURES)}")
-    for name, value, low in (("--epochs", cfg.epochs or 1, 1), ("--batch-size", cfg.batch_size, 1), ("--patience", cfg.patience, 1)):
+    for name, value, low in (("--epochs", 1 if cfg.epochs is None else cfg.epochs, 1), ("--batch-size", cfg.batch_size, 1), ("--patience", cfg.patience, 1)):
         if value < low:
             raise EdgeclfError(f"{name} must be at least {low} (got {value})")
     if cfg.img_size is not None and not 32 <= cfg.img_size <= 1024:
@@ -256,7 +256,7 @@ def train(cfg: TrainConfig) -> dict:
     arch = ARCHITECTURES[cfg.model]
     size = cfg.img_size or arch.default_size
     cfg.img_size = size
-    cfg.epochs = cfg.epochs or arch.default_epochs
+    cfg.epochs = arch.default_epochs if cfg.epochs is None else cfg.epochs
     keras.utils.set_random_seed(cfg.seed)
 
     class_names, train_split, val_split = plan_splits(cfg.data_dir, cfg.val_dir, cfg.val_split, cfg.seed)
