@@ -55,6 +55,7 @@ def train(
     patience: int = typer.Option(15, "--patience", help="Stop after this many epochs without a better val accuracy."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flip, rotation, zoom, translation, contrast (training only)."),
     mixup: float = typer.Option(0.0, "--mixup", help="Mix pairs of training images and labels with a Beta(a, a) weight; 0 = off."),
+    weight_decay: float = typer.Option(5e-4, "--weight-decay", help="AdamW decoupled weight decay (applied as lr x this per step)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     force: bool = typer.Option(False, "--force", help="Overwrite a run folder that already holds a model."),
     json_out: bool = typer.Option(False, "--json", help="Print the final run summary as one JSON object."),
@@ -67,7 +68,7 @@ def train(
     cfg = TrainConfig(
         data_dir=data_dir, out=out, model=model, img_size=img_size, epochs=epochs, batch_size=batch_size,
         val_split=val_split, val_dir=val, seed=seed, weights=weights, lr=lr, patience=patience,
-        augment=augment, mixup=mixup, resume=resume, force=force, quiet=json_out,
+        augment=augment, mixup=mixup, weight_decay=weight_decay, resume=resume, force=force, quiet=json_out,
     )
     run_train(cfg, json_out=json_out)
 

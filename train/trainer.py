@@ -51,6 +51,7 @@ class TrainConfig:
     patience: int = 15
     augment: bool = True
     mixup: float = 0.0  # Beta(alpha, alpha) mixing of training batches; 0 turns it off
+    weight_decay: float = 5e-4  # AdamW's decoupled decay (applied as lr * weight_decay per step)
     resume: bool = False
     force: bool = False
     quiet: bool = False
@@ -88,6 +89,8 @@ def _validate(cfg: TrainConfig) -> None:
             raise EdgeclfError(f"{name} must be at least {low} (got {value})")
     if cfg.img_size is not None and not 32 <= cfg.img_size <= 1024:
         raise EdgeclfError(f"--img-size must be between 32 and 1024 (got {cfg.img_size})")
+    if cfg.weight_decay < 0:
+        raise EdgeclfError(f"--weight-decay must be 0 or more (got {cfg.weight_decay})")
     if cfg.mixup < 0:
         raise EdgeclfError(f"--mixup must be 0 (off) or more (got {cfg.mixup})")
     if cfg.resume and cfg.force:
@@ -185,7 +188,7 @@ def _set_trainable(model, stage: Stage) -> None:
             layer.trainable = unfreeze and layer.__class__.__name__ != "BatchNormalization"
 
 
-def _compile(model, stage: Stage, steps_per_epoch: int) -> None:
+def _compile(model, stage: Stage, steps_per_epoch: int, weight_decay: float) -> None:
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=stage.lr / 10,
         decay_steps=max(1, stage.epochs * steps_per_epoch),
@@ -194,7 +197,7 @@ def _compile(model, stage: Stage, steps_per_epoch: int) -> None:
         warmup_steps=min(3, stage.epochs) * steps_per_epoch // 2,
     )
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=5e-4),
+        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
         metrics=["accuracy"],
     )
@@ -301,7 +304,7 @@ def train(cfg: TrainConfig) -> dict:
                 continue
             if not (cfg.resume and i == state["stage"] and state["epoch"] > start):
                 _set_trainable(model, stage)
-                _compile(model, stage, steps)
+                _compile(model, stage, steps, cfg.weight_decay)
                 state.update(wait=0, stopped_early=False)
             state["stage"] = i
             callbacks = [Checkpointer(out, state, cfg.patience, i)]
@@ -345,6 +348,7 @@ def _finish(cfg, out, state, class_names, x_val, y_val, y_train, train_paths, va
         "epochs_requested": cfg.epochs,
         "epochs_run": state["epoch"],
         "batch_size": cfg.batch_size,
+        "weight_decay": cfg.weight_decay,
         "weights": cfg.weights if cfg.model == "mobilenet_v2" else None,
         "data_dir": str(Path(cfg.data_dir).resolve()),
         "val_dir": str(Path(cfg.val_dir).resolve()) if cfg.val_dir else None,
