@@ -167,7 +167,7 @@ def to_markdown(r: dict) -> str:
         lines.append(
             f"| >= 2x faster per frame ({l['threads']} threads) | {l['median_ms']['fp32']:.3f} ms | {l['median_ms']['int8']:.3f} ms | "
             f"{l['speedup_median']:.2f}x (per-round {l['speedup_per_round']['min']:.2f}-{l['speedup_per_round']['max']:.2f}x) | "
-            f"{ok(l['speedup_median'] >= 2) if l['threads'] == 'default' else ''} |"
+            f"{ok(l['speedup_median'] >= 2)} |"
         )
     lines += [
         "",

@@ -160,7 +160,10 @@ def bench_video(onnx_path: Path, video: Path, rounds: int) -> dict:
     from edge_runtime.sources import open_source
 
     configs = sorted({default_threads(), 1}, reverse=True)
-    clfs = {t: Classifier(onnx_path, provider="cpu", threads=t) for t in configs}
+    # The stages alone run with the settings `edgeclf predict` uses (no spinning worker threads);
+    # onnxruntime's default (spinning) is measured too: faster alone, slower in the pipeline.
+    clfs = {t: Classifier(onnx_path, provider="cpu", threads=t, spin=False) for t in configs}
+    spinning = Classifier(onnx_path, provider="cpu", threads=configs[0])
 
     def decode_alone() -> tuple[float, list[np.ndarray]]:
         t0 = time.perf_counter()
@@ -198,6 +201,7 @@ def bench_video(onnx_path: Path, video: Path, rounds: int) -> dict:
             add(f"sequential loop, {t} thread(s)", sequential(clfs[t]))
             add(f"predict pipeline, {t} thread(s)", end_to_end(t, 1))
         t = configs[0]
+        add(f"inference alone, {t} thread(s), spinning", infer_alone(spinning, tensors))
         add(f"inference alone, {t} thread(s), batch 8", infer_alone(clfs[t], tensors, 8))
         add(f"predict pipeline, {t} thread(s), batch 8", end_to_end(t, 8))
         print("  video round", r + 1, {k: round(v[-1], 1) for k, v in rows.items()}, file=sys.stderr)
@@ -284,6 +288,8 @@ def to_markdown(res: dict) -> str:
         "than a stage measured alone. On 2 cores, decoding and inference also compete for the same",
         "cores, so the pipeline can reach the slowest stage only when that stage leaves a core free.",
         "Compare ratios within one run; check the goals on an idle machine (`--rounds`, `--video-rounds`).",
+        "Stages alone and pipelines use the session settings of `edgeclf predict` (worker threads do not",
+        "spin); the `spinning` row is onnxruntime's default, faster alone but slower next to a reader thread.",
         "",
     ]
     return "\n".join(lines)

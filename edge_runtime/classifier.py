@@ -56,6 +56,8 @@ class Classifier:
     ``provider``: "auto" (TensorRT, then CUDA, then CPU, whichever is installed), "cpu", "cuda" or
     "tensorrt"; a missing one falls back to CPU with a warning, or raises with ``strict``.
     ``threads``: CPU intra-op threads (default: the usable cores, at most 4). ``device_id``: the GPU.
+    ``spin``: let idle worker threads busy-wait between runs (onnxruntime's default): lowest latency
+    for back-to-back calls, but turn it off when another thread (decoding, capture) needs the cores.
     ``labels`` and ``size`` (height, width) are only needed for models without edgeclf metadata.
     ``self.providers`` lists what actually runs.
     """
@@ -70,6 +72,7 @@ class Classifier:
         device_id: int = 0,
         strict: bool = False,
         fp16: bool = True,
+        spin: bool = True,
         warn: Callable[[str], None] = _warn,
     ) -> None:
         self.path = Path(model_path)
@@ -87,8 +90,8 @@ class Classifier:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.threads = threads or prov.default_threads()
         opts.intra_op_num_threads = self.threads
-        # Busy-waiting worker threads would steal the core the capture/decoding thread needs.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if not spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if any(name == prov.TENSORRT for name in plan.names):
             prov.tensorrt_cache_dir(self.path).mkdir(parents=True, exist_ok=True)
         try:

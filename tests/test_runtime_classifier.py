@@ -134,3 +134,24 @@ def test_missing_model_and_folder(tmp_path):
 def test_bad_threads(colour_model):
     with pytest.raises(EdgeclfError, match="--threads"):
         Classifier(colour_model, threads=0)
+
+
+def test_spinning_is_onnxruntime_default_and_predict_turns_it_off(colour_model, monkeypatch):
+    def spinning(clf: Classifier) -> str:
+        try:
+            return clf.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        except RuntimeError:  # not set: onnxruntime's default, which spins
+            return "default"
+
+    assert spinning(Classifier(colour_model, threads=2, spin=False)) == "0"
+    assert spinning(Classifier(colour_model, threads=2)) in ("default", "1")
+
+    # `edgeclf predict` runs a reader thread beside inference, so its workers must not busy-wait.
+    import edge_runtime.predict as predict_mod
+
+    made: list[Classifier] = []
+    monkeypatch.setattr(predict_mod, "Classifier", lambda *a, **k: made.append(Classifier(*a, **k)) or made[-1])
+    img = colour_model.parent / "red.png"
+    cv2.imwrite(str(img), solid("red"))
+    predict_mod.run_predict(colour_model, str(img), quiet=True)
+    assert spinning(made[0]) == "0"
