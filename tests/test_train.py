@@ -174,6 +174,7 @@ def test_bad_data_dirs_fail_in_one_line(tmp_path, case):
         (["--model", "resnet999"], "unknown --model"),
         (["--epochs", "0"], "--epochs"),
         (["--val-split", "1.5"], "--val-split"),
+        (["--weight-decay", "-1"], "--weight-decay"),
         (["--weights", "/no/such/weights.h5"], "--weights"),
     ],
 )
