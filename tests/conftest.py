@@ -22,6 +22,19 @@ def run_cli(*args: object, timeout: float = 600, env: dict | None = None, cwd: P
     )
 
 
+def error_line(res: subprocess.CompletedProcess, *, after_skip_warnings: bool = False) -> str:
+    """The one stderr line of a command that failed as a user should see it: exit 2, no traceback.
+
+    ``after_skip_warnings``: "warning: skipped ..." lines about bad files may come before it."""
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    if after_skip_warnings:
+        lines = [line for line in lines if not line.startswith("warning: skipped")]
+    assert len(lines) == 1, res.stderr
+    return lines[0]
+
+
 @pytest.fixture(scope="session")
 def shapes_dir(tmp_path_factory) -> Path:
     """A generated 3-class data set (circle, square, triangle), 40 images a class at 64x64."""

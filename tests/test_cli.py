@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, error_line, run_cli
 
 COMMANDS = ["train", "eval", "export", "predict", "bench", "demo"]
 
@@ -68,7 +68,4 @@ def test_base_install_says_to_install_train_extra(tmp_path, args):
     (tmp_path / "run").mkdir()
     (tmp_path / "data").mkdir()
     res = run_cli(*args, env={"PYTHONPATH": f"{tmp_path}:{ROOT}"}, cwd=tmp_path)
-    assert res.returncode == 2, res.stderr
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and "pip install 'edgeclf[train]'" in lines[0], res.stderr
-    assert "Traceback" not in res.stderr
+    assert "pip install 'edgeclf[train]'" in error_line(res), res.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, error_line, run_cli
 from onnx_fixtures import COLOURS, make_colour_model, make_vector_model, solid
 
 HOLD = 8  # frames per colour in the test video
@@ -179,9 +179,8 @@ def test_bad_input_is_one_line_exit_2(data, args, message):
         make_vector_model(vector)
     fmt = {"model": data["model"], "dir": data["dir"], "photos": data["photos"], "vector": vector}
     r = run_cli("predict", *[a.format(**fmt) for a in args])
-    assert r.returncode == 2, r.stdout + r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("edgeclf: error: ") and message in lines[0], r.stderr
+    line = error_line(r)
+    assert line.startswith("edgeclf: error: ") and message in line, line
 
 
 def test_missing_provider_falls_back_with_one_warning(data):

@@ -18,7 +18,7 @@ import time
 
 import cv2
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, error_line, run_cli
 from mjpeg_server import MjpegServer, free_port
 from onnx_fixtures import make_colour_model
 
@@ -139,9 +139,8 @@ def test_url_that_never_answers_times_out(model):
         t0 = time.monotonic()
         r = run_cli("predict", model, f"http://127.0.0.1:{port}/cam", "--timeout", "1", timeout=60)
         took = time.monotonic() - t0
-    assert r.returncode == 2
-    assert "cannot open stream" in r.stderr or "gave no frame" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    line = error_line(r)
+    assert "cannot open stream" in line or "gave no frame" in line
     assert took < 30  # it gave up; it did not hang
 
 

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, error_line, run_cli
 from edge_runtime.synthetic import make_shapes_dataset
 
 pytestmark = pytest.mark.tf
@@ -23,12 +23,9 @@ pytestmark = pytest.mark.tf
 
 def _one_line_error(res, *needles: str) -> None:
     """Exit 2 with the error in one line (warnings about skipped files may precede it)."""
-    assert res.returncode == 2, (res.stdout, res.stderr)
-    lines = [l for l in res.stderr.strip().splitlines() if not l.startswith("warning: skipped")]
-    assert len(lines) == 1, res.stderr
-    assert "Traceback" not in res.stderr
+    line = error_line(res, after_skip_warnings=True)
     for n in needles:
-        assert n in lines[0], lines[0]
+        assert n in line, line
 
 
 def _is_png(path: Path) -> bool:
