@@ -24,6 +24,7 @@ from . import metadata as md
 from .classifier import Classifier
 from .errors import EdgeclfError
 from .macs import count_macs
+from .providers import default_threads
 from .sources import Source, open_source
 
 STAGES = ("read", "preprocess", "inference", "total")
@@ -93,7 +94,7 @@ def benchmark(
     model = Path(model)
     check_count(runs, "--runs", 1)
     check_count(warmup, "--warmup", 0)
-    threads = list(threads) if threads else [min(4, sysinfo.cpu_cores())]  # as edgeclf predict
+    threads = list(threads) if threads else [default_threads()]  # as edgeclf predict
     batches = list(batches)
     if not model.is_file():
         raise EdgeclfError(f"{model}: model file does not exist")

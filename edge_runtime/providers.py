@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from . import sysinfo
 from .errors import EdgeclfError
 
 CPU = "CPUExecutionProvider"
@@ -44,10 +45,7 @@ def default_threads(cpu_count: int | None = None) -> int:
     only adds contention with the capture/decoding thread, and beyond 4 a small CNN gains little.
     """
     if cpu_count is None:
-        try:
-            cpu_count = len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            cpu_count = os.cpu_count() or 1
+        cpu_count = sysinfo.cpu_cores()
     return max(1, min(4, cpu_count))
 
 

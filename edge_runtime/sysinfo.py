@@ -75,6 +75,15 @@ def matmul_peak_gflops(n: int = 512, seconds: float = 0.3) -> float:
     return 2.0 * n**3 / best / 1e9
 
 
+def python_env(**overrides: str) -> dict[str, str]:
+    """This process's environment for a child Python that imports edgeclf, also when edgeclf runs
+    from a source tree rather than an installed package."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, **overrides}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
 def core_peak_gflops(seconds: float = 0.3) -> float:
     """Measured float32 matrix-multiply speed of ONE core (numpy's BLAS pinned to one thread).
 
@@ -83,10 +92,8 @@ def core_peak_gflops(seconds: float = 0.3) -> float:
     multi-threaded BLAS probe collapses whenever another process holds a core, while the one-core
     figure stays stable; the machine's peak is this times the cores used.
     """
-    env = {**os.environ, **{k: "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
+    env = python_env(**{k: "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")})
     code = f"from edge_runtime.sysinfo import matmul_peak_gflops as m; print(m(seconds={seconds}))"
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     try:
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
         return float(out.stdout.strip().splitlines()[-1])

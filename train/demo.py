@@ -7,7 +7,6 @@ video with the int8 model through the edge runtime -> benchmark fp32 against int
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -101,20 +100,12 @@ def run_demo(out: Path, force: bool = False, epochs: int = DEMO_EPOCHS, per_clas
     return results
 
 
-def _env_with_edgeclf() -> dict[str, str]:
-    """This process's environment, with edgeclf importable also when it runs from a source tree."""
-    import edge_runtime
-
-    root = str(Path(edge_runtime.__file__).resolve().parents[1])
-    path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
-
-
 def _bench(export_dir: Path, video: Path) -> dict:
     """``edgeclf bench`` on the fp32 and int8 models, batch 1 and 8, the video end to end."""
     from rich.console import Console
 
     from edge_runtime.bench import render
+    from edge_runtime.sysinfo import python_env
 
     reports = {}
     for name in ("model.onnx", "model.int8.onnx"):
@@ -127,7 +118,7 @@ def _bench(export_dir: Path, video: Path) -> dict:
                "--batch", "1,8", "--provider", "cpu", "--source", str(video), "--json",
                "--plot", str(export_dir / f"bench-{path.stem.replace('.', '-')}.png")]
         console.print(f"edgeclf bench {name} (fresh process, batch 1 and 8, video end to end)...")
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=_env_with_edgeclf())
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=python_env())
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
             raise EdgeclfError(f"{path}: benchmark failed ({last})")
