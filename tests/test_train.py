@@ -196,7 +196,7 @@ def test_ctrl_c_keeps_best_model_and_resume_finishes(tmp_path, shapes_dir):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     cmd = [sys.executable, "-m", "edge_runtime.cli", "train", str(shapes_dir), "--out", str(out),
-           "--epochs", "40", "--img-size", "32", "--batch-size", "8", "--model", "seed", "--patience", "40"]
+           "--epochs", "40", "--img-size", "32", "--batch-size", "8", "--model", "seed", "--patience", "40", "--weight-decay", "0.01"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while time.time() < deadline and not (out / "state.json").exists():
@@ -220,6 +220,7 @@ def test_ctrl_c_keeps_best_model_and_resume_finishes(tmp_path, shapes_dir):
         epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
     assert epochs == list(range(1, 41)), (first, epochs)
     assert resumed["input_size"] == [32, 32] and resumed["architecture"] == "seed"
+    assert resumed["weight_decay"] == 0.01  # the run's own settings, not the command line's defaults
 
 
 def test_resume_without_state_fails(tmp_path, shapes_dir):

@@ -12,7 +12,6 @@ import csv
 import json
 import os
 import platform
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,6 +254,7 @@ def train(cfg: TrainConfig) -> dict:
         prev = state["config"]
         cfg.model, cfg.img_size, cfg.seed, cfg.val_split = prev["model"], prev["img_size"], prev["seed"], prev["val_split"]
         cfg.mixup = prev.get("mixup", cfg.mixup)
+        cfg.weight_decay = prev.get("weight_decay", cfg.weight_decay)
         cfg.val_dir = Path(prev["val_dir"]) if prev["val_dir"] else None
     arch = ARCHITECTURES[cfg.model]
     size = cfg.img_size or arch.default_size
@@ -263,7 +263,8 @@ def train(cfg: TrainConfig) -> dict:
     keras.utils.set_random_seed(cfg.seed)
 
     class_names, train_split, val_split = plan_splits(cfg.data_dir, cfg.val_dir, cfg.val_split, cfg.seed)
-    if cfg.resume and state["data_fingerprint"] != data_fingerprint(train_split.paths + val_split.paths):
+    fingerprint = data_fingerprint(train_split.paths + val_split.paths)
+    if cfg.resume and state["data_fingerprint"] != fingerprint:
         raise EdgeclfError(f"{cfg.data_dir}: the data set changed since this run started; --resume needs the same files")
     skipped: list[dict] = []
     n_files = len(train_split.paths) + len(val_split.paths)
@@ -287,8 +288,9 @@ def train(cfg: TrainConfig) -> dict:
         model = arch.build(len(class_names), size, weights=weights, **cfg.extra)
         state = {
             "config": {"model": cfg.model, "img_size": size, "seed": cfg.seed, "val_split": cfg.val_split, "mixup": cfg.mixup,
+                       "weight_decay": cfg.weight_decay,
                        "val_dir": str(cfg.val_dir.resolve()) if cfg.val_dir else None},
-            "data_fingerprint": data_fingerprint(train_split.paths + val_split.paths),
+            "data_fingerprint": fingerprint,
             "epoch": 0, "stage": 0, "wait": 0, "stopped_early": False,
             "best": {"epoch": 0, "val_accuracy": 0.0, "val_loss": 0.0}, "history": [],
         }
@@ -384,9 +386,3 @@ def _aug_desc(on: bool) -> str:
         return "off"
     return "horizontal flip, rotation ±0.06 turn, zoom -20%..+10%, translation ±10%, contrast ±20% (training only)"
 
-
-def clear_run(out: Path) -> None:
-    """Remove a run folder's edgeclf files (used by the demo's --force)."""
-    for name in RUN_FILES:
-        (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / "export", ignore_errors=True)
