@@ -20,7 +20,7 @@ import onnxruntime as ort
 
 from . import metadata as md
 from . import providers as prov
-from .errors import EdgeclfError
+from .errors import EdgeclfError, first_line
 from .images import to_bgr8
 from .preprocess import resize_rgb
 
@@ -97,8 +97,7 @@ class Classifier:
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=plan.providers)
         except Exception as e:  # onnxruntime raises several types for a bad file
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-            raise EdgeclfError(f"{self.path}: not a loadable ONNX model ({first})") from None
+            raise EdgeclfError(f"{self.path}: not a loadable ONNX model ({first_line(e)})") from None
         self.providers: list[str] = self.session.get_providers()
         wanted = prov.PROVIDERS.get(provider.lower())
         if wanted and wanted in plan.names and wanted not in self.providers:

@@ -7,6 +7,13 @@ class EdgeclfError(Exception):
     exit_code = 2
 
 
+def first_line(e: BaseException, limit: int = 160) -> str:
+    """The first line of a library's exception message (or its type), cut to ``limit`` characters,
+    for one-line errors that say what the library objected to."""
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:limit]
+
+
 class ImageReadError(EdgeclfError):
     """An image file that cannot be used; ``reason`` says why in a few words."""
 

@@ -18,8 +18,8 @@ from edge_runtime.errors import EdgeclfError
 from edge_runtime.images import scan_class_folders
 
 from . import data, parity, quantize
-from .convert import DEFAULT_OPSET, edgeclf_metadata, input_size_of, keras_to_onnx, set_metadata
-from .source import ExportSource, load_keras_model, resolve_source, sha256_of
+from .convert import DEFAULT_OPSET, edgeclf_metadata, keras_to_onnx, set_metadata
+from .source import ExportSource, input_size_of, load_keras_model, resolve_source, sha256_of
 
 FP32_NAME, INT8_NAME, FP16_NAME, REPORT_NAME = "model.onnx", "model.int8.onnx", "model.fp16.onnx", "export.json"
 DEFAULT_CALIB_SIZE = 200
@@ -71,7 +71,7 @@ def export_model(
 
     import_tensorflow_quietly()  # only now: the checks above answer bad input in a blink
     model = load_keras_model(src.model_path)
-    size = input_size_of(model)
+    size = input_size_of(model, src.model_path)
     class_names = _class_names(src, model, calib_dir)
     sha = sha256_of(src.model_path)
 

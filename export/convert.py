@@ -15,18 +15,12 @@ import onnx
 
 from edge_runtime import __version__
 from edge_runtime import metadata as md
-from edge_runtime.errors import EdgeclfError
+from edge_runtime.errors import EdgeclfError, first_line
 from edge_runtime.preprocess import COLOR_ORDER, RESIZE
 
+from .source import input_size_of
+
 DEFAULT_OPSET = 17
-
-
-def input_size_of(model) -> tuple[int, int]:
-    """(height, width) of a Keras model's NHWC RGB input."""
-    shape = tuple(model.input_shape)
-    if len(shape) != 4 or shape[3] != 3 or not all(isinstance(d, int) for d in shape[1:3]):
-        raise EdgeclfError(f"model input shape {shape} is not a fixed-size NHWC RGB image")
-    return int(shape[1]), int(shape[2])
 
 
 def keras_to_onnx(model, opset: int = DEFAULT_OPSET, label: str | None = None) -> onnx.ModelProto:
@@ -40,7 +34,7 @@ def keras_to_onnx(model, opset: int = DEFAULT_OPSET, label: str | None = None) -
     label = label or model.name
     # tf2onnx logs unsupported ops itself; they are reported below in one line instead.
     logging.getLogger("tf2onnx").setLevel(logging.CRITICAL)
-    h, w = input_size_of(model)
+    h, w = input_size_of(model, label)
     spec = (tf.TensorSpec((None, h, w, 3), tf.uint8, name=md.INPUT_NAME),)
 
     @tf.function(input_signature=spec)
@@ -50,7 +44,7 @@ def keras_to_onnx(model, opset: int = DEFAULT_OPSET, label: str | None = None) -
     try:
         proto, _ = tf2onnx.convert.from_function(classify, input_signature=spec, opset=opset)
     except Exception as e:  # tf2onnx raises plain Exceptions/ValueErrors for unsupported ops
-        raise EdgeclfError(f"{label}: tf2onnx cannot convert this model ({_first_line(e)})") from None
+        raise EdgeclfError(f"{label}: tf2onnx cannot convert this model ({first_line(e, 200)})") from None
     # tf2onnx leaves TensorFlow ops it cannot convert in the graph rather than failing.
     unknown = sorted({n.op_type for n in proto.graph.node if not onnx.defs.has(n.op_type, n.domain)})
     if unknown:
@@ -58,7 +52,7 @@ def keras_to_onnx(model, opset: int = DEFAULT_OPSET, label: str | None = None) -
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as e:
-        raise EdgeclfError(f"{label}: the converted ONNX graph fails the ONNX checker ({_first_line(e)})") from None
+        raise EdgeclfError(f"{label}: the converted ONNX graph fails the ONNX checker ({first_line(e, 200)})") from None
     return proto
 
 
@@ -92,7 +86,3 @@ def edgeclf_metadata(
         md.PRECISION: precision,
     }
 
-
-def _first_line(e: BaseException, limit: int = 200) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:limit]

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_runtime.errors import EdgeclfError
+from edge_runtime.errors import EdgeclfError, first_line
 
 
 @dataclass
@@ -84,7 +84,15 @@ def load_keras_model(path: Path):
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as e:  # Keras raises many types (zip, JSON, deserialisation)
-        raise EdgeclfError(f"{path}: not a loadable Keras model ({_first_line(e)})") from None
+        raise EdgeclfError(f"{path}: not a loadable Keras model ({first_line(e)})") from None
+
+
+def input_size_of(model, label: object) -> tuple[int, int]:
+    """(height, width) of a Keras model's NHWC RGB input; ``label`` (its file) names it in the error."""
+    shape = tuple(model.input_shape)
+    if len(shape) != 4 or shape[3] != 3 or not all(isinstance(d, int) for d in shape[1:3]):
+        raise EdgeclfError(f"{label}: model input shape {shape} is not a fixed-size NHWC RGB image")
+    return int(shape[1]), int(shape[2])
 
 
 def sha256_of(path: Path) -> str:
@@ -94,7 +102,3 @@ def sha256_of(path: Path) -> str:
             h.update(chunk)
     return h.hexdigest()
 
-
-def _first_line(e: BaseException, limit: int = 160) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:limit]

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.errors import EdgeclfError
-
 
 @dataclass
 class KerasModel:
@@ -28,12 +26,9 @@ class KerasModel:
 
 def load(path: Path) -> KerasModel:
     """Load a run folder or .keras file; raises EdgeclfError in one line when it is not one."""
-    from export.source import load_keras_model, resolve_source
+    from export.source import input_size_of, load_keras_model, resolve_source
 
     src = resolve_source(path)
     model = load_keras_model(src.model_path)
-    shape = model.inputs[0].shape
-    if len(shape) != 4 or shape[3] != 3 or shape[1] is None:
-        raise EdgeclfError(f"{src.model_path}: model input {tuple(shape)} is not a fixed-size RGB image")
-    return KerasModel(model, src.model_path, src.run, (int(shape[1]), int(shape[2])), src.class_names,
+    return KerasModel(model, src.model_path, src.run, input_size_of(model, src.model_path), src.class_names,
                       int(model.outputs[0].shape[-1]))
