@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 from edge_runtime import cvplot, sysinfo  # noqa: E402
 from edge_runtime.atomic import write_json, write_text  # noqa: E402
 from edge_runtime.dataset import load_files, load_labelled  # noqa: E402
-from edge_runtime.errors import EdgeclfError  # noqa: E402
+from edge_runtime.errors import EdgeclfError, first_line  # noqa: E402
 
 REFERENCE = "onnx_int8"
 LABELS = {
@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None) -> dict:
             made = make()
             runners.extend(made if isinstance(made, list) else [made])
         except Exception as e:  # noqa: BLE001 - a runtime that cannot run the model is a result, not a crash
-            errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            errors[name] = f"{type(e).__name__}: {first_line(e, 200)}"
             log(f"warning: {name}: {errors[name]}")
 
     log("loading Keras model ...")
@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         tfl_fp32, tfl_int8 = convert_litert(keras_model, calib, tmp)
     except Exception as e:  # noqa: BLE001
-        errors["litert_fp32"] = errors["litert_int8"] = f"conversion failed: {str(e).splitlines()[0][:200]}"
+        errors["litert_fp32"] = errors["litert_int8"] = f"conversion failed: {first_line(e, 200)}"
     if tfl_fp32:
         add("litert_fp32", lambda: litert_runner("litert_fp32", tfl_fp32, args.threads))
         add("litert_int8", lambda: litert_runner("litert_int8", tfl_int8, args.threads))
@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None) -> dict:
             r.predict(batch[:1])  # warm-up, and a check that it runs at all
             acc[r.name], _ = accuracy(r, x, y, bs=args.batch)
         except Exception as e:  # noqa: BLE001
-            errors[r.name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            errors[r.name] = f"{type(e).__name__}: {first_line(e, 200)}"
             log(f"warning: {r.name} cannot run the model: {errors[r.name]}")
             runners.remove(r)
 

@@ -96,6 +96,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="edgeclf-export-bench-"))
     run = args.run or train_default(args.data, work / "run", args.epochs)
     from export.api import export_model
+    from export.quantize import cpu_has_vnni
 
     t = time.time()
     # max_drop=1: the benchmark measures; it does not gate (the figures say whether the goal is met).
@@ -104,7 +105,8 @@ def main() -> None:
     fp32, int8 = work / "export" / "model.onnx", work / "export" / "model.int8.onnx"
     q = report["int8"]
 
-    val_paths = [Path(p) for p in json.loads((Path(run) / "run.json").read_text())["splits"]["val"]]
+    run_json = json.loads((Path(run) / "run.json").read_text())
+    val_paths = [Path(p) for p in run_json["splits"]["val"]]
     from edge_runtime.images import read_image
 
     frame = Classifier(fp32).preprocess(read_image(val_paths[0]))
@@ -119,10 +121,10 @@ def main() -> None:
         "architecture": report["architecture"],
         "input_size": report["input_size"],
         "run": str(Path(run).resolve()),
-        "run_summary": {k: json.loads((Path(run) / "run.json").read_text()).get(k) for k in ("epochs_run", "best", "params", "macs", "n_train", "n_val")},
+        "run_summary": {k: run_json.get(k) for k in ("epochs_run", "best", "params", "macs", "n_train", "n_val")},
         "data": str(args.data),
         "cpu": platform.processor() or platform.machine(),
-        "vnni": "avx512_vnni" in Path("/proc/cpuinfo").read_text(),
+        "vnni": cpu_has_vnni(),
         "onnxruntime": onnxruntime.__version__,
         "export_seconds": round(export_s, 1),
         "sizes_bytes": {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size},

@@ -24,6 +24,7 @@ from compare import ROOT, Runner, convert_litert, interleaved_timings, litert_ru
 from edge_runtime import sysinfo  # noqa: E402
 from edge_runtime.atomic import write_json, write_text  # noqa: E402
 from edge_runtime.dataset import load_files  # noqa: E402
+from edge_runtime.providers import default_threads  # noqa: E402
 
 
 def ort_runner(name: str, path: Path, threads: int, config: dict | None = None, level: str = "all",
@@ -54,16 +55,11 @@ def ort_runner(name: str, path: Path, threads: int, config: dict | None = None, 
 
 def requantize(fp32: Path, out: Path, calib: np.ndarray, activation: str) -> Path:
     """QDQ per-channel int8 of ``fp32`` with ``activation`` ("QInt8" or "QUInt8") activations."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter([{"image": calib[i : i + 1]} for i in range(len(calib))])
+    from export.quantize import ImageBatches
 
-        def get_next(self):
-            return next(self.it, None)
-
-    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    quantize_static(str(fp32), str(out), ImageBatches(calib, batch_size=1), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=getattr(QuantType, activation), weight_type=QuantType.QInt8)
     return out
 
@@ -72,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--onnx-dir", type=Path)
-    ap.add_argument("--threads", type=int, default=min(4, sysinfo.cpu_cores()))
+    ap.add_argument("--threads", type=int, default=default_threads())
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--turn", type=float, default=0.25)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")

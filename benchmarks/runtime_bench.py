@@ -207,15 +207,16 @@ def bench_video(onnx_path: Path, video: Path, rounds: int) -> dict:
         print("  video round", r + 1, {k: round(v[-1], 1) for k, v in rows.items()}, file=sys.stderr)
     med = {k: round(statistics.median(v), 1) for k, v in rows.items()}
     out: dict = {"fps_median": med, "threads_default": configs[0], "per_config": {}}
+    dec = "decode+resize alone"
     for t in configs:
-        dec, inf, e2e = rows["decode+resize alone"], rows[f"inference alone, {t} thread(s)"], rows[f"predict pipeline, {t} thread(s)"]
-        slowest = min(med["decode+resize alone"], med[f"inference alone, {t} thread(s)"])
+        inf, e2e = f"inference alone, {t} thread(s)", f"predict pipeline, {t} thread(s)"
+        slowest = min(med[dec], med[inf])
         # per round too: stages and pipeline measured seconds apart see similar background load
-        per_round = [e / min(d, i) for d, i, e in zip(dec, inf, e2e)]
+        per_round = [e / min(d, i) for d, i, e in zip(rows[dec], rows[inf], rows[e2e])]
         out["per_config"][t] = {
             "slowest_stage_fps": slowest,
-            "end_to_end_fps": med[f"predict pipeline, {t} thread(s)"],
-            "end_to_end_vs_slowest": round(med[f"predict pipeline, {t} thread(s)"] / slowest, 3),
+            "end_to_end_fps": med[e2e],
+            "end_to_end_vs_slowest": round(med[e2e] / slowest, 3),
             "end_to_end_vs_slowest_per_round_median": round(statistics.median(per_round), 3),
         }
     t = configs[0]
