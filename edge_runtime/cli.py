@@ -6,6 +6,7 @@ implementation lazily, so ``edgeclf predict`` and ``edgeclf --help`` start fast 
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -131,6 +132,9 @@ def predict(
     device_id: int = typer.Option(0, "--device-id", help="GPU to use with cuda/tensorrt."),
     strict: bool = typer.Option(False, "--strict", help="Fail if the provider is missing or any file is skipped."),
     timeout: float = typer.Option(10.0, "--timeout", help="Seconds to wait for a camera or stream to give its first frame."),
+    serve: Optional[str] = typer.Option(None, "--serve", metavar="[HOST:]PORT", help="Also show the live annotated video and predictions in a browser at http://HOST:PORT/ (host 127.0.0.1 unless given; 0.0.0.0 opens it to the network). Per-frame lines then go to stdout only with --json."),
+    loop: bool = typer.Option(False, "--loop", help="Video files: start again at the end (a file standing in for a camera)."),
+    realtime: Optional[bool] = typer.Option(None, "--realtime/--no-realtime", help="Video files: play at their own frame rate, skipping frames the model cannot keep up with, like a camera (default: on with --serve)."),
 ) -> None:
     """Classify images, folders, videos, cameras and streams with an ONNX model (no TensorFlow)."""
     options = dict(locals())
@@ -184,6 +188,9 @@ def _click_exceptions():
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2, no traceback."""
     ce = _click_exceptions()
+    # SIGTERM (kill, systemd stopping a service) stops a command as Ctrl-C does: outputs flushed,
+    # files renamed into place, ports released.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         code = app(standalone_mode=False)
     except ce.NoArgsIsHelpError as e:

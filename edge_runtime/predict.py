@@ -23,6 +23,7 @@ from .classifier import Classifier, Prediction
 from .errors import EdgeclfError
 from .outputs import CsvOutput, Display, VideoOutput, annotate, human_line, json_line, print_line, record
 from .providers import short_names
+from .serve import LiveServer, parse_address
 from .sources import Frame, Source, open_source
 
 
@@ -127,9 +128,11 @@ def classify(clf: Classifier, source: Source, batch: int = 1, smooth: Smoother |
 
 
 class _DeferCtrlC:
-    """Hold Ctrl-C while one result is written to every output, so stdout, the CSV and the video
-    agree on what was processed; the interrupt is raised right after. (Main thread only: Python
-    delivers signals there.)"""
+    """Hold Ctrl-C (and SIGTERM) while one result is written to every output, so stdout, the CSV
+    and the video agree on what was processed; the interrupt is raised right after. (Main thread
+    only: Python delivers signals there.)"""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.active = threading.current_thread() is threading.main_thread()
@@ -140,12 +143,13 @@ class _DeferCtrlC:
 
     def __enter__(self) -> "_DeferCtrlC":
         if self.active:
-            self._old = signal.signal(signal.SIGINT, self._handler)
+            self._old = [signal.signal(s, self._handler) for s in self.SIGNALS]
         return self
 
     def __exit__(self, *exc) -> None:
         if self.active:
-            signal.signal(signal.SIGINT, self._old)
+            for s, old in zip(self.SIGNALS, self._old):
+                signal.signal(s, old)
             if self.pending:
                 self.pending = False
                 raise KeyboardInterrupt
@@ -204,32 +208,50 @@ def run_predict(
     device_id: int = 0,
     strict: bool = False,
     timeout: float = 10.0,
+    serve: str | None = None,
+    loop: bool = False,
+    realtime: bool | None = None,
     quiet: bool = False,
     out: Callable[[str], None] = print_line,
 ) -> Summary:
     """The ``edgeclf predict`` command. Prints one line per result (``--json``: one JSON object)
-    and a summary on stderr; Ctrl-C stops cleanly with every output flushed (exit 130)."""
+    and a summary on stderr; Ctrl-C stops cleanly with every output flushed (exit 130).
+
+    ``serve``: also show the results live in a browser at ``[HOST:]PORT`` (see ``serve.py``); the
+    page stays up after the source ends, until Ctrl-C. ``loop``/``realtime``: replay a video file
+    / play it at its own frame rate (``realtime`` defaults to on with ``serve``)."""
     if top < 1:
         raise EdgeclfError(f"--top must be at least 1 (got {top})")
     if batch < 1:
         raise EdgeclfError(f"--batch must be at least 1 (got {batch})")
     smoother = Smoother(smooth_alpha) if smooth else None  # validates alpha before the slow parts
+    if serve is not None:
+        parse_address(serve)  # a typo fails before the model loads
+        quiet = quiet or not json_out  # the page shows the results; stdout only carries --json
+    if realtime is None:
+        realtime = serve is not None
     # No busy-waiting workers: they would take the core the reader/capture thread decodes on
     # (measured: int8, 2 threads, video pipeline 690 frames/s without spinning, 525 with).
     clf = Classifier(model, provider=provider, threads=threads, device_id=device_id, strict=strict, spin=False)
-    src = open_source(source, every=every, max_frames=max_frames, timeout=timeout)
+    src = open_source(source, every=every, max_frames=max_frames, timeout=timeout, loop=loop, realtime=realtime)
     if smoother is not None and src.kind in ("image", "folder", "glob"):
         print("warning: --smooth applies to videos, cameras and streams; ignored for images", file=sys.stderr)
         smoother = None
+    if loop and src.kind != "video":
+        print("warning: --loop applies to video files; ignored", file=sys.stderr)
     if src.live and batch > 1:
         batch = 1  # batching would make live frames wait for each other
     summary = Summary(providers=clf.providers)
     outputs: list[Any] = []
     display = None
+    server: LiveServer | None = None
     t_start = time.perf_counter()
+    t_end: float | None = None
     failed = True
     results = None
     try:
+        if serve is not None:
+            server = _start_server(serve, clf, src, top)
         csv_out = CsvOutput(csv, clf.class_names) if csv else None
         if csv_out:
             outputs.append(csv_out)
@@ -257,6 +279,8 @@ def run_predict(
                     fps_avg = inst if fps_avg is None else 0.9 * fps_avg + 0.1 * inst
                     last_t = now
                     img = annotate(res.frame.image, res.prediction, fps_avg, top)
+                if server:
+                    server.publish(res.frame.image, res.prediction, res.frame.source, frame, res.latency_ms)
                 with defer:
                     summary.processed += 1
                     summary.latency_ms.append(res.latency_ms)
@@ -268,6 +292,12 @@ def run_predict(
                         video_out.write(img)
                 if display and not display.show(img):
                     break
+            t_end = time.perf_counter()
+            if server:
+                server.mark_ended()
+                print(f"edgeclf: {source}: no more frames; still serving {server.url} (Ctrl-C to stop)", file=sys.stderr)
+                while True:
+                    time.sleep(3600)
         except KeyboardInterrupt:
             summary.interrupted = True
         except BrokenPipeError:  # `edgeclf predict ... | head`: the reader has what it wanted
@@ -280,7 +310,9 @@ def run_predict(
         if results is not None:
             results.close()  # stops the reader thread before its capture is released
         src.close()
-        summary.seconds = time.perf_counter() - t_start
+        if server:
+            server.close()
+        summary.seconds = (t_end or time.perf_counter()) - t_start
         summary.skipped = len(src.skipped)
         summary.dropped = src.dropped
         for o in outputs:
@@ -293,3 +325,19 @@ def run_predict(
     if strict and summary.skipped:
         raise EdgeclfError(f"{summary.skipped} file(s) skipped (--strict)")
     return summary
+
+
+def _start_server(address: str, clf: Classifier, src: Source, top: int) -> LiveServer:
+    info = {
+        "model": clf.path.name, "precision": clf.metadata.get("precision", "fp32"),
+        "providers": short_names(clf.providers), "classes": clf.class_names,
+        "source": src.spec, "source_kind": src.kind, "bars": max(top, min(5, len(clf.class_names))),
+    }
+    server = LiveServer(address, info=info, top=top, source_state=lambda: src.state,
+                        stream_fps=min(src.fps or 25.0, 30.0))
+    if server.exposed:
+        print(f"warning: --serve {address}: the live view is open to anyone who can reach this machine "
+              "on the network (no password); use 127.0.0.1 to keep it on this machine", file=sys.stderr)
+    server.start()
+    print(f"edgeclf: live view at {server.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    return server

@@ -3,7 +3,8 @@
 Like jetson-inference's input URIs, the spec says what to open:
 
 - ``photo.jpg`` an image; ``photos/`` a folder (recursive, sorted); ``"shots/*.png"`` a glob;
-- ``clip.mp4`` a video file;
+- ``clip.mp4`` a video file (``loop``: from the start again at its end; ``realtime``: at its own
+  frame rate, read like a camera, so a file can stand in for one in demos and tests);
 - ``0`` a camera index, ``/dev/video0`` a V4L2 camera;
 - ``rtsp://...``, ``http(s)://...`` (MJPEG) a network stream;
 - ``"nvarguscamerasrc ! ... ! appsink"`` a GStreamer pipeline (Jetson CSI cameras), when OpenCV
@@ -91,6 +92,8 @@ class Source:
     live = False
     fps: float | None = None
     total: int | None = None  # frames it will give, when known in advance
+    #: "connecting", "connected", "reconnecting" or "ended" (shown by ``--serve``'s health endpoint).
+    state = "connected"
 
     def __init__(self, spec: str, every: int = 1, max_frames: int | None = None) -> None:
         if every < 1:
@@ -149,39 +152,105 @@ class ImageFiles(Source):
             yield Frame(image, str(path), i, time.monotonic())
 
 
+def _open_video(spec: str, capture_factory: CaptureFactory) -> Any:
+    cap = capture_factory(spec, cv2.CAP_ANY, [])
+    if not cap.isOpened():
+        raise EdgeclfError(f"{spec}: not an image or a video OpenCV can read")
+    return cap
+
+
+def _video_fps(cap: Any) -> float | None:
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0)
+    return fps if 0 < fps < 1000 else None
+
+
 class VideoFile(Source):
-    """Every frame of a video file, in order (``every`` N-th one)."""
+    """Every frame of a video file, in order (``every`` N-th one); with ``loop``, from the start
+    again at the end (frame numbers restart too)."""
 
     kind = "video"
 
-    def __init__(self, spec: str, every: int = 1, max_frames: int | None = None,
+    def __init__(self, spec: str, every: int = 1, max_frames: int | None = None, loop: bool = False,
                  capture_factory: CaptureFactory = cv2_capture) -> None:
         super().__init__(spec, every, max_frames)
-        self.cap = capture_factory(spec, cv2.CAP_ANY, [])
-        if not self.cap.isOpened():
-            raise EdgeclfError(f"{spec}: not an image or a video OpenCV can read")
-        fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0)
-        self.fps = fps if 0 < fps < 1000 else None
+        self.loop = loop
+        self._capture_factory = capture_factory
+        self.cap = _open_video(spec, capture_factory)
+        self.fps = _video_fps(self.cap)
         count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        self.total = self._limit(count) if count > 0 else None
+        self.total = self._limit(count) if count > 0 and not loop else None
 
     def __iter__(self) -> Iterator[Frame]:
         given = 0
         i = 0
         while self.max_frames is None or given < self.max_frames:
             if i % self.every:
-                if not self.cap.grab():  # skipped frames are not converted, only demuxed/decoded
-                    return
-                i += 1
-                continue
-            ok, image = self.cap.read()
-            if not ok or image is None:
+                ok = self.cap.grab()  # skipped frames are not converted, only demuxed/decoded
+                image = None
+            else:
+                ok, image = self.cap.read()
+            if not ok or (image is None and not i % self.every):
+                if self.loop and i > 0:  # i == 0: an empty video would loop for ever
+                    self.cap.release()
+                    self.cap = _open_video(self.spec, self._capture_factory)
+                    i = 0
+                    continue
+                self.state = "ended"
                 return
-            yield Frame(image, self.spec, i, time.monotonic())
-            given += 1
+            if image is not None:
+                yield Frame(image, self.spec, i, time.monotonic())
+                given += 1
             i += 1
+        self.state = "ended"
 
     def close(self) -> None:
+        self.cap.release()
+
+
+class PacedCapture:
+    """A video file read like a camera: ``read()`` returns each frame at its time in the video
+    (``fps``), and with ``loop`` starts again at the end. Give it to ``LiveSource`` so a slow model
+    skips frames, as it would on a camera, instead of slowing the video down."""
+
+    def __init__(self, cap: Any, reopen: Callable[[], Any], fps: float, loop: bool = False) -> None:
+        self.cap = cap
+        self._reopen = reopen
+        self.fps = fps
+        self.loop = loop
+        self._start: float | None = None
+        self._n = 0  # frames read since _start
+        self._in_pass = 0  # frames read since the video last started
+
+    def isOpened(self) -> bool:  # noqa: N802 (cv2.VideoCapture's interface)
+        return self.cap.isOpened()
+
+    def get(self, prop: int) -> float:
+        return self.fps if prop == cv2.CAP_PROP_FPS else self.cap.get(prop)
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        due = self._start + self._n / self.fps
+        if due > now:
+            time.sleep(due - now)
+        elif now - due > 1.0:  # far behind (the process was paused): restart the clock, don't race
+            self._start, self._n = now, 0
+        ok, image = self.cap.read()
+        if (not ok or image is None) and self.loop and self._in_pass > 0:
+            self.cap.release()
+            try:
+                self.cap = self._reopen()
+            except EdgeclfError:  # the file went away: the source ends
+                return False, None
+            self._in_pass = 0
+            ok, image = self.cap.read()
+        if ok and image is not None:
+            self._n += 1
+            self._in_pass += 1
+        return ok, image
+
+    def release(self) -> None:
         self.cap.release()
 
 
@@ -191,17 +260,21 @@ class LiveSource(Source):
     Iterating waits for a frame newer than the last one given and yields it; frames captured in
     between are dropped (counted in ``dropped``). When reading fails, the thread reopens the
     capture with exponential back-off (``backoff`` seconds, doubling up to ``max_backoff``), for
-    ``reconnect_for`` seconds (None: for ever); then iteration ends.
+    ``reconnect_for`` seconds (None: for ever); then iteration ends. With ``reconnect=False`` (a
+    video file read in real time) the end of the input is the end of the source.
     """
 
     live = True
 
     def __init__(self, spec: str, kind: str, open_capture: Callable[[], Any], every: int = 1,
                  max_frames: int | None = None, timeout: float = 10.0, reconnect_for: float | None = None,
-                 backoff: float = 0.25, max_backoff: float = 4.0, warn: Callable[[str], None] = _warn) -> None:
+                 backoff: float = 0.25, max_backoff: float = 4.0, warn: Callable[[str], None] = _warn,
+                 reconnect: bool = True) -> None:
         super().__init__(spec, every, max_frames)
         self.kind = kind
+        self.state = "connecting"
         self._open_capture = open_capture
+        self.reconnect = reconnect
         self.reconnect_for = reconnect_for
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -259,8 +332,9 @@ class LiveSource(Source):
                 if not ok or image is None:
                     cap.release()
                     cap = None
-                    if self._stop.is_set():
+                    if self._stop.is_set() or not self.reconnect:
                         break
+                    self.state = "reconnecting"
                     if lost_at is None:  # a new loss: reconnect at once
                         lost_at = time.monotonic()
                         delay = self.backoff
@@ -275,6 +349,7 @@ class LiveSource(Source):
                     self.warn(f"{self.spec}: reconnected")
                     reopened = False
                 lost_at = None
+                self.state = "connected"
                 with self._cond:
                     self._seq += 1
                     self._latest = (image, self._seq, time.monotonic())
@@ -282,6 +357,7 @@ class LiveSource(Source):
         finally:
             if cap is not None:
                 cap.release()
+            self.state = "ended"
             with self._cond:
                 self._ended = True
                 self._cond.notify_all()
@@ -333,9 +409,14 @@ def open_source(
     on_skip: SkipHandler = warn_skip,
     capture_factory: CaptureFactory = cv2_capture,
     warn: Callable[[str], None] = _warn,
+    loop: bool = False,
+    realtime: bool = False,
 ) -> Source:
     """Open what ``spec`` names (see the module docstring). Raises EdgeclfError in one line when it
-    does not exist or cannot be opened (a camera, or a URL that does not answer within ``timeout``)."""
+    does not exist or cannot be opened (a camera, or a URL that does not answer within ``timeout``).
+
+    ``loop`` and ``realtime`` apply to video files: play again from the start at the end; read at
+    the video's own frame rate (25 when it states none), as a live source."""
     spec = str(spec)
     path = Path(spec)
     quiet_opencv()
@@ -371,7 +452,11 @@ def open_source(
             return ImageFiles(spec, [path], "image", on_skip=on_skip, **common)
         if path.stat().st_size == 0:
             raise EdgeclfError(f"{spec}: empty file (0 bytes)")
-        return VideoFile(spec, capture_factory=capture_factory, **common)
+        if not realtime:
+            return VideoFile(spec, loop=loop, capture_factory=capture_factory, **common)
+        cap = _open_video(spec, capture_factory)  # fails here, in one line, if unreadable
+        paced = PacedCapture(cap, lambda: _open_video(spec, capture_factory), _video_fps(cap) or 25.0, loop)
+        return LiveSource(spec, "video", lambda: paced, timeout=timeout, warn=warn, reconnect=False, **common)
     if _GLOB_CHARS.search(spec):
         matches = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
         if not matches:

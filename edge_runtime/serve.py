@@ -1,0 +1,441 @@
+"""``edgeclf predict MODEL SOURCE --serve [HOST:]PORT``: watch a headless device's predictions in a browser.
+
+One page (``/``) shows the annotated video as MJPEG (``/stream.mjpg``) beside the label, score,
+top-K bars, frames per second, model and provider, kept current by server-sent events
+(``/events``). Machines read ``/api/prediction`` (the ``--json`` record of the newest frame),
+``/api/health`` and ``/snapshot.jpg``. Built on the standard library's threaded HTTP server: one
+thread per connection, nothing to install.
+
+Viewers never slow the inference loop: ``publish`` only swaps a reference. One encoder thread
+turns the newest result into a JPEG, at most ``stream_fps`` times a second and only while someone
+watches the video; every viewer's thread sends the newest JPEG whenever its socket can take one,
+so a slow viewer skips frames instead of queueing them, and one that stops reading is dropped
+after ``send_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import json
+import socket
+import sys
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import cv2
+import numpy as np
+
+from .classifier import Prediction
+from .errors import EdgeclfError
+from .outputs import annotate, record
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _log(msg: str) -> None:
+    print(f"edgeclf serve: {msg}", file=sys.stderr, flush=True)
+
+
+def parse_address(spec: str) -> tuple[str, int]:
+    """``8080``, ``:8080``, ``0.0.0.0:8080``, ``[::1]:8080`` -> (host, port); the host defaults to
+    127.0.0.1 so nothing is exposed to the network unless asked for. Port 0 picks a free one."""
+    text = str(spec).strip()
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "", text
+    if host.count(":") and not host.startswith("["):
+        port = ""  # a bare IPv6 address: the port is ambiguous without brackets
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or int(port) > 65535:
+        raise EdgeclfError(f"--serve {text!r}: expected [HOST:]PORT, e.g. 8080, 127.0.0.1:8080 or 0.0.0.0:8080")
+    return host, int(port)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # close() drops stalled viewers itself rather than waiting on them
+    live: "LiveServer"
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001 (socketserver's signature)
+        exc = sys.exc_info()[1]
+        self.live.log(f"{client_address[0]}: connection error: {type(exc).__name__}: {exc}")
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class LiveServer:
+    """The live view's web server. Create it (binds the port), ``start()`` it, ``publish()`` every
+    result from the inference loop, ``close()`` it (also a context manager).
+
+    ``info``: static facts shown on the page and in ``/api/health`` (model, providers, source...).
+    ``source_state``: returns the source's state for ``/api/health`` ("connected", "reconnecting",
+    "ended"...); ``mark_ended`` overrides it once the loop has finished.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        info: dict[str, Any] | None = None,
+        top: int = 3,
+        source_state: Callable[[], str] = lambda: "connected",
+        stream_fps: float = 25.0,
+        max_width: int = 640,
+        jpeg_quality: int = 80,
+        send_timeout: float = 10.0,
+        events_hz: float = 10.0,
+        log: Callable[[str], None] = _log,
+    ) -> None:
+        self.host, port = parse_address(address)
+        self.info = dict(info or {})
+        self.top = max(1, top)
+        self.source_state = source_state
+        self.stream_fps = stream_fps
+        self.max_width = max_width
+        self.jpeg_quality = jpeg_quality
+        self.send_timeout = send_timeout
+        self.events_hz = events_hz
+        self.log = log
+
+        self.started_at = time.monotonic()
+        self.frames = 0
+        self._times: collections.deque[float] = collections.deque(maxlen=64)
+        self._lock = threading.Lock()
+        self._latest: tuple[np.ndarray, Prediction, dict[str, Any], float] | None = None
+        self._seq = 0
+        self._fresh = threading.Event()  # set by publish: wakes the encoder, the only waiter
+        self._jpeg_cond = threading.Condition()
+        self._jpeg: bytes | None = None
+        self._jpeg_seq = 0
+        self._closed = threading.Event()
+        self._ended = False
+        self.viewers = {"stream": 0, "events": 0}
+        self._connections: set[socket.socket] = set()
+
+        server_cls = _Server6 if ":" in self.host else _Server
+        try:
+            self._httpd = server_cls((self.host, port), _Handler)
+        except socket.gaierror as e:
+            raise EdgeclfError(f"--serve {address}: cannot resolve host {self.host!r} ({e.strerror})") from None
+        except OSError as e:
+            raise EdgeclfError(f"--serve {address}: cannot listen on {self.host}:{port} ({e.strerror or e})") from None
+        self._httpd.live = self
+        self.port = self._httpd.server_address[1]
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ life cycle
+    @property
+    def url(self) -> str:
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}/"
+
+    @property
+    def exposed(self) -> bool:
+        """True when the address reaches beyond this machine (anything but loopback)."""
+        return self.host not in LOOPBACK and not self.host.startswith("127.")
+
+    def start(self) -> "LiveServer":
+        for target, name in ((self._serve, "http"), (self._encode_loop, "jpeg encoder")):
+            t = threading.Thread(target=target, name=f"edgeclf serve {name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def _serve(self) -> None:
+        self._httpd.serve_forever(poll_interval=0.2)
+
+    def close(self) -> None:
+        """Stop serving, drop every viewer and release the port."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._fresh.set()
+        with self._jpeg_cond:
+            self._jpeg_cond.notify_all()
+        if self._threads:
+            self._httpd.shutdown()
+        self._httpd.server_close()
+        with self._lock:
+            conns = list(self._connections)
+        for conn in conns:  # unblocks a viewer thread stuck in sendall
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for t in self._threads:
+            t.join(timeout=2)
+
+    def __enter__(self) -> "LiveServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ the inference side
+    def publish(self, image_bgr: np.ndarray, prediction: Prediction, source: str, frame: int | None,
+                latency_ms: float) -> None:
+        """Hand the newest result to the viewers. Cheap: no copy, no encoding, no I/O."""
+        now = time.monotonic()
+        rec = record(source, frame, prediction, latency_ms, self.top)
+        with self._lock:
+            self._latest = (image_bgr, prediction, rec, now)
+            self._seq += 1
+            self.frames += 1
+            self._times.append(now)
+        self._fresh.set()
+
+    def mark_ended(self) -> None:
+        """The source has no more frames; the last result stays on show."""
+        self._ended = True
+
+    # --------------------------------------------------------------------- state
+    def fps(self) -> float:
+        """Frames per second over the last 64 results (0 when none came for 2 s)."""
+        with self._lock:
+            times = list(self._times)
+        if len(times) < 2 or time.monotonic() - times[-1] > 2.0:
+            return 0.0
+        return (len(times) - 1) / max(times[-1] - times[0], 1e-9)
+
+    def prediction(self) -> dict[str, Any] | None:
+        """The newest result as ``edgeclf predict --json`` prints it, plus its age in seconds."""
+        with self._lock:
+            latest = self._latest
+        if latest is None:
+            return None
+        return {**latest[2], "age_s": round(time.monotonic() - latest[3], 3)}
+
+    def health(self) -> dict[str, Any]:
+        with self._lock:
+            last = self._latest[3] if self._latest else None
+        state = "ended" if self._ended else self.source_state()
+        return {
+            "status": "ok",
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "frames": self.frames,
+            "fps": round(self.fps(), 2),
+            "last_frame_age_s": None if last is None else round(time.monotonic() - last, 3),
+            "source_state": state,
+            "viewers": dict(self.viewers),
+            **self.info,
+        }
+
+    def status_event(self) -> dict[str, Any]:
+        """What the page shows, in one server-sent event."""
+        h = self.health()
+        return {
+            "prediction": self.prediction(), "fps": h["fps"], "frames": h["frames"],
+            "source_state": h["source_state"], "uptime_s": h["uptime_s"], "viewers": h["viewers"],
+        }
+
+    # ----------------------------------------------------------------- JPEG frames
+    def _render(self) -> bytes | None:
+        with self._lock:
+            latest = self._latest
+        if latest is None:
+            return None
+        image, pred, _, _ = latest
+        img = annotate(image, pred, self.fps() or None, self.top)
+        if img.shape[1] > self.max_width:
+            h = max(1, round(img.shape[0] * self.max_width / img.shape[1]))
+            img = cv2.resize(img, (self.max_width, h), interpolation=cv2.INTER_AREA)
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        return buf.tobytes() if ok else None
+
+    def _encode_loop(self) -> None:
+        """Encode the newest result while anyone watches the video, at most ``stream_fps`` a second."""
+        period = 1.0 / self.stream_fps
+        while not self._closed.is_set():
+            self._fresh.wait()
+            if self._closed.is_set():
+                return
+            if self.viewers["stream"] == 0:
+                with self._jpeg_cond:  # sleep until a viewer arrives; results meanwhile need no JPEG
+                    self._jpeg_cond.wait_for(lambda: self.viewers["stream"] > 0 or self._closed.is_set())
+                continue
+            self._fresh.clear()
+            t0 = time.monotonic()
+            jpeg = self._render()
+            if jpeg is not None:
+                with self._jpeg_cond:
+                    self._jpeg = jpeg
+                    self._jpeg_seq += 1
+                    self._jpeg_cond.notify_all()
+            self._closed.wait(max(0.0, period - (time.monotonic() - t0)))
+
+    def next_jpeg(self, after: int, timeout: float = 1.0) -> tuple[bytes | None, int]:
+        """The newest JPEG once it is newer than ``after`` (None on timeout or close)."""
+        with self._jpeg_cond:
+            self._jpeg_cond.wait_for(lambda: self._jpeg_seq > after or self._closed.is_set(), timeout)
+            if self._jpeg_seq > after and not self._closed.is_set():
+                return self._jpeg, self._jpeg_seq
+            return None, after
+
+    def snapshot(self) -> bytes | None:
+        return self._render()
+
+    # ------------------------------------------------------------------- viewers
+    def _joined(self, kind: str, conn: socket.socket) -> int:
+        with self._jpeg_cond:
+            self.viewers[kind] += 1
+            self._jpeg_cond.notify_all()  # wakes the encoder if it was idle
+        with self._lock:
+            self._connections.add(conn)
+        if kind == "stream":
+            self._fresh.set()  # a new viewer gets the current frame at once, even from a paused source
+        return sum(self.viewers.values())
+
+    def _left(self, kind: str, conn: socket.socket) -> None:
+        with self._jpeg_cond:
+            self.viewers[kind] -= 1
+        with self._lock:
+            self._connections.discard(conn)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+
+@functools.lru_cache(maxsize=1)
+def page_html() -> bytes:
+    """The live view page: plain HTML, CSS and JavaScript, nothing fetched from elsewhere."""
+    return resources.files("edge_runtime").joinpath("live.html").read_bytes()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Routes: / (the page), /stream.mjpg, /events, /snapshot.jpg, /api/prediction, /api/health."""
+
+    server_version = "edgeclf"
+    protocol_version = "HTTP/1.0"  # one request per connection: streams end by closing
+    server: _Server
+
+    # Quiet successes (a page polling /api/health would fill the log); errors are logged.
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+        where = f' "{self.requestline}"' if getattr(self, "requestline", "") else ""
+        text = f"{args[0]} {args[1]}" if format == "code %d, message %s" else format % args  # send_error's
+        self.server.live.log(f"{self.client_address[0]}{where}: {text}")
+
+    def setup(self) -> None:
+        # Applies to reads and writes: a client that connects and sends nothing, or a viewer that
+        # stops reading, is dropped (and logged) after this many seconds.
+        self.timeout = self.server.live.send_timeout
+        super().setup()
+
+    # ------------------------------------------------------------------ routing
+    def do_GET(self) -> None:
+        self._route(body=True)
+
+    def do_HEAD(self) -> None:
+        self._route(body=False)
+
+    def _not_allowed(self) -> None:
+        self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+        self.log_message("code %d, message %s", HTTPStatus.METHOD_NOT_ALLOWED, "Method Not Allowed (GET and HEAD only)")
+        self.send_header("Allow", "GET, HEAD")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
+
+    def _route(self, body: bool) -> None:
+        live = self.server.live
+        path = urlsplit(self.path).path
+        if path in ("/", "/index.html"):
+            self._send(200, "text/html; charset=utf-8", page_html(), body)
+        elif path == "/api/health":
+            self._send_json(live.health(), body)
+        elif path == "/api/prediction":
+            pred = live.prediction()
+            if pred is None:
+                self._send_json({"error": "no prediction yet"}, body, HTTPStatus.SERVICE_UNAVAILABLE)
+            else:
+                self._send_json(pred, body)
+        elif path == "/snapshot.jpg":
+            jpeg = live.snapshot()
+            if jpeg is None:
+                self._send_json({"error": "no frame yet"}, body, HTTPStatus.SERVICE_UNAVAILABLE)
+            else:
+                self._send(200, "image/jpeg", jpeg, body)
+        elif path == "/stream.mjpg":
+            self._stream_start("multipart/x-mixed-replace; boundary=frame")
+            if body:
+                self._stream("stream", self._mjpeg)
+        elif path == "/events":
+            self._stream_start("text/event-stream")
+            if body:
+                self._stream("events", self._events)
+        elif path == "/favicon.ico":
+            self._send(204, "image/x-icon", b"", body)
+        else:
+            self.send_error(HTTPStatus.NOT_FOUND, explain=f"No such page: {path}. The live view is at /.")
+
+    def _send(self, code: int, ctype: str, data: bytes, body: bool) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if body and data:
+            self.wfile.write(data)
+
+    def _send_json(self, obj: Any, body: bool, code: int = 200) -> None:
+        self._send(code, "application/json", json.dumps(obj, ensure_ascii=False).encode(), body)
+
+    def _stream_start(self, ctype: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.end_headers()
+
+    # ------------------------------------------------------------------ streams
+    def _stream(self, kind: str, send_loop: Callable[[], None]) -> None:
+        live = self.server.live
+        who = f"{self.client_address[0]}:{self.client_address[1]}"
+        # A small send buffer keeps a slow viewer's backlog to a frame or two: the rest is dropped
+        # here, for that viewer alone, instead of queueing seconds of video in the kernel.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 256 * 1024)
+        live._joined(kind, self.connection)
+        try:
+            send_loop()
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            pass  # the viewer went away: normal
+        except TimeoutError:
+            live.log(f"{who}: {self.path} viewer stopped reading for {live.send_timeout:g} s; dropped")
+        except OSError as e:
+            if not live.closed:
+                live.log(f"{who}: {self.path}: {e}")
+        finally:
+            live._left(kind, self.connection)
+            self.close_connection = True
+
+    def _mjpeg(self) -> None:
+        live = self.server.live
+        seq = 0
+        while not live.closed:
+            jpeg, seq = live.next_jpeg(seq)
+            if jpeg is None:
+                continue
+            self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%b\r\n" % (len(jpeg), jpeg))
+
+    def _events(self) -> None:
+        live = self.server.live
+        period = 1.0 / live.events_hz
+        self.wfile.write(b"retry: 1000\n\n")
+        while not live.closed:
+            event = json.dumps(live.status_event(), ensure_ascii=False)
+            self.wfile.write(f"data: {event}\n\n".encode())
+            live._closed.wait(period)
