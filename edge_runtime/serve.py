@@ -6,11 +6,11 @@ top-K bars, frames per second, model and provider, kept current by server-sent e
 ``/api/health`` and ``/snapshot.jpg``. Built on the standard library's threaded HTTP server: one
 thread per connection, nothing to install.
 
-Viewers never slow the inference loop: ``publish`` only swaps a reference. One encoder thread
-turns the newest result into a JPEG, at most ``stream_fps`` times a second and only while someone
-watches the video; every viewer's thread sends the newest JPEG whenever its socket can take one,
-so a slow viewer skips frames instead of queueing them, and one that stops reading is dropped
-after ``send_timeout`` seconds.
+Viewers never slow the inference loop: ``publish`` only swaps a reference, waking nobody. One
+fan-out thread, at a lower scheduling priority, encodes the newest result as a JPEG at most
+``stream_fps`` times a second (once for all viewers, and only while someone watches) and sends it
+with non-blocking writes to every viewer ready for it: a slow viewer skips frames instead of
+queueing them, and one that stops reading is dropped after ``send_timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -18,10 +18,13 @@ from __future__ import annotations
 import collections
 import functools
 import json
+import os
+import select
 import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -40,6 +43,15 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def _log(msg: str) -> None:
     print(f"edgeclf serve: {msg}", file=sys.stderr, flush=True)
+
+
+def _yield_cpu_to_inference() -> None:
+    """Lower this thread's scheduling priority (Linux schedules threads one by one): when the CPU
+    is short, the kernel runs the inference loop first and the live view gets what is left."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # not Linux, or not allowed: the view just competes evenly
+        pass
 
 
 def parse_address(spec: str) -> tuple[str, int]:
@@ -69,6 +81,43 @@ class _Server(ThreadingHTTPServer):
 
 class _Server6(_Server):
     address_family = socket.AF_INET6
+
+
+@dataclass(eq=False)
+class _Viewer:
+    """One open stream: the frame or event being sent to it, and since when."""
+
+    sock: socket.socket
+    kind: str  # "stream" (MJPEG) or "events" (server-sent events)
+    who: str
+    done: threading.Event = field(default_factory=threading.Event)
+    pending: memoryview | None = None
+    since: float = 0.0
+
+
+def _hung_up(socks: list[socket.socket]) -> list[socket.socket]:
+    """The sockets whose viewer closed the connection (readable with nothing to read)."""
+    gone = []
+    readable = select.select(socks, [], [], 0)[0] if socks else []
+    for s in readable:
+        try:
+            if not s.recv(4096):  # a viewer sends nothing after its request: this is the end
+                gone.append(s)
+        except BlockingIOError:
+            pass
+        except OSError:
+            gone.append(s)
+    return gone
+
+
+def _wait_writable(socks: list[socket.socket], timeout: float) -> None:
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        for s in socks:
+            poller.register(s, select.POLLOUT)
+        poller.poll(timeout * 1000)
+    else:  # Windows
+        select.select([], socks, [], timeout)
 
 
 class LiveServer:
@@ -109,16 +158,13 @@ class LiveServer:
         self.frames = 0
         self._times: collections.deque[float] = collections.deque(maxlen=64)
         self._lock = threading.Lock()
-        self._latest: tuple[np.ndarray, Prediction, dict[str, Any], float] | None = None
-        self._seq = 0
-        self._fresh = threading.Event()  # set by publish: wakes the encoder, the only waiter
-        self._jpeg_cond = threading.Condition()
-        self._jpeg: bytes | None = None
-        self._jpeg_seq = 0
+        # The newest result, as published: (image, prediction, source, frame, latency_ms, time).
+        self._latest: tuple[np.ndarray, Prediction, str, int | None, float, float] | None = None
+        self._fresh = threading.Event()  # a result the video viewers have not had yet
+        self._has_viewers = threading.Event()
+        self._viewers: list[_Viewer] = []
         self._closed = threading.Event()
         self._ended = False
-        self.viewers = {"stream": 0, "events": 0}
-        self._connections: set[socket.socket] = set()
 
         server_cls = _Server6 if ":" in self.host else _Server
         try:
@@ -144,8 +190,12 @@ class LiveServer:
         """True when the address reaches beyond this machine (anything but loopback)."""
         return self.host not in LOOPBACK and not self.host.startswith("127.")
 
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
     def start(self) -> "LiveServer":
-        for target, name in ((self._serve, "http"), (self._encode_loop, "jpeg encoder")):
+        for target, name in ((self._serve, "http"), (self._fanout, "fan-out")):
             t = threading.Thread(target=target, name=f"edgeclf serve {name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -155,25 +205,21 @@ class LiveServer:
         self._httpd.serve_forever(poll_interval=0.2)
 
     def close(self) -> None:
-        """Stop serving, drop every viewer and release the port."""
+        """Stop serving, end every stream and release the port."""
         if self._closed.is_set():
             return
         self._closed.set()
         self._fresh.set()
-        with self._jpeg_cond:
-            self._jpeg_cond.notify_all()
+        self._has_viewers.set()
         if self._threads:
             self._httpd.shutdown()
         self._httpd.server_close()
-        with self._lock:
-            conns = list(self._connections)
-        for conn in conns:  # unblocks a viewer thread stuck in sendall
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         for t in self._threads:
             t.join(timeout=2)
+        with self._lock:
+            viewers, self._viewers = self._viewers, []
+        for v in viewers:
+            v.done.set()  # their handler threads return and close the sockets
 
     def __enter__(self) -> "LiveServer":
         return self.start()
@@ -184,15 +230,15 @@ class LiveServer:
     # ------------------------------------------------------------ the inference side
     def publish(self, image_bgr: np.ndarray, prediction: Prediction, source: str, frame: int | None,
                 latency_ms: float) -> None:
-        """Hand the newest result to the viewers. Cheap: no copy, no encoding, no I/O."""
+        """Hand the newest result to the viewers. Cheap: no copy, no encoding, no I/O, and no
+        thread woken, so the inference loop does not wait on the viewers' turn for the GIL."""
         now = time.monotonic()
-        rec = record(source, frame, prediction, latency_ms, self.top)
         with self._lock:
-            self._latest = (image_bgr, prediction, rec, now)
-            self._seq += 1
+            self._latest = (image_bgr, prediction, source, frame, latency_ms, now)
             self.frames += 1
             self._times.append(now)
-        self._fresh.set()
+        if not self._fresh.is_set():
+            self._fresh.set()
 
     def mark_ended(self) -> None:
         """The source has no more frames; the last result stays on show."""
@@ -213,20 +259,21 @@ class LiveServer:
             latest = self._latest
         if latest is None:
             return None
-        return {**latest[2], "age_s": round(time.monotonic() - latest[3], 3)}
+        _, pred, source, frame, latency_ms, at = latest
+        return {**record(source, frame, pred, latency_ms, self.top), "age_s": round(time.monotonic() - at, 3)}
 
     def health(self) -> dict[str, Any]:
         with self._lock:
-            last = self._latest[3] if self._latest else None
-        state = "ended" if self._ended else self.source_state()
+            last = self._latest[-1] if self._latest else None
+            viewers = collections.Counter(v.kind for v in self._viewers)
         return {
             "status": "ok",
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "frames": self.frames,
             "fps": round(self.fps(), 2),
             "last_frame_age_s": None if last is None else round(time.monotonic() - last, 3),
-            "source_state": state,
-            "viewers": dict(self.viewers),
+            "source_state": "ended" if self._ended else self.source_state(),
+            "viewers": {"stream": viewers["stream"], "events": viewers["events"]},
             **self.info,
         }
 
@@ -238,13 +285,13 @@ class LiveServer:
             "source_state": h["source_state"], "uptime_s": h["uptime_s"], "viewers": h["viewers"],
         }
 
-    # ----------------------------------------------------------------- JPEG frames
-    def _render(self) -> bytes | None:
+    def snapshot(self) -> bytes | None:
+        """The newest result as an annotated JPEG (None before the first)."""
         with self._lock:
             latest = self._latest
         if latest is None:
             return None
-        image, pred, _, _ = latest
+        image, pred = latest[0], latest[1]
         img = annotate(image, pred, self.fps() or None, self.top)
         if img.shape[1] > self.max_width:
             h = max(1, round(img.shape[0] * self.max_width / img.shape[1]))
@@ -252,58 +299,101 @@ class LiveServer:
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         return buf.tobytes() if ok else None
 
-    def _encode_loop(self) -> None:
-        """Encode the newest result while anyone watches the video, at most ``stream_fps`` a second."""
-        period = 1.0 / self.stream_fps
-        while not self._closed.is_set():
-            self._fresh.wait()
-            if self._closed.is_set():
-                return
-            if self.viewers["stream"] == 0:
-                with self._jpeg_cond:  # sleep until a viewer arrives; results meanwhile need no JPEG
-                    self._jpeg_cond.wait_for(lambda: self.viewers["stream"] > 0 or self._closed.is_set())
-                continue
-            self._fresh.clear()
-            t0 = time.monotonic()
-            jpeg = self._render()
-            if jpeg is not None:
-                with self._jpeg_cond:
-                    self._jpeg = jpeg
-                    self._jpeg_seq += 1
-                    self._jpeg_cond.notify_all()
-            self._closed.wait(max(0.0, period - (time.monotonic() - t0)))
-
-    def next_jpeg(self, after: int, timeout: float = 1.0) -> tuple[bytes | None, int]:
-        """The newest JPEG once it is newer than ``after`` (None on timeout or close)."""
-        with self._jpeg_cond:
-            self._jpeg_cond.wait_for(lambda: self._jpeg_seq > after or self._closed.is_set(), timeout)
-            if self._jpeg_seq > after and not self._closed.is_set():
-                return self._jpeg, self._jpeg_seq
-            return None, after
-
-    def snapshot(self) -> bytes | None:
-        return self._render()
-
-    # ------------------------------------------------------------------- viewers
-    def _joined(self, kind: str, conn: socket.socket) -> int:
-        with self._jpeg_cond:
-            self.viewers[kind] += 1
-            self._jpeg_cond.notify_all()  # wakes the encoder if it was idle
+    # ----------------------------------------------------------------- viewers
+    def _add_viewer(self, kind: str, sock: socket.socket, who: str) -> _Viewer:
+        viewer = _Viewer(sock, kind, who)
+        sock.setblocking(False)
+        # A small send buffer keeps a slow viewer's backlog to a frame or two: the rest is dropped
+        # for that viewer alone, instead of queueing seconds of video in the kernel.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 256 * 1024)
         with self._lock:
-            self._connections.add(conn)
+            self._viewers.append(viewer)
+            self._has_viewers.set()
         if kind == "stream":
             self._fresh.set()  # a new viewer gets the current frame at once, even from a paused source
-        return sum(self.viewers.values())
+        else:
+            viewer.pending = memoryview(b"retry: 1000\n\n")
+        return viewer
 
-    def _left(self, kind: str, conn: socket.socket) -> None:
-        with self._jpeg_cond:
-            self.viewers[kind] -= 1
+    def _drop(self, viewer: _Viewer, why: str | None = None) -> None:
         with self._lock:
-            self._connections.discard(conn)
+            if viewer in self._viewers:
+                self._viewers.remove(viewer)
+        if why:
+            self.log(f"{viewer.who}: {why}")
+        viewer.done.set()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed.is_set()
+    def _fanout(self) -> None:
+        """One thread sends every stream: the newest frame at most ``stream_fps`` times a second
+        (encoded once for all viewers) and a status event ``events_hz`` times a second. A viewer
+        still busy with the previous one skips it; one that accepts nothing for ``send_timeout``
+        seconds is dropped. One thread, not one per viewer, so 20 viewers cost no more wake-ups
+        than one."""
+        _yield_cpu_to_inference()
+        video_period, event_period = 1.0 / self.stream_fps, 1.0 / self.events_hz
+        next_video = next_event = next_check = 0.0
+        while not self._closed.is_set():
+            with self._lock:
+                viewers = list(self._viewers)
+                if not viewers:
+                    self._has_viewers.clear()
+            if not viewers:
+                self._has_viewers.wait()
+                continue
+            now = time.monotonic()
+            if now >= next_check:  # viewers that left while no frame came (a paused source)
+                gone = set(_hung_up([v.sock for v in viewers]))
+                for v in [v for v in viewers if v.sock in gone]:
+                    self._drop(v)
+                    viewers.remove(v)
+                next_check = now + 1.0
+            video = [v for v in viewers if v.kind == "stream"]
+            events = [v for v in viewers if v.kind == "events"]
+            if video and now >= next_video and self._fresh.is_set():
+                self._fresh.clear()
+                jpeg = self.snapshot()
+                if jpeg is not None:
+                    part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%b\r\n" % (len(jpeg), jpeg)
+                    self._offer(video, part, now)
+                next_video = now + video_period
+            if events and now >= next_event:
+                data = json.dumps(self.status_event(), ensure_ascii=False)
+                self._offer(events, f"data: {data}\n\n".encode(), now)
+                next_event = now + event_period
+            self._send(viewers, now)
+
+            wake_at = min(next_event if events else now + 1.0, next_check)
+            if video and self._fresh.is_set():
+                wake_at = min(wake_at, next_video)
+            timeout = max(0.0, wake_at - time.monotonic())
+            pending = [v.sock for v in viewers if v.pending is not None and not v.done.is_set()]
+            if pending:
+                _wait_writable(pending, min(timeout, 0.02))  # short: a new frame may come meanwhile
+            elif video and not self._fresh.is_set():
+                self._fresh.wait(timeout)
+            else:
+                self._closed.wait(timeout)
+
+    @staticmethod
+    def _offer(viewers: list[_Viewer], data: bytes, now: float) -> None:
+        for v in viewers:
+            if v.pending is None:  # else it is still busy with the last one: it skips this one
+                v.pending, v.since = memoryview(data), now
+
+    def _send(self, viewers: list[_Viewer], now: float) -> None:
+        for v in viewers:
+            if v.pending is None:
+                continue
+            try:
+                sent = v.sock.send(v.pending)
+            except BlockingIOError:
+                sent = 0
+            except OSError:  # the viewer went away: normal
+                self._drop(v)
+                continue
+            v.pending = v.pending[sent:] if sent < len(v.pending) else None
+            if v.pending is not None and now - v.since > self.send_timeout:
+                self._drop(v, f"{'/stream.mjpg' if v.kind == 'stream' else '/events'} viewer stopped reading for {self.send_timeout:g} s; dropped")
 
 
 @functools.lru_cache(maxsize=1)
@@ -332,6 +422,7 @@ class _Handler(BaseHTTPRequestHandler):
         # Applies to reads and writes: a client that connects and sends nothing, or a viewer that
         # stops reading, is dropped (and logged) after this many seconds.
         self.timeout = self.server.live.send_timeout
+        _yield_cpu_to_inference()
         super().setup()
 
     # ------------------------------------------------------------------ routing
@@ -372,11 +463,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/stream.mjpg":
             self._stream_start("multipart/x-mixed-replace; boundary=frame")
             if body:
-                self._stream("stream", self._mjpeg)
+                self._stream("stream")
         elif path == "/events":
             self._stream_start("text/event-stream")
             if body:
-                self._stream("events", self._events)
+                self._stream("events")
         elif path == "/favicon.ico":
             self._send(204, "image/x-icon", b"", body)
         else:
@@ -402,40 +493,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     # ------------------------------------------------------------------ streams
-    def _stream(self, kind: str, send_loop: Callable[[], None]) -> None:
+    def _stream(self, kind: str) -> None:
+        """Hand the connection to the fan-out thread; wait here until it is done with it."""
         live = self.server.live
-        who = f"{self.client_address[0]}:{self.client_address[1]}"
-        # A small send buffer keeps a slow viewer's backlog to a frame or two: the rest is dropped
-        # here, for that viewer alone, instead of queueing seconds of video in the kernel.
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 256 * 1024)
-        live._joined(kind, self.connection)
-        try:
-            send_loop()
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
-            pass  # the viewer went away: normal
-        except TimeoutError:
-            live.log(f"{who}: {self.path} viewer stopped reading for {live.send_timeout:g} s; dropped")
-        except OSError as e:
-            if not live.closed:
-                live.log(f"{who}: {self.path}: {e}")
-        finally:
-            live._left(kind, self.connection)
-            self.close_connection = True
-
-    def _mjpeg(self) -> None:
-        live = self.server.live
-        seq = 0
-        while not live.closed:
-            jpeg, seq = live.next_jpeg(seq)
-            if jpeg is None:
-                continue
-            self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%b\r\n" % (len(jpeg), jpeg))
-
-    def _events(self) -> None:
-        live = self.server.live
-        period = 1.0 / live.events_hz
-        self.wfile.write(b"retry: 1000\n\n")
-        while not live.closed:
-            event = json.dumps(live.status_event(), ensure_ascii=False)
-            self.wfile.write(f"data: {event}\n\n".encode())
-            live._closed.wait(period)
+        viewer = live._add_viewer(kind, self.connection, f"{self.client_address[0]}:{self.client_address[1]}")
+        viewer.done.wait()
+        self.close_connection = True

@@ -64,6 +64,40 @@ def make_colour_model(path: Path, size: tuple[int, int] = (32, 32), metadata: bo
     return _save(model, path, edgeclf_metadata(COLOURS, size) if metadata else None)
 
 
+def make_conv_model(path: Path, size: int = 128, width: int = 32, seed: int = 0) -> Path:
+    """A small CNN with random weights and about the cost of a real edge classifier (three
+    stride-2 3x3 convolutions, ~60 M multiply-adds at 128x128): for load tests, where the model's
+    answers do not matter but its share of the CPU does. Same interface as the colour model."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    x = helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", size, size, 3])
+    y = helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])
+    chans = [3, width, 2 * width, 4 * width]
+    inits = []
+    nodes = [
+        helper.make_node("Cast", ["image"], ["xf"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["xf"], ["h0"], perm=[0, 3, 1, 2]),
+    ]
+    for i in range(3):
+        w = rng.normal(0, (2 / (9 * chans[i])) ** 0.5 / (255 if i == 0 else 1), (chans[i + 1], chans[i], 3, 3))
+        inits.append(numpy_helper.from_array(w.astype(np.float32), f"w{i}"))
+        nodes += [
+            helper.make_node("Conv", [f"h{i}", f"w{i}"], [f"c{i}"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", [f"c{i}"], [f"h{i + 1}"]),
+        ]
+    inits.append(numpy_helper.from_array(rng.normal(0, 0.1, (chans[-1], 3)).astype(np.float32), "fc"))
+    nodes += [
+        helper.make_node("GlobalAveragePool", ["h3"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["feat"]),
+        helper.make_node("MatMul", ["feat", "fc"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+    ]
+    graph = helper.make_graph(nodes, "conv", [x], [y], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    return _save(model, path, edgeclf_metadata(COLOURS, (size, size)))
+
+
 def make_vector_model(path: Path) -> Path:
     """A valid ONNX model whose input is a float vector [N, 10], not an image."""
     from onnx import TensorProto, helper

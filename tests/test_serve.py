@@ -101,7 +101,7 @@ def test_stalled_viewer_is_dropped_and_does_not_block_others():
         dropped = [m for m in logs if "stopped reading" in m]
         assert len(dropped) == 3, logs
         assert any("timed out" in m for m in logs), logs
-        assert server.viewers["stream"] == 2
+        assert server.health()["viewers"] == {"stream": 2, "events": 0}
         img = cv2.imdecode(np.frombuffer(good.last_jpeg, np.uint8), cv2.IMREAD_COLOR)
         assert img is not None and img.shape[1] == 320  # annotate scales 160 px frames up to 320
         for s in (*stalled, idle):
