@@ -7,7 +7,7 @@ top-K bars, frames per second, model and provider, kept current by server-sent e
 thread per connection, nothing to install.
 
 Viewers never slow the inference loop: ``publish`` only swaps a reference, waking nobody. One
-fan-out thread, at a lower scheduling priority, encodes the newest result as a JPEG at most
+fan-out thread encodes the newest result as a JPEG at most
 ``stream_fps`` times a second (once for all viewers, and only while someone watches) and sends it
 with non-blocking writes to every viewer ready for it: a slow viewer skips frames instead of
 queueing them, and one that stops reading is dropped after ``send_timeout`` seconds.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import functools
 import json
-import os
 import select
 import socket
 import sys
@@ -45,15 +44,6 @@ def _log(msg: str) -> None:
     print(f"edgeclf serve: {msg}", file=sys.stderr, flush=True)
 
 
-def _yield_cpu_to_inference() -> None:
-    """Lower this thread's scheduling priority (Linux schedules threads one by one): when the CPU
-    is short, the kernel runs the inference loop first and the live view gets what is left."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):  # not Linux, or not allowed: the view just competes evenly
-        pass
-
-
 def parse_address(spec: str) -> tuple[str, int]:
     """``8080``, ``:8080``, ``0.0.0.0:8080``, ``[::1]:8080`` -> (host, port); the host defaults to
     127.0.0.1 so nothing is exposed to the network unless asked for. Port 0 picks a free one."""
@@ -71,6 +61,7 @@ def parse_address(spec: str) -> tuple[str, int]:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # socketserver's 5 drops connections when viewers arrive together
     block_on_close = False  # close() drops stalled viewers itself rather than waiting on them
     live: "LiveServer"
 
@@ -329,7 +320,6 @@ class LiveServer:
         still busy with the previous one skips it; one that accepts nothing for ``send_timeout``
         seconds is dropped. One thread, not one per viewer, so 20 viewers cost no more wake-ups
         than one."""
-        _yield_cpu_to_inference()
         video_period, event_period = 1.0 / self.stream_fps, 1.0 / self.events_hz
         next_video = next_event = next_check = 0.0
         while not self._closed.is_set():
@@ -422,7 +412,6 @@ class _Handler(BaseHTTPRequestHandler):
         # Applies to reads and writes: a client that connects and sends nothing, or a viewer that
         # stops reading, is dropped (and logged) after this many seconds.
         self.timeout = self.server.live.send_timeout
-        _yield_cpu_to_inference()
         super().setup()
 
     # ------------------------------------------------------------------ routing

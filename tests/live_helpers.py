@@ -24,15 +24,17 @@ from onnx_fixtures import BGR, COLOURS
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_colour_video(path: Path, frames: int = 60, fps: float = 20.0, hold: int = 10, size: tuple[int, int] = (160, 120)) -> Path:
+def make_colour_video(path: Path, frames: int = 60, fps: float = 20.0, hold: int = 10, size: tuple[int, int] = (160, 120),
+                      noise: float = 20.0) -> Path:
     """An MP4 showing red, green and blue in turn, ``hold`` frames each, with the frame number
-    written on it (so consecutive frames differ even within one colour)."""
+    written on it (so consecutive frames differ even within one colour), and pixel noise of
+    standard deviation ``noise``."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
     assert writer.isOpened()
     rng = np.random.default_rng(0)
     for i in range(frames):
         colour = COLOURS[(i // hold) % len(COLOURS)]
-        img = np.array(BGR[colour], np.float32) * 0.8 + rng.normal(0, 20, (size[1], size[0], 3))
+        img = np.array(BGR[colour], np.float32) * 0.8 + rng.normal(0, noise, (size[1], size[0], 3))
         img = np.clip(img, 0, 255).astype(np.uint8)
         cv2.putText(img, str(i), (10, size[1] // 2), cv2.FONT_HERSHEY_SIMPLEX, 1, (255, 255, 255), 2)
         writer.write(img)
@@ -237,3 +239,49 @@ def stalled_viewer(port: int, path: str = "/stream.mjpg", rcvbuf: int = 4096) ->
     s.connect(("127.0.0.1", port))
     s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     return s
+
+
+class StreamCounter(threading.Thread):
+    """A light viewer for load tests: reads a stream as fast as it comes and only counts its parts
+    (``marker``: b"--frame" for MJPEG, b"data: " for events), with the time of each read.
+    ``nice``: this thread's scheduling priority (Linux), e.g. 19 to stand in for a viewer on
+    another machine that should not take the CPU from the server under test."""
+
+    def __init__(self, port: int, path: str, marker: bytes, nice: int = 0) -> None:
+        super().__init__(daemon=True)
+        self.nice = nice
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        self.marker = marker
+        self.reads: list[tuple[float, int]] = []  # (time, parts that began in this read)
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        if self.nice:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+        buf = bytearray(1 << 20)
+        view = memoryview(buf)
+        edge = len(self.marker) - 1
+        tail = b""
+        try:
+            while not self._halt.is_set():
+                n = self.sock.recv_into(view)
+                if not n:
+                    return
+                # Count in place (no copy); a marker split across two reads is found at the seam.
+                k = buf.count(self.marker, 0, n) + (tail + bytes(view[:min(edge, n)])).count(self.marker)
+                self.reads.append((time.monotonic(), k))
+                tail = bytes(view[max(0, n - edge):n])
+        except OSError:
+            pass
+
+    def parts_since(self, t: float) -> int:
+        return sum(k for when, k in self.reads if when >= t)
+
+    def close(self) -> None:
+        self._halt.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
