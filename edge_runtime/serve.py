@@ -219,8 +219,8 @@ class LiveServer:
         self.close()
 
     # ------------------------------------------------------------ the inference side
-    def publish(self, image_bgr: np.ndarray, prediction: Prediction, source: str, frame: int | None,
-                latency_ms: float) -> None:
+    def publish(self, image_bgr: np.ndarray, prediction: Prediction, source: str = "", frame: int | None = None,
+                latency_ms: float = 0.0) -> None:
         """Hand the newest result to the viewers. Cheap: no copy, no encoding, no I/O, and no
         thread woken, so the inference loop does not wait on the viewers' turn for the GIL."""
         now = time.monotonic()
@@ -293,17 +293,20 @@ class LiveServer:
     # ----------------------------------------------------------------- viewers
     def _add_viewer(self, kind: str, sock: socket.socket, who: str) -> _Viewer:
         viewer = _Viewer(sock, kind, who)
+        if kind == "events":
+            viewer.pending = memoryview(b"retry: 1000\n\n")  # the browser's reconnect delay, in ms
         sock.setblocking(False)
         # A small send buffer keeps a slow viewer's backlog to a frame or two: the rest is dropped
         # for that viewer alone, instead of queueing seconds of video in the kernel.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 256 * 1024)
         with self._lock:
+            if self._closed.is_set():
+                viewer.done.set()
+                return viewer
             self._viewers.append(viewer)
             self._has_viewers.set()
         if kind == "stream":
             self._fresh.set()  # a new viewer gets the current frame at once, even from a paused source
-        else:
-            viewer.pending = memoryview(b"retry: 1000\n\n")
         return viewer
 
     def _drop(self, viewer: _Viewer, why: str | None = None) -> None:
@@ -320,6 +323,17 @@ class LiveServer:
         still busy with the previous one skips it; one that accepts nothing for ``send_timeout``
         seconds is dropped. One thread, not one per viewer, so 20 viewers cost no more wake-ups
         than one."""
+        failed = False
+        while not self._closed.is_set():
+            try:
+                self._fanout_loop()
+            except Exception as e:  # noqa: BLE001 (the live view must outlive a bad frame)
+                if not failed:
+                    self.log(f"live view error, still serving: {type(e).__name__}: {e}")
+                failed = True
+                self._closed.wait(0.1)
+
+    def _fanout_loop(self) -> None:
         video_period, event_period = 1.0 / self.stream_fps, 1.0 / self.events_hz
         next_video = next_event = next_check = 0.0
         while not self._closed.is_set():

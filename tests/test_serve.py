@@ -302,3 +302,21 @@ def test_loop_warns_for_images(colour_model, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "warning: --loop applies to video files; ignored" in res.stderr
     assert json.loads(res.stdout)["label"] == "red"
+
+
+def test_a_frame_that_cannot_be_drawn_is_logged_and_the_view_goes_on():
+    logs: list[str] = []
+    with LiveServer("127.0.0.1:0", log=logs.append) as server:
+        viewer = MjpegViewer(server.port)
+        viewer.start()
+        pred = Prediction.from_probs(np.array([0.2, 0.7, 0.1]), COLOURS)
+        server.publish(np.zeros((0, 0, 3), np.uint8), pred)
+        deadline = time.monotonic() + 5
+        while not logs and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert any("live view error, still serving" in m for m in logs), logs
+        server.publish(solid("green"), pred)
+        while not viewer.times and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert viewer.times, "the stream stopped after one bad frame"
+        viewer.close()

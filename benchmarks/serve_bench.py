@@ -1,0 +1,148 @@
+"""The live view's cost to the inference loop (issue 6), measured side by side in one run.
+
+``edgeclf predict MODEL VIDEO --serve 127.0.0.1:0 --loop --no-realtime`` classifies a 640x480
+video of the shared cat and dog photos as fast as it can, while 0, 1, 5, 20 and 50 viewers
+(each with the video and the figures open, as the page does) come and go. Every window with
+viewers sits between two windows without, and the ratio to their mean is reported (median of
+``--rounds``), with the frames per second each viewer received. Viewer threads run at the lowest
+priority: they stand in for browsers on other machines, and here share the server's two cores.
+
+Usage: ``python benchmarks/serve_bench.py --model RUN/export/model.int8.onnx [--rounds 5]``
+(without ``--model``: a random-weight CNN of about the same cost). Writes ``serve.md`` and
+``serve.json`` to ``--out`` (default benchmarks/results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+CATS_DOGS = Path(os.environ.get("EDGECLF_CATS_DOGS", ROOT.parent / "shared" / "data" / "cats_dogs" / "train"))
+
+from live_helpers import ServeProcess, StreamCounter, get  # noqa: E402
+
+
+def photo_video(path: Path, photos: Path, n: int = 40, hold: int = 5, size: tuple[int, int] = (640, 480)) -> Path:
+    """An MP4 of ``n`` photos (cats and dogs alternating), ``hold`` frames each, at 25 fps."""
+    cats, dogs = sorted((photos / "cats").glob("*.jpg")), sorted((photos / "dogs").glob("*.jpg"))
+    files = [f for pair in zip(cats, dogs) for f in pair][:n]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, size)
+    for f in files:
+        img = cv2.resize(cv2.imread(str(f)), size, interpolation=cv2.INTER_AREA)
+        for _ in range(hold):
+            writer.write(img)
+    writer.release()
+    return path
+
+
+def rate(sp: ServeProcess, seconds: float) -> float:
+    h1 = sp.health()
+    time.sleep(seconds)
+    h2 = sp.health()
+    return (h2["frames"] - h1["frames"]) / (h2["uptime_s"] - h1["uptime_s"])
+
+
+def measure(sp: ServeProcess, viewers: int, window: float) -> dict:
+    before = rate(sp, window)
+    video = [StreamCounter(sp.port, "/stream.mjpg", b"--frame", nice=19) for _ in range(viewers)]
+    events = [StreamCounter(sp.port, "/events", b"data: ", nice=19) for _ in range(viewers)]
+    for v in video + events:
+        v.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    during = rate(sp, window)
+    seconds = time.monotonic() - t0
+    video_fps = [v.parts_since(t0) / seconds for v in video]
+    event_hz = [v.parts_since(t0) / seconds for v in events]
+    for v in video + events:
+        v.close()
+    time.sleep(0.3)
+    after = rate(sp, window)
+    return {
+        "fps_without": (before + after) / 2, "fps_with": during, "ratio": during / ((before + after) / 2),
+        "viewer_video_fps_min": min(video_fps, default=None), "viewer_video_fps_median": statistics.median(video_fps) if video_fps else None,
+        "viewer_events_hz_min": min(event_hz, default=None),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, help="an exported edgeclf .onnx model (default: a stand-in CNN)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--window", type=float, default=1.5, help="seconds per measuring window")
+    ap.add_argument("--viewers", default="1,5,20,50")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="edgeclf-serve-bench-"))
+    if args.model is None:
+        from onnx_fixtures import make_conv_model
+
+        args.model = make_conv_model(tmp / "conv.onnx")
+    if (CATS_DOGS / "cats").is_dir():
+        video = photo_video(tmp / "photos.mp4", CATS_DOGS)
+        video_desc = "40 shared cat and dog photos at 640x480, 5 frames each"
+    else:
+        from live_helpers import make_colour_video
+
+        video = make_colour_video(tmp / "colours.mp4", frames=100, fps=25, size=(640, 480), noise=12)
+        video_desc = "generated colour frames at 640x480 (shared photos not found)"
+    counts = [int(x) for x in args.viewers.split(",")]
+
+    rows: dict[int, list[dict]] = {n: [] for n in counts}
+    with ServeProcess(args.model, video, "--loop", "--no-realtime") as sp:
+        sp.wait_frames(100)
+        time.sleep(1.0)
+        jpeg = len(get(sp.local + "/snapshot.jpg")[2])
+        for r in range(args.rounds):
+            for n in counts:
+                rows[n].append(measure(sp, n, args.window))
+                print(f"round {r + 1}/{args.rounds}, {n:>2} viewers: ratio {rows[n][-1]['ratio']:.3f}", file=sys.stderr)
+        sp.stop()
+
+    results = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores", "model": str(args.model), "video": video_desc,
+        "rounds": args.rounds, "window_s": args.window, "jpeg_bytes": jpeg,
+        "viewers": {
+            str(n): {
+                "ratio_median": statistics.median(x["ratio"] for x in rs),
+                "ratio_min": min(x["ratio"] for x in rs),
+                "fps_without_median": statistics.median(x["fps_without"] for x in rs),
+                "fps_with_median": statistics.median(x["fps_with"] for x in rs),
+                "viewer_video_fps_min": min(x["viewer_video_fps_min"] for x in rs),
+                "viewer_video_fps_median": statistics.median(x["viewer_video_fps_median"] for x in rs),
+                "viewer_events_hz_min": min(x["viewer_events_hz_min"] for x in rs),
+            }
+            for n, rs in rows.items()
+        },
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "serve.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = [
+        "# Live view (`--serve`): cost to the inference loop", "",
+        f"Machine: {results['machine']}. Model: `{Path(results['model']).name}`. Video: {video_desc}, classified as fast as possible.",
+        f"Annotated JPEG sent to viewers: {jpeg / 1000:.0f} KB. {args.rounds} rounds; each window with viewers ({args.window:g} s) is compared with the mean of a window before and after it without.", "",
+        "| viewers | inference frames/s without | with | ratio (median) | ratio (worst round) | video frames/s per viewer (worst / median) | events/s per viewer (worst) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n, v in results["viewers"].items():
+        lines.append(f"| {n} | {v['fps_without_median']:.0f} | {v['fps_with_median']:.0f} | {v['ratio_median']:.3f} | {v['ratio_min']:.3f} | "
+                     f"{v['viewer_video_fps_min']:.1f} / {v['viewer_video_fps_median']:.1f} | {v['viewer_events_hz_min']:.1f} |")
+    (args.out / "serve.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
