@@ -147,19 +147,35 @@ class ServeProcess:
             self.stop()
 
 
-class MjpegViewer(threading.Thread):
+class StreamReader(threading.Thread):
+    """A thread that asks the server for ``path`` on its own connection and reads it in ``run``
+    until ``close()``."""
+
+    def __init__(self, port: int, path: str) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        self._halt = threading.Event()
+
+    def close(self) -> None:
+        self._halt.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+class MjpegViewer(StreamReader):
     """A viewer of /stream.mjpg that reads as fast as the server sends (``delay``: seconds to wait
     after each frame, a slow viewer) and counts the JPEG frames it received; ``frames_since(t)``."""
 
     def __init__(self, port: int, delay: float = 0.0, path: str = "/stream.mjpg") -> None:
-        super().__init__(daemon=True)
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        super().__init__(port, path)
         self.delay = delay
         self.times: list[float] = []
         self.last_jpeg: bytes | None = None
         self.error: BaseException | None = None
-        self._halt = threading.Event()
 
     def run(self) -> None:
         buf = b""
@@ -187,24 +203,13 @@ class MjpegViewer(threading.Thread):
     def frames_since(self, t: float) -> int:
         return sum(1 for x in self.times if x >= t)
 
-    def close(self) -> None:
-        self._halt.set()
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
 
-
-class EventsViewer(threading.Thread):
+class EventsViewer(StreamReader):
     """A reader of /events (server-sent events); keeps the parsed events."""
 
     def __init__(self, port: int) -> None:
-        super().__init__(daemon=True)
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.sock.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        super().__init__(port, "/events")
         self.events: list[dict] = []
-        self._halt = threading.Event()
 
     def run(self) -> None:
         buf = b""
@@ -222,14 +227,6 @@ class EventsViewer(threading.Thread):
         except OSError:
             pass
 
-    def close(self) -> None:
-        self._halt.set()
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-
 
 def stalled_viewer(port: int, path: str = "/stream.mjpg", rcvbuf: int = 4096) -> socket.socket:
     """A viewer that asks for a stream and never reads it (a tiny receive buffer, so the server's
@@ -241,20 +238,17 @@ def stalled_viewer(port: int, path: str = "/stream.mjpg", rcvbuf: int = 4096) ->
     return s
 
 
-class StreamCounter(threading.Thread):
+class StreamCounter(StreamReader):
     """A light viewer for load tests: reads a stream as fast as it comes and only counts its parts
     (``marker``: b"--frame" for MJPEG, b"data: " for events), with the time of each read.
     ``nice``: this thread's scheduling priority (Linux), e.g. 19 to stand in for a viewer on
     another machine that should not take the CPU from the server under test."""
 
     def __init__(self, port: int, path: str, marker: bytes, nice: int = 0) -> None:
-        super().__init__(daemon=True)
+        super().__init__(port, path)
         self.nice = nice
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         self.marker = marker
         self.reads: list[tuple[float, int]] = []  # (time, parts that began in this read)
-        self._halt = threading.Event()
 
     def run(self) -> None:
         if self.nice:
@@ -277,11 +271,3 @@ class StreamCounter(threading.Thread):
 
     def parts_since(self, t: float) -> int:
         return sum(k for when, k in self.reads if when >= t)
-
-    def close(self) -> None:
-        self._halt.set()
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
