@@ -320,3 +320,25 @@ def test_a_frame_that_cannot_be_drawn_is_logged_and_the_view_goes_on():
             time.sleep(0.05)
         assert viewer.times, "the stream stopped after one bad frame"
         viewer.close()
+
+
+def test_health_follows_a_network_stream_that_drops_and_comes_back(colour_model):
+    from mjpeg_server import MjpegServer
+
+    camera = MjpegServer(fps=25).start()
+    try:
+        with ServeProcess(colour_model, camera.url, "--timeout", "5") as sp:
+            assert sp.wait_frames(10)["source_state"] == "connected"
+            camera.stop()
+            deadline = time.monotonic() + 10
+            while sp.health()["source_state"] != "reconnecting" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert sp.health()["source_state"] == "reconnecting"
+            frames = sp.health()["frames"]
+            camera.start()
+            sp.wait_frames(frames + 10, timeout=20)
+            assert sp.health()["source_state"] == "connected"
+            assert "reconnected" in sp.stderr
+            assert sp.stop() == 130
+    finally:
+        camera.stop()
