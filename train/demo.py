@@ -84,6 +84,7 @@ def run_demo(out: Path, force: bool = False, epochs: int = DEMO_EPOCHS, per_clas
     console.print(f"{model.name} on {video.name}: {len(preds)} frames, {agree:.1%} labelled correctly, "
                   f"{len(preds) / seconds:.0f} frames/s end to end")
     console.print(f"  try: edgeclf predict {model} {video} --save {out / 'annotated.mp4'}")
+    console.print(f"   or: edgeclf predict {model} {video} --serve 8080 --loop   (then open http://127.0.0.1:8080/)")
 
     _step(5, "benchmark")
     results["bench"] = _bench(out / "export", video)
