@@ -18,7 +18,7 @@ from __future__ import annotations
 import collections
 import functools
 import json
-import select
+import selectors
 import socket
 import sys
 import threading
@@ -86,11 +86,21 @@ class _Viewer:
     since: float = 0.0
 
 
+def _ready(socks: list[socket.socket], event: int, timeout: float) -> list[socket.socket]:
+    """Those of ``socks`` ready for ``event`` (selectors.EVENT_READ or EVENT_WRITE) within
+    ``timeout`` seconds, through the platform's best mechanism (epoll, poll or select)."""
+    if not socks:
+        return []
+    with selectors.DefaultSelector() as sel:
+        for s in socks:
+            sel.register(s, event)
+        return [key.fileobj for key, _ in sel.select(timeout)]
+
+
 def _hung_up(socks: list[socket.socket]) -> list[socket.socket]:
     """The sockets whose viewer closed the connection (readable with nothing to read)."""
     gone = []
-    readable = select.select(socks, [], [], 0)[0] if socks else []
-    for s in readable:
+    for s in _ready(socks, selectors.EVENT_READ, 0):
         try:
             if not s.recv(4096):  # a viewer sends nothing after its request: this is the end
                 gone.append(s)
@@ -99,16 +109,6 @@ def _hung_up(socks: list[socket.socket]) -> list[socket.socket]:
         except OSError:
             gone.append(s)
     return gone
-
-
-def _wait_writable(socks: list[socket.socket], timeout: float) -> None:
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        for s in socks:
-            poller.register(s, select.POLLOUT)
-        poller.poll(timeout * 1000)
-    else:  # Windows
-        select.select([], socks, [], timeout)
 
 
 class LiveServer:
@@ -372,7 +372,7 @@ class LiveServer:
             timeout = max(0.0, wake_at - time.monotonic())
             pending = [v.sock for v in viewers if v.pending is not None and not v.done.is_set()]
             if pending:
-                _wait_writable(pending, min(timeout, 0.02))  # short: a new frame may come meanwhile
+                _ready(pending, selectors.EVENT_WRITE, min(timeout, 0.02))  # short: a new frame may come meanwhile
             elif video and not self._fresh.is_set():
                 self._fresh.wait(timeout)
             else:
