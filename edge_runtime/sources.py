@@ -164,6 +164,46 @@ def _video_fps(cap: Any) -> float | None:
     return fps if 0 < fps < 1000 else None
 
 
+class VideoCapture:
+    """A video file's capture that can start again from its first frame: ``rewind()`` reopens the
+    file (which works for every container, where seeking does not) and counts frames per pass."""
+
+    def __init__(self, spec: str, capture_factory: CaptureFactory = cv2_capture) -> None:
+        self.spec = spec
+        self._factory = capture_factory
+        self.cap = _open_video(spec, capture_factory)
+        self.taken = 0  # frames read or grabbed since the file was last opened
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        ok, image = self.cap.read()
+        self.taken += bool(ok and image is not None)
+        return ok, image
+
+    def grab(self) -> bool:
+        ok = self.cap.grab()
+        self.taken += bool(ok)
+        return ok
+
+    def rewind(self) -> bool:
+        """Start again from the first frame; False when this pass gave no frame (an empty video
+        would loop for ever). Raises EdgeclfError when the file can no longer be opened."""
+        if self.taken == 0:
+            return False
+        self.cap.release()
+        self.cap = _open_video(self.spec, self._factory)
+        self.taken = 0
+        return True
+
+    def isOpened(self) -> bool:  # noqa: N802 (cv2.VideoCapture's interface)
+        return self.cap.isOpened()
+
+    def get(self, prop: int) -> float:
+        return self.cap.get(prop)
+
+    def release(self) -> None:
+        self.cap.release()
+
+
 class VideoFile(Source):
     """Every frame of a video file, in order (``every`` N-th one); with ``loop``, from the start
     again at the end (frame numbers restart too)."""
@@ -174,8 +214,7 @@ class VideoFile(Source):
                  capture_factory: CaptureFactory = cv2_capture) -> None:
         super().__init__(spec, every, max_frames)
         self.loop = loop
-        self._capture_factory = capture_factory
-        self.cap = _open_video(spec, capture_factory)
+        self.cap = VideoCapture(spec, capture_factory)
         self.fps = _video_fps(self.cap)
         count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.total = self._limit(count) if count > 0 and not loop else None
@@ -190,9 +229,7 @@ class VideoFile(Source):
             else:
                 ok, image = self.cap.read()
             if not ok or (image is None and not i % self.every):
-                if self.loop and i > 0:  # i == 0: an empty video would loop for ever
-                    self.cap.release()
-                    self.cap = _open_video(self.spec, self._capture_factory)
+                if self.loop and self.cap.rewind():
                     i = 0
                     continue
                 self.state = "ended"
@@ -212,14 +249,12 @@ class PacedCapture:
     (``fps``), and with ``loop`` starts again at the end. Give it to ``LiveSource`` so a slow model
     skips frames, as it would on a camera, instead of slowing the video down."""
 
-    def __init__(self, cap: Any, reopen: Callable[[], Any], fps: float, loop: bool = False) -> None:
+    def __init__(self, cap: VideoCapture, fps: float, loop: bool = False) -> None:
         self.cap = cap
-        self._reopen = reopen
         self.fps = fps
         self.loop = loop
         self._start: float | None = None
         self._n = 0  # frames read since _start
-        self._in_pass = 0  # frames read since the video last started
 
     def isOpened(self) -> bool:  # noqa: N802 (cv2.VideoCapture's interface)
         return self.cap.isOpened()
@@ -237,17 +272,14 @@ class PacedCapture:
         elif now - due > 1.0:  # far behind (the process was paused): restart the clock, don't race
             self._start, self._n = now, 0
         ok, image = self.cap.read()
-        if (not ok or image is None) and self.loop and self._in_pass > 0:
-            self.cap.release()
+        if (not ok or image is None) and self.loop:
             try:
-                self.cap = self._reopen()
+                if self.cap.rewind():
+                    ok, image = self.cap.read()
             except EdgeclfError:  # the file went away: the source ends
                 return False, None
-            self._in_pass = 0
-            ok, image = self.cap.read()
         if ok and image is not None:
             self._n += 1
-            self._in_pass += 1
         return ok, image
 
     def release(self) -> None:
@@ -454,8 +486,8 @@ def open_source(
             raise EdgeclfError(f"{spec}: empty file (0 bytes)")
         if not realtime:
             return VideoFile(spec, loop=loop, capture_factory=capture_factory, **common)
-        cap = _open_video(spec, capture_factory)  # fails here, in one line, if unreadable
-        paced = PacedCapture(cap, lambda: _open_video(spec, capture_factory), _video_fps(cap) or 25.0, loop)
+        cap = VideoCapture(spec, capture_factory)  # fails here, in one line, if unreadable
+        paced = PacedCapture(cap, _video_fps(cap) or 25.0, loop)
         return LiveSource(spec, "video", lambda: paced, timeout=timeout, warn=warn, reconnect=False, **common)
     if _GLOB_CHARS.search(spec):
         matches = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
