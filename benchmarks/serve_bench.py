@@ -46,29 +46,22 @@ def photo_video(path: Path, photos: Path, n: int = 40, hold: int = 5, size: tupl
     return path
 
 
-def rate(sp: ServeProcess, seconds: float) -> float:
-    h1 = sp.health()
-    time.sleep(seconds)
-    h2 = sp.health()
-    return (h2["frames"] - h1["frames"]) / (h2["uptime_s"] - h1["uptime_s"])
-
-
 def measure(sp: ServeProcess, viewers: int, window: float) -> dict:
-    before = rate(sp, window)
+    before = sp.frame_rate(window)
     video = [StreamCounter(sp.port, "/stream.mjpg", b"--frame", nice=19) for _ in range(viewers)]
     events = [StreamCounter(sp.port, "/events", b"data: ", nice=19) for _ in range(viewers)]
     for v in video + events:
         v.start()
     time.sleep(0.5)
     t0 = time.monotonic()
-    during = rate(sp, window)
+    during = sp.frame_rate(window)
     seconds = time.monotonic() - t0
     video_fps = [v.parts_since(t0) / seconds for v in video]
     event_hz = [v.parts_since(t0) / seconds for v in events]
     for v in video + events:
         v.close()
     time.sleep(0.3)
-    after = rate(sp, window)
+    after = sp.frame_rate(window)
     return {
         "fps_without": (before + after) / 2, "fps_with": during, "ratio": during / ((before + after) / 2),
         "viewer_video_fps_min": min(video_fps, default=None), "viewer_video_fps_median": statistics.median(video_fps) if video_fps else None,

@@ -120,6 +120,13 @@ class ServeProcess:
     def health(self) -> dict:
         return get_json(self.local + "/api/health")
 
+    def frame_rate(self, seconds: float) -> float:
+        """Frames the server classified per second over the next ``seconds`` (from /api/health)."""
+        h1 = self.health()
+        time.sleep(seconds)
+        h2 = self.health()
+        return (h2["frames"] - h1["frames"]) / (h2["uptime_s"] - h1["uptime_s"])
+
     def wait_frames(self, n: int, timeout: float = 30) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -34,13 +34,6 @@ def load_setup(tmp_path_factory):
     return make_conv_model(d / "conv.onnx"), video
 
 
-def _rate(sp: ServeProcess, seconds: float) -> float:
-    h1 = sp.health()
-    time.sleep(seconds)
-    h2 = sp.health()
-    return (h2["frames"] - h1["frames"]) / (h2["uptime_s"] - h1["uptime_s"])
-
-
 def test_twenty_viewers_do_not_slow_inference(load_setup):
     model, video = load_setup
     with ServeProcess(model, video, "--loop", "--no-realtime") as sp:
@@ -48,7 +41,7 @@ def test_twenty_viewers_do_not_slow_inference(load_setup):
         time.sleep(1.0)
         base, loaded, per_viewer = [], [], []
         for _ in range(ROUNDS):
-            base.append(_rate(sp, WINDOW_S))
+            base.append(sp.frame_rate(WINDOW_S))
             video_viewers = [StreamCounter(sp.port, "/stream.mjpg", b"--frame", nice=19) for _ in range(VIEWERS)]
             event_viewers = [StreamCounter(sp.port, "/events", b"data: ", nice=19) for _ in range(VIEWERS)]
             stalled = [stalled_viewer(sp.port) for _ in range(2)] + [stalled_viewer(sp.port, "/events")]
@@ -57,7 +50,7 @@ def test_twenty_viewers_do_not_slow_inference(load_setup):
                 v.start()
             time.sleep(0.5)
             t0 = time.monotonic()
-            loaded.append(_rate(sp, WINDOW_S))
+            loaded.append(sp.frame_rate(WINDOW_S))
             seconds = time.monotonic() - t0
             per_viewer.append(([v.parts_since(t0) / seconds for v in video_viewers],
                                [v.parts_since(t0) / seconds for v in event_viewers]))
@@ -66,7 +59,7 @@ def test_twenty_viewers_do_not_slow_inference(load_setup):
                 v.close()
             for s in (*stalled, idle):
                 s.close()
-        base.append(_rate(sp, WINDOW_S))
+        base.append(sp.frame_rate(WINDOW_S))
 
         paired = [loaded[i] / ((base[i] + base[i + 1]) / 2) for i in range(ROUNDS)]
         ratio = statistics.median(paired)
