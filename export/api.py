@@ -94,7 +94,7 @@ def export_model(
 
         # --- fp32: convert, check parity with Keras, write
         proto = keras_to_onnx(model, opset, label=str(src.model_path))
-        set_metadata(proto, edgeclf_metadata(class_names, size, src.architecture, src.val_accuracy, sha, "fp32"))
+        set_metadata(proto, edgeclf_metadata(class_names, size, src.architecture, src.val_accuracy, sha, "fp32", src.weights))
         fp32_bytes = proto.SerializeToString()
         keras_probs = _keras_predict(model, parity_x, step("parity: Keras", len(parity_x)))
         from .onnxrun import predict, session
@@ -108,6 +108,7 @@ def export_model(
             "source": str(src.model_path.resolve()),
             "source_sha256": sha,
             "architecture": src.architecture,
+            "weights": src.weights,
             "class_names": class_names,
             "input_size": list(size),
             "opset": opset,
@@ -121,7 +122,7 @@ def export_model(
             from .fp16 import to_fp16
 
             proto16 = to_fp16(proto)
-            set_metadata(proto16, edgeclf_metadata(class_names, size, src.architecture, src.val_accuracy, sha, "fp16"))
+            set_metadata(proto16, edgeclf_metadata(class_names, size, src.architecture, src.val_accuracy, sha, "fp16", src.weights))
             fp16_bytes = proto16.SerializeToString()
             probs16 = predict(session(fp16_bytes), parity_x, progress=step("parity: ONNX fp16", len(parity_x)))
             report["fp16"] = {k: v for k, v in parity.compare(keras_probs, probs16).items()}
@@ -131,7 +132,7 @@ def export_model(
             assert calib_set is not None
             result, int8_bytes = _int8(
                 fp32_bytes, fp32_sess, calib_set, val, calib_method, max_drop, step,
-                metadata=lambda acc: edgeclf_metadata(class_names, size, src.architecture, acc, sha, "int8"),
+                metadata=lambda acc: edgeclf_metadata(class_names, size, src.architecture, acc, sha, "int8", src.weights),
             )
             result["calib_source"] = str(calib_dir.resolve()) if calib_dir is not None else "training split (run.json)"
             report["int8"] = result

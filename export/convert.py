@@ -71,9 +71,11 @@ def edgeclf_metadata(
     val_accuracy: float | None,
     source_sha256: str,
     precision: str,
+    weights: dict | None = None,
 ) -> dict[str, str]:
     """The metadata the edge runtime reads, so an .onnx file needs no other file beside it."""
     return {
+        **({md.WEIGHTS: json.dumps(weights)} if weights else {}),
         md.CLASS_NAMES: json.dumps(list(class_names)),
         md.INPUT_HEIGHT: str(size[0]),
         md.INPUT_WIDTH: str(size[1]),

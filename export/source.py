@@ -27,6 +27,12 @@ class ExportSource:
         return str(self.run.get("architecture", "unknown"))
 
     @property
+    def weights(self) -> dict | None:
+        """Where a pretrained backbone's weights came from (run.json), for the model's provenance."""
+        w = self.run.get("weights")
+        return w if isinstance(w, dict) else None
+
+    @property
     def val_accuracy(self) -> float | None:
         best = self.run.get("best") or {}
         return best.get("val_accuracy")

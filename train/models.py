@@ -21,6 +21,12 @@ class Architecture:
     build: Callable[..., keras.Model]
     default_epochs: int
     pretrained: bool = False
+    # Transfer learning: epochs of head-only training on the frozen backbone, and the backbone
+    # layer from which fine-tuning unfreezes (BatchNorm always stays frozen).
+    head_epochs: int = 0
+    fine_tune_from: str | None = None
+    default_lr: float = 1e-3
+    fine_tune_lr_scale: float = 0.1  # fine-tuning learning rate = head learning rate x this
 
 
 def build_seed(num_classes: int, size: int, dropout: float = 0.5, **_) -> keras.Model:
@@ -97,15 +103,24 @@ def build_mobilenet_v2(
     return keras.Model(inputs, outputs, name="mobilenet_v2")
 
 
+def build_efficientnet_lite0(num_classes: int, size: int, weights: str | None = "imagenet", **kw) -> keras.Model:
+    from .efficientnet_lite import build_efficientnet_lite0 as build
+
+    return build(num_classes, size, weights=weights, **kw)
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
     for a in (
-        Architecture("edgenet", 128, "compact residual CNN, edgeclf's default for edge CPUs", build_edgenet, 60),
+        Architecture("efficientnet_lite0", 160, "transfer learning on ImageNet-pretrained EfficientNet-Lite0, edgeclf's default",
+                     build_efficientnet_lite0, 15, True, head_epochs=5, fine_tune_from="block9_expand_conv"),
+        Architecture("edgenet", 128, "compact residual CNN trained from scratch", build_edgenet, 60, default_lr=2e-3),
         Architecture("seed", 64, "the tutorials' reference CNN (2 conv + dense 128)", build_seed, 40),
-        Architecture("mobilenet_v2", 160, "transfer learning on keras.applications MobileNetV2", build_mobilenet_v2, 30, True),
+        Architecture("mobilenet_v2", 160, "transfer learning on keras.applications MobileNetV2", build_mobilenet_v2, 30, True,
+                     head_epochs=10, fine_tune_from="block_13_expand", fine_tune_lr_scale=0.02),
     )
 }
-DEFAULT_ARCHITECTURE = "edgenet"
+DEFAULT_ARCHITECTURE = "efficientnet_lite0"
 
 
 def count_macs(model: keras.Model) -> int:

@@ -25,7 +25,7 @@ from edge_runtime.errors import EdgeclfError
 from edge_runtime.metrics import classification_report
 from edge_runtime.preprocess import COLOR_ORDER, RESIZE
 
-from .models import ARCHITECTURES, count_macs
+from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, count_macs
 from .data import check_classes, data_fingerprint, load_split, plan_splits
 from .progress import EpochProgress, console, load_progress
 
@@ -38,7 +38,7 @@ class TrainConfig:
 
     data_dir: Path
     out: Path
-    model: str = "edgenet"
+    model: str = DEFAULT_ARCHITECTURE
     img_size: int | None = None
     epochs: int | None = None  # None: the architecture's default
     batch_size: int = 32
@@ -68,16 +68,20 @@ class Stage:
 
 
 def _stages(cfg: TrainConfig) -> list[Stage]:
-    if cfg.model == "mobilenet_v2":
-        head = max(1, cfg.epochs // 3)
-        fine = cfg.epochs - head
-        stages = [Stage("head", head, cfg.lr or 1e-3, backbone_trainable_from="")]
-        if fine > 0:
-            # Fine-tune the last blocks only, slowly, as keras-io's transfer-learning guide does.
-            stages.append(Stage("fine-tune", fine, (cfg.lr or 1e-3) / 50, backbone_trainable_from="block_13_expand"))
-        return stages
-    default_lr = {"seed": 1e-3, "edgenet": 2e-3}.get(cfg.model, 1e-3)
-    return [Stage("train", cfg.epochs, cfg.lr or default_lr)]
+    arch = ARCHITECTURES[cfg.model]
+    lr = cfg.lr or arch.default_lr
+    if arch.fine_tune_from is None or cfg.weights == "none":
+        return [Stage("train", cfg.epochs, lr)]
+    # Transfer learning as keras-io's guide does it: a new head on the frozen backbone first (so
+    # its random gradients cannot wreck the pretrained features), then the top blocks fine-tuned
+    # slowly with BatchNorm kept in inference mode.
+    head = min(cfg.epochs, arch.head_epochs) if cfg.epochs >= 2 else cfg.epochs
+    head = min(head, max(1, cfg.epochs // 2))
+    stages = [Stage("head", head, lr, backbone_trainable_from="")]
+    if cfg.epochs - head > 0:
+        stages.append(Stage("fine-tune", cfg.epochs - head, lr * arch.fine_tune_lr_scale,
+                            backbone_trainable_from=arch.fine_tune_from))
+    return stages
 
 
 def _validate(cfg: TrainConfig) -> None:
@@ -95,7 +99,7 @@ def _validate(cfg: TrainConfig) -> None:
     if cfg.resume and cfg.force:
         raise EdgeclfError("--resume and --force contradict each other: choose one")
     if cfg.weights not in ("imagenet", "none") and not Path(cfg.weights).is_file():
-        raise EdgeclfError(f"{cfg.weights}: --weights file does not exist (use imagenet, none or a .h5 file)")
+        raise EdgeclfError(f"{cfg.weights}: --weights file does not exist (use imagenet, none or a weights file)")
     out = cfg.out
     if out.exists() and not out.is_dir():
         raise EdgeclfError(f"{out}: --out exists and is not a folder")
@@ -286,9 +290,11 @@ def train(cfg: TrainConfig) -> dict:
     else:
         weights = None if cfg.weights == "none" else cfg.weights
         model = arch.build(len(class_names), size, weights=weights, **cfg.extra)
+        weights_info = getattr(model, "weights_info", None)
         state = {
             "config": {"model": cfg.model, "img_size": size, "seed": cfg.seed, "val_split": cfg.val_split, "mixup": cfg.mixup,
                        "weight_decay": cfg.weight_decay,
+                       "weights": _weights_record(arch, cfg.weights, weights_info),
                        "val_dir": str(cfg.val_dir.resolve()) if cfg.val_dir else None},
             "data_fingerprint": fingerprint,
             "epoch": 0, "stage": 0, "wait": 0, "stopped_early": False,
@@ -351,7 +357,7 @@ def _finish(cfg, out, state, class_names, x_val, y_val, y_train, train_paths, va
         "epochs_run": state["epoch"],
         "batch_size": cfg.batch_size,
         "weight_decay": cfg.weight_decay,
-        "weights": cfg.weights if cfg.model == "mobilenet_v2" else None,
+        "weights": state["config"].get("weights"),
         "data_dir": str(Path(cfg.data_dir).resolve()),
         "val_dir": str(Path(cfg.val_dir).resolve()) if cfg.val_dir else None,
         "val_split": None if cfg.val_dir else cfg.val_split,
@@ -379,6 +385,14 @@ def _finish(cfg, out, state, class_names, x_val, y_val, y_train, train_paths, va
         (out / "last.keras").unlink(missing_ok=True)
         (out / "state.json").unlink(missing_ok=True)
     return run
+
+
+def _weights_record(arch, weights: str, info) -> dict | None:
+    """Where the initial weights came from (backbone, source, file and its SHA-256), for run.json."""
+    if not arch.pretrained:
+        return None
+    record = info.as_dict() if info is not None else {"source": weights}
+    return {"backbone": arch.name, **record}
 
 
 def _aug_desc(on: bool) -> str:
