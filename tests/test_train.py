@@ -49,7 +49,7 @@ def test_train_writes_complete_run_folder(trained_run, shapes_dir):
     run = json.loads((trained_run / "run.json").read_text())
     assert run["class_names"] == ["circle", "square", "triangle"]
     assert run["input_size"] == [48, 48] and run["color_order"] == "RGB"
-    assert run["architecture"] == "edgenet" and run["seed"] == 1337
+    assert run["architecture"] == "efficientnet_lite0" and run["seed"] == 1337  # the default network
     assert run["params"] > 10_000 and 1e6 < run["macs"] < 150e6
     # 40 images a class, 20% held out per class, stratified.
     assert run["counts"] == {c: {"train": 32, "val": 8} for c in run["class_names"]}
@@ -260,11 +260,12 @@ def test_mobilenet_v2_without_weights(tmp_path, shapes_dir):
 
 
 def test_architectures_budget():
-    """The default network stays within 150 M MACs per frame at its default size."""
+    """The default network stays within 250 M MACs per frame at its default size (a Raspberry Pi 4
+    class CPU must run it live)."""
     from train.models import ARCHITECTURES, DEFAULT_ARCHITECTURE, count_macs
 
     arch = ARCHITECTURES[DEFAULT_ARCHITECTURE]
-    assert count_macs(arch.build(2, arch.default_size)) <= 150e6
+    assert count_macs(arch.build(2, arch.default_size, weights="none")) <= 250e6
     seed = ARCHITECTURES["seed"].build(2, 64)
     # conv 3x3x3x32 at 62x62, conv 3x3x32x32 at 29x29, dense 14*14*32 -> 128, dense 128 -> 2
     expected = 62 * 62 * 27 * 32 + 29 * 29 * 288 * 32 + 14 * 14 * 32 * 128 + 128 * 2
