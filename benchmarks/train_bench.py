@@ -76,7 +76,7 @@ def main() -> None:
     ap.add_argument("--models", default="", help="other architectures to train at their default size, e.g. edgenet,seed")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1337)
-    ap.add_argument("--reuse", action="store_true", help="reuse finished runs and exports in --work (re-measure only)")
+    ap.add_argument("--reuse", action="store_true", help="reuse finished runs and exports in --work (delete a run's export/ to export it again)")
     args = ap.parse_args()
 
     from export.api import export_model
@@ -88,10 +88,14 @@ def main() -> None:
     rows = []
     for name, size in jobs:
         out = args.work / f"{name}-{size or 'default'}"
-        if args.reuse and (out / "run.json").is_file() and (out / "export" / "export.json").is_file():
-            run, report = (json.loads(f.read_text()) for f in (out / "run.json", out / "export" / "export.json"))
+        # --reuse: a finished run (run.json) is not trained again, an export (export.json) not redone.
+        if args.reuse and (out / "run.json").is_file():
+            run = json.loads((out / "run.json").read_text())
         else:
             run = train(TrainConfig(data_dir=args.data, out=out, model=name, img_size=size, seed=args.seed, force=True, quiet=True))
+        if args.reuse and (out / "export" / "export.json").is_file():
+            report = json.loads((out / "export" / "export.json").read_text())
+        else:
             report = export_model(out, int8=True, show_progress=False)
         q = report["int8"]
         rows.append({
