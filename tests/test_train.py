@@ -36,7 +36,8 @@ def _is_png(path: Path) -> bool:
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, shapes_dir) -> Path:
     out = tmp_path_factory.mktemp("run") / "run"
-    res = run_cli("train", shapes_dir, "--out", out, "--epochs", "3", "--img-size", "48", "--batch-size", "16")
+    # edgenet keeps this fixture fast; the pretrained default is trained in test_pretrained.py.
+    res = run_cli("train", shapes_dir, "--out", out, "--model", "edgenet", "--epochs", "3", "--img-size", "48", "--batch-size", "16")
     assert res.returncode == 0, res.stderr
     return out
 
@@ -49,7 +50,7 @@ def test_train_writes_complete_run_folder(trained_run, shapes_dir):
     run = json.loads((trained_run / "run.json").read_text())
     assert run["class_names"] == ["circle", "square", "triangle"]
     assert run["input_size"] == [48, 48] and run["color_order"] == "RGB"
-    assert run["architecture"] == "efficientnet_lite0" and run["seed"] == 1337  # the default network
+    assert run["architecture"] == "edgenet" and run["seed"] == 1337
     assert run["params"] > 10_000 and 1e6 < run["macs"] < 150e6
     # 40 images a class, 20% held out per class, stratified.
     assert run["counts"] == {c: {"train": 32, "val": 8} for c in run["class_names"]}
@@ -105,10 +106,10 @@ def test_refuses_existing_run_without_force(trained_run, shapes_dir):
 
 
 def test_learns_shapes_well_above_chance(tmp_path):
-    """A real learning check: the default network separates the generated shapes."""
+    """A real learning check: the from-scratch network separates the generated shapes."""
     data = make_shapes_dataset(tmp_path / "data", per_class=150, size=48, seed=5)
     out = tmp_path / "run"
-    res = run_cli("train", data, "--out", out, "--epochs", "15", "--img-size", "48", "--json")
+    res = run_cli("train", data, "--out", out, "--model", "edgenet", "--epochs", "15", "--img-size", "48", "--json")
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["best"]["val_accuracy"] >= 0.6, summary["best"]  # chance is 0.33
@@ -123,7 +124,7 @@ def test_skips_bad_files_and_records_them(tmp_path):
     (data / "square" / "truncated.jpg").write_bytes(jpg[: len(jpg) // 2])
     (data / "triangle" / "notes.jpg").write_text("not an image")
     out = tmp_path / "run"
-    res = run_cli("train", data, "--out", out, "--epochs", "1", "--img-size", "32")
+    res = run_cli("train", data, "--out", out, "--model", "edgenet", "--epochs", "1", "--img-size", "32")
     assert res.returncode == 0, res.stderr
     warnings = [l for l in res.stderr.splitlines() if l.startswith("warning: skipped")]
     assert len(warnings) == 4
@@ -152,7 +153,7 @@ def test_bad_data_dirs_fail_in_one_line(tmp_path, case):
     if case == "empty_class":
         for p in (data / "square").iterdir():
             p.unlink()
-    res = run_cli("train", data, "--out", tmp_path / "run", "--epochs", "1", "--img-size", "32")
+    res = run_cli("train", data, "--out", tmp_path / "run", "--model", "edgenet", "--epochs", "1", "--img-size", "32")
     expected = {
         "missing": "does not exist",
         "no_classes": "no class folders",
