@@ -216,6 +216,8 @@ class Classifier:
         if probs.shape != (len(batch_rgb), len(self.class_names)):  # a graph whose declared shape lied
             raise EdgeclfError(f"{self.path}: model gave output of shape {list(probs.shape)} for {len(batch_rgb)} "
                                f"image(s); expected [{len(batch_rgb)}, {len(self.class_names)}] (one per class)")
+        if not np.isfinite(probs).all():  # would print as bare NaN: invalid JSON, and no real answer
+            raise EdgeclfError(f"{self.path}: model gave probabilities that are not finite numbers (NaN or infinity)")
         return probs
 
     def predict(self, image_bgr: np.ndarray) -> Prediction:

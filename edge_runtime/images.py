@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -218,8 +219,13 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
     """
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ImageReadError(path, f"{path.stat().st_size / 2**20:.0f} MiB file, above edgeclf's limit of "
+        st = path.stat()
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block the read or never end
+            raise ImageReadError(path, "not a regular file (a pipe, socket or device)")
+        if st.st_size > MAX_FILE_BYTES:
+            raise ImageReadError(path, f"{st.st_size / 2**20:.0f} MiB file, above edgeclf's limit of "
                                  f"{MAX_FILE_BYTES // 2**20} MiB for one image")
         data = path.read_bytes()
     except FileNotFoundError:

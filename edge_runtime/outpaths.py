@@ -2,8 +2,8 @@
 
 The overwrite rule: an output never replaces an input (the model, the source file, a file of the
 source folder or glob), not even with ``--force``; it replaces an existing file only when edgeclf
-wrote that file (a CSV with edgeclf's header, a PNG or video carrying edgeclf's mark) or when the
-user passes ``--force``. Folders that cannot be created or written to fail here, in one line,
+wrote that file as the same kind of output (a CSV with edgeclf's header, a PNG or video carrying
+edgeclf's mark) or when the user passes ``--force``. Folders that cannot be created or written to fail here, in one line,
 instead of after the work.
 """
 
@@ -42,15 +42,18 @@ def _head_tail(path: Path, n: int = 4096) -> tuple[bytes, bytes]:
         return b"", b""
 
 
-def written_by_edgeclf(path: str | os.PathLike) -> bool:
-    """True when ``path`` is a file edgeclf wrote: a ``--csv`` file, a ``--plot`` PNG or a
-    ``--save`` video (by the marks above)."""
+def written_by_edgeclf(path: str | os.PathLike, kind: str | None = None) -> bool:
+    """True when ``path`` is a file edgeclf wrote (by the marks above): a ``"csv"`` (``--csv``), a
+    ``"png"`` (``--plot``) or a ``"video"`` (``--save``); of the given ``kind`` only, if given."""
     head, tail = _head_tail(Path(path))
+    found = None
     if head.startswith(",".join(CSV_HEADER).encode()):
-        return True
-    if head.startswith(b"\x89PNG\r\n\x1a\n") and b"\0".join(PNG_TEXT) in head:
-        return True
-    return tail.endswith(VIDEO_MARK)
+        found = "csv"
+    elif head.startswith(b"\x89PNG\r\n\x1a\n") and b"\0".join(PNG_TEXT) in head:
+        found = "png"
+    elif tail.endswith(VIDEO_MARK):
+        found = "video"
+    return found is not None and kind in (None, found)
 
 
 def video_mark(suffix: str) -> bytes:
@@ -74,6 +77,9 @@ def png_with_mark(png: bytes) -> bytes:
     return png[:end_ihdr] + chunk + png[end_ihdr:]
 
 
+_KINDS = {"--csv": "csv", "--plot": "png", "--save": "video"}
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -92,7 +98,7 @@ def check_output(path: str | os.PathLike, option: str, inputs: Iterable[str | os
         for given in inputs:
             if _same_file(path, Path(given)):
                 raise EdgeclfError(f"{option} {path}: is an input of this command; edgeclf never overwrites its inputs")
-        if not force and not written_by_edgeclf(path):
+        if not force and not written_by_edgeclf(path, _KINDS.get(option)):
             raise EdgeclfError(f"{option} {path}: file exists and edgeclf did not write it; "
                                "choose another name or pass --force to replace it")
     parent = path.parent
