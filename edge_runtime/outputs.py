@@ -133,7 +133,9 @@ class VideoOutput:
         self._closed = False
 
     def _fail(self, e: OSError) -> OutputError:
-        self.close(keep=False)
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._stack.__exit__(RuntimeError, RuntimeError("discarded"), None)
         return disk_error(self.path, "--save", e, f"{self.frames} frames")
 
     def write(self, image_bgr: np.ndarray) -> None:

@@ -395,8 +395,7 @@ def run_predict(
                 output_error = output_error or e
         if display:
             display.close()
-    if output_error is not None:
-        print(f"edgeclf: {summary.line()}", file=sys.stderr)
+    if output_error is not None:  # the one error line says how far it got
         raise output_error
     if save and video_out and video_out.frames == 0:
         warn(f"--save: no frames, {save} not written")
