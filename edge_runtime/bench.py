@@ -74,23 +74,9 @@ def open_bench_source(src: Path, limit: int) -> Source:
     return frames
 
 
-#: Bytes per frame onnxruntime needs beyond the input, as a multiple of the input as float32: a
-#: rough, generous allowance for a small CNN's activations (edgenet at 128x128 uses about 5x).
-ACTIVATION_FACTOR = 16
-
-
 def check_bench_batches(batches: Sequence[int], clf: Classifier) -> None:
-    """One-line errors for batch sizes the model cannot take: above 1 for a graph that fixes the
-    batch at 1, or more than half the available memory by the estimate above."""
-    if clf.max_batch == 1 and max(batches) > 1:
-        raise EdgeclfError(f"--batch {max(batches)}: {clf.path} takes one image per call (its graph fixes the batch at 1); use --batch 1")
-    h, w = clf.size
-    per_frame = h * w * 3 * (1 + np.dtype(clf.input_dtype).itemsize + 4 * ACTIVATION_FACTOR)
-    budget = sysinfo.available_memory_bytes() // 2
-    if max(batches) * per_frame > budget:
-        raise EdgeclfError(f"--batch {max(batches)}: needs about {max(batches) * per_frame / 2**30:.1f} GiB for a {h}x{w} model, "
-                           f"more than half of the {2 * budget / 2**30:.1f} GiB of memory available; "
-                           f"use --batch {max(1, budget // per_frame)} or less")
+    """One-line errors for batch sizes the model cannot take (see ``Classifier.check_batch``)."""
+    clf.check_batch(max(batches), "--batch")
 
 
 # ------------------------------------------------------------------------------------------ benchmark

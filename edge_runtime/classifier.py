@@ -19,12 +19,17 @@ import onnxruntime as ort
 
 from . import metadata as md
 from . import providers as prov
+from . import sysinfo
 from .errors import EdgeclfError, first_line, safe_text, warn
 from .images import to_bgr8
 from .preprocess import resize_rgb
 
 _DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
 
+
+#: Bytes per image onnxruntime may need beyond the input, as a multiple of the input as float32: a
+#: rough, generous allowance for a small CNN's activations (edgenet at 128x128 needs about 5x).
+ACTIVATION_FACTOR = 16
 
 #: Bounds on what a model's metadata may declare (a hostile file must not make the runtime allocate
 #: gigabytes per image or recurse without end).
@@ -203,6 +208,20 @@ class Classifier:
 
     def __repr__(self) -> str:
         return f"Classifier({str(self.path)!r}, providers={prov.short_names(self.providers)}, size={self.size}, classes={len(self.class_names)})"
+
+    def check_batch(self, batch: int, option: str = "--batch") -> None:
+        """A one-line error when ``batch`` images per call cannot run: above 1 for a graph that
+        fixes the batch at 1, or more than half the available memory by a rough estimate (the
+        input, its float copy, and ``ACTIVATION_FACTOR`` x the float input for activations)."""
+        if self.max_batch == 1 and batch > 1:
+            raise EdgeclfError(f"{option} {batch}: {self.path} takes one image per call (its graph fixes the batch at 1); use {option} 1")
+        h, w = self.size
+        per_frame = h * w * 3 * (1 + np.dtype(self.input_dtype).itemsize + 4 * ACTIVATION_FACTOR)
+        budget = sysinfo.available_memory_bytes() // 2
+        if batch * per_frame > budget:
+            raise EdgeclfError(f"{option} {batch}: needs about {batch * per_frame / 2**30:.1f} GiB for a {h}x{w} model, "
+                               f"more than half of the {2 * budget / 2**30:.1f} GiB of memory available; "
+                               f"use {option} {max(1, budget // per_frame)} or less")
 
     def preprocess(self, image_bgr: np.ndarray) -> np.ndarray:
         """BGR image as OpenCV reads it -> RGB uint8 at the model's input size (training's resize)."""

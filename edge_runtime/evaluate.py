@@ -20,12 +20,13 @@ from .metrics import classification_report
 console = Console(stderr=True, highlight=False)
 
 
-def _open(model: Path, data_dir: Path):
+def _open(model: Path, data_dir: Path, batch_size: int = 32):
     """(class_names, size, predict(batch) -> probs, kind) for an .onnx, a .keras or a run folder."""
     if model.suffix == ".onnx":
         from .classifier import Classifier
 
         clf = Classifier(model)
+        clf.check_batch(1 if clf.max_batch == 1 else batch_size, "--batch-size")  # fixed batch 1: image by image
         return clf.class_names, clf.size, clf.predict_arrays, "onnx"
     if not model.exists():
         raise EdgeclfError(f"{model}: no such model file or run folder")
@@ -48,7 +49,7 @@ def evaluate(model: Path, data_dir: Path, batch_size: int = 32, quiet: bool = Fa
     if batch_size < 1:
         raise EdgeclfError(f"--batch-size must be at least 1 (got {batch_size})")
     model, data_dir = Path(model), Path(data_dir)
-    class_names, size, predict, kind = _open(model, data_dir)
+    class_names, size, predict, kind = _open(model, data_dir, batch_size)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
                   transient=True, disable=quiet) as progress:
         n = sum(len(v) for v in scan_class_folders(data_dir)[1].values())

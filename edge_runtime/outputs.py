@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import IO, Any, Sequence
 
@@ -112,6 +113,10 @@ def annotate(image_bgr: np.ndarray, pred: Prediction, fps: float | None = None, 
     return img
 
 
+def _fourcc(path: Path) -> str:
+    return "mp4v" if path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"
+
+
 class VideoOutput:
     """``--save OUT.mp4``: annotated frames written to a video, renamed into place when closed.
     Frames of another size than the first (a folder of photos) are resized to it.
@@ -132,6 +137,22 @@ class VideoOutput:
         self._tmp: Path | None = None
         self._closed = False
 
+    @staticmethod
+    def check_format(path: str | os.PathLike) -> None:
+        """Fail in one line, before any work, when OpenCV cannot write a video of this type (a
+        tiny one is opened beside ``path``, then removed)."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=".edgeclf-probe.", suffix=path.suffix, dir=path.parent)
+        os.close(fd)
+        try:
+            writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*_fourcc(path)), 10.0, (64, 48))
+            ok = writer.isOpened()
+            writer.release()
+        finally:
+            os.unlink(tmp)
+        if not ok:
+            raise EdgeclfError(f"--save {path}: OpenCV cannot write this video format (try .mp4 or .avi)")
+
     def _fail(self, e: OSError) -> OutputError:
         self._closed = True
         with contextlib.suppress(OSError):
@@ -142,7 +163,7 @@ class VideoOutput:
         if self._writer is None:
             tmp = self._tmp = self._stack.enter_context(atomic_path(self.path))
             self._size = (image_bgr.shape[1] // 2 * 2, image_bgr.shape[0] // 2 * 2)  # codecs want even sizes
-            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
+            fourcc = cv2.VideoWriter_fourcc(*_fourcc(self.path))
             self._writer = cv2.VideoWriter(str(tmp), fourcc, self.fps, self._size)
             if not self._writer.isOpened():
                 self._stack.__exit__(RuntimeError, RuntimeError("cannot write"), None)

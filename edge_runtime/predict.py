@@ -28,7 +28,7 @@ from .outpaths import check_distinct, check_output
 from .outputs import CsvOutput, Display, VideoOutput, annotate, human_line, json_line, print_line, record
 from .providers import check_threads, short_names
 from .serve import LiveServer, parse_address
-from .sources import Frame, ImageFiles, Source, check_timeout, open_source
+from .sources import Frame, ImageFiles, Source, check_timeout, open_source, quiet_opencv
 
 #: Photos kept for display (``--save``, ``--show``, ``--serve``) are scaled down to this many pixels
 #: on their longer side once classified, so a folder of 40-megapixel photos queued ahead of the
@@ -281,6 +281,9 @@ def run_predict(
     for option, path in (("--csv", csv), ("--save", save)):
         if path is not None:
             check_output(path, option, inputs, force)
+    if save is not None:
+        quiet_opencv()  # FFmpeg would print its own lines about the probe
+        VideoOutput.check_format(save)
     if serve is not None:
         parse_address(serve)  # a typo fails before the model loads
         quiet = quiet or not json_out  # the page shows the results; stdout only carries --json

@@ -501,6 +501,8 @@ def open_source(
         if not matches:
             raise EdgeclfError(f"{spec}: no files match this pattern")
         return ImageFiles(spec, matches, "glob", on_skip=on_skip, **common)
-    if path.is_symlink():
+    if path.is_symlink() and not path.exists():
         raise EdgeclfError(f"{spec}: broken link (its target does not exist)")
+    if path.exists():
+        raise EdgeclfError(f"{spec}: not a file, folder, camera or stream (a pipe or a device)")
     raise EdgeclfError(f"{spec}: no such file or folder")

@@ -424,6 +424,8 @@ def test_batch_is_bounded_by_memory(d):
     assert line.startswith(f"edgeclf: error: --batch {batch}: would hold about") and "use --batch" in line
     line = error_line(run_cli("bench", d["model"], "--batch", f"1,{batch}", "--runs", 2, timeout=60))
     assert line.startswith(f"edgeclf: error: --batch {batch}: needs about") and "use --batch" in line
+    line = error_line(run_cli("eval", d["model"], d["root"], "--batch-size", batch, timeout=60))
+    assert line.startswith(f"edgeclf: error: --batch-size {batch}: needs about"), line
 
 
 # ----------------------------------------------------------------------------- 8. output paths
@@ -579,3 +581,13 @@ def test_a_pipe_in_a_source_folder_is_skipped_not_waited_on(d, tmp_path):
     os.mkfifo(folder / "b.jpg")
     res = run_cli("predict", d["model"], folder, timeout=60)
     assert res.returncode == 0 and "not a regular file" in res.stderr and "1 processed, 1 skipped" in res.stderr
+
+
+def test_an_unwritable_video_type_fails_before_the_work(d, tmp_path):
+    res = run_cli("predict", d["model"], d["video"], "--save", tmp_path / "out.txt")
+    assert "OpenCV cannot write this video format" in error_line(res) and res.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_device_as_source_is_named_as_such(d):
+    assert "not a file, folder, camera or stream" in error_line(run_cli("predict", d["model"], "/dev/zero"))
