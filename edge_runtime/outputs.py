@@ -17,7 +17,9 @@ import numpy as np
 from .atomic import atomic_path
 from .classifier import Prediction
 from .errors import EdgeclfError, OutputError, safe_text
+from .images import IMAGE_EXTS
 from .outpaths import CSV_HEADER, MIN_FREE_BYTES, disk_error, free_bytes, video_mark
+from .quiet import stderr_to_devnull
 
 
 def record(source: str, frame: int | None, pred: Prediction, latency_ms: float, top: int = 1) -> dict[str, Any]:
@@ -142,12 +144,15 @@ class VideoOutput:
         """Fail in one line, before any work, when OpenCV cannot write a video of this type (a
         tiny one is opened beside ``path``, then removed)."""
         path = Path(path)
+        if path.suffix.lower() in (*IMAGE_EXTS, ""):  # FFmpeg would write a numbered image sequence
+            raise EdgeclfError(f"--save {path}: give a video file name (.mp4 or .avi)")
         fd, tmp = tempfile.mkstemp(prefix=".edgeclf-probe.", suffix=path.suffix, dir=path.parent)
         os.close(fd)
         try:
-            writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*_fourcc(path)), 10.0, (64, 48))
-            ok = writer.isOpened()
-            writer.release()
+            with stderr_to_devnull():  # FFmpeg's own complaint; the error below says it in one line
+                writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*_fourcc(path)), 10.0, (64, 48))
+                ok = writer.isOpened()
+                writer.release()
         finally:
             os.unlink(tmp)
         if not ok:

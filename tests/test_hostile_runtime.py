@@ -251,7 +251,7 @@ def test_outputs_never_overwrite_inputs(d, tmp_path):
         ("predict", d["model"], d["mp4"], "--save", d["mp4"], "--force"),
         ("predict", d["model"], photo, "--csv", photo, "--force"),
         ("predict", d["model"], d["photos"], "--csv", photo, "--force"),  # a file of the source folder
-        ("predict", d["model"], str(d["photos"] / "*.jpg"), "--save", photo, "--force"),  # of a glob
+        ("predict", d["model"], str(d["photos"] / "*.jpg"), "--csv", photo, "--force"),  # of a glob
         ("bench", d["model"], "--runs", 1, "--plot", d["model"].with_suffix(".png"), "--source", d["model"].with_suffix(".png")),
     ]
     d["model"].with_suffix(".png").write_bytes(b"not edgeclf's")
@@ -586,6 +586,8 @@ def test_a_pipe_in_a_source_folder_is_skipped_not_waited_on(d, tmp_path):
 def test_an_unwritable_video_type_fails_before_the_work(d, tmp_path):
     res = run_cli("predict", d["model"], d["video"], "--save", tmp_path / "out.txt")
     assert "OpenCV cannot write this video format" in error_line(res) and res.stdout == ""
+    res = run_cli("predict", d["model"], d["video"], "--save", tmp_path / "out.jpg")
+    assert "give a video file name" in error_line(res) and res.stdout == ""
     assert list(tmp_path.iterdir()) == []
 
 
