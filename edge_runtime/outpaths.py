@@ -92,6 +92,19 @@ def check_output(path: str | os.PathLike, option: str, inputs: Iterable[str | os
     """Fail in one line, before any work, when ``path`` cannot or may not be written (see the
     module docstring for the rule). Creates missing parent folders. Returns ``path``."""
     path = Path(path)
+    try:
+        return _check_output(path, option, inputs, force)
+    except OSError as e:  # a name too long, a loop of links: what the system says, in one line
+        raise EdgeclfError(f"{option} {path}: cannot use this path ({e.strerror or e})") from None
+
+
+def _check_output(path: Path, option: str, inputs: Iterable[str | os.PathLike], force: bool) -> Path:
+    try:
+        name_max = os.pathconf(next((a for a in (path.parent, *path.parents) if a.is_dir()), Path(".")), "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(os.fsencode(path.name)) > name_max:
+        raise EdgeclfError(f"{option} {path}: file name longer than the {name_max} bytes this file system allows")
     if path.is_dir():
         raise EdgeclfError(f"{option} {path}: is a folder; give a file name")
     if path.exists():

@@ -213,7 +213,10 @@ class VideoOutput:
                 self._stack.__exit__(RuntimeError, RuntimeError("discarded"), None)
             return
         self._finish()
-        self._stack.close()
+        try:
+            self._stack.close()
+        except OSError as e:  # the rename into place failed (the folder went away or went read-only)
+            raise disk_error(self.path, "--save", e, f"{self.frames} frames") from None
 
 
 class Display:

@@ -593,3 +593,10 @@ def test_an_unwritable_video_type_fails_before_the_work(d, tmp_path):
 
 def test_a_device_as_source_is_named_as_such(d):
     assert "not a file, folder, camera or stream" in error_line(run_cli("predict", d["model"], "/dev/zero"))
+
+
+def test_an_output_name_too_long_for_the_file_system_is_one_line(d, tmp_path):
+    line = error_line(run_cli("predict", d["model"], d["video"], "--csv", tmp_path / ("a" * 300 + ".csv")))
+    assert "file name longer than the 255 bytes this file system allows" in line
+    ok = tmp_path / ("b" * 250 + ".csv")  # fits, though its temporary name would not uncut
+    assert run_cli("predict", d["model"], d["video"], "--csv", ok).returncode == 0 and ok.exists()
