@@ -574,13 +574,18 @@ def test_ctrl_c_works_when_started_in_the_background(d, tmp_path):
 
 
 # ---------------------------------------------------------------------- found beyond the list
-def test_a_pipe_in_a_source_folder_is_skipped_not_waited_on(d, tmp_path):
+def test_pipes_devices_and_huge_files_in_a_source_folder_are_skipped_unread(d, tmp_path):
     folder = tmp_path / "with_fifo"
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), solid("red"))
-    os.mkfifo(folder / "b.jpg")
+    os.mkfifo(folder / "b.jpg")  # reading it would wait for ever
+    (folder / "c.jpg").symlink_to("/dev/zero")  # reading it would never end, filling memory
+    with open(folder / "d.png", "wb") as f:  # a sparse 10 GB "image": read whole, it would take 10 GB
+        f.truncate(10 << 30)
     res = run_cli("predict", d["model"], folder, timeout=60)
-    assert res.returncode == 0 and "not a regular file" in res.stderr and "1 processed, 1 skipped" in res.stderr
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count("not a regular file") == 2 and "above edgeclf's limit of 256 MiB" in res.stderr
+    assert "1 processed, 3 skipped" in res.stderr
 
 
 def test_an_unwritable_video_type_fails_before_the_work(d, tmp_path):
