@@ -124,11 +124,12 @@ class VideoOutput:
     Frames of another size than the first (a folder of photos) are resized to it.
 
     OpenCV's VideoWriter reports no write error (a full disk gives a short or unplayable file and
-    no warning), so this checks for itself: the disk's free space every ``check_every`` frames,
+    no warning), so this checks for itself: the disk's free space every ``check_every`` frames
+    (a statvfs call, microseconds),
     and on close a re-open of the finished file, which must hold every frame written. A failure
     raises ``OutputError`` and leaves nothing under the final name."""
 
-    def __init__(self, path: str | os.PathLike, fps: float, check_every: int = 16) -> None:
+    def __init__(self, path: str | os.PathLike, fps: float, check_every: int = 1) -> None:
         self.path = Path(path)
         self.fps = fps
         self.frames = 0
@@ -178,7 +179,7 @@ class VideoOutput:
             image_bgr = cv2.resize(image_bgr, self._size, interpolation=cv2.INTER_AREA)
         self._writer.write(image_bgr)
         self.frames += 1
-        if self.frames % self.check_every == 1 and free_bytes(self._tmp) < MIN_FREE_BYTES:
+        if (self.frames - 1) % self.check_every == 0 and free_bytes(self._tmp) < MIN_FREE_BYTES:
             raise self._fail(OSError(28, "No space left on device"))
 
     def _finish(self) -> None:
