@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-import numpy as np
-
 import cv2
+import numpy as np
 
 from . import sysinfo
 from .classifier import Classifier, Prediction
