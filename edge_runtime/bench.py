@@ -74,11 +74,6 @@ def open_bench_source(src: Path, limit: int) -> Source:
     return frames
 
 
-def check_bench_batches(batches: Sequence[int], clf: Classifier) -> None:
-    """One-line errors for batch sizes the model cannot take (see ``Classifier.check_batch``)."""
-    clf.check_batch(max(batches), "--batch")
-
-
 # ------------------------------------------------------------------------------------------ benchmark
 def _progress(enabled: bool) -> Progress:
     return Progress(
@@ -121,7 +116,7 @@ def benchmark(
         t0 = time.perf_counter()
         clf = Classifier(model, provider=provider, threads=threads[0])
         t1 = time.perf_counter()
-        check_bench_batches(batches, clf)
+        clf.check_batch(max(batches), "--batch")
         h, w = clf.size
         x = rng.integers(0, 256, (max(batches), h, w, 3), dtype=np.uint8)
         clf.predict_arrays(x[:1])
@@ -322,7 +317,7 @@ def run_bench(
     """The CLI command: validate (the plot's path too, before any timing), measure, plot, print
     (table or JSON). The results are printed even when the plot cannot be written."""
     batches = parse_int_list(batch, "--batch")
-    thread_list = [check_threads(t) for t in parse_int_list(threads, "--threads")] if threads else None
+    thread_list = parse_int_list(threads, "--threads") if threads else None
     if plot_path is not None:
         if plot_path.suffix.lower() != ".png":
             raise EdgeclfError(f"{plot_path}: --plot writes a PNG file; give a name ending in .png")

@@ -159,10 +159,13 @@ class VideoOutput:
         if not ok:
             raise EdgeclfError(f"--save {path}: OpenCV cannot write this video format (try .mp4 or .avi)")
 
-    def _fail(self, e: OSError) -> OutputError:
+    def _discard(self) -> None:
         self._closed = True
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # closing may flush into the same full disk
             self._stack.__exit__(RuntimeError, RuntimeError("discarded"), None)
+
+    def _fail(self, e: OSError) -> OutputError:
+        self._discard()
         return disk_error(self.path, "--save", e, f"{self.frames} frames")
 
     def write(self, image_bgr: np.ndarray) -> None:
@@ -208,11 +211,10 @@ class VideoOutput:
     def close(self, keep: bool = True) -> None:
         if self._closed:
             return
-        self._closed = True
         if not keep or self._writer is None:
-            with contextlib.suppress(OSError):  # closing may flush into the same full disk
-                self._stack.__exit__(RuntimeError, RuntimeError("discarded"), None)
+            self._discard()
             return
+        self._closed = True
         self._finish()
         try:
             self._stack.close()

@@ -25,7 +25,7 @@ from .classifier import Classifier, Prediction
 from .errors import EdgeclfError, OutputError, safe_text, warn
 from .outpaths import check_distinct, check_output
 from .outputs import CsvOutput, Display, VideoOutput, annotate, human_line, json_line, print_line, record
-from .providers import check_threads, short_names
+from .providers import short_names
 from .serve import LiveServer, parse_address
 from .sources import Frame, ImageFiles, Source, check_timeout, open_source, quiet_opencv
 
@@ -272,8 +272,6 @@ def run_predict(
         raise EdgeclfError(f"--batch must be at least 1 (got {batch})")
     smoother = Smoother(smooth_alpha) if smooth else None  # validates alpha before the slow parts
     check_timeout(timeout)
-    if threads is not None:
-        check_threads(threads)
     # Outputs are checked before the model loads: a typo must not cost a run.
     check_distinct(**{"--csv": csv, "--save": save})
     inputs = [model] + ([Path(source)] if Path(source).is_file() else [])
@@ -291,8 +289,7 @@ def run_predict(
     # No busy-waiting workers: they would take the core the reader/capture thread decodes on
     # (measured: int8, 2 threads, video pipeline 690 frames/s without spinning, 525 with).
     clf = Classifier(model, provider=provider, threads=threads, device_id=device_id, strict=strict, spin=False)
-    if clf.max_batch == 1 and batch > 1:
-        raise EdgeclfError(f"--batch {batch}: {clf.path} takes one image per call (its graph fixes the batch at 1); use --batch 1")
+    clf.check_batch(batch)
     src = open_source(source, every=every, max_frames=max_frames, timeout=timeout, loop=loop, realtime=realtime)
     keep_images = bool(save or show or serve is not None)
     try:
