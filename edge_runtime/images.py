@@ -12,19 +12,16 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from . import PIXEL_LIMIT  # noqa: F401 (re-exported: images.PIXEL_LIMIT)
 from .errors import EdgeclfError, ImageReadError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
-#: The most pixels edgeclf decodes in one image (decompression bombs: a 1 MB PNG can declare
-#: 20000x20000 pixels). Above it, JPEGs are decoded at 1/2, 1/4 or 1/8 scale to fit; other formats
-#: are refused (skipped with a warning). Its header is read first, so a refused image costs nothing.
-PIXEL_LIMIT = 40_000_000
-# OpenCV's own check, for formats whose header edgeclf does not read (it takes effect if no image
-# was decoded in this process before edgeclf was imported).
+# PIXEL_LIMIT (from the package's __init__, which also hands it to OpenCV): images above it are
+# refused by their header before decoding, except JPEGs, which are decoded at 1/2, 1/4 or 1/8
+# scale to fit (decompression bombs: a 1 MB PNG can declare 20000x20000 pixels).
 #: Image files above this size are refused before they are read.
 MAX_FILE_BYTES = 256 << 20
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(PIXEL_LIMIT))
 
 
 class _PixelBudget:
@@ -203,6 +200,8 @@ def decode_image(data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: i
         with _BUDGET.hold(pixels):
             img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as e:  # e.g. more pixels than OpenCV's safety limit
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(e):  # a format whose header edgeclf does not read
+            raise ImageReadError(path, f"more pixels than edgeclf's limit of {PIXEL_LIMIT / 1e6:g} megapixels") from None
         raise ImageReadError(path, f"cannot decode ({str(e).strip().splitlines()[-1][:100]})") from None
     if img is None or img.size == 0:
         raise ImageReadError(path, "not a readable image (corrupt or unsupported format)")

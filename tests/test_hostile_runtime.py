@@ -385,6 +385,19 @@ def test_png_bombs_are_refused_by_their_header_in_predict(d, bombs):
     assert mib < 700, f"{mib:.0f} MiB: the bombs were decoded"
 
 
+def test_bombs_in_formats_without_a_header_reader_meet_opencvs_limit(d, tmp_path):
+    """A 16000x16000 PGM named .png (OpenCV decodes by content): edgeclf does not read its header,
+    so OpenCV's own pixel limit, which edgeclf sets before OpenCV loads, refuses it."""
+    folder = tmp_path / "pgm"
+    folder.mkdir()
+    with open(folder / "bomb.png", "wb") as f:  # sparse: the pixels are zeros that take no disk
+        f.write(b"P5\n16000 16000\n255\n")
+        f.truncate(16000 * 16000 + 20)
+    rc, out, err, mib = peak_mib("predict", d["model"], folder)
+    assert rc == 0 and "more pixels than edgeclf's limit of 40 megapixels" in err, err
+    assert mib < 700, f"{mib:.0f} MiB: the bomb was decoded"
+
+
 def test_png_bombs_are_refused_in_eval(d, bombs):
     rc, out, err, mib = peak_mib("eval", d["model"], bombs, "--json")
     assert rc == 0, err
