@@ -42,10 +42,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _log(msg: str) -> None:
-    # Request lines and client addresses come from the network: escape what would reach the
-    # operator's terminal as control sequences (the standard library's log_message escapes them;
-    # this log replaces it).
-    print(f"edgeclf serve: {safe_text(msg)}", file=sys.stderr, flush=True)
+    print(f"edgeclf serve: {msg}", file=sys.stderr, flush=True)
 
 
 def parse_address(spec: str) -> tuple[str, int]:
@@ -186,7 +183,10 @@ class LiveServer:
         self.jpeg_quality = jpeg_quality
         self.send_timeout = send_timeout
         self.events_hz = events_hz
-        self.log = log
+        # Request lines and client addresses come from the network: whatever the log, control
+        # sequences must not reach the operator's terminal (the standard library's log_message
+        # escapes them; edgeclf's replaces it).
+        self.log: Callable[[str], None] = lambda msg: log(safe_text(msg))
 
         self.started_at = time.monotonic()
         self.frames = 0
