@@ -16,15 +16,17 @@ from typing import Callable, Sequence
 import numpy as np
 import onnxruntime as ort
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from . import __version__, cvplot, sysinfo
 from . import metadata as md
 from .classifier import Classifier
-from .errors import EdgeclfError
+from .errors import EdgeclfError, OutputError, safe_text
 from .macs import count_macs
-from .providers import default_threads
+from .outpaths import check_output
+from .providers import check_threads, default_threads
 from .sources import Source, open_source
 
 STAGES = ("read", "preprocess", "inference", "total")
@@ -94,7 +96,7 @@ def benchmark(
     model = Path(model)
     check_count(runs, "--runs", 1)
     check_count(warmup, "--warmup", 0)
-    threads = list(threads) if threads else [default_threads()]  # as edgeclf predict
+    threads = [check_threads(t) for t in threads] if threads else [default_threads()]  # as edgeclf predict
     batches = list(batches)
     if not model.is_file():
         raise EdgeclfError(f"{model}: model file does not exist")
@@ -114,6 +116,7 @@ def benchmark(
         t0 = time.perf_counter()
         clf = Classifier(model, provider=provider, threads=threads[0])
         t1 = time.perf_counter()
+        clf.check_batch(max(batches), "--batch")
         h, w = clf.size
         x = rng.integers(0, 256, (max(batches), h, w, 3), dtype=np.uint8)
         clf.predict_arrays(x[:1])
@@ -246,7 +249,8 @@ def _f(v: float | None, fmt: str = ".3f") -> str:
 
 def render(report: dict, console: Console) -> None:
     """The readable report: one table of latency/throughput, one of stages, and the context."""
-    t = Table(title=f"edgeclf bench: {Path(report['model']).name} (latency in ms per frame)", title_justify="left")
+    # Paths go through rich's markup parser: escaped, so a file named "[bold]x.onnx" shows as named.
+    t = Table(title=f"edgeclf bench: {escape(safe_text(Path(report['model']).name))} (latency in ms per frame)", title_justify="left")
     for col in ("thr", "batch", "p50", "p90", "p99", "mean", "std", "fps", "GFLOP/s", "%peak"):
         t.add_column(col, justify="right")
     for r in report["results"]:
@@ -265,11 +269,11 @@ def render(report: dict, console: Console) -> None:
         for name, st in report["stages_ms"].items():
             s.add_row(name, _f(st["p50"]), _f(st["p90"]), _f(st["p99"]), _f(st["mean"]))
         console.print(s)
-        console.print(f"end-to-end: {report['end_to_end_fps']:.1f} frames/s ({src['path']}: {src['frames']} frames, "
+        console.print(f"end-to-end: {report['end_to_end_fps']:.1f} frames/s ({escape(safe_text(src['path']))}: {src['frames']} frames, "
                       f"batch 1, {src['threads']} thread(s))", highlight=False)
     macs = report["macs_per_frame"]
     lines = [
-        f"model: {report['model']} ({report['model_bytes'] / 1e6:.2f} MB, {report['precision'] or 'unknown precision'}, "
+        f"model: {escape(safe_text(report['model']))} ({report['model_bytes'] / 1e6:.2f} MB, {report['precision'] or 'unknown precision'}, "
         f"input {report['input_size'][0]}x{report['input_size'][1]})",
         f"MACs per frame: {'n/a' if macs is None else f'{macs / 1e6:.1f} M'}"
         + (f" ({report['macs_source']})" if macs else ""),
@@ -308,22 +312,34 @@ def plot(report: dict, path: str | os.PathLike) -> None:
 
 def run_bench(
     model: Path, runs: int, warmup: int, batch: str, threads: str | None, provider: str,
-    source: Path | None, json_out: bool, plot_path: Path | None,
+    source: Path | None, json_out: bool, plot_path: Path | None, force: bool = False,
 ) -> dict:
-    """The CLI command: validate, measure, print (table or JSON), plot."""
+    """The CLI command: validate (the plot's path too, before any timing), measure, plot, print
+    (table or JSON). The results are printed even when the plot cannot be written."""
     batches = parse_int_list(batch, "--batch")
     thread_list = parse_int_list(threads, "--threads") if threads else None
-    if plot_path is not None and plot_path.suffix.lower() != ".png":
-        raise EdgeclfError(f"{plot_path}: --plot writes a PNG file; give a name ending in .png")
-    report = benchmark(model, runs, warmup, batches, thread_list, provider, source, show_progress=True)
     if plot_path is not None:
-        plot(report, plot_path)
-        report["plot"] = str(plot_path)
+        if plot_path.suffix.lower() != ".png":
+            raise EdgeclfError(f"{plot_path}: --plot writes a PNG file; give a name ending in .png")
+        check_output(plot_path, "--plot", [model, *([source] if source is not None else [])], force)
+    report = benchmark(model, runs, warmup, batches, thread_list, provider, source, show_progress=True)
+    plot_error = None
+    if plot_path is not None:
+        try:
+            plot(report, plot_path)
+            report["plot"] = str(plot_path)
+        except EdgeclfError as e:
+            plot_error = e
+        except OSError as e:  # a full disk or a folder gone since the check
+            plot_error = OutputError(f"--plot {plot_path}: cannot write ({e.strerror or e}); the results above are complete")
     if json_out:
         sys.stdout.write(json.dumps(report) + "\n")
+        sys.stdout.flush()
     else:
         console = Console()
         render(report, console)
-        if plot_path is not None:
-            console.print(f"plot: {plot_path}", highlight=False)
+        if "plot" in report:
+            console.print(f"plot: {escape(safe_text(plot_path))}", highlight=False)
+    if plot_error is not None:
+        raise plot_error
     return report

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,11 +19,64 @@ import onnxruntime as ort
 
 from . import metadata as md
 from . import providers as prov
-from .errors import EdgeclfError, first_line
+from . import sysinfo
+from .errors import EdgeclfError, first_line, safe_text, warn
 from .images import to_bgr8
 from .preprocess import resize_rgb
 
 _DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+#: Bytes per image onnxruntime may need beyond the input, as a multiple of the input as float32: a
+#: rough, generous allowance for a small CNN's activations (edgenet at 128x128 needs about 5x).
+ACTIVATION_FACTOR = 16
+
+#: Bounds on what a model's metadata may declare (a hostile file must not make the runtime allocate
+#: gigabytes per image or recurse without end).
+MAX_INPUT_SIDE = 4096
+MAX_CLASSES = 10_000
+MAX_CLASS_NAME = 200  # characters
+_MAX_CLASS_NAMES_TEXT = 1 << 20  # bytes of JSON
+
+
+def parse_class_names(text: str, path: object = "<model>") -> list[str]:
+    """A model's ``class_names`` metadata: a JSON list of distinct, non-empty strings without
+    control characters, at most ``MAX_CLASSES`` of them. One-line EdgeclfError naming the file
+    and the field otherwise."""
+    where = f"{path}: metadata class_names"
+    if len(text) > _MAX_CLASS_NAMES_TEXT:
+        raise EdgeclfError(f"{where} is {len(text)} characters long (at most {_MAX_CLASS_NAMES_TEXT})")
+    try:
+        names = json.loads(text)
+    except RecursionError:
+        raise EdgeclfError(f"{where} is nested too deeply") from None
+    except ValueError as e:
+        raise EdgeclfError(f"{where} is not valid JSON ({first_line(e, 80)})") from None
+    if not isinstance(names, list):
+        raise EdgeclfError(f"{where} is a JSON {type(names).__name__}, not a list of names")
+    if not 2 <= len(names) <= MAX_CLASSES:
+        raise EdgeclfError(f"{where} has {len(names)} names (2 to {MAX_CLASSES} expected)")
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise EdgeclfError(f"{where}[{i}] is a JSON {type(name).__name__}, not a string")
+        if not name.strip() or len(name) > MAX_CLASS_NAME or safe_text(name) != name:
+            raise EdgeclfError(f"{where}[{i}] {safe_text(name)[:60]!r} is empty, longer than {MAX_CLASS_NAME} "
+                               "characters or holds control characters")
+    dupes = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
+    if dupes:
+        raise EdgeclfError(f"{where} names {dupes[0]!r} more than once; class names must be distinct")
+    return names
+
+
+def _metadata_side(meta: dict[str, str], key: str, path: object) -> int:
+    """``input_height`` / ``input_width`` from a model's metadata: a whole number 1 to MAX_INPUT_SIDE."""
+    if key not in meta:
+        raise EdgeclfError(f"{path}: metadata has no {key} (it must give input_height and input_width)")
+    text = meta[key].strip()
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_INPUT_SIDE:
+        raise EdgeclfError(f"{path}: metadata {key} {safe_text(meta[key])[:40]!r} is not a whole number "
+                           f"from 1 to {MAX_INPUT_SIDE}")
+    return int(text)
 
 
 @dataclass(frozen=True)
@@ -46,8 +98,7 @@ class Prediction:
         return cls(class_names[i], i, float(probs[i]), {c: float(p) for c, p in zip(class_names, probs)})
 
 
-def _warn(msg: str) -> None:
-    print(f"warning: {msg}", file=sys.stderr)
+_warn = warn
 
 
 class Classifier:
@@ -80,8 +131,8 @@ class Classifier:
             raise EdgeclfError(f"{self.path}: model file does not exist")
         if not self.path.is_file():
             raise EdgeclfError(f"{self.path}: not a file (expected an .onnx model)")
-        if threads is not None and threads < 1:
-            raise EdgeclfError(f"--threads must be at least 1 (got {threads})")
+        if threads is not None:
+            prov.check_threads(threads)
         plan = prov.plan_providers(provider, ort.get_available_providers(), self.path, device_id, fp16, strict)
         if plan.warning:
             warn(plan.warning)
@@ -108,7 +159,11 @@ class Classifier:
             warn(msg)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
-        inp = self.session.get_inputs()[0]
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise EdgeclfError(f"{self.path}: model has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); "
+                               "edgeclf models take one image input")
+        inp = inputs[0]
         self.input_name = inp.name
         if inp.type not in _DTYPES:
             raise EdgeclfError(f"{self.path}: model input {inp.name!r} has type {inp.type}, not an image tensor (uint8 or float)")
@@ -119,13 +174,27 @@ class Classifier:
         self.output_name = out.name
         if len(out.shape) != 2:
             raise EdgeclfError(f"{self.path}: model output {out.name!r} {out.shape} is not [N, classes] probabilities")
+        batch_dim = inp.shape[0]
+        if isinstance(batch_dim, int) and batch_dim != 1:
+            raise EdgeclfError(f"{self.path}: model input {inp.name!r} fixes the batch at {batch_dim}; "
+                               "edgeclf needs a dynamic batch or 1")
+        #: 1 when the graph takes one image per call (``predict_arrays`` then runs a batch image by image).
+        self.max_batch: int | None = 1 if batch_dim == 1 else None
 
         if labels is None and md.CLASS_NAMES in self.metadata:
-            labels = json.loads(self.metadata[md.CLASS_NAMES])
-        if size is None and md.INPUT_HEIGHT in self.metadata:
-            size = (int(self.metadata[md.INPUT_HEIGHT]), int(self.metadata[md.INPUT_WIDTH]))
-        if size is None and all(isinstance(d, int) and d > 0 for d in inp.shape[1:3]):
-            size = (int(inp.shape[1]), int(inp.shape[2]))
+            labels = parse_class_names(self.metadata[md.CLASS_NAMES], self.path)
+        graph_size = tuple(inp.shape[1:3])
+        if size is None and (md.INPUT_HEIGHT in self.metadata or md.INPUT_WIDTH in self.metadata):
+            size = (_metadata_side(self.metadata, md.INPUT_HEIGHT, self.path), _metadata_side(self.metadata, md.INPUT_WIDTH, self.path))
+            for key, meta, graph in zip((md.INPUT_HEIGHT, md.INPUT_WIDTH), size, graph_size):
+                if isinstance(graph, int) and graph != meta:
+                    raise EdgeclfError(f"{self.path}: metadata {key} {meta} differs from the graph's input size "
+                                       f"{graph_size[0]}x{graph_size[1]}")
+        if size is None and all(isinstance(d, int) and d > 0 for d in graph_size):
+            size = (int(graph_size[0]), int(graph_size[1]))
+            if max(size) > MAX_INPUT_SIDE:
+                raise EdgeclfError(f"{self.path}: input size {size[0]}x{size[1]} is above edgeclf's limit of "
+                                   f"{MAX_INPUT_SIDE} pixels a side")
         if labels is None or size is None:
             missing = " and ".join(n for n, v in (("class names", labels), ("input size", size)) if v is None)
             raise EdgeclfError(f"{self.path}: model has no edgeclf metadata ({missing}); pass labels and size")
@@ -140,13 +209,35 @@ class Classifier:
     def __repr__(self) -> str:
         return f"Classifier({str(self.path)!r}, providers={prov.short_names(self.providers)}, size={self.size}, classes={len(self.class_names)})"
 
+    def check_batch(self, batch: int, option: str = "--batch") -> None:
+        """A one-line error when ``batch`` images per call cannot run: above 1 for a graph that
+        fixes the batch at 1, or more than half the available memory by a rough estimate (the
+        input, its float copy, and ``ACTIVATION_FACTOR`` x the float input for activations)."""
+        if self.max_batch == 1 and batch > 1:
+            raise EdgeclfError(f"{option} {batch}: {self.path} takes one image per call (its graph fixes the batch at 1); use {option} 1")
+        h, w = self.size
+        per_frame = h * w * 3 * (1 + np.dtype(self.input_dtype).itemsize + 4 * ACTIVATION_FACTOR)
+        budget = sysinfo.available_memory_bytes() // 2
+        if batch * per_frame > budget:
+            raise EdgeclfError(f"{option} {batch}: needs about {batch * per_frame / 2**30:.1f} GiB for a {h}x{w} model, "
+                               f"more than half of the {2 * budget / 2**30:.1f} GiB of memory available; "
+                               f"use {option} {max(1, budget // per_frame)} or less")
+
     def preprocess(self, image_bgr: np.ndarray) -> np.ndarray:
         """BGR image as OpenCV reads it -> RGB uint8 at the model's input size (training's resize)."""
         return resize_rgb(image_bgr, self.size)
 
     def predict_arrays(self, batch_rgb: np.ndarray) -> np.ndarray:
         """Probabilities [N, classes] for preprocessed RGB uint8 images [N, H, W, 3]."""
-        return self.session.run([self.output_name], {self.input_name: batch_rgb.astype(self.input_dtype, copy=False)})[0]
+        if self.max_batch == 1 and len(batch_rgb) > 1:  # the graph takes one image per call
+            return np.concatenate([self.predict_arrays(batch_rgb[i : i + 1]) for i in range(len(batch_rgb))])
+        probs = self.session.run([self.output_name], {self.input_name: batch_rgb.astype(self.input_dtype, copy=False)})[0]
+        if probs.shape != (len(batch_rgb), len(self.class_names)):  # a graph whose declared shape lied
+            raise EdgeclfError(f"{self.path}: model gave output of shape {list(probs.shape)} for {len(batch_rgb)} "
+                               f"image(s); expected [{len(batch_rgb)}, {len(self.class_names)}] (one per class)")
+        if not np.isfinite(probs).all():  # would print as bare NaN: invalid JSON, and no real answer
+            raise EdgeclfError(f"{self.path}: model gave probabilities that are not finite numbers (NaN or infinity)")
+        return probs
 
     def predict(self, image_bgr: np.ndarray) -> Prediction:
         """Classify one BGR image (any size; grey, alpha and 16-bit are converted first)."""

@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from . import __version__
-from .errors import EdgeclfError, require_train_extra
+from .errors import EdgeclfError, require_train_extra, safe_text
 
 app = typer.Typer(
     name="edgeclf",
@@ -135,6 +135,8 @@ def predict(
     serve: Optional[str] = typer.Option(None, "--serve", metavar="[HOST:]PORT", help="Also show the live annotated video and predictions in a browser at http://HOST:PORT/ (host 127.0.0.1 unless given; 0.0.0.0 opens it to the network). Per-frame lines then go to stdout only with --json."),
     loop: bool = typer.Option(False, "--loop", help="Video files: start again at the end (a file standing in for a camera)."),
     realtime: Optional[bool] = typer.Option(None, "--realtime/--no-realtime", help="Video files: play at their own frame rate, skipping frames the model cannot keep up with, like a camera (default: on with --serve)."),
+    allow_host: list[str] = typer.Option([], "--allow-host", metavar="NAME", help="--serve: also answer requests addressed to this host name (repeatable); by default only IP addresses, localhost and this machine's name."),
+    force: bool = typer.Option(False, "--force", help="Let --csv/--save replace an existing file that edgeclf did not write (never an input)."),
 ) -> None:
     """Classify images, folders, videos, cameras and streams with an ONNX model (no TensorFlow)."""
     options = dict(locals())
@@ -157,11 +159,12 @@ def bench(
     source: Optional[Path] = typer.Option(None, "--source", help="A video or image folder: also time the whole pipeline per stage."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the charts to this PNG file."),
+    force: bool = typer.Option(False, "--force", help="Let --plot replace an existing file that edgeclf did not write."),
 ) -> None:
     """Benchmark latency and throughput of an ONNX model on this device."""
     from .bench import run_bench
 
-    run_bench(model, runs, warmup, batch, threads, provider, source, json_out, plot)
+    run_bench(model, runs, warmup, batch, threads, provider, source, json_out, plot, force=force)
 
 
 # ---------------------------------------------------------------------------------------------- demo
@@ -189,8 +192,11 @@ def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2, no traceback."""
     ce = _click_exceptions()
     # SIGTERM (kill, systemd stopping a service) stops a command as Ctrl-C does: outputs flushed,
-    # files renamed into place, ports released.
+    # files renamed into place, ports released. SIGINT is installed explicitly too: a shell starts
+    # background jobs (`nohup edgeclf predict ... &`) with SIGINT ignored, and Python then leaves
+    # it ignored, so Ctrl-C or `kill -INT` would do nothing.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         code = app(standalone_mode=False)
     except ce.NoArgsIsHelpError as e:
@@ -198,13 +204,13 @@ def main() -> None:
         sys.exit(0)
     except ce.UsageError as e:  # a missing argument, a value of the wrong type, an unknown option
         where = f"edgeclf {e.ctx.info_name} --help" if e.ctx is not None and e.ctx.parent is not None else "edgeclf --help"
-        typer.echo(f"edgeclf: error: {e.format_message()} (see '{where}')", err=True)
+        typer.echo(f"edgeclf: error: {safe_text(e.format_message())} (see '{where}')", err=True)
         sys.exit(2)
     except ce.ClickException as e:
-        typer.echo(f"edgeclf: error: {e.format_message()}", err=True)
+        typer.echo(f"edgeclf: error: {safe_text(e.format_message())}", err=True)
         sys.exit(e.exit_code)
     except EdgeclfError as e:
-        typer.echo(f"edgeclf: error: {e}", err=True)
+        typer.echo(f"edgeclf: error: {safe_text(e)}", err=True)  # paths in it may hold control characters
         sys.exit(e.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         typer.echo("edgeclf: interrupted", err=True)

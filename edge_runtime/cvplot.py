@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from .atomic import write_bytes
+from .outpaths import png_with_mark
 from .errors import EdgeclfError
 
 # BGR, colour-blind friendly (Okabe-Ito).
@@ -122,4 +123,4 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", image)
     if not ok:
         raise EdgeclfError(f"{path}: OpenCV could not encode the PNG")
-    write_bytes(path, buf.tobytes())
+    write_bytes(path, png_with_mark(buf.tobytes()))  # the mark lets a later --plot replace it

@@ -7,23 +7,26 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from . import sysinfo
 from .dataset import load_labelled
-from .errors import EdgeclfError, require_train_extra
+from .errors import EdgeclfError, require_train_extra, safe_text
 from .images import scan_class_folders
 from .metrics import classification_report
 
 console = Console(stderr=True, highlight=False)
 
 
-def _open(model: Path, data_dir: Path):
+def _open(model: Path, data_dir: Path, batch_size: int = 32):
     """(class_names, size, predict(batch) -> probs, kind) for an .onnx, a .keras or a run folder."""
     if model.suffix == ".onnx":
         from .classifier import Classifier
 
         clf = Classifier(model)
+        clf.check_batch(1 if clf.max_batch == 1 else batch_size, "--batch-size")  # fixed batch 1: image by image
         return clf.class_names, clf.size, clf.predict_arrays, "onnx"
     if not model.exists():
         raise EdgeclfError(f"{model}: no such model file or run folder")
@@ -46,10 +49,14 @@ def evaluate(model: Path, data_dir: Path, batch_size: int = 32, quiet: bool = Fa
     if batch_size < 1:
         raise EdgeclfError(f"--batch-size must be at least 1 (got {batch_size})")
     model, data_dir = Path(model), Path(data_dir)
-    class_names, size, predict, kind = _open(model, data_dir)
+    class_names, size, predict, kind = _open(model, data_dir, batch_size)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
                   transient=True, disable=quiet) as progress:
         n = sum(len(v) for v in scan_class_folders(data_dir)[1].values())
+        need = n * size[0] * size[1] * 3  # every image is held at the model's input size
+        if need > sysinfo.available_memory_bytes() // 2:
+            raise EdgeclfError(f"{data_dir}: {n} images at {size[0]}x{size[1]} need {need / 2**30:.1f} GiB, more than half "
+                               "of the memory available; evaluate on a smaller folder")
         task = progress.add_task("reading images", total=n)
         data = load_labelled(data_dir, size, class_names, progress=lambda k: progress.advance(task, k))
         task = progress.add_task("classifying", total=len(data.x))
@@ -67,15 +74,16 @@ def evaluate(model: Path, data_dir: Path, batch_size: int = 32, quiet: bool = Fa
 
 def print_report(report: dict) -> None:
     out = Console(highlight=False)
-    out.print(f"[bold]{report['model']}[/] ({report['format']}): accuracy [bold]{report['accuracy']:.2%}[/] "
+    # Names go through rich's markup parser: escaped, so a class "[cats]" is shown, not eaten as a tag.
+    out.print(f"[bold]{escape(safe_text(report['model']))}[/] ({report['format']}): accuracy [bold]{report['accuracy']:.2%}[/] "
               f"on {report['n_images']} images" + (f", {report['n_skipped']} skipped" if report["n_skipped"] else ""))
     t = Table("class", "precision", "recall", "support")
     for name, m in report["per_class"].items():
-        t.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", str(m["support"]))
+        t.add_row(escape(name), f"{m['precision']:.3f}", f"{m['recall']:.3f}", str(m["support"]))
     out.print(t)
-    cm = Table("true \\ predicted", *report["class_names"], title="confusion matrix")
+    cm = Table("true \\ predicted", *map(escape, report["class_names"]), title="confusion matrix")
     for name, row in zip(report["class_names"], report["confusion"]):
-        cm.add_row(name, *map(str, row))
+        cm.add_row(escape(name), *map(str, row))
     out.print(cm)
 
 

@@ -2,15 +2,53 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
+import threading
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
 
+from . import PIXEL_LIMIT  # noqa: F401 (re-exported: images.PIXEL_LIMIT)
 from .errors import EdgeclfError, ImageReadError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+# PIXEL_LIMIT (from the package's __init__, which also hands it to OpenCV): images above it are
+# refused by their header before decoding, except JPEGs, which are decoded at 1/2, 1/4 or 1/8
+# scale to fit (decompression bombs: a 1 MB PNG can declare 20000x20000 pixels).
+#: Image files above this size are refused before they are read.
+MAX_FILE_BYTES = 256 << 20
+
+
+class _PixelBudget:
+    """Pixels being decoded at once, across threads: ``eval`` and training decode in a thread pool,
+    and four 40-megapixel PNGs decoding together would need gigabytes. A decode waits until the
+    pixels in flight leave room for it (one image alone always may)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        pixels = min(pixels, self.limit)
+        with self._cond:
+            self._cond.wait_for(lambda: self.used == 0 or self.used + pixels <= self.limit)
+            self.used += pixels
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= pixels
+                self._cond.notify_all()
+
+
+_BUDGET = _PixelBudget(2 * PIXEL_LIMIT)
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -100,16 +138,42 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _le(b: bytes) -> int:
+    return int.from_bytes(b, "little")
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from an image file's header (JPEG, PNG, BMP, WebP, GIF) without decoding
+    it; None for other formats or a header too short to tell."""
+    if data[:2] == b"\xff\xd8":
+        return jpeg_size(data)
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+    if data[:2] == b"BM" and len(data) >= 26:
+        if _le(data[14:18]) == 12:  # OS/2 header: 16-bit sizes
+            return _le(data[20:22]), _le(data[18:20])
+        return abs(int.from_bytes(data[22:26], "little", signed=True)), abs(int.from_bytes(data[18:22], "little", signed=True))
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        chunk = data[12:16]
+        if chunk == b"VP8 ":
+            return _le(data[28:30]) & 0x3FFF, _le(data[26:28]) & 0x3FFF
+        if chunk == b"VP8L":
+            bits = _le(data[21:25])
+            return ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+        if chunk == b"VP8X":
+            return _le(data[27:30]) + 1, _le(data[24:27]) + 1
+    if data[:4] == b"GIF8" and len(data) >= 10:
+        return _le(data[8:10]), _le(data[6:8])
+    return None
+
+
 _REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
 
 
-def _decode_flags(data: bytes, max_pixels: int | None) -> int:
+def _decode_flags(data: bytes, size: tuple[int, int] | None, max_pixels: int) -> int:
     """IMREAD_UNCHANGED, or for a JPEG above ``max_pixels`` the mildest reduced decode (1/2, 1/4,
     1/8: the JPEG decoder skips the detail, far faster and smaller than decoding it all) under it."""
-    if max_pixels is None:
-        return cv2.IMREAD_UNCHANGED
-    size = jpeg_size(data)
-    if size is None or size[0] * size[1] <= max_pixels:
+    if size is None or size[0] * size[1] <= max_pixels or data[:2] != b"\xff\xd8":
         return cv2.IMREAD_UNCHANGED
     for factor, flag in reversed(_REDUCED):
         if (size[0] // factor) * (size[1] // factor) <= max_pixels:
@@ -125,9 +189,19 @@ def decode_image(data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: i
     # file varies with the OpenCV build, and either way the file must not be used.
     if _looks_truncated(data):
         raise ImageReadError(path, "truncated image file")
+    max_pixels = min(max_pixels or PIXEL_LIMIT, PIXEL_LIMIT)
+    size = image_size(data)
+    flags = _decode_flags(data, size, max_pixels)
+    factor = next((f for f, flag in _REDUCED if flags & ~cv2.IMREAD_IGNORE_ORIENTATION == flag), 1)
+    pixels = (size[0] // factor) * (size[1] // factor) if size else 0
+    if pixels > PIXEL_LIMIT:
+        raise ImageReadError(path, f"{size[1]}x{size[0]} pixels, above edgeclf's limit of {PIXEL_LIMIT / 1e6:g} megapixels")
     try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), _decode_flags(data, max_pixels))
+        with _BUDGET.hold(pixels):
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as e:  # e.g. more pixels than OpenCV's safety limit
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(e):  # a format whose header edgeclf does not read
+            raise ImageReadError(path, f"more pixels than edgeclf's limit of {PIXEL_LIMIT / 1e6:g} megapixels") from None
         raise ImageReadError(path, f"cannot decode ({str(e).strip().splitlines()[-1][:100]})") from None
     if img is None or img.size == 0:
         raise ImageReadError(path, "not a readable image (corrupt or unsupported format)")
@@ -137,12 +211,21 @@ def decode_image(data: bytes, path: str | os.PathLike = "<bytes>", max_pixels: i
 def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as 8-bit BGR (HxWx3). Raises ImageReadError with a short reason.
 
-    ``max_pixels`` (runtime use): JPEGs larger than this are decoded at 1/2, 1/4 or 1/8 scale, so
-    a 20000x20000 photo takes 0.2 s and 20 MB instead of 1.5 s and 1.2 GB. None (training and
-    evaluation) always decodes full size.
+    Images above ``PIXEL_LIMIT`` are refused by their header before decoding, except JPEGs, which
+    are decoded at 1/2, 1/4 or 1/8 scale to fit (a 20000x20000 photo takes 0.2 s and 20 MB instead
+    of 1.5 s and 1.2 GB). ``max_pixels`` (runtime use) lowers the size above which JPEGs are
+    decoded reduced.
     """
     path = Path(path)
     try:
+        st = path.stat()
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block the read or never end
+            raise ImageReadError(path, "not a regular file (a pipe, socket or device)")
+        if st.st_size > MAX_FILE_BYTES:
+            raise ImageReadError(path, f"{st.st_size / 2**20:.0f} MiB file, above edgeclf's limit of "
+                                 f"{MAX_FILE_BYTES // 2**20} MiB for one image")
         data = path.read_bytes()
     except FileNotFoundError:
         raise ImageReadError(path, "file not found") from None

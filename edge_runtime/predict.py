@@ -15,16 +15,24 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
+import cv2
 import numpy as np
 
+from . import sysinfo
 from .classifier import Classifier, Prediction
-from .errors import EdgeclfError
+from .errors import EdgeclfError, OutputError, safe_text, warn
+from .outpaths import check_distinct, check_output
 from .outputs import CsvOutput, Display, VideoOutput, annotate, human_line, json_line, print_line, record
 from .providers import short_names
 from .serve import LiveServer, parse_address
-from .sources import Frame, Source, open_source
+from .sources import Frame, ImageFiles, Source, check_timeout, open_source, quiet_opencv
+
+#: Photos kept for display (``--save``, ``--show``, ``--serve``) are scaled down to this many pixels
+#: on their longer side once classified, so a folder of 40-megapixel photos queued ahead of the
+#: model stays small. (Classification always sees the full image.)
+DISPLAY_MAX = 1920
 
 
 @dataclass
@@ -59,8 +67,18 @@ def _silence_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
-def _read_ahead(source: Source, clf: Classifier, out: queue.Queue, stop: threading.Event) -> None:
-    """Reader thread: decode and preprocess frames ahead of the model (OpenCV releases the GIL)."""
+def _display_copy(image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    if max(h, w) <= DISPLAY_MAX:
+        return image
+    scale = DISPLAY_MAX / max(h, w)
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def _read_ahead(source: Source, clf: Classifier, out: queue.Queue, stop: threading.Event, keep_images: bool = True) -> None:
+    """Reader thread: decode and preprocess frames ahead of the model (OpenCV releases the GIL).
+    Without ``keep_images`` the decoded image is dropped once preprocessed (only the model's input
+    waits in the queue); photos are kept at display size at most."""
 
     def put(item: Any) -> bool:
         while not stop.is_set():
@@ -75,6 +93,10 @@ def _read_ahead(source: Source, clf: Classifier, out: queue.Queue, stop: threadi
         for frame in source:
             t0 = time.perf_counter()
             tensor = clf.preprocess(frame.image)
+            if not keep_images:
+                frame.image = None
+            elif isinstance(source, ImageFiles):
+                frame.image = _display_copy(frame.image)
             if not put((frame, tensor, (time.perf_counter() - t0) * 1000)):
                 return
         put(_END)
@@ -82,9 +104,11 @@ def _read_ahead(source: Source, clf: Classifier, out: queue.Queue, stop: threadi
         put(e)
 
 
-def classify(clf: Classifier, source: Source, batch: int = 1, smooth: Smoother | None = None) -> Iterator[Result]:
+def classify(clf: Classifier, source: Source, batch: int = 1, smooth: Smoother | None = None,
+             keep_images: bool = True) -> Iterator[Result]:
     """Results for every frame ``source`` gives, in order. File sources are read ahead in a thread
-    and classified ``batch`` at a time; live sources one newest frame at a time."""
+    and classified ``batch`` at a time; live sources one newest frame at a time. Without
+    ``keep_images``, results of file sources carry no image (``frame.image`` is None)."""
     if batch < 1:
         raise EdgeclfError(f"--batch must be at least 1 (got {batch})")
 
@@ -106,7 +130,7 @@ def classify(clf: Classifier, source: Source, batch: int = 1, smooth: Smoother |
 
     q: queue.Queue = queue.Queue(maxsize=max(4, 2 * batch))
     stop = threading.Event()
-    reader = threading.Thread(target=_read_ahead, args=(source, clf, q, stop), name="reader", daemon=True)
+    reader = threading.Thread(target=_read_ahead, args=(source, clf, q, stop, keep_images), name="reader", daemon=True)
     reader.start()
     try:
         done = False
@@ -153,6 +177,24 @@ class _DeferCtrlC:
             if self.pending:
                 self.pending = False
                 raise KeyboardInterrupt
+
+
+def check_batch_memory(batch: int, clf: Classifier, src: Source, keep_images: bool) -> None:
+    """A one-line error when ``batch`` frames (and the ``2 * batch`` read ahead of them) would need
+    more than half of the memory available: bytes per frame are the model's input, plus the decoded
+    frame where it is kept for display (a video's frame size; photos at display size)."""
+    per_frame = clf.size[0] * clf.size[1] * 3 * np.dtype(clf.input_dtype).itemsize
+    if keep_images:
+        if src.kind == "video" and hasattr(src, "cap"):
+            per_frame += int(src.cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0) * int(src.cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0) * 3
+        elif isinstance(src, ImageFiles):
+            per_frame += DISPLAY_MAX * DISPLAY_MAX * 3
+    held = max(4, 2 * batch) + 2 * batch  # the read-ahead queue, the batch being gathered, its stacked copy
+    budget = sysinfo.available_memory_bytes() // 2
+    if held * per_frame > budget:
+        most = max(1, budget // per_frame // 4)
+        raise EdgeclfError(f"--batch {batch}: would hold about {held * per_frame / 2**30:.1f} GiB of frames, more than half "
+                           f"of the {2 * budget / 2**30:.1f} GiB of memory available; use --batch {most} or less")
 
 
 @dataclass
@@ -211,6 +253,8 @@ def run_predict(
     serve: str | None = None,
     loop: bool = False,
     realtime: bool | None = None,
+    force: bool = False,
+    allow_host: Sequence[str] = (),
     quiet: bool = False,
     out: Callable[[str], None] = print_line,
 ) -> Summary:
@@ -219,12 +263,24 @@ def run_predict(
 
     ``serve``: also show the results live in a browser at ``[HOST:]PORT`` (see ``serve.py``); the
     page stays up after the source ends, until Ctrl-C. ``loop``/``realtime``: replay a video file
-    / play it at its own frame rate (``realtime`` defaults to on with ``serve``)."""
+    / play it at its own frame rate (``realtime`` defaults to on with ``serve``). ``force``: let
+    ``csv``/``save`` replace an existing file edgeclf did not write (never an input).
+    ``allow_host``: more Host names the live view answers to (see ``serve.py``)."""
     if top < 1:
         raise EdgeclfError(f"--top must be at least 1 (got {top})")
     if batch < 1:
         raise EdgeclfError(f"--batch must be at least 1 (got {batch})")
     smoother = Smoother(smooth_alpha) if smooth else None  # validates alpha before the slow parts
+    check_timeout(timeout)
+    # Outputs are checked before the model loads: a typo must not cost a run.
+    check_distinct(**{"--csv": csv, "--save": save})
+    inputs = [model] + ([Path(source)] if Path(source).is_file() else [])
+    for option, path in (("--csv", csv), ("--save", save)):
+        if path is not None:
+            check_output(path, option, inputs, force)
+    if save is not None:
+        quiet_opencv()  # FFmpeg would print its own lines about the probe
+        VideoOutput.check_format(save)
     if serve is not None:
         parse_address(serve)  # a typo fails before the model loads
         quiet = quiet or not json_out  # the page shows the results; stdout only carries --json
@@ -233,12 +289,24 @@ def run_predict(
     # No busy-waiting workers: they would take the core the reader/capture thread decodes on
     # (measured: int8, 2 threads, video pipeline 690 frames/s without spinning, 525 with).
     clf = Classifier(model, provider=provider, threads=threads, device_id=device_id, strict=strict, spin=False)
+    clf.check_batch(batch)
     src = open_source(source, every=every, max_frames=max_frames, timeout=timeout, loop=loop, realtime=realtime)
+    keep_images = bool(save or show or serve is not None)
+    try:
+        if isinstance(src, ImageFiles) and src.kind != "image":  # an output must not replace a file of the folder
+            for option, path in (("--csv", csv), ("--save", save)):
+                if path is not None and Path(path).exists():
+                    check_output(path, option, src.paths, force)
+        if not src.live:
+            check_batch_memory(batch, clf, src, keep_images)
+    except BaseException:
+        src.close()
+        raise
     if smoother is not None and src.kind in ("image", "folder", "glob"):
-        print("warning: --smooth applies to videos, cameras and streams; ignored for images", file=sys.stderr)
+        warn("--smooth applies to videos, cameras and streams; ignored for images")
         smoother = None
     if loop and src.kind != "video":
-        print("warning: --loop applies to video files; ignored", file=sys.stderr)
+        warn("--loop applies to video files; ignored")
     if src.live and batch > 1:
         batch = 1  # batching would make live frames wait for each other
     summary = Summary(providers=clf.providers)
@@ -249,9 +317,10 @@ def run_predict(
     t_end: float | None = None
     failed = True
     results = None
+    output_error: OutputError | None = None
     try:
         if serve is not None:
-            server = _start_server(serve, clf, src, top)
+            server = _start_server(serve, clf, src, top, allow_host)
         csv_out = CsvOutput(csv, clf.class_names) if csv else None
         if csv_out:
             outputs.append(csv_out)
@@ -261,12 +330,12 @@ def run_predict(
         if show:
             display = Display()
             if not display.available:
-                print(f"warning: --show: {display.reason}; not showing", file=sys.stderr)
+                warn(f"--show: {display.reason}; not showing")
                 display = None
         frame_numbers = src.kind not in ("image", "folder", "glob")
         fps_avg: float | None = None
         last_t = time.perf_counter()
-        results = classify(clf, src, batch=batch, smooth=smoother)
+        results = classify(clf, src, batch=batch, smooth=smoother, keep_images=keep_images)
         try:
             defer = _DeferCtrlC()
             for res in results:
@@ -295,10 +364,13 @@ def run_predict(
             t_end = time.perf_counter()
             if server:
                 server.mark_ended()
-                print(f"edgeclf: {source}: no more frames; still serving {server.url} (Ctrl-C to stop)", file=sys.stderr)
+                print(f"edgeclf: {safe_text(source)}: no more frames; still serving {server.url} (Ctrl-C to stop)", file=sys.stderr)
                 while True:
                     time.sleep(3600)
         except KeyboardInterrupt:
+            summary.interrupted = True
+        except OutputError as e:  # a full disk: stop, keep the outputs that did not fail, then report
+            output_error = e
             summary.interrupted = True
         except BrokenPipeError:  # `edgeclf predict ... | head`: the reader has what it wanted
             _silence_stdout()
@@ -316,25 +388,30 @@ def run_predict(
         summary.skipped = len(src.skipped)
         summary.dropped = src.dropped
         for o in outputs:
-            o.close(keep=not failed)  # an error leaves no half-written file; Ctrl-C keeps what was done
+            try:
+                o.close(keep=not failed)  # an error leaves no half-written file; Ctrl-C keeps what was done
+            except OutputError as e:  # the disk filled up as the file was finished
+                output_error = output_error or e
         if display:
             display.close()
+    if output_error is not None:  # the one error line says how far it got
+        raise output_error
     if save and video_out and video_out.frames == 0:
-        print(f"warning: --save: no frames, {save} not written", file=sys.stderr)
+        warn(f"--save: no frames, {save} not written")
     print(f"edgeclf: {summary.line()}", file=sys.stderr)
     if strict and summary.skipped:
         raise EdgeclfError(f"{summary.skipped} file(s) skipped (--strict)")
     return summary
 
 
-def _start_server(address: str, clf: Classifier, src: Source, top: int) -> LiveServer:
+def _start_server(address: str, clf: Classifier, src: Source, top: int, allow_host: Sequence[str] = ()) -> LiveServer:
     info = {
         "model": clf.path.name, "precision": clf.metadata.get("precision", "fp32"),
         "providers": short_names(clf.providers), "classes": clf.class_names,
         "source": src.spec, "source_kind": src.kind, "bars": max(top, min(5, len(clf.class_names))),
     }
     server = LiveServer(address, info=info, top=top, source_state=lambda: src.state,
-                        stream_fps=min(src.fps or 25.0, 30.0))
+                        stream_fps=min(src.fps or 25.0, 30.0), allow_hosts=allow_host)
     if server.exposed:
         print(f"warning: --serve {address}: the live view is open to anyone who can reach this machine "
               "on the network (no password); use 127.0.0.1 to keep it on this machine", file=sys.stderr)

@@ -49,6 +49,21 @@ def default_threads(cpu_count: int | None = None) -> int:
     return max(1, min(4, cpu_count))
 
 
+#: ``--threads`` may ask for at most this many threads per usable core: more only adds contention
+#: (and onnxruntime starts every one of them, so 100000 would never finish starting).
+THREADS_PER_CORE = 4
+
+
+def check_threads(threads: int, cpu_count: int | None = None) -> int:
+    """``threads`` if it is 1 to ``THREADS_PER_CORE`` x the usable cores, else a one-line error."""
+    cores = cpu_count or sysinfo.cpu_cores()
+    most = THREADS_PER_CORE * cores
+    if not 1 <= threads <= most:
+        raise EdgeclfError(f"--threads {threads}: must be 1 to {most} ({THREADS_PER_CORE} x the {cores} "
+                           f"core{'s' * (cores > 1)} this process may use)")
+    return threads
+
+
 def tensorrt_cache_dir(model_path: str | os.PathLike) -> Path:
     """TensorRT engine cache folder next to the model: engines take minutes to build on a Jetson,
     so they are kept and reused across runs (TensorRT rebuilds only when the model changes)."""

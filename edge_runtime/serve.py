@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import ipaddress
 import json
 import selectors
 import socket
@@ -27,14 +28,14 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 
 from .classifier import Prediction
-from .errors import EdgeclfError
+from .errors import EdgeclfError, safe_text
 from .outputs import annotate, record
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -57,6 +58,43 @@ def parse_address(spec: str) -> tuple[str, int]:
     if not port.isdigit() or int(port) > 65535:
         raise EdgeclfError(f"--serve {text!r}: expected [HOST:]PORT, e.g. 8080, 127.0.0.1:8080 or 0.0.0.0:8080")
     return host, int(port)
+
+
+def _host_name(header: str) -> str:
+    """The name in a Host header, without port or brackets, lower case: ``[::1]:80`` -> ``::1``."""
+    host = header.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    if host.count(":") == 1:
+        host = host.split(":")[0]
+    return host.rstrip(".")
+
+
+def _allowed_hosts(bound: str, extra: Sequence[str]) -> frozenset[str]:
+    names = {"localhost", _host_name(bound), socket.gethostname().lower()}
+    names.add(socket.gethostname().lower().split(".")[0] + ".local")  # mDNS, as a Raspberry Pi answers to
+    for name in extra:
+        if not name.strip() or any(c in name for c in "/ \t"):
+            raise EdgeclfError(f"--allow-host {name!r}: expected a host name, e.g. pi.example.com")
+        names.add(_host_name(name))
+    return frozenset(names)
+
+
+def host_allowed(header: str | None, allowed: frozenset[str]) -> bool:
+    """Whether a request's Host header names this server. A web page from another site can reach
+    127.0.0.1 by pointing its own name at it (DNS rebinding); its requests then carry that name, so
+    only IP addresses (which cannot be rebound), localhost names, this machine's names and the
+    names the user allowed are answered. No Host at all (HTTP/1.0 tools) is not a browser."""
+    if header is None:
+        return True
+    host = _host_name(header)
+    if host in allowed or host.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
 
 
 class _Server(ThreadingHTTPServer):
@@ -133,8 +171,10 @@ class LiveServer:
         send_timeout: float = 10.0,
         events_hz: float = 10.0,
         log: Callable[[str], None] = _log,
+        allow_hosts: Sequence[str] = (),
     ) -> None:
         self.host, port = parse_address(address)
+        self.allowed_hosts = _allowed_hosts(self.host, allow_hosts)
         self.info = dict(info or {})
         self.top = max(1, top)
         self.source_state = source_state
@@ -143,7 +183,10 @@ class LiveServer:
         self.jpeg_quality = jpeg_quality
         self.send_timeout = send_timeout
         self.events_hz = events_hz
-        self.log = log
+        # Request lines and client addresses come from the network: whatever the log, control
+        # sequences must not reach the operator's terminal (the standard library's log_message
+        # escapes them; edgeclf's replaces it).
+        self.log: Callable[[str], None] = lambda msg: log(safe_text(msg))
 
         self.started_at = time.monotonic()
         self.frames = 0
@@ -447,7 +490,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, body: bool) -> None:
         live = self.server.live
         path = urlsplit(self.path).path
-        if path in ("/", "/index.html"):
+        if not host_allowed(self.headers.get("Host"), live.allowed_hosts):
+            self.send_error(HTTPStatus.FORBIDDEN, explain="Unknown Host header: this live view answers only to its own "
+                            "addresses (add names with --allow-host).")
+        elif path in ("/", "/index.html"):
             self._send(200, "text/html; charset=utf-8", page_html(), body)
         elif path == "/api/health":
             self._send_json(live.health(), body)

@@ -19,9 +19,9 @@ thread reconnects with exponential back-off.
 from __future__ import annotations
 
 import glob
+import math
 import os
 import re
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from .errors import EdgeclfError, ImageReadError
+from .errors import EdgeclfError, ImageReadError, warn
 from .images import is_image_file, read_image
 
 #: JPEGs above this many pixels are decoded at reduced scale (see ``images.read_image``); far above
@@ -49,11 +49,17 @@ CaptureFactory = Callable[[Any, int, Sequence[int]], Any]
 
 def warn_skip(path: object, reason: str) -> None:
     """The default ``on_skip``: one warning line on stderr for an unreadable file."""
-    print(f"warning: skipped {path}: {reason}", file=sys.stderr)
+    warn(f"skipped {path}: {reason}")
 
 
-def _warn(msg: str) -> None:
-    print(f"warning: {msg}", file=sys.stderr)
+_warn = warn
+
+
+def check_timeout(timeout: float) -> float:
+    """``--timeout``: a finite number of seconds above 0 (at most a day), else a one-line error."""
+    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and 0 < timeout <= 86400):
+        raise EdgeclfError(f"--timeout {timeout}: must be a number of seconds above 0 and at most 86400")
+    return float(timeout)
 
 
 def cv2_capture(target: Any, api: int, params: Sequence[int]) -> cv2.VideoCapture:
@@ -451,6 +457,7 @@ def open_source(
     the video's own frame rate (25 when it states none), as a live source."""
     spec = str(spec)
     path = Path(spec)
+    check_timeout(timeout)
     quiet_opencv()
     common = dict(every=every, max_frames=max_frames)
     ms = int(timeout * 1000)
@@ -494,6 +501,8 @@ def open_source(
         if not matches:
             raise EdgeclfError(f"{spec}: no files match this pattern")
         return ImageFiles(spec, matches, "glob", on_skip=on_skip, **common)
-    if path.is_symlink():
+    if path.is_symlink() and not path.exists():
         raise EdgeclfError(f"{spec}: broken link (its target does not exist)")
+    if path.exists():
+        raise EdgeclfError(f"{spec}: not a file, folder, camera or stream (a pipe or a device)")
     raise EdgeclfError(f"{spec}: no such file or folder")

@@ -42,6 +42,20 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
+def available_memory_bytes() -> int:
+    """Memory the system can give without swapping (MemAvailable; total memory where unknown)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 30
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB."""
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork+exec, so a

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+# A shell starts background jobs (`nohup python -m pytest &`) with SIGINT ignored, and every child
+# inherits that. Tests stop edgeclf and helper processes with SIGINT, so the suite restores the
+# default: the same results however it is started. (edgeclf itself installs its own handler;
+# test_hostile_runtime checks that with SIGINT ignored on purpose.)
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parents[1]
 CATS_DOGS = Path(os.environ.get("EDGECLF_CATS_DOGS", ROOT.parent / "shared" / "data" / "cats_dogs" / "train"))

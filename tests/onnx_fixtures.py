@@ -43,15 +43,19 @@ def edgeclf_metadata(class_names: Sequence[str], size: tuple[int, int], precisio
     }
 
 
-def make_colour_model(path: Path, size: tuple[int, int] = (32, 32), metadata: bool = True, dynamic_hw: bool = False,
-                      input_type: str = "uint8") -> Path:
-    """uint8 [N, H, W, 3] RGB -> mean colour -> softmax(0.05 * mean) over (red, green, blue)."""
+def make_colour_model(path: Path, size: tuple[int, int] = (32, 32), metadata: bool | dict[str, str] = True,
+                      dynamic_hw: bool = False, input_type: str = "uint8", batch: int | str = "N",
+                      two_inputs: bool = False) -> Path:
+    """uint8 [N, H, W, 3] RGB -> mean colour -> softmax(0.05 * mean) over (red, green, blue).
+
+    ``metadata``: edgeclf's (True), none (False), or exactly this dict (hostile-input tests);
+    ``batch``: the batch dimension (an int fixes it); ``two_inputs``: add a second input."""
     from onnx import TensorProto, helper, numpy_helper
 
     elem = {"uint8": TensorProto.UINT8, "float": TensorProto.FLOAT}[input_type]
     h, w = ("H", "W") if dynamic_hw else size
-    x = helper.make_tensor_value_info("image", elem, ["N", h, w, 3])
-    y = helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3])
+    inputs = [helper.make_tensor_value_info("image", elem, [batch, h, w, 3])]
+    y = helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, 3])
     scale = numpy_helper.from_array(np.eye(3, dtype=np.float32) * 0.05, "scale")
     nodes = [
         helper.make_node("Cast", ["image"], ["xf"], to=TensorProto.FLOAT),
@@ -59,9 +63,14 @@ def make_colour_model(path: Path, size: tuple[int, int] = (32, 32), metadata: bo
         helper.make_node("MatMul", ["mean", "scale"], ["logits"]),
         helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
     ]
-    graph = helper.make_graph(nodes, "colour", [x], [y], [scale])
+    if two_inputs:
+        inputs.append(helper.make_tensor_value_info("extra", TensorProto.FLOAT, [batch, 3]))
+        nodes[2:3] = [helper.make_node("MatMul", ["mean", "scale"], ["l0"]), helper.make_node("Add", ["l0", "extra"], ["logits"])]
+    graph = helper.make_graph(nodes, "colour", inputs, [y], [scale])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-    return _save(model, path, edgeclf_metadata(COLOURS, size) if metadata else None)
+    if metadata is True:
+        metadata = edgeclf_metadata(COLOURS, size)
+    return _save(model, path, metadata or None)
 
 
 def make_conv_model(path: Path, size: int = 128, width: int = 32, seed: int = 0) -> Path:

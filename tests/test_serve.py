@@ -236,7 +236,7 @@ def test_serve_command_end_to_end(colour_model, colour_video):
         rc = sp.stop(signal.SIGINT)
     assert rc == 130
     assert "Traceback" not in sp.stderr
-    assert re.search(r"\d+ processed, 0 skipped .* \[interrupted\]", sp.stderr)
+    assert re.search(r"\d+ processed, 0 skipped\b.* \[interrupted\]", sp.stderr)  # "1 older frames dropped" may come between
     assert port_is_free(sp.port), "Ctrl-C must release the port"
 
 

@@ -4,7 +4,10 @@ page does) must not slow the inference loop, and viewers that stall must not hol
 The server is a real ``edgeclf predict --serve`` process classifying a 640x480 video as fast as it
 can (``--no-realtime``) with a model of a real edge classifier's cost. Machine noise is larger
 than the effect measured, so windows with and without viewers alternate and their paired ratios
-are compared by the median. The viewers would be on other machines; here they share the two
+are compared by the median. On a shared machine another process can take a core for seconds: a
+round whose two viewer-less windows (before and after) disagree by more than ``STABLE`` measured
+the neighbours, not the viewers, so it is set aside and another round is run instead (the
+viewers cannot cause that disagreement: neither window has any). The threshold is unchanged. The viewers would be on other machines; here they share the two
 cores with the server, so their threads run at the lowest priority (measured: at normal priority
 the test's own reading costs the server another 3-7%)."""
 
@@ -21,7 +24,9 @@ from live_helpers import ServeProcess, StreamCounter, make_colour_video, stalled
 from onnx_fixtures import make_conv_model
 
 VIEWERS = 20
-ROUNDS = 9
+ROUNDS = 9  # stable rounds the median is taken over
+MAX_ROUNDS = 24
+STABLE = 0.12  # largest relative difference between the viewer-less windows around a round
 WINDOW_S = 1.5
 
 
@@ -39,9 +44,12 @@ def test_twenty_viewers_do_not_slow_inference(load_setup):
     with ServeProcess(model, video, "--loop", "--no-realtime") as sp:
         sp.wait_frames(100)
         time.sleep(1.0)
-        base, loaded, per_viewer = [], [], []
-        for _ in range(ROUNDS):
-            base.append(sp.frame_rate(WINDOW_S))
+        base, loaded, per_viewer = [sp.frame_rate(WINDOW_S)], [], []
+
+        def stable(i: int) -> bool:
+            return abs(base[i] - base[i + 1]) <= STABLE * max(base[i], base[i + 1])
+
+        while len(loaded) < MAX_ROUNDS and sum(map(stable, range(len(loaded)))) < ROUNDS:
             video_viewers = [StreamCounter(sp.port, "/stream.mjpg", b"--frame", nice=19) for _ in range(VIEWERS)]
             event_viewers = [StreamCounter(sp.port, "/events", b"data: ", nice=19) for _ in range(VIEWERS)]
             stalled = [stalled_viewer(sp.port) for _ in range(2)] + [stalled_viewer(sp.port, "/events")]
@@ -59,11 +67,16 @@ def test_twenty_viewers_do_not_slow_inference(load_setup):
                 v.close()
             for s in (*stalled, idle):
                 s.close()
-        base.append(sp.frame_rate(WINDOW_S))
+            base.append(sp.frame_rate(WINDOW_S))
 
-        paired = [loaded[i] / ((base[i] + base[i + 1]) / 2) for i in range(ROUNDS)]
+        kept = [i for i in range(len(loaded)) if stable(i)]
+        n_stable = len(kept)
+        if n_stable < ROUNDS:  # too noisy throughout: judge on every round rather than on a few
+            kept = list(range(len(loaded)))
+        paired = [loaded[i] / ((base[i] + base[i + 1]) / 2) for i in kept]
         ratio = statistics.median(paired)
-        summary = f"frames/s without viewers {[round(x) for x in base]}, with {VIEWERS} {[round(x) for x in loaded]}, median ratio {ratio:.3f}"
+        summary = (f"frames/s without viewers {[round(x) for x in base]}, with {VIEWERS} {[round(x) for x in loaded]}, "
+                   f"{n_stable} of {len(loaded)} rounds stable, median over {len(kept)}: {ratio:.3f}")
         print(summary)
         assert ratio >= 0.90, f"{VIEWERS} viewers slowed inference by more than 10%: {summary}"
 
