@@ -20,6 +20,7 @@ import onnxruntime as ort
 
 from . import metadata as md
 from . import providers as prov
+from . import sysinfo
 from .errors import EdgeclfError, first_line
 from .images import to_bgr8
 from .preprocess import resize_rgb
@@ -44,6 +45,25 @@ class Prediction:
     def from_probs(cls, probs: np.ndarray, class_names: Sequence[str]) -> "Prediction":
         i = int(np.argmax(probs))
         return cls(class_names[i], i, float(probs[i]), {c: float(p) for c, p in zip(class_names, probs)})
+
+
+def int8_cpu_warning(metadata: dict[str, str], family: str) -> str | None:
+    """Why an int8 model's export-time accuracy may not hold on a CPU of ``family``, or None.
+
+    Integer results differ between CPU families (``sysinfo.CPU_FAMILIES``); an export records the
+    ones its int8 model was checked for. Models from before that record are safe on x86 with
+    VNNI and on ARM, but may have been exported with full-range weights, which saturate elsewhere."""
+    if metadata.get(md.PRECISION) != "int8":
+        return None
+    try:
+        cpus = json.loads(metadata[md.INT8_CPUS])
+    except (KeyError, ValueError):
+        if family in ("x86-vnni", "arm64-dotprod", "arm64-neon"):
+            return None
+        return f"int8 model records no CPU target (an older export); on this CPU ({family}) its accuracy may differ from the export's: re-export it"
+    if family in cpus:
+        return None
+    return f"int8 model checked on {', '.join(cpus)}, not on this CPU ({family}): its accuracy may differ from the export's"
 
 
 def _warn(msg: str) -> None:
@@ -136,6 +156,10 @@ class Classifier:
             raise EdgeclfError(f"{self.path}: colour order {colour!r} is not supported (edgeclf models take RGB)")
         self.class_names = list(labels)
         self.size = (int(size[0]), int(size[1]))
+        if self.providers[0] == prov.CPU:  # the int8 kernels that differ by CPU family
+            cpu_warning = int8_cpu_warning(self.metadata, sysinfo.cpu_family())
+            if cpu_warning:
+                warn(f"{self.path}: {cpu_warning}")
 
     def __repr__(self) -> str:
         return f"Classifier({str(self.path)!r}, providers={prov.short_names(self.providers)}, size={self.size}, classes={len(self.class_names)})"
