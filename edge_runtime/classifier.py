@@ -24,6 +24,7 @@ from . import sysinfo
 from .errors import EdgeclfError, first_line
 from .images import to_bgr8
 from .preprocess import resize_rgb
+from .quiet import captured_output
 
 _DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -115,14 +116,17 @@ class Classifier:
         if any(name == prov.TENSORRT for name in plan.names):
             prov.tensorrt_cache_dir(self.path).mkdir(parents=True, exist_ok=True)
         try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=plan.providers)
+            with captured_output() as ort_log:  # a GPU provider that fails prints many lines
+                self.session = ort.InferenceSession(str(self.path), opts, providers=plan.providers)
         except Exception as e:  # onnxruntime raises several types for a bad file
             raise EdgeclfError(f"{self.path}: not a loadable ONNX model ({first_line(e)})") from None
         self.providers: list[str] = self.session.get_providers()
         wanted = prov.PROVIDERS.get(provider.lower())
-        if wanted and wanted in plan.names and wanted not in self.providers:
-            # Listed as available, but failed to initialise (missing CUDA/TensorRT libraries).
-            msg = f"provider {provider!r} failed to start; running on {', '.join(prov.short_names(self.providers))}"
+        # Listed as available, but failed to initialise (no GPU, missing CUDA/cuDNN/TensorRT libraries).
+        failed = [p for p in plan.names if p != prov.CPU and p not in self.providers and (wanted is None or p == wanted)]
+        if failed:
+            msg = (f"provider {provider!r}: {', '.join(prov.short_names(failed))} failed to start"
+                   f"{prov.failure_hint(ort_log[0])}; running on {', '.join(prov.short_names(self.providers))}")
             if strict:
                 raise EdgeclfError(msg)
             warn(msg)
