@@ -542,6 +542,8 @@ def open_csi(spec: str, capture_factory: CaptureFactory) -> tuple[Callable[[], A
     index, o = parse_csi(spec)
     module = picamera2_module()
     if module is not None:
+        if o["flip"]:
+            raise EdgeclfError(f"{spec}: flip is the Jetson's nvvidconv flip-method; edgeclf does not flip Raspberry Pi cameras")
         return (lambda: Picamera2Capture(module, index, o["width"], o["height"], o["fps"])), "camera"
     if is_jetson():
         if not has_gstreamer():

@@ -120,6 +120,12 @@ def test_picamera2_asks_for_bgr_and_closes_the_camera(picamera2):
     assert picamera2.CLOSED == [1]
 
 
+def test_picamera2_refuses_the_jetson_only_flip(picamera2):
+    with pytest.raises(EdgeclfError, match="flip is the Jetson's nvvidconv flip-method"):
+        open_source("csi://0?flip=2")
+    assert picamera2.CONFIGS == []  # refused before the camera was touched
+
+
 def test_picamera2_slow_model_gets_the_newest_frame(picamera2):
     with open_source("csi://0?width=64&height=48&fps=50", timeout=5) as src:
         indices = []
