@@ -7,12 +7,11 @@ bindings, as a child process: ``python3 rtsp_server.py PORT FPS``."""
 
 from __future__ import annotations
 
-import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from mjpeg_server import ServerProcess
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 CHECK = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
@@ -25,40 +24,21 @@ def available() -> bool:
     return subprocess.run([SYSTEM_PYTHON, "-c", CHECK], capture_output=True, timeout=30).returncode == 0
 
 
-class RtspServer:
-    """``rtsp://127.0.0.1:PORT/x``: a 25 fps live pattern, started and stopped on demand."""
+class RtspServer(ServerProcess):
+    """``rtsp://127.0.0.1:PORT/x``: a live pattern at ``fps``, started and stopped on demand."""
+
+    name = "GStreamer RTSP server"
 
     def __init__(self, port: int, fps: int = 25, size: tuple[int, int] = (160, 120)) -> None:
-        self.port, self.fps, self.size = port, fps, size
-        self.proc: subprocess.Popen | None = None
+        super().__init__(port)
+        self.fps, self.size = fps, size
 
     @property
     def url(self) -> str:
         return f"rtsp://127.0.0.1:{self.port}/x"
 
-    def start(self) -> "RtspServer":
-        from mjpeg_server import _listening
-
-        self.proc = subprocess.Popen([SYSTEM_PYTHON, __file__, str(self.port), str(self.fps), *map(str, self.size)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 15
-        while not _listening(self.port):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"RTSP server did not start: {self.proc.stderr.read().decode()[-500:] if self.proc.poll() is not None else 'timeout'}")
-            time.sleep(0.05)
-        return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(5)
-        self.proc = None
-
-    def __enter__(self) -> "RtspServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def command(self) -> list[str]:
+        return [SYSTEM_PYTHON, __file__, str(self.port), str(self.fps), *map(str, self.size)]
 
 
 def _serve(port: int, fps: int, width: int, height: int) -> None:
