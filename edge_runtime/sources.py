@@ -517,9 +517,6 @@ class Picamera2Capture:
     def get(self, prop: int) -> float:
         return self.fps if prop == cv2.CAP_PROP_FPS else 0.0
 
-    def set(self, prop: int, value: float) -> bool:
-        return False
-
     def read(self) -> tuple[bool, np.ndarray | None]:
         try:
             array = self.cam.capture_array("main")

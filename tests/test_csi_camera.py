@@ -158,9 +158,6 @@ class FakeJetsonCamera:
     def get(self, prop: int) -> float:
         return 60.0 if prop == cv2.CAP_PROP_FPS else 0.0
 
-    def set(self, prop: int, value: float) -> bool:
-        return False
-
     def read(self):
         time.sleep(0.01)
         self.n += 1
