@@ -96,7 +96,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="edgeclf-export-bench-"))
     run = args.run or train_default(args.data, work / "run", args.epochs)
     from export.api import export_model
-    from export.quantize import cpu_has_vnni
+    from edge_runtime.sysinfo import cpu_family
 
     t = time.time()
     # max_drop=1: the benchmark measures; it does not gate (the figures say whether the goal is met).
@@ -124,7 +124,7 @@ def main() -> None:
         "run_summary": {k: run_json.get(k) for k in ("epochs_run", "best", "params", "macs", "n_train", "n_val")},
         "data": str(args.data),
         "cpu": platform.processor() or platform.machine(),
-        "vnni": cpu_has_vnni(),
+        "cpu_family": cpu_family(),
         "onnxruntime": onnxruntime.__version__,
         "export_seconds": round(export_s, 1),
         "sizes_bytes": {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size},

@@ -23,6 +23,7 @@ from . import sysinfo
 from .errors import EdgeclfError, first_line, safe_text, warn
 from .images import to_bgr8
 from .preprocess import resize_rgb
+from .quiet import captured_output
 
 _DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -98,6 +99,25 @@ class Prediction:
         return cls(class_names[i], i, float(probs[i]), {c: float(p) for c, p in zip(class_names, probs)})
 
 
+def int8_cpu_warning(metadata: dict[str, str], family: str) -> str | None:
+    """Why an int8 model's export-time accuracy may not hold on a CPU of ``family``, or None.
+
+    Integer results differ between CPU families (``sysinfo.CPU_FAMILIES``); an export records the
+    ones its int8 model was checked for. Models from before that record are safe on x86 with
+    VNNI and on ARM, but may have been exported with full-range weights, which saturate elsewhere."""
+    if metadata.get(md.PRECISION) != "int8":
+        return None
+    try:
+        cpus = json.loads(metadata[md.INT8_CPUS])
+    except (KeyError, ValueError):
+        if family in ("x86-vnni", "arm64-dotprod", "arm64-neon"):
+            return None
+        return f"int8 model records no CPU target (an older export); on this CPU ({family}) its accuracy may differ from the export's: re-export it"
+    if family in cpus:
+        return None
+    return f"int8 model checked on {', '.join(cpus)}, not on this CPU ({family}): its accuracy may differ from the export's"
+
+
 _warn = warn
 
 
@@ -146,14 +166,17 @@ class Classifier:
         if any(name == prov.TENSORRT for name in plan.names):
             prov.tensorrt_cache_dir(self.path).mkdir(parents=True, exist_ok=True)
         try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=plan.providers)
+            with captured_output() as ort_log:  # a GPU provider that fails prints many lines
+                self.session = ort.InferenceSession(str(self.path), opts, providers=plan.providers)
         except Exception as e:  # onnxruntime raises several types for a bad file
             raise EdgeclfError(f"{self.path}: not a loadable ONNX model ({first_line(e)})") from None
         self.providers: list[str] = self.session.get_providers()
         wanted = prov.PROVIDERS.get(provider.lower())
-        if wanted and wanted in plan.names and wanted not in self.providers:
-            # Listed as available, but failed to initialise (missing CUDA/TensorRT libraries).
-            msg = f"provider {provider!r} failed to start; running on {', '.join(prov.short_names(self.providers))}"
+        # Listed as available, but failed to initialise (no GPU, missing CUDA/cuDNN/TensorRT libraries).
+        failed = [p for p in plan.names if p != prov.CPU and p not in self.providers and (wanted is None or p == wanted)]
+        if failed:
+            msg = (f"provider {provider!r}: {', '.join(prov.short_names(failed))} failed to start"
+                   f"{prov.failure_hint(ort_log[0])}; running on {', '.join(prov.short_names(self.providers))}")
             if strict:
                 raise EdgeclfError(msg)
             warn(msg)
@@ -205,6 +228,10 @@ class Classifier:
             raise EdgeclfError(f"{self.path}: colour order {colour!r} is not supported (edgeclf models take RGB)")
         self.class_names = list(labels)
         self.size = (int(size[0]), int(size[1]))
+        if self.providers[0] == prov.CPU:  # the int8 kernels that differ by CPU family
+            cpu_warning = int8_cpu_warning(self.metadata, sysinfo.cpu_family())
+            if cpu_warning:
+                warn(f"{self.path}: {cpu_warning}")
 
     def __repr__(self) -> str:
         return f"Classifier({str(self.path)!r}, providers={prov.short_names(self.providers)}, size={self.size}, classes={len(self.class_names)})"

@@ -7,6 +7,7 @@ GPU. ``Classifier`` passes ``onnxruntime.get_available_providers()`` in.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -131,3 +132,15 @@ def short_names(providers: Sequence[str]) -> list[str]:
     """``["CUDAExecutionProvider", "CPUExecutionProvider"]`` -> ``["cuda", "cpu"]`` for messages."""
     short = {v: k for k, v in PROVIDERS.items()}
     return [short.get(p, p.removesuffix("ExecutionProvider").lower()) for p in providers]
+
+
+def failure_hint(log: str) -> str:
+    """A few words on why a GPU provider failed, from onnxruntime's own log lines (which edgeclf
+    keeps off the terminal): the libraries it wants, e.g. " (needs cuDNN 9.* and CUDA 13.*)"."""
+    needs = []
+    if "TensorRT libraries" in log:
+        needs.append("TensorRT")
+    found = re.search(r"Require ([^.]*\.\*[^.]*?\.\*)", log)
+    if found:
+        needs.append(found.group(1))
+    return f" (needs {' and '.join(needs)})" if needs else ""

@@ -28,3 +28,32 @@ def stderr_to_devnull() -> Iterator[None]:
         os.dup2(saved, fd)
         os.close(saved)
         os.close(devnull)
+
+
+@contextlib.contextmanager
+def captured_output() -> Iterator[list[str]]:
+    """Collect what the block writes to file descriptors 1 and 2, native libraries included, into
+    the yielded list (one string, after the block): onnxruntime prints its provider failures there
+    in many lines, on stdout too, which belongs to ``--json``."""
+    import io
+    import tempfile
+
+    got: list[str] = []
+    try:
+        fds = [sys.stdout.fileno(), sys.stderr.fileno()]
+    except (AttributeError, ValueError, OSError):
+        fds = []
+    with tempfile.TemporaryFile() as tmp, contextlib.redirect_stdout(io.StringIO()) as py_out:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = [os.dup(fd) for fd in fds]
+        try:
+            for fd in fds:
+                os.dup2(tmp.fileno(), fd)
+            yield got
+        finally:
+            for fd, old in zip(fds, saved):
+                os.dup2(old, fd)
+                os.close(old)
+            tmp.seek(0)
+            got.append(tmp.read().decode(errors="replace") + py_out.getvalue())

@@ -34,6 +34,32 @@ def cpu_model() -> str:
     return f"{name} ({board})" if board else name
 
 
+#: The CPU families whose int8 arithmetic differs, by what onnxruntime's int8 kernels do on them:
+#: x86 with VNNI (exact u8 x s8 dot products), x86 with AVX2 or AVX-512 but no VNNI (u8 x s8 pairs
+#: summed in saturating int16: full-range weights can overflow), ARM with the dot-product
+#: extension (Cortex-A76, Pi 5) and ARM with NEON only (Cortex-A72, Pi 4).
+CPU_FAMILIES = ("x86-vnni", "x86-avx2", "arm64-dotprod", "arm64-neon")
+
+
+def cpu_family(cpuinfo: str | None = None, machine: str | None = None) -> str:
+    """This CPU's family for int8 inference (one of ``CPU_FAMILIES``, else "x86-sse" or the machine
+    name), read from /proc/cpuinfo's feature flags."""
+    machine = (machine or platform.machine()).lower()
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            cpuinfo = ""
+    flags = set(cpuinfo.split())
+    if machine in ("x86_64", "amd64"):
+        if flags & {"avx512_vnni", "avx_vnni"}:
+            return "x86-vnni"
+        return "x86-avx2" if "avx2" in flags else "x86-sse"
+    if machine in ("aarch64", "arm64"):
+        return "arm64-dotprod" if "asimddp" in flags else "arm64-neon"
+    return machine
+
+
 def cpu_cores() -> int:
     """Cores this process may run on (respects taskset / container CPU sets)."""
     try:

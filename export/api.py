@@ -167,7 +167,7 @@ def _int8(fp32_bytes, fp32_sess, calib_set, val, calib_method, max_drop, step, m
     methods = list(quantize.METHODS) if calib_method == "auto" else [calib_method]
     fp32_probs = predict(fp32_sess, val.x, progress=step("validation: fp32", len(val.x)))
     acc_fp32 = float((fp32_probs.argmax(1) == val.y).mean())
-    reduce_range = quantize.needs_reduce_range()
+    reduce_range = quantize.REDUCE_RANGE
     candidates = {}
     with tempfile.TemporaryDirectory(prefix="edgeclf-quant-") as tmp:
         tmp = Path(tmp)
@@ -189,6 +189,7 @@ def _int8(fp32_bytes, fp32_sess, calib_set, val, calib_method, max_drop, step, m
         chosen = candidates[best]
         proto = onnx.load(str(chosen["path"]))
         set_metadata(proto, metadata(chosen["accuracy"]))
+        quantize.mark_target(proto)
         int8_bytes = proto.SerializeToString()
 
     int8_sess = session(int8_bytes)
@@ -212,6 +213,7 @@ def _int8(fp32_bytes, fp32_sess, calib_set, val, calib_method, max_drop, step, m
         "latency_ratio": lat["int8"] / lat["fp32"],
         "speedup": lat["fp32"] / lat["int8"],
         "reduce_range": reduce_range,
+        "made_for": quantize.int8_target(),
         "format": "QDQ, per-channel int8 weights, uint8 activations, softmax in float",
     }
     return result, int8_bytes

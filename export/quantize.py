@@ -1,6 +1,6 @@
 """Static int8 quantization with onnxruntime.quantization, calibrated on real images.
 
-QDQ format, per-channel int8 weights, uint8 activations, the model first run through
+QDQ format, per-channel int8 weights (7-bit: see ``REDUCE_RANGE``), uint8 activations, the model first run through
 ``quant_pre_process`` (shape inference + graph clean-up, so the quantizer sees fused Conv+BN).
 onnxruntime then fuses each DequantizeLinear -> Conv -> ReLU -> QuantizeLinear into one
 QLinearConv at session start. The softmax stays in float: it is a handful of values, and a
@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
-import platform
+import json
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -25,6 +25,7 @@ from onnxruntime.quantization.calibrate import TensorData, create_calibrator, sa
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edge_runtime import metadata as md
+from edge_runtime.sysinfo import CPU_FAMILIES
 
 METHODS: dict[str, CalibrationMethod] = {
     "minmax": CalibrationMethod.MinMax,
@@ -60,20 +61,28 @@ class ImageBatches(CalibrationDataReader):
         self.start = 0
 
 
-def cpu_has_vnni() -> bool:
-    """Whether this x86 CPU has VNNI (AVX512-VNNI or AVX-VNNI) integer dot-product instructions."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_vnni" in flags or "avx_vnni" in flags
+#: Weights quantized to 7 bits (-64..63) on every export, whatever CPU exports. onnxruntime's
+#: u8 x s8 kernels on x86 without VNNI (AVX2, AVX-512) add pairs of products in saturating int16:
+#: 255 x 127 x 2 overflows it, 255 x 64 x 2 does not. With full-range weights, a model exported on
+#: a VNNI workstation gave another answer on 8 of 30 images on an AVX2-only CPU (qemu Haswell);
+#: with 7-bit weights it gives bit-identical probabilities on x86 with and without VNNI, Cortex-A72
+#: and Cortex-A76 (benchmarks/results/int8_cpus.md), so the accuracy the int8 guard measures on
+#: the exporting machine is the accuracy on each of them.
+REDUCE_RANGE = True
+#: Where this policy was checked (the emulated CPUs of tests/test_devices_emulated.py and this host).
+INT8_CPUS = CPU_FAMILIES
 
 
-def needs_reduce_range() -> bool:
-    """onnxruntime's advice: 7-bit weights on x86 CPUs without VNNI, where the u8s8 instruction
-    (vpmaddubsw) can saturate; full range on VNNI CPUs and on ARM."""
-    machine = platform.machine().lower()
-    return machine in ("x86_64", "amd64", "i386", "i686") and not cpu_has_vnni()
+def int8_target() -> dict:
+    """What an int8 model is made for, for export.json and the model's metadata."""
+    return {"cpus": list(INT8_CPUS), "reduce_range": REDUCE_RANGE,
+            "why": "7-bit weights: no int16 saturation on x86 without VNNI; the same results on every CPU listed"}
+
+
+def mark_target(model: onnx.ModelProto) -> None:
+    """Record in ``model``'s metadata the CPU families it was made for (read by the runtime)."""
+    entry = model.metadata_props.add()
+    entry.key, entry.value = md.INT8_CPUS, json.dumps(list(INT8_CPUS))
 
 
 def prepare(fp32_path: Path, out_path: Path) -> None:
@@ -138,7 +147,7 @@ def quantize(
                 str(out_path),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
-                reduce_range=needs_reduce_range() if reduce_range is None else reduce_range,
+                reduce_range=REDUCE_RANGE if reduce_range is None else reduce_range,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=METHODS[method],

@@ -13,13 +13,12 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import cv2
 import pytest
 from conftest import ROOT, error_line, run_cli
-from mjpeg_server import MjpegServer, free_port
+from mjpeg_server import MjpegServer, check_reconnects, free_port
 from onnx_fixtures import make_colour_model
 
 from edge_runtime.errors import EdgeclfError
@@ -88,38 +87,7 @@ def test_plain_opencv_reading_falls_behind_on_the_same_stream():
 def test_stream_reconnects_after_server_restart():
     server = MjpegServer(fps=FPS).start()
     warnings: list[str] = []
-    src = open_source(server.url, timeout=5, warn=warnings.append)
-    seen: list[float] = []
-    stop = threading.Event()
-
-    def consume():
-        for frame in src:
-            seen.append(frame.captured_at)
-            if stop.is_set():
-                break
-
-    t = threading.Thread(target=consume, daemon=True)
-    t.start()
-    try:
-        deadline = time.monotonic() + 5
-        while len(seen) < 5 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(seen) >= 5
-        server.stop()
-        time.sleep(1.0)  # the stream is down for a second
-        restarted_at = time.monotonic()
-        server.start()
-        deadline = time.monotonic() + 15
-        while not (seen and seen[-1] > restarted_at) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert seen[-1] > restarted_at, "no frame after the server came back"
-        assert src.reconnects >= 1
-        assert any("lost" in w for w in warnings) and any("reconnected" in w for w in warnings)
-    finally:
-        stop.set()
-        src.close()
-        server.stop()
-        t.join(5)
+    check_reconnects(server, open_source(server.url, timeout=5, warn=warnings.append), warnings)
 
 
 def test_stream_errors_exit_2_in_one_line(model):

@@ -1,0 +1,97 @@
+"""int8 on every CPU family: one trained run exported twice, with full-range (8-bit) weights and with
+edgeclf's 7-bit weights (``export.quantize.REDUCE_RANGE``), then classified by ``edgeclf predict
+--json`` on this host and on emulated CPUs — x86 with AVX2 but no VNNI (qemu Haswell-v4),
+Cortex-A72 and Cortex-A76 (``.ci/aarch64``) — and compared with this host.
+
+    .ci/aarch64 setup
+    python benchmarks/int8_cpus.py --run RUN_DIR [--out benchmarks/results]
+
+Needs qemu-user-static and the train extra. Writes int8_cpus.json and int8_cpus.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CPUS = ("cortex-a72", "cortex-a76", "haswell")
+
+
+def predict(cpu: str, model: Path, images: Path) -> dict[str, dict]:
+    args = ["predict", str(model), str(images), "--json"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if cpu == "host":
+        cmd = [sys.executable, "-m", "edge_runtime.cli", *args]
+    elif cpu == "haswell":
+        cmd = ["qemu-x86_64-static", "-cpu", "Haswell-v4", sys.executable, "-m", "edge_runtime.cli", *args]
+    else:
+        cmd = [str(ROOT / ".ci" / "aarch64"), "run", cpu, *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+    return {r["source"]: r for r in map(json.loads, (line for line in out.splitlines() if line.startswith("{")))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, required=True, help="a trained run folder (run.json with a validation split)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = ap.parse_args()
+
+    from edge_runtime.sysinfo import cpu_family
+    from export import api, quantize
+
+    work = Path(tempfile.mkdtemp(prefix="edgeclf-int8-cpus-"))
+    run = json.loads((args.run / "run.json").read_text())
+    images = work / "val"
+    for p in map(Path, run["splits"]["val"]):
+        (images / p.parent.name).mkdir(parents=True, exist_ok=True)
+        (images / p.parent.name / p.name).symlink_to(p.resolve())
+    rows = []
+    for reduce_range in (False, True):
+        quantize.REDUCE_RANGE = reduce_range
+        report = api.export_model(args.run, work / f"rr{int(reduce_range)}", int8=True, max_drop=1.0, show_progress=False)
+        model = work / f"rr{int(reduce_range)}" / "model.int8.onnx"
+        ref = predict("host", model, images)
+        for cpu in CPUS:
+            t = time.time()
+            got = predict(cpu, model, images)
+            rows.append({
+                "weights": "7-bit (reduce_range)" if reduce_range else "8-bit (full range)", "cpu": cpu,
+                "n": len(ref),
+                "top1_agreement": sum(got[k]["index"] == ref[k]["index"] for k in ref) / len(ref),
+                "max_abs_diff": max(abs(got[k]["probs"][c] - ref[k]["probs"][c]) for k in ref for c in ref[k]["probs"]),
+                "accuracy": sum(Path(k).parent.name == got[k]["label"] for k in got) / len(got),
+                "accuracy_at_export": report["int8"]["accuracy_int8"],
+                "seconds": round(time.time() - t, 1),
+            })
+            print(rows[-1], flush=True)
+    result = {"run": args.run.name, "architecture": run.get("architecture"), "input_size": run.get("input_size"),
+              "host": cpu_family(), "rows": rows, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "int8_cpus.json").write_text(json.dumps(result, indent=2))
+    lines = [
+        f"# int8 on every CPU family ({result['architecture']} {result['input_size'][0]}x{result['input_size'][1]}, "
+        f"{rows[0]['n']} validation images)", "",
+        f"Exported on this host ({result['host']}); each CPU compared with it (`edgeclf predict --json`, "
+        "probabilities at 6 decimals). Emulated with qemu 7.2 user mode; " + result["date"], "",
+        "| int8 weights | CPU | top-1 agreement with host | largest probability difference | accuracy | guard's accuracy at export |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    names = {"cortex-a72": "Cortex-A72 (Pi 4, NEON)", "cortex-a76": "Cortex-A76 (Pi 5, dot product)",
+             "haswell": "x86 AVX2, no VNNI (Haswell)"}
+    for r in rows:
+        lines.append(f"| {r['weights']} | {names[r['cpu']]} | {r['top1_agreement']:.1%} | {r['max_abs_diff']:.3g} | "
+                     f"{r['accuracy']:.1%} | {r['accuracy_at_export']:.1%} |")
+    lines += ["", f"Reproduce: `.ci/aarch64 setup && python benchmarks/int8_cpus.py --run RUN_DIR`"]
+    (args.out / "int8_cpus.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
