@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Tests never write the user's image cache (~/.cache/edgeclf): one throw-away folder per session,
+# inherited by the CLI subprocesses.
+if "EDGECLF_CACHE_DIR" not in os.environ:
+    os.environ["EDGECLF_CACHE_DIR"] = tempfile.mkdtemp(prefix="edgeclf-cache-")
+    atexit.register(shutil.rmtree, os.environ["EDGECLF_CACHE_DIR"], True)
 CATS_DOGS = Path(os.environ.get("EDGECLF_CATS_DOGS", ROOT.parent / "shared" / "data" / "cats_dogs" / "train"))
 
 
