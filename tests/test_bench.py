@@ -187,6 +187,19 @@ def test_benchmark_source_limited_by_runs(tiny_onnx, video):
     assert r["source"]["frames"] == 5
 
 
+def test_benchmark_source_times_the_overlapped_pipeline(tiny_int8, video):
+    """--source also runs edgeclf predict's own reader-thread pipeline over the same frames and
+    holds it against its slowest stage alone."""
+    r = bench.benchmark(tiny_int8, runs=50, warmup=1, source=video, show_progress=False)
+    pipe = r["pipeline"]
+    assert pipe["frames"] == r["source"]["frames"] == 12 and pipe["fps"] > 0
+    st = r["stages_ms"]
+    assert pipe["stage_fps"]["inference"] == pytest.approx(1e3 / st["inference"]["mean"])
+    assert pipe["stage_fps"]["read+preprocess"] == pytest.approx(1e3 / (st["read"]["mean"] + st["preprocess"]["mean"]))
+    assert pipe["slowest_stage"] == min(pipe["stage_fps"], key=pipe["stage_fps"].get)
+    assert pipe["vs_slowest_stage"] == pytest.approx(pipe["fps"] / pipe["stage_fps"][pipe["slowest_stage"]])
+
+
 # --------------------------------------------------------------------------------------------- CLI
 def test_cli_json_video_and_plot(tiny_onnx, video, tmp_path):
     png = tmp_path / "plots" / "bench.png"
@@ -200,6 +213,7 @@ def test_cli_json_video_and_plot(tiny_onnx, video, tmp_path):
     assert set(r["latency_ms"]) >= {"p50", "p90", "p99", "mean"}
     assert len(r["results"]) == 4
     assert r["source"]["frames"] == 12  # the whole video (fewer frames than --runs)
+    assert r["pipeline"]["frames"] == 12 and 0 < r["pipeline"]["vs_slowest_stage"]
     assert r["plot"] == str(png)
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
