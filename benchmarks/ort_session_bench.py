@@ -17,7 +17,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +26,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
-from compare import CoTenant, cotenant_video, litert_runner  # noqa: E402
+from compare import CoTenant, Runner, cotenant_video, interleaved_timings, litert_runner  # noqa: E402
 from edge_runtime import sysinfo  # noqa: E402
 from edge_runtime.atomic import write_json, write_text  # noqa: E402
 from edge_runtime.classifier import Classifier  # noqa: E402
@@ -96,56 +95,40 @@ def main() -> None:
     cores = sysinfo.cpu_cores()
     clf = Classifier(args.model)  # edgeclf's own session, as `edgeclf predict`/`bench` open it
     name = clf.input_name
-    variants = {"edgeclf Classifier (as shipped)": lambda x: clf.predict_arrays(x)}
+    runners = [Runner("edgeclf Classifier (as shipped)", "", args.model, clf.predict_arrays)]
     for label, (threads, config) in variant_configs(cores).items():
         s = session(args.model, threads, config)
-        variants[label] = (lambda s: lambda x: s.run(None, {name: x}))(s)
+        runners.append(Runner(label, "", args.model, (lambda s: lambda x: s.run(None, {name: x})[0])(s)))
     if args.tflite:
-        r = litert_runner("litert_int8", args.tflite, cores)
-        variants[f"LiteRT int8 ({cores} threads)"] = r.predict
+        runners.append(litert_runner(f"LiteRT int8 ({cores} threads)", args.tflite, cores))
 
     rng = np.random.default_rng(0)
     h, w = clf.size
-    frames = rng.integers(0, 256, (64, 1, h, w, 3), dtype=np.uint8)
+    frames = rng.integers(0, 256, (64, h, w, 3), dtype=np.uint8)
     batch = rng.integers(0, 256, (32, h, w, 3), dtype=np.uint8)
-    for f in variants.values():
+    for r in runners:  # warm-up
         for _ in range(10):
-            f(frames[0])
-        f(batch)
+            r.one(frames[:1])
+        r.predict(batch)
 
     with tempfile.TemporaryDirectory() as tmp:
         tenant = CoTenant(cotenant_video(Path(tmp) / "cotenant.mp4"))
-        conds = {"idle": tenant.idle, "loaded": tenant.load}
-        per = {c: {k: [] for k in variants} for c in conds}
-        bat = {c: {k: [] for k in variants} for c in conds}
         try:
-            i = 0
-            for rnd in range(args.rounds):
-                print(f"round {rnd + 1}/{args.rounds}", file=sys.stderr, flush=True)
-                for c in (list(conds) if rnd % 2 == 0 else list(conds)[::-1]):
-                    conds[c]()
-                    for k in (list(variants) if rnd % 2 == 0 else list(variants)[::-1]):
-                        f = variants[k]
-                        end = time.perf_counter() + args.turn
-                        while time.perf_counter() < end:
-                            t0 = time.perf_counter()
-                            f(frames[i % len(frames)])
-                            per[c][k].append(time.perf_counter() - t0)
-                            i += 1
-                        t0 = time.perf_counter()
-                        f(batch)
-                        bat[c][k].append(time.perf_counter() - t0)
+            # compare.py's own interleaving: variants and idle/loaded conditions take turns every round
+            timings = interleaved_timings(runners, frames, batch, args.rounds, args.turn, 10**6,
+                                          lambda m: print(m, file=sys.stderr, flush=True),
+                                          {"idle": tenant.idle, "loaded": tenant.load})
         finally:
             info = tenant.close()
 
     rows = []
-    for c in conds:
-        for k in variants:
-            a = np.asarray(per[c][k]) * 1e3
+    for c, (per, bat) in timings.items():
+        for k in (r.name for r in runners):
+            a = np.asarray(per[k]) * 1e3
             p50, p99 = float(np.percentile(a, 50)), float(np.percentile(a, 99))
             rows.append({"condition": c, "variant": k, "p50_ms": round(p50, 3), "p99_ms": round(p99, 3),
                          "p99_over_p50": round(p99 / p50, 2), "frames": len(a),
-                         "batch32_fps": round(32 / float(np.median(bat[c][k])), 1)})
+                         "batch32_fps": round(32 / float(np.median(bat[k])), 1)})
     prof = op_profile(args.model, clf.size)
     report = {"model": args.model.name, "op_profile_1_thread": prof, "cores": cores, "machine": sysinfo.describe(), "onnxruntime": ort.__version__,
               "rounds": args.rounds, "turn_s": args.turn, "cotenant": info, "rows": rows,
