@@ -81,7 +81,7 @@ class ImageCache:
         """The images at file ``rows`` (any order) as a new uint8 array [len(rows), H, W, 3]."""
         rows = np.asarray(rows, np.int64).reshape(-1)
         out = np.empty((len(rows), *self.size, 3), np.uint8)
-        flat = out.reshape(len(rows), -1)
+        flat = out.reshape(len(rows), self.row_bytes)  # also for no rows at all
         fd = os.open(self.npy, os.O_RDONLY)
         try:
             for i, r in enumerate(rows):

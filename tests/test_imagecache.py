@@ -75,6 +75,15 @@ def test_unreadable_files_are_reported_on_every_read(tmp_path, data):
     assert warned == [bad, bad]
 
 
+def test_no_readable_file_gives_an_empty_array(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"")
+    (tmp_path / "b.png").write_bytes(b"not an image")
+    c = cached_images([tmp_path / "a.jpg", tmp_path / "b.png"], (8, 8), tmp_path / "cache", on_skip=lambda p, r: None)
+    assert c.ok == [] and len(c.skipped) == 2
+    x = c.load()
+    assert x.shape == (0, 8, 8, 3) and x.dtype == np.uint8
+
+
 def test_load_files_uses_the_cache_and_writes_no_partial_file(tmp_path, data, monkeypatch):
     cache_dir = tmp_path / "cache"
     monkeypatch.setenv("EDGECLF_CACHE_DIR", str(cache_dir))
