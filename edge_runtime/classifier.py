@@ -127,8 +127,11 @@ class Classifier:
     ``provider``: "auto" (TensorRT, then CUDA, then CPU, whichever is installed), "cpu", "cuda" or
     "tensorrt"; a missing one falls back to CPU with a warning, or raises with ``strict``.
     ``threads``: CPU intra-op threads (default: the usable cores, at most 4). ``device_id``: the GPU.
-    ``spin``: let idle worker threads busy-wait between runs (onnxruntime's default): lowest latency
-    for back-to-back calls, but turn it off when another thread (decoding, capture) needs the cores.
+    ``spin``: let idle worker threads busy-wait (onnxruntime's default). Off by default: a device
+    shares its cores with capture, decoding and serving, and spinning workers take the CPU they
+    need; measured on the default model (benchmarks/results/ort_session.md), not spinning gave a
+    lower p50, a shorter tail and more throughput both beside a co-tenant and on the shared
+    development machine. Turn it on only for a core budget nothing else touches.
     ``labels`` and ``size`` (height, width) are only needed for models without edgeclf metadata.
     ``self.providers`` lists what actually runs.
     """
@@ -143,7 +146,7 @@ class Classifier:
         device_id: int = 0,
         strict: bool = False,
         fp16: bool = True,
-        spin: bool = True,
+        spin: bool = False,
         warn: Callable[[str], None] = _warn,
     ) -> None:
         self.path = Path(model_path)
@@ -161,8 +164,9 @@ class Classifier:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.threads = threads or prov.default_threads()
         opts.intra_op_num_threads = self.threads
-        if not spin:
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session_config = prov.cpu_session_config(spin)
+        for key, value in self.session_config.items():
+            opts.add_session_config_entry(key, value)
         if any(name == prov.TENSORRT for name in plan.names):
             prov.tensorrt_cache_dir(self.path).mkdir(parents=True, exist_ok=True)
         try:

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import EdgeclfError, ImageReadError
+from .imagecache import cached_images, default_cache_dir
 from .images import read_image, scan_class_folders
 from .preprocess import resize_rgb
 from .sources import warn_skip
@@ -33,7 +34,13 @@ def load_files(
     on_skip: Callable[[object, str], None] = warn_skip,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, list[int], list[dict]]:
-    """Read and resize ``paths``; returns (images, indices of the readable ones, skipped)."""
+    """Read and resize ``paths``; returns (images, indices of the readable ones, skipped).
+
+    Goes through the disk cache (``imagecache``) unless it is off, so a data set that training,
+    eval or export has already decoded at this size is read back, not decoded again."""
+    if paths and default_cache_dir() is not None:
+        cache = cached_images(paths, size, on_skip=on_skip, progress=progress)
+        return cache.load(), cache.ok, cache.skipped
     h, w = size
     out = np.empty((len(paths), h, w, 3), np.uint8)
     ok: list[int] = []

@@ -26,6 +26,11 @@ MATMUL_OPS = {
 }
 
 
+# Ops that multiply in integers (onnxruntime's QGEMM kernels): a model that runs them runs int8.
+INTEGER_OPS = {"QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger", "QGemm", "MatMulIntegerToFloat",
+               "DynamicQuantizeMatMul", "NhwcQLinearConv"}
+
+
 def _shapes(entries: list[dict]) -> list[list[int]]:
     return [next(iter(e.values())) for e in entries]
 
@@ -43,13 +48,14 @@ def node_macs(op: str, inputs: list[list[int]], outputs: list[list[int]]) -> int
     return 0
 
 
-def count_macs(model_path: str | os.PathLike, input_shape: tuple[int, ...], input_dtype=np.uint8) -> int | None:
-    """MACs for one input of ``input_shape`` (batch 1), or None when the profile has no shapes."""
+def _profile(model_path: str | os.PathLike, input_shape: tuple[int, ...], input_dtype, optimized: bool) -> list[dict]:
+    """onnxruntime's profile events of one run on zeros."""
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    # Pre-packed weights vanish from the profile's input shapes; keep them visible.
-    opts.add_session_config_entry("session.disable_prepacking", "1")
+    if not optimized:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        # Pre-packed weights vanish from the profile's input shapes; keep them visible.
+        opts.add_session_config_entry("session.disable_prepacking", "1")
     opts.intra_op_num_threads = 1
     with tempfile.TemporaryDirectory() as tmp:
         opts.enable_profiling = True
@@ -57,7 +63,19 @@ def count_macs(model_path: str | os.PathLike, input_shape: tuple[int, ...], inpu
         sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
         feed = {sess.get_inputs()[0].name: np.zeros(input_shape, input_dtype)}
         sess.run(None, feed)
-        events = json.loads(Path(sess.end_profiling()).read_text())
+        return json.loads(Path(sess.end_profiling()).read_text())
+
+
+def runs_integer_kernels(model_path: str | os.PathLike, input_shape: tuple[int, ...], input_dtype=np.uint8) -> bool:
+    """Whether onnxruntime's CPU provider, graph optimised as for inference, runs any integer
+    convolution or matrix multiply (a QDQ model's DequantizeLinear -> Conv becomes QLinearConv)."""
+    events = _profile(model_path, input_shape, input_dtype, optimized=True)
+    return any(e.get("cat") == "Node" and e.get("args", {}).get("op_name") in INTEGER_OPS for e in events)
+
+
+def count_macs(model_path: str | os.PathLike, input_shape: tuple[int, ...], input_dtype=np.uint8) -> int | None:
+    """MACs for one input of ``input_shape`` (batch 1), or None when the profile has no shapes."""
+    events = _profile(model_path, input_shape, input_dtype, optimized=False)
     total, seen = 0, False
     for e in events:
         args = e.get("args", {})

@@ -65,6 +65,17 @@ def check_threads(threads: int, cpu_count: int | None = None) -> int:
     return threads
 
 
+def cpu_session_config(spin: bool = False) -> dict[str, str]:
+    """onnxruntime session config entries for the CPU thread pool.
+
+    Worker threads do not busy-wait unless ``spin``: on a device the classifier shares the cores
+    with capture/decoding/serving, and spinning workers steal their CPU (and, preempted, stretch
+    the tail). Evidence: benchmarks/results/ort_session.md (spinning variants, idle and beside a
+    video-decoding co-tenant, on the default int8 model).
+    """
+    return {} if spin else {"session.intra_op.allow_spinning": "0"}
+
+
 def tensorrt_cache_dir(model_path: str | os.PathLike) -> Path:
     """TensorRT engine cache folder next to the model: engines take minutes to build on a Jetson,
     so they are kept and reused across runs (TensorRT rebuilds only when the model changes)."""

@@ -155,7 +155,7 @@ def quantize(
                 **calibration,
             )
     quantized = onnx.load(str(out_path))
-    if bypass_input_quantization(quantized):
+    if bypass_input_quantization(quantized) | fold_input_rescale(quantized):
         onnx.save(quantized, str(out_path))
 
 
@@ -183,6 +183,84 @@ def bypass_input_quantization(model: onnx.ModelProto) -> bool:
         model.graph.node.remove(q)
         changed = True
     return changed
+
+
+def fold_input_rescale(model: onnx.ModelProto) -> bool:
+    """Fold the input rescale ``x * a + b`` into the quantized input, where it is exact.
+
+    After ``bypass_input_quantization`` the int8 graph starts image -> DequantizeLinear(1, 0) ->
+    Mul(a) -> Q/DQ -> Add(b) -> QuantizeLinear(s, z). When -b/a is a whole number in 0..255
+    (EfficientNet-Lite's (x - 127) / 128), the uint8 image *is* the rescaled tensor quantized with
+    scale a and zero point -b/a: the four ops go (LiteRT folds this the same way), and the result
+    is exact rather than re-quantized. Other rescales (x / 127.5 - 1) are left alone."""
+    inits = {i.name: i for i in model.graph.initializer}
+    arrays = {k: numpy_helper.to_array(v) for k, v in inits.items()}
+    nodes = list(model.graph.node)
+    consumers: dict[str, list] = {}
+    for n in nodes:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    producers = {o: n for n in nodes for o in n.output}
+
+    def only(name: str, op: str):
+        c = consumers.get(name, [])
+        return c[0] if len(c) == 1 and c[0].op_type == op else None
+
+    def constant(name: str) -> float | None:
+        """A scalar initializer, directly or through a DequantizeLinear of initializers."""
+        if name in arrays and arrays[name].size == 1:
+            return float(arrays[name])
+        n = producers.get(name)
+        if n is not None and n.op_type == "DequantizeLinear" and all(i in arrays for i in n.input):
+            q, sc = arrays[n.input[0]], arrays[n.input[1]]
+            zp = arrays[n.input[2]] if len(n.input) > 2 else np.zeros_like(q)
+            if q.size == 1:
+                return float((q.astype(np.float64) - zp.astype(np.float64)) * sc)
+        return None
+
+    for dq0 in [n for n in nodes if n.op_type == "DequantizeLinear" and n.input[0] == md.INPUT_NAME]:
+        if len(dq0.input) < 3 or dq0.input[1] not in arrays or dq0.input[2] not in arrays:
+            continue
+        if float(arrays[dq0.input[1]]) != 1.0 or int(arrays[dq0.input[2]]) != 0:
+            continue
+        mul = only(dq0.output[0], "Mul")
+        q1 = mul and only(mul.output[0], "QuantizeLinear")
+        dq1 = q1 and only(q1.output[0], "DequantizeLinear")
+        add = dq1 and only(dq1.output[0], "Add")
+        q2 = add and only(add.output[0], "QuantizeLinear")
+        if q2 is None or len(q2.input) < 3:
+            continue
+        a = constant(next(i for i in mul.input if i != dq0.output[0]))
+        b = constant(next(i for i in add.input if i != dq1.output[0]))
+        if a is None or b is None or a <= 0:
+            continue
+        zero = -b / a
+        if abs(zero - round(zero)) > 1e-4 or not 0 <= round(zero) <= 255:
+            continue
+        scale_name, zero_name = q2.input[1], q2.input[2]
+        users = consumers.get(scale_name, []) + consumers.get(zero_name, [])
+        if any(u.op_type not in ("QuantizeLinear", "DequantizeLinear") for u in users) or zero_name not in arrays \
+                or arrays[zero_name].dtype != np.uint8 or any(o.name == q2.output[0] for o in model.graph.output):
+            continue
+        # Every Q/DQ sharing these parameters carries the same tensor (through Transpose): new values for all.
+        inits[scale_name].CopyFrom(numpy_helper.from_array(np.array(a, np.float32), scale_name))
+        inits[zero_name].CopyFrom(numpy_helper.from_array(np.array(round(zero), np.uint8), zero_name))
+        for n in consumers.get(q2.output[0], []):
+            for i, name in enumerate(n.input):
+                if name == q2.output[0]:
+                    n.input[i] = md.INPUT_NAME
+        const_dqs = [producers[i] for i in (*mul.input, *add.input) if i in producers and producers[i] not in (dq0, dq1)]
+        for n in (dq0, mul, q1, dq1, add, q2):
+            model.graph.node.remove(n)
+        used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+        for n in const_dqs:
+            if n.output[0] not in used:
+                model.graph.node.remove(n)  # the constants a and b
+        used = {i for n in model.graph.node for i in n.input}
+        for init in [i for i in model.graph.initializer if i.name not in used]:
+            model.graph.initializer.remove(init)
+        return True
+    return False
 
 
 def _input_casts(model: onnx.ModelProto) -> list[str]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,11 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parents[1]
+# Tests never write the user's image cache (~/.cache/edgeclf): one throw-away folder per session,
+# inherited by the CLI subprocesses.
+if "EDGECLF_CACHE_DIR" not in os.environ:
+    os.environ["EDGECLF_CACHE_DIR"] = tempfile.mkdtemp(prefix="edgeclf-cache-")
+    atexit.register(shutil.rmtree, os.environ["EDGECLF_CACHE_DIR"], True)
 CATS_DOGS = Path(os.environ.get("EDGECLF_CATS_DOGS", ROOT.parent / "shared" / "data" / "cats_dogs" / "train"))
 
 

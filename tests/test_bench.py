@@ -187,6 +187,19 @@ def test_benchmark_source_limited_by_runs(tiny_onnx, video):
     assert r["source"]["frames"] == 5
 
 
+def test_benchmark_source_times_the_overlapped_pipeline(tiny_int8, video):
+    """--source also runs edgeclf predict's own reader-thread pipeline over the same frames and
+    holds it against its slowest stage alone."""
+    r = bench.benchmark(tiny_int8, runs=50, warmup=1, source=video, show_progress=False)
+    pipe = r["pipeline"]
+    assert pipe["frames"] == r["source"]["frames"] == 12 and pipe["fps"] > 0
+    st = r["stages_ms"]
+    assert pipe["stage_fps"]["inference"] == pytest.approx(1e3 / st["inference"]["mean"])
+    assert pipe["stage_fps"]["read+preprocess"] == pytest.approx(1e3 / (st["read"]["mean"] + st["preprocess"]["mean"]))
+    assert pipe["slowest_stage"] == min(pipe["stage_fps"], key=pipe["stage_fps"].get)
+    assert pipe["vs_slowest_stage"] == pytest.approx(pipe["fps"] / pipe["stage_fps"][pipe["slowest_stage"]])
+
+
 # --------------------------------------------------------------------------------------------- CLI
 def test_cli_json_video_and_plot(tiny_onnx, video, tmp_path):
     png = tmp_path / "plots" / "bench.png"
@@ -200,6 +213,7 @@ def test_cli_json_video_and_plot(tiny_onnx, video, tmp_path):
     assert set(r["latency_ms"]) >= {"p50", "p90", "p99", "mean"}
     assert len(r["results"]) == 4
     assert r["source"]["frames"] == 12  # the whole video (fewer frames than --runs)
+    assert r["pipeline"]["frames"] == 12 and 0 < r["pipeline"]["vs_slowest_stage"]
     assert r["plot"] == str(png)
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -259,3 +273,58 @@ def test_cli_bad_model(tmp_path, kind):
 def test_bench_imports_no_tensorflow():
     code = "import sys, edge_runtime.cli, edge_runtime.bench; assert 'tensorflow' not in sys.modules; assert 'onnx' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+# ------------------------------------------------------------------------- peak of the precision run
+def test_int8_probe_model_is_the_helper_built_matmul_integer():
+    """The probe model stored as bytes (no onnx on the device) is exactly this onnx.helper graph,
+    and onnxruntime computes the integer product with it."""
+    import onnxruntime as ort
+
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    from edge_runtime import sysinfo
+
+    g = h.make_graph(
+        [h.make_node("MatMulInteger", ["a", "b", "a_zp", "b_zp"], ["y"])], "int8_matmul_probe",
+        [h.make_tensor_value_info("a", T.UINT8, ["n", "k"]), h.make_tensor_value_info("b", T.INT8, ["k", "m"])],
+        [h.make_tensor_value_info("y", T.INT32, ["n", "m"])],
+        [h.make_tensor("a_zp", T.UINT8, [], [128]), h.make_tensor("b_zp", T.INT8, [], [0])],
+    )
+    model = h.make_model(g, opset_imports=[h.make_opsetid("", 13)], producer_name="edgeclf")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    assert model.SerializeToString() == sysinfo.INT8_MATMUL_ONNX
+    sess = ort.InferenceSession(sysinfo.INT8_MATMUL_ONNX, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 256, (7, 5), dtype=np.uint8), rng.integers(-128, 128, (5, 4), dtype=np.int8)
+    assert np.array_equal(sess.run(None, {"a": a, "b": b})[0], (a.astype(np.int64) - 128) @ b.astype(np.int64))
+    assert sysinfo.int8_matmul_peak_gops(n=64, seconds=0.01) > 0
+
+
+def test_precision_run_picks_the_peak_probe(tiny_onnx, tiny_int8):
+    """An int8 model is held against the int8 matmul peak, a float one against float32: the
+    precision is what onnxruntime runs (the quantizer here copied the fp32 model's metadata)."""
+    from edge_runtime.macs import runs_integer_kernels
+    from edge_runtime.sysinfo import PEAK_PROBES
+
+    assert not runs_integer_kernels(tiny_onnx, (1, SIZE, SIZE, 3))
+    assert runs_integer_kernels(tiny_int8, (1, SIZE, SIZE, 3))
+    for model, precision in ((tiny_onnx, "float32"), (tiny_int8, "int8")):
+        r = bench.benchmark(model, runs=3, warmup=0, show_progress=False)
+        assert r["peak_precision"] == precision and r["peak_probe"] == PEAK_PROBES[precision]
+        assert r["core_peak_gflops"] > 0
+        assert r["peak_fraction"] == pytest.approx(r["gflops"] / r["peak_gflops"])
+    assert "MatMulInteger" in PEAK_PROBES["int8"]
+
+
+def test_cli_says_which_peak(tiny_int8):
+    p = run_cli("bench", tiny_int8, "--runs", 5, "--warmup", 0, env={"COLUMNS": "160"})
+    assert p.returncode == 0, p.stderr
+    assert "measured int8 matmul peak" in p.stdout and "GOP/s" in p.stdout and "of the measured int8 peak" in p.stdout
+    j = run_cli("bench", tiny_int8, "--runs", 5, "--warmup", 0, "--json")
+    assert j.returncode == 0, j.stderr
+    r = json.loads(j.stdout)
+    assert r["peak_precision"] == "int8" and "MatMulInteger" in r["peak_probe"]

@@ -59,7 +59,9 @@ def test_compare_end_to_end(tiny_run, tmp_path):
     # fp32 exports compute the same function as Keras: identical predictions on these images
     assert ok["onnx_fp32"]["accuracy"] == ok["keras_call"]["accuracy"] == ok["litert_fp32"]["accuracy"]
     goals = {g["goal"]: g for g in report["goals"]}
-    assert len(goals) == 5 and all(isinstance(g["met"], bool) for g in goals.values())
+    assert len(goals) == 6 and all(isinstance(g["met"], bool) for g in goals.values())
+    assert goals["ONNX int8 p99 <= 2x its p50 (idle)"]["ratio"] == pytest.approx(ok["onnx_int8"]["p99_ms"] / ok["onnx_int8"]["p50_ms"])
+    assert report["results_loaded"] is None and report["cotenant"] is None
 
     md = (out / "compare.md").read_text()
     assert "| format |" in md and "## Goals" in md and report["machine"]["cpu"] in md
@@ -68,6 +70,37 @@ def test_compare_end_to_end(tiny_run, tmp_path):
     img = cv2.imread(str(out / "compare.png"))
     assert img is not None and img.shape[0] > 400
     assert p.stdout.strip() == md.strip()  # stdout: the table only; progress went to stderr
+
+
+def test_compare_cotenant_times_every_format_idle_and_loaded(tiny_run, tmp_path):
+    """--cotenant: a real second process decodes a video on one core during the loaded turns
+    (and is stopped afterwards); every format gets idle and loaded figures and the loaded goals."""
+    out = tmp_path / "results"
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "compare.py"), "--run", str(tiny_run), "--out", str(out),
+         "--rounds", "2", "--turn", "0.1", "--batch", "8", "--calib", "16", "--threads", "1", "--cotenant",
+         "--no-memory", "--skip", "keras_predict,opencv_fp32,opencv_int8"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    report = json.loads((out / "compare.json").read_text())
+    idle = {r["format"]: r for r in report["results"] if "error" not in r}
+    loaded = {r["format"]: r for r in report["results_loaded"] if "error" not in r}
+    assert set(idle) == set(loaded) >= {"keras_call", "onnx_fp32", "onnx_int8", "litert_int8"}
+    for r in loaded.values():
+        assert 0 < r["p50_ms"] <= r["p99_ms"] and r["batch_fps"] > 0 and r["frames_timed"] >= 4
+        assert r["accuracy"] == idle[r["format"]]["accuracy"]
+    c = report["cotenant"]
+    # It ran only during loaded turns (2 rounds x 4 formats x ~0.1 s at least), and it did work then.
+    assert c["loaded_s"] >= 0.5 and c["cpu_s"] > 0.1 and 0 < c["core_share"] <= 1.2
+    goals = {g["goal"]: g for g in report["goals"]}
+    for g in ("ONNX int8 p99 <= 2x its p50 (idle)", "ONNX int8 p99 <= 2x its p50 (co-tenant)",
+              "ONNX int8 p50 <= LiteRT int8 p50 (co-tenant)", "ONNX int8 batch throughput >= LiteRT int8 (co-tenant)"):
+        assert isinstance(goals[g]["met"], bool), g
+    assert goals["ONNX int8 batch throughput >= LiteRT int8 (co-tenant)"]["ratio"] == pytest.approx(
+        loaded["onnx_int8"]["batch_fps"] / loaded["litert_int8"]["batch_fps"])
+    md = (out / "compare.md").read_text()
+    assert "## Idle" in md and "## Under the co-tenant" in md and "Co-tenant: OpenCV decoding" in md
 
 
 def test_compare_bad_run_folder(tmp_path):

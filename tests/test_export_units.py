@@ -64,3 +64,60 @@ def test_calibration_reader_batches_and_rewinds():
     assert batches(40) == [10] * 4
     assert batches(48) == [16] * 3
     assert batches(37) == [1] * 37
+
+
+def _rescale_model(path, a: float, b: float):
+    """uint8 image -> Cast -> Mul(a) -> Add(b) -> Transpose -> Conv 3x3 -> Relu -> GAP -> Gemm -> Softmax."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(0)
+    inits = [nh.from_array(np.array(a, np.float32), "a"), nh.from_array(np.array(b, np.float32), "b"),
+             nh.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "W"),
+             nh.from_array(np.zeros(8, np.float32), "B"),
+             nh.from_array(rng.normal(0, 0.5, (8, 2)).astype(np.float32), "G"), nh.from_array(np.zeros(2, np.float32), "GB")]
+    nodes = [
+        h.make_node("Cast", ["image"], ["f"], to=T.FLOAT), h.make_node("Mul", ["f", "a"], ["m"]),
+        h.make_node("Add", ["m", "b"], ["r"]), h.make_node("Transpose", ["r"], ["t"], perm=[0, 3, 1, 2]),
+        h.make_node("Conv", ["t", "W", "B"], ["c"], kernel_shape=[3, 3]), h.make_node("Relu", ["c"], ["re"]),
+        h.make_node("GlobalAveragePool", ["re"], ["g"]), h.make_node("Flatten", ["g"], ["fl"]),
+        h.make_node("Gemm", ["fl", "G", "GB"], ["lo"]), h.make_node("Softmax", ["lo"], ["probs"], axis=1),
+    ]
+    for i, n in enumerate(nodes):
+        n.name = f"{n.op_type.lower()}_{i}"  # tf2onnx names every node; the quantizer's exclusions go by name
+    graph = h.make_graph(nodes, "rescale", [h.make_tensor_value_info("image", T.UINT8, ["N", 16, 16, 3])],
+                         [h.make_tensor_value_info("probs", T.FLOAT, ["N", 2])], inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("a, b, folds", [(1 / 128, -127 / 128, True), (1 / 127.5, -1.0, False)])
+def test_input_rescale_folds_into_the_quantized_input_only_when_exact(tmp_path, monkeypatch, a, b, folds):
+    """EfficientNet-Lite's (x - 127) / 128 is the uint8 image itself at scale 1/128, zero point
+    127: the int8 graph loses its rescale ops and computes exactly what it did with them;
+    x / 127.5 - 1 (zero point 127.5) is not a whole number and stays as it is."""
+    import onnx
+    import onnxruntime as ort
+
+    fp32 = _rescale_model(tmp_path / "m.onnx", a, b)
+    prepared = tmp_path / "prepared.onnx"
+    quantize.prepare(fp32, prepared)
+    calib = np.random.default_rng(1).integers(0, 256, (32, 16, 16, 3), dtype=np.uint8)
+    folded, plain = tmp_path / "folded.onnx", tmp_path / "plain.onnx"
+    quantize.quantize(prepared, folded, calib, "minmax", reduce_range=False)
+    monkeypatch.setattr(quantize, "fold_input_rescale", lambda m: False)
+    quantize.quantize(prepared, plain, calib, "minmax", reduce_range=False)
+
+    ops = [n.op_type for n in onnx.load(str(folded)).graph.node]
+    assert ("Mul" not in ops and "Add" not in ops) == folds, ops
+    assert "Mul" in [n.op_type for n in onnx.load(str(plain)).graph.node]
+    onnx.checker.check_model(onnx.load(str(folded)))
+    x = np.random.default_rng(2).integers(0, 256, (16, 16, 16, 3), dtype=np.uint8)
+    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]  # noqa: E731
+    ref, got = run(plain), run(folded)
+    np.testing.assert_allclose(got, ref, atol=1e-6)  # the rescale's range is pinned: folding changes nothing
+    assert np.abs(got - run(fp32)).max() < 0.05

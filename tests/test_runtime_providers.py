@@ -102,3 +102,9 @@ def test_classifier_reports_what_runs_and_falls_back(tmp_path):
         Classifier(model, provider="cuda", strict=True)
     assert Classifier(model, provider="cpu", threads=1).threads == 1
     assert Classifier(model).threads == prov.default_threads()
+
+
+
+def test_cpu_session_config_turns_spinning_off_unless_asked():
+    assert prov.cpu_session_config() == {"session.intra_op.allow_spinning": "0"}
+    assert prov.cpu_session_config(spin=True) == {}

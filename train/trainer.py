@@ -1,6 +1,6 @@
 """``edgeclf train``: a Keras CNN from a folder of images, with checkpoints, resume and reports.
 
-Written for small data on small machines: images are decoded once into memory, augmentation
+Written for small data on small machines: images are decoded once into a disk cache, augmentation
 runs in the input pipeline (so the saved model holds only rescaling + network), the best model
 by validation accuracy is written atomically after every improving epoch, and an interrupted
 run can be resumed from its last epoch.
@@ -26,7 +26,8 @@ from edge_runtime.metrics import classification_report
 from edge_runtime.preprocess import COLOR_ORDER, RESIZE
 
 from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, count_macs
-from .data import check_classes, data_fingerprint, load_split, plan_splits
+from .data import check_classes, data_fingerprint, load_cached_splits, plan_splits, split_dataset
+from .distribute import describe as describe_distribution, distribution
 from .progress import EpochProgress, console, load_progress
 
 RUN_FILES = ("model.keras", "last.keras", "run.json", "history.csv", "curves.png", "confusion.png", "state.json")
@@ -147,21 +148,20 @@ def _augmenter(seed: int):
     )
 
 
-def _datasets(x_train, y_train, x_val, y_val, num_classes: int, cfg: TrainConfig):
+def _datasets(train_set, val_set, num_classes: int, cfg: TrainConfig):
     import tensorflow as tf
 
     def onehot(x, y):
         return tf.cast(x, tf.float32), tf.one_hot(y, num_classes)
 
-    train = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(len(x_train), seed=cfg.seed, reshuffle_each_iteration=True)
-    train = train.batch(cfg.batch_size).map(onehot, num_parallel_calls=tf.data.AUTOTUNE)
+    train = split_dataset(train_set, cfg.batch_size, shuffle_seed=cfg.seed).map(onehot, num_parallel_calls=tf.data.AUTOTUNE)
     if cfg.augment:
         aug = _augmenter(cfg.seed)
         train = train.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     if cfg.mixup > 0:
         train = train.map(_mixup(cfg.mixup, cfg.seed), num_parallel_calls=tf.data.AUTOTUNE)
     train = train.prefetch(tf.data.AUTOTUNE)
-    val = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(64).map(onehot).cache().prefetch(tf.data.AUTOTUNE)
+    val = split_dataset(val_set, 64).map(onehot).prefetch(tf.data.AUTOTUNE)
     return train, val
 
 
@@ -244,7 +244,14 @@ def _write_history(path: Path, history: list[dict]) -> None:
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Train per ``cfg`` and write the run folder; returns the run summary (run.json's content)."""
+    """Train per ``cfg`` and write the run folder; returns the run summary (run.json's content).
+
+    Runs under ``distribution()``: one device, or every GPU in step when several are visible."""
+    with distribution():
+        return _train(cfg)
+
+
+def _train(cfg: TrainConfig) -> dict:
     _validate(cfg)
     out = cfg.out
     started = time.time()
@@ -273,15 +280,15 @@ def train(cfg: TrainConfig) -> dict:
     skipped: list[dict] = []
     n_files = len(train_split.paths) + len(val_split.paths)
     with load_progress(n_files, "reading images", quiet=cfg.quiet) as advance:
-        x_train, y_train, train_paths = load_split(train_split, (size, size), skipped, advance)
-        x_val, y_val, val_paths = load_split(val_split, (size, size), skipped, advance)
+        train_set, val_set = load_cached_splits(train_split, val_split, (size, size), skipped, advance)
+    y_train, y_val, train_paths, val_paths = train_set.y, val_set.y, train_set.paths, val_set.paths
     check_classes(cfg.data_dir, class_names, y_train, y_val)
-    if len(x_val) == 0:
+    if len(val_set) == 0:
         raise EdgeclfError(f"{cfg.val_dir or cfg.data_dir}: no readable validation image")
 
     stages = _stages(cfg)
-    steps = int(np.ceil(len(x_train) / cfg.batch_size))
-    train_ds, val_ds = _datasets(x_train, y_train, x_val, y_val, len(class_names), cfg)
+    steps = int(np.ceil(len(train_set) / cfg.batch_size))
+    train_ds, val_ds = _datasets(train_set, val_set, len(class_names), cfg)
 
     if cfg.resume:
         model = keras.models.load_model(out / "last.keras")
@@ -326,16 +333,18 @@ def train(cfg: TrainConfig) -> dict:
             raise
         console.print(f"interrupted: keeping the best model so far (epoch {state['best']['epoch']})")
 
-    return _finish(cfg, out, state, class_names, x_val, y_val, y_train, train_paths, val_paths, skipped, interrupted,
+    return _finish(cfg, out, state, class_names, val_set, y_val, y_train, train_paths, val_paths, skipped, interrupted,
                    time.time() - started, arch)
 
 
-def _finish(cfg, out, state, class_names, x_val, y_val, y_train, train_paths, val_paths, skipped, interrupted, seconds, arch) -> dict:
+def _finish(cfg, out, state, class_names, val_set, y_val, y_train, train_paths, val_paths, skipped, interrupted, seconds, arch) -> dict:
     """Evaluate the best checkpoint on the validation split; write run.json and the plots."""
+    import tensorflow as tf
+
     from .plots import plot_confusion, plot_curves
 
     best = keras.models.load_model(out / "model.keras", compile=False)
-    probs = best.predict(x_val.astype(np.float32), batch_size=64, verbose=0)
+    probs = best.predict(split_dataset(val_set, 64).map(lambda x, y: tf.cast(x, tf.float32)), verbose=0)
     report = classification_report(y_val, probs.argmax(1), class_names)
     history = state["history"]
     counts = {c: {"train": int(np.sum(y_train == i)), "val": int(np.sum(y_val == i))} for i, c in enumerate(class_names)}
@@ -371,6 +380,7 @@ def _finish(cfg, out, state, class_names, x_val, y_val, y_train, train_paths, va
         "stopped_early": bool(state.get("stopped_early")),
         "interrupted": interrupted,
         "train_seconds": round(seconds, 1),
+        "distribution": describe_distribution(),
         "versions": _versions(),
         "splits": {"train": [str(Path(p).resolve()) for p in train_paths], "val": [str(Path(p).resolve()) for p in val_paths]},
     }
