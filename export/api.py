@@ -13,8 +13,8 @@ import numpy as np
 
 from edge_runtime import __version__
 from edge_runtime import metadata as md
-from edge_runtime.atomic import atomic_path, write_json
-from edge_runtime.errors import EdgeclfError
+from edge_runtime.atomic import atomic_path, remove_stale_temps, write_json
+from edge_runtime.errors import EdgeclfError, first_line
 from edge_runtime.images import scan_class_folders
 
 from . import data, parity, quantize
@@ -62,6 +62,9 @@ def export_model(
     out = Path(out_dir) if out_dir is not None else src.model_path.parent / "export"
     _check_options(opset, calib_size, calib_method, parity_size)
     _check_writable(out)
+    removed = [p for name in (FP32_NAME, INT8_NAME, FP16_NAME, REPORT_NAME) for p in remove_stale_temps(out / name)]
+    if removed:  # left by an export killed mid-write (SIGKILL): no finally ran to remove them
+        print(f"warning: removed {len(removed)} temporary file(s) left in {out} by a killed export", file=sys.stderr)
     calib_dir = Path(calib) if calib is not None else None
     calib_files = data.calibration_files(calib_dir) if calib_dir is not None else None
     if calib_dir is not None and not int8:
@@ -144,7 +147,10 @@ def export_model(
     _remove_stale(out, report, sha)
     report["versions"] = _versions()
     report["files"]["report"] = REPORT_NAME
-    write_json(out / REPORT_NAME, report)
+    try:
+        write_json(out / REPORT_NAME, report)
+    except OSError as e:
+        raise _write_error(out / REPORT_NAME, e, report) from None
     if int8 and not report["int8"]["accepted"]:
         r = report["int8"]
         raise ExportCheckError(
@@ -331,10 +337,20 @@ def _keras_predict(model, x: np.ndarray, progress: Callable[[int], None] | None,
 
 # ---------------------------------------------------------------------------------------- output
 def _write(path: Path, payload: bytes, report: dict, precision: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(payload)
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(payload)
+    except OSError as e:
+        raise _write_error(path, e, report) from None
     report["files"][precision] = path.name
     report["sizes_bytes"][precision] = len(payload)
+
+
+def _write_error(path: Path, e: OSError, report: dict) -> EdgeclfError:
+    """A failed write (disk full, folder made read-only) as one line that says what was written."""
+    done = ", ".join(name for name in report["files"].values() if name != path.name)
+    kept = f"{done} written before it" if done else "nothing written"
+    return EdgeclfError(f"{path}: cannot write ({e.strerror or first_line(e)}); {kept}")
 
 
 def _remove_stale(out: Path, report: dict, sha: str) -> None:

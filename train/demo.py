@@ -16,8 +16,7 @@ from pathlib import Path
 from edge_runtime.errors import EdgeclfError
 from edge_runtime.synthetic import make_shapes_dataset, make_shapes_video
 
-from .progress import console
-from .trainer import TrainConfig, train
+from .config import TrainConfig, check_writable_folder
 
 DEMO_IMAGES_PER_CLASS = 300
 DEMO_SIZE = 64
@@ -26,7 +25,27 @@ STEPS = 5
 
 
 def _step(i: int, title: str) -> None:
+    from .progress import console
+
     console.rule(f"[bold]{i}/{STEPS} {title}")
+
+
+def check_demo_out(out: Path, force: bool) -> None:
+    """``--out`` can take a demo: a folder (or nothing yet), empty unless ``force`` and then an
+    earlier demo's, writable. Needs no TensorFlow, so the command refuses at once."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise EdgeclfError(f"{out}: --out exists and is not a folder")
+    try:
+        occupied = out.is_dir() and any(out.iterdir())
+    except OSError as e:
+        raise EdgeclfError(f"{out}: cannot read the --out folder ({e.strerror or e})") from None
+    if occupied:
+        if not force:
+            raise EdgeclfError(f"{out}: already exists and is not empty; use --force to start over or --out elsewhere")
+        if not (out / "data").is_dir() and not (out / "run").is_dir():
+            raise EdgeclfError(f"{out}: not an edgeclf demo folder; refusing to delete it even with --force")
+    check_writable_folder(out, "--out")
 
 
 def run_demo(out: Path, force: bool = False, epochs: int = DEMO_EPOCHS, per_class: int = DEMO_IMAGES_PER_CLASS) -> dict:
@@ -37,13 +56,16 @@ def run_demo(out: Path, force: bool = False, epochs: int = DEMO_EPOCHS, per_clas
     from edge_runtime.predict import classify
     from edge_runtime.sources import open_source
 
+    from .progress import console
+    from .trainer import train
+
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise EdgeclfError(f"{out}: already exists and is not empty; use --force to start over or --out elsewhere")
-        if not (out / "data").is_dir() and not (out / "run").is_dir():
-            raise EdgeclfError(f"{out}: not an edgeclf demo folder; refusing to delete it even with --force")
-        shutil.rmtree(out)
+    check_demo_out(out, force)
+    if any(out.iterdir()):
+        try:
+            shutil.rmtree(out)
+        except OSError as e:
+            raise EdgeclfError(f"{out}: cannot remove the earlier demo ({e.strerror or e})") from None
     t0 = time.time()
     results: dict = {"out": str(out)}
 
@@ -54,6 +76,8 @@ def run_demo(out: Path, force: bool = False, epochs: int = DEMO_EPOCHS, per_clas
     _step(2, "train")
     run = train(TrainConfig(data_dir=data, out=out / "run", model="edgenet", img_size=DEMO_SIZE, epochs=epochs,
                             batch_size=32, patience=epochs, seed=0))
+    if run["interrupted"]:
+        raise KeyboardInterrupt  # the rest of the chain needs a finished model
     results["val_accuracy"] = run["best"]["val_accuracy"]
     console.print(f"edgenet {DEMO_SIZE}x{DEMO_SIZE}: validation accuracy {run['best']['val_accuracy']:.1%}, "
                   f"{run['macs'] / 1e6:.1f} M MACs/frame")
@@ -104,6 +128,8 @@ def run_demo(out: Path, force: bool = False, epochs: int = DEMO_EPOCHS, per_clas
 def _bench(export_dir: Path, video: Path) -> dict:
     """``edgeclf bench`` on the fp32 and int8 models, batch 1 and 8, the video end to end."""
     from rich.console import Console
+
+    from .progress import console
 
     from edge_runtime.bench import render
     from edge_runtime.sysinfo import python_env

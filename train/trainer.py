@@ -8,53 +8,36 @@ run can be resumed from its last epoch.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
+import math
 import os
 import platform
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import keras
+from .tf_quiet import import_tensorflow_quietly
+
+import_tensorflow_quietly()  # before keras: TensorFlow's start-up log lines silenced
+import keras  # noqa: E402
 import numpy as np
 
 from edge_runtime import __version__
-from edge_runtime.atomic import atomic_path, write_json
-from edge_runtime.errors import EdgeclfError
+from edge_runtime.atomic import atomic_path, remove_stale_temps, write_json
+from edge_runtime.errors import EdgeclfError, first_line
 from edge_runtime.metrics import classification_report
 from edge_runtime.preprocess import COLOR_ORDER, RESIZE
 
-from .models import ARCHITECTURES, count_macs
+from .config import DEFAULTS, RUN_OPTIONS, TrainConfig, check_options, precheck
+from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, count_macs
 from .data import check_classes, data_fingerprint, load_split, plan_splits
 from .progress import EpochProgress, console, load_progress
+from .run_record import RUN_JSON, RunRecord
 
 RUN_FILES = ("model.keras", "last.keras", "run.json", "history.csv", "curves.png", "confusion.png", "state.json")
-
-
-@dataclass
-class TrainConfig:
-    """Everything ``edgeclf train`` accepts; see ``edgeclf train --help``."""
-
-    data_dir: Path
-    out: Path
-    model: str = "edgenet"
-    img_size: int | None = None
-    epochs: int | None = None  # None: the architecture's default
-    batch_size: int = 32
-    val_split: float = 0.2
-    val_dir: Path | None = None
-    seed: int = 1337
-    weights: str = "imagenet"
-    lr: float | None = None
-    patience: int = 15
-    augment: bool = True
-    mixup: float = 0.0  # Beta(alpha, alpha) mixing of training batches; 0 turns it off
-    weight_decay: float = 5e-4  # AdamW's decoupled decay (applied as lr * weight_decay per step)
-    resume: bool = False
-    force: bool = False
-    quiet: bool = False
-    extra: dict = field(default_factory=dict)  # architecture keyword arguments (e.g. widths)
 
 
 @dataclass
@@ -81,37 +64,9 @@ def _stages(cfg: TrainConfig) -> list[Stage]:
 
 
 def _validate(cfg: TrainConfig) -> None:
-    if cfg.model not in ARCHITECTURES:
+    if cfg.model is not None and cfg.model not in ARCHITECTURES:
         raise EdgeclfError(f"unknown --model {cfg.model!r}; choose from {', '.join(ARCHITECTURES)}")
-    for name, value, low in (("--epochs", 1 if cfg.epochs is None else cfg.epochs, 1), ("--batch-size", cfg.batch_size, 1), ("--patience", cfg.patience, 1)):
-        if value < low:
-            raise EdgeclfError(f"{name} must be at least {low} (got {value})")
-    if cfg.img_size is not None and not 32 <= cfg.img_size <= 1024:
-        raise EdgeclfError(f"--img-size must be between 32 and 1024 (got {cfg.img_size})")
-    if cfg.weight_decay < 0:
-        raise EdgeclfError(f"--weight-decay must be 0 or more (got {cfg.weight_decay})")
-    if cfg.mixup < 0:
-        raise EdgeclfError(f"--mixup must be 0 (off) or more (got {cfg.mixup})")
-    if cfg.resume and cfg.force:
-        raise EdgeclfError("--resume and --force contradict each other: choose one")
-    if cfg.weights not in ("imagenet", "none") and not Path(cfg.weights).is_file():
-        raise EdgeclfError(f"{cfg.weights}: --weights file does not exist (use imagenet, none or a .h5 file)")
-    out = cfg.out
-    if out.exists() and not out.is_dir():
-        raise EdgeclfError(f"{out}: --out exists and is not a folder")
-    has_model = (out / "model.keras").exists() or (out / "last.keras").exists()
-    if cfg.resume:
-        if not (out / "last.keras").exists() or not (out / "state.json").exists():
-            raise EdgeclfError(f"{out}: nothing to resume (no last.keras/state.json); train without --resume")
-    elif has_model and not cfg.force:
-        raise EdgeclfError(f"{out}: already holds a trained model; use --force to overwrite or --resume to continue")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise EdgeclfError(f"{out}: cannot write to the run folder ({e.strerror or e})") from None
+    precheck(cfg)
 
 
 def _versions() -> dict:
@@ -209,8 +164,24 @@ class Checkpointer(keras.callbacks.Callback):
         super().__init__()
         self.out, self.state, self.patience, self.stage_index = out, state, patience, stage_index
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        # The weights are NaN from the first non-finite loss on: stop at once, save nothing more.
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.state["diverged"] = {"epoch": self.epoch + 1, "loss": str(float(loss))}
+            self.model.stop_training = True
+
     def on_epoch_end(self, epoch, logs=None):
         logs, state = logs or {}, self.state
+        bad = {k: float(v) for k, v in logs.items() if k in ("loss", "val_loss") and not math.isfinite(float(v))}
+        if bad and not state.get("diverged"):
+            state["diverged"] = {"epoch": epoch + 1, "loss": str(next(iter(bad.values())))}
+            self.model.stop_training = True
+        if state.get("diverged"):
+            return  # nothing of this epoch is kept: model.keras, last.keras and state.json stay as they were
         state["history"].append({"epoch": epoch + 1, "stage": self.stage_index,
                                  **{k: float(v) for k, v in logs.items() if k != "learning_rate"}})
         val_acc = float(logs.get("val_accuracy", 0.0))
@@ -242,24 +213,20 @@ def _write_history(path: Path, history: list[dict]) -> None:
 def train(cfg: TrainConfig) -> dict:
     """Train per ``cfg`` and write the run folder; returns the run summary (run.json's content)."""
     _validate(cfg)
-    out = cfg.out
+    out = cfg.out = Path(cfg.out)
     started = time.time()
+    _remove_stale_temps(out)
     if cfg.force:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
 
     state: dict
     if cfg.resume:
-        state = json.loads((out / "state.json").read_text())
-        prev = state["config"]
-        cfg.model, cfg.img_size, cfg.seed, cfg.val_split = prev["model"], prev["img_size"], prev["seed"], prev["val_split"]
-        cfg.mixup = prev.get("mixup", cfg.mixup)
-        cfg.weight_decay = prev.get("weight_decay", cfg.weight_decay)
-        cfg.val_dir = Path(prev["val_dir"]) if prev["val_dir"] else None
+        state = _read_state(out / "state.json")
+        _resume_options(cfg, state["config"])
+    _resolve_defaults(cfg)
     arch = ARCHITECTURES[cfg.model]
-    size = cfg.img_size or arch.default_size
-    cfg.img_size = size
-    cfg.epochs = arch.default_epochs if cfg.epochs is None else cfg.epochs
+    size = cfg.img_size
     keras.utils.set_random_seed(cfg.seed)
 
     class_names, train_split, val_split = plan_splits(cfg.data_dir, cfg.val_dir, cfg.val_split, cfg.seed)
@@ -287,9 +254,9 @@ def train(cfg: TrainConfig) -> dict:
         weights = None if cfg.weights == "none" else cfg.weights
         model = arch.build(len(class_names), size, weights=weights, **cfg.extra)
         state = {
-            "config": {"model": cfg.model, "img_size": size, "seed": cfg.seed, "val_split": cfg.val_split, "mixup": cfg.mixup,
-                       "weight_decay": cfg.weight_decay,
-                       "val_dir": str(cfg.val_dir.resolve()) if cfg.val_dir else None},
+            # Every option that defines the run, so that --resume continues it as it was started.
+            "config": {**{name: getattr(cfg, name) for name in RUN_OPTIONS},
+                       "val_dir": str(Path(cfg.val_dir).resolve()) if cfg.val_dir else None},
             "data_fingerprint": fingerprint,
             "epoch": 0, "stage": 0, "wait": 0, "stopped_early": False,
             "best": {"epoch": 0, "val_accuracy": 0.0, "val_loss": 0.0}, "history": [],
@@ -314,14 +281,111 @@ def train(cfg: TrainConfig) -> dict:
                 callbacks.append(EpochProgress(total_epochs, steps, state, stage.name if len(stages) > 1 else ""))
             model.fit(train_ds, validation_data=val_ds, epochs=end, shuffle=False, initial_epoch=max(state["epoch"], start),
                       callbacks=callbacks, verbose=0)
+            if state.get("diverged"):
+                break
     except KeyboardInterrupt:
         interrupted = True
         if state["best"]["epoch"] == 0:
             raise
         console.print(f"interrupted: keeping the best model so far (epoch {state['best']['epoch']})")
+    except OSError as e:  # disk full, folder made read-only or removed: what is on disk stays valid
+        raise _write_error(e, out, state) from None
 
-    return _finish(cfg, out, state, class_names, x_val, y_val, y_train, train_paths, val_paths, skipped, interrupted,
-                   time.time() - started, arch)
+    diverged = state.get("diverged")
+    if diverged and state["best"]["epoch"] == 0:
+        raise TrainingDiverged(f"training diverged: the loss became {diverged['loss']} in epoch {diverged['epoch']}, "
+                               f"before any epoch finished; no model was saved in {out} (try a lower --lr)")
+    try:
+        run = _finish(cfg, out, state, class_names, x_val, y_val, y_train, train_paths, val_paths, skipped, interrupted,
+                      time.time() - started, arch)
+    except OSError as e:
+        raise _write_error(e, out, state) from None
+    if diverged:
+        raise TrainingDiverged(f"training diverged: the loss became {diverged['loss']} in epoch {diverged['epoch']}; "
+                               f"the best model so far (epoch {state['best']['epoch']}) is kept in {out / 'model.keras'} "
+                               "with run.json (try a lower --lr)")
+    return run
+
+
+def _remove_stale_temps(out: Path) -> None:
+    """Temporary files of a run killed mid-write (SIGKILL) go on the next run of this folder."""
+    removed = [p for name in RUN_FILES for p in remove_stale_temps(out / name)]
+    if removed:
+        print(f"warning: removed {len(removed)} temporary file(s) left in {out} by a killed run", file=sys.stderr)
+
+
+class TrainingDiverged(EdgeclfError):
+    """The loss became NaN or infinite: the run stopped, keeping its best model so far."""
+
+    exit_code = 1  # as for export's failed checks: the input was valid, the result is not
+
+
+def _write_error(e: OSError, out: Path, state: dict) -> EdgeclfError:
+    """A failed write (disk full, read-only folder) as one line that says what is kept."""
+    if state["best"]["epoch"]:
+        kept = (f"the best model so far (epoch {state['best']['epoch']}) is kept in {out / 'model.keras'}; "
+                "make room and continue with --resume")
+    else:
+        kept = "no model was saved"
+    return EdgeclfError(f"{out}: cannot write to the run folder ({e.strerror or first_line(e)}); {kept}")
+
+
+def _read_state(path: Path) -> dict:
+    """state.json of an unfinished run, checked enough that resuming cannot fail half-way on it."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise EdgeclfError(f"{path}: cannot read the state to resume from ({first_line(e)})") from None
+    ok = (isinstance(state, dict) and isinstance(state.get("config"), dict) and isinstance(state.get("history"), list)
+          and isinstance(state.get("best"), dict) and isinstance(state["best"].get("val_accuracy"), (int, float))
+          and isinstance(state.get("data_fingerprint"), str)
+          and all(isinstance(state.get(k), int) and state[k] >= 0 for k in ("epoch", "stage", "wait", ))
+          and isinstance(state["best"].get("epoch"), int))
+    if not ok:
+        raise EdgeclfError(f"{path}: not a resume state written by edgeclf train; start over with --force")
+    return state
+
+
+def _option(name: str, value) -> str:
+    """How the command line spells an option and its value, for messages."""
+    if name == "augment":
+        return "--augment" if value else "--no-augment"
+    return f"--{'val' if name == 'val_dir' else name.replace('_', '-')} {value}"
+
+
+def _resume_options(cfg: TrainConfig, recorded: dict) -> None:
+    """--resume continues a run as it was started: the options left out take the run's recorded
+    values, and one given with a different value is an error (changing the epochs, the learning
+    rate schedule or the split half-way would make a run no command line describes)."""
+    for name in RUN_OPTIONS:
+        if name not in recorded:  # a state.json from an older edgeclf: the command line decides
+            continue
+        was, given = recorded[name], getattr(cfg, name)
+        if name == "val_dir":
+            was = Path(was) if was else None
+            same = given is None or (was is not None and Path(given).resolve() == was)
+        else:
+            same = given is None or json.loads(json.dumps(given)) == was  # tuples read back as lists
+        if not same:
+            raise EdgeclfError(f"{cfg.out}: --resume continues the run with its own options, and {_option(name, given)} "
+                               f"differs from the run's {_option(name, was) if was is not None else 'default'} "
+                               "(leave it out, or start over with --force)")
+        if given is None:
+            setattr(cfg, name, was)
+
+
+def _resolve_defaults(cfg: TrainConfig) -> None:
+    """Fill the options still unset with their defaults (some depend on the architecture)."""
+    cfg.model = cfg.model or DEFAULT_ARCHITECTURE
+    if cfg.model not in ARCHITECTURES:  # from a hand-edited state.json
+        raise EdgeclfError(f"unknown --model {cfg.model!r}; choose from {', '.join(ARCHITECTURES)}")
+    arch = ARCHITECTURES[cfg.model]
+    cfg.img_size = cfg.img_size or arch.default_size
+    cfg.epochs = arch.default_epochs if cfg.epochs is None else cfg.epochs
+    for name, default in DEFAULTS.items():
+        if getattr(cfg, name) is None:
+            setattr(cfg, name, copy.deepcopy(default))
+    check_options(cfg)  # values read back from state.json pass the same checks as the command line's
 
 
 def _finish(cfg, out, state, class_names, x_val, y_val, y_train, train_paths, val_paths, skipped, interrupted, seconds, arch) -> dict:
@@ -334,51 +398,55 @@ def _finish(cfg, out, state, class_names, x_val, y_val, y_train, train_paths, va
     history = state["history"]
     counts = {c: {"train": int(np.sum(y_train == i)), "val": int(np.sum(y_val == i))} for i, c in enumerate(class_names)}
     size = cfg.img_size
-    run = {
-        "edgeclf_version": __version__,
-        "architecture": cfg.model,
-        "architecture_summary": arch.summary,
-        "class_names": class_names,
-        "input_size": [size, size],
-        "color_order": COLOR_ORDER,
-        "input_dtype": "float32 0-255 (uint8 values)",
-        "preprocessing": {"resize": RESIZE, "rescale": "inside the model", "augmentation": _aug_desc(cfg.augment),
-                          "mixup": cfg.mixup},
-        "params": int(best.count_params()),
-        "macs": count_macs(best),
-        "seed": cfg.seed,
-        "epochs_requested": cfg.epochs,
-        "epochs_run": state["epoch"],
-        "batch_size": cfg.batch_size,
-        "weight_decay": cfg.weight_decay,
-        "weights": cfg.weights if cfg.model == "mobilenet_v2" else None,
-        "data_dir": str(Path(cfg.data_dir).resolve()),
-        "val_dir": str(Path(cfg.val_dir).resolve()) if cfg.val_dir else None,
-        "val_split": None if cfg.val_dir else cfg.val_split,
-        "counts": counts,
-        "n_train": len(train_paths),
-        "n_val": len(val_paths),
-        "skipped": skipped,
-        "best": state["best"],
-        "final": {k: history[-1][k] for k in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy") if k in history[-1]} if history else {},
-        "val_report": report,
-        "stopped_early": bool(state.get("stopped_early")),
-        "interrupted": interrupted,
-        "train_seconds": round(seconds, 1),
-        "versions": _versions(),
-        "splits": {"train": [str(Path(p).resolve()) for p in train_paths], "val": [str(Path(p).resolve()) for p in val_paths]},
-    }
+    record = RunRecord(
+        edgeclf_version=__version__,
+        architecture=cfg.model,
+        architecture_summary=arch.summary,
+        class_names=class_names,
+        input_size=[size, size],
+        color_order=COLOR_ORDER,
+        input_dtype="float32 0-255 (uint8 values)",
+        preprocessing={"resize": RESIZE, "rescale": "inside the model", "augmentation": _aug_desc(cfg.augment),
+                       "mixup": cfg.mixup},
+        params=int(best.count_params()),
+        macs=count_macs(best),
+        seed=cfg.seed,
+        epochs_requested=cfg.epochs,
+        epochs_run=state["epoch"],
+        batch_size=cfg.batch_size,
+        lr=_stages(cfg)[0].lr,
+        patience=cfg.patience,
+        augment=cfg.augment,
+        weight_decay=cfg.weight_decay,
+        weights=cfg.weights if cfg.model == "mobilenet_v2" else None,
+        data_dir=str(Path(cfg.data_dir).resolve()),
+        val_dir=str(Path(cfg.val_dir).resolve()) if cfg.val_dir else None,
+        val_split=None if cfg.val_dir else cfg.val_split,
+        counts=counts,
+        n_train=len(train_paths),
+        n_val=len(val_paths),
+        skipped=skipped,
+        best=state["best"],
+        final={k: history[-1][k] for k in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy") if k in history[-1]} if history else {},
+        val_report=report,
+        stopped_early=bool(state.get("stopped_early")),
+        interrupted=interrupted,
+        diverged=bool(state.get("diverged")),
+        train_seconds=round(seconds, 1),
+        versions=_versions(),
+        splits={"train": [str(Path(p).resolve()) for p in train_paths], "val": [str(Path(p).resolve()) for p in val_paths]},
+    )
     title = f"{cfg.model} {size}x{size}"
     if history:
         plot_curves(history, out / "curves.png", title=title)
     plot_confusion(report["confusion"], class_names, out / "confusion.png",
                    title=f"{title}: validation accuracy {report['accuracy']:.1%}")
-    write_json(out / "run.json", run)
+    record.write(out / RUN_JSON)
     if not interrupted:
         # last.keras only serves --resume; a finished run keeps just the best model.
         (out / "last.keras").unlink(missing_ok=True)
         (out / "state.json").unlink(missing_ok=True)
-    return run
+    return record.to_dict()
 
 
 def _aug_desc(on: bool) -> str:
