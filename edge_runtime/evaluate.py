@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
@@ -67,15 +68,16 @@ def evaluate(model: Path, data_dir: Path, batch_size: int = 32, quiet: bool = Fa
 
 def print_report(report: dict) -> None:
     out = Console(highlight=False)
-    out.print(f"[bold]{report['model']}[/] ({report['format']}): accuracy [bold]{report['accuracy']:.2%}[/] "
+    # Class names and paths are text, not markup: "[cats]" must not vanish as a style tag.
+    out.print(f"[bold]{escape(report['model'])}[/] ({report['format']}): accuracy [bold]{report['accuracy']:.2%}[/] "
               f"on {report['n_images']} images" + (f", {report['n_skipped']} skipped" if report["n_skipped"] else ""))
     t = Table("class", "precision", "recall", "support")
     for name, m in report["per_class"].items():
-        t.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", str(m["support"]))
+        t.add_row(escape(name), f"{m['precision']:.3f}", f"{m['recall']:.3f}", str(m["support"]))
     out.print(t)
-    cm = Table("true \\ predicted", *report["class_names"], title="confusion matrix")
+    cm = Table("true \\ predicted", *map(escape, report["class_names"]), title="confusion matrix")
     for name, row in zip(report["class_names"], report["confusion"]):
-        cm.add_row(name, *map(str, row))
+        cm.add_row(escape(name), *map(str, row))
     out.print(cm)
 
 

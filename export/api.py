@@ -17,6 +17,8 @@ from edge_runtime.atomic import atomic_path, remove_stale_temps, write_json
 from edge_runtime.errors import EdgeclfError, first_line
 from edge_runtime.images import scan_class_folders
 
+from train.run_record import check_class_names
+
 from . import data, parity, quantize
 from .convert import DEFAULT_OPSET, edgeclf_metadata, keras_to_onnx, set_metadata
 from .source import ExportSource, input_size_of, load_keras_model, resolve_source, sha256_of
@@ -60,7 +62,7 @@ def export_model(
     """
     src = resolve_source(source)
     out = Path(out_dir) if out_dir is not None else src.model_path.parent / "export"
-    _check_options(opset, calib_size, calib_method, parity_size)
+    _check_options(opset, calib_size, calib_method, parity_size, max_drop)
     _check_writable(out)
     removed = [p for name in (FP32_NAME, INT8_NAME, FP16_NAME, REPORT_NAME) for p in remove_stale_temps(out / name)]
     if removed:  # left by an export killed mid-write (SIGKILL): no finally ran to remove them
@@ -223,7 +225,9 @@ def _int8(fp32_bytes, fp32_sess, calib_set, val, calib_method, max_drop, step, m
 
 
 # ---------------------------------------------------------------------------------------- inputs
-def _check_options(opset: int, calib_size: int, calib_method: str, parity_size: int) -> None:
+def _check_options(opset: int, calib_size: int, calib_method: str, parity_size: int, max_drop: float) -> None:
+    if not 0.0 <= max_drop <= 1.0:  # also false for NaN, which would reject every int8 model
+        raise EdgeclfError(f"--max-drop {max_drop}: must be an accuracy drop from 0 to 1 (0.01 = 1 point)")
     if opset not in OPSETS:
         raise EdgeclfError(f"--opset {opset}: tf2onnx writes opsets {OPSETS.start} to {OPSETS.stop - 1}")
     if calib_size < 1:
@@ -251,7 +255,7 @@ def _class_names(src: ExportSource, model, calib_dir: Path | None) -> list[str]:
     n = int(model.output_shape[-1])
     names = src.class_names
     if names is None and calib_dir is not None and _is_labelled(calib_dir):
-        names = scan_class_folders(calib_dir)[0]
+        names = check_class_names(scan_class_folders(calib_dir)[0], calib_dir)
     if names is None:
         names = [f"class_{i}" for i in range(n)]
         print(f"warning: {src.model_path}: no run.json beside it; classes named {names[0]}..", file=sys.stderr)

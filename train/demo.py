@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from rich.markup import escape
+
 from edge_runtime.errors import EdgeclfError
 from edge_runtime.synthetic import make_shapes_dataset, make_shapes_video
 
@@ -71,7 +73,7 @@ def run_demo(out: Path, force: bool = False, epochs: int = DEMO_EPOCHS, per_clas
 
     _step(1, "generate data")
     data = make_shapes_dataset(out / "data", per_class=per_class, size=DEMO_SIZE, seed=0)
-    console.print(f"{3 * per_class} images of circles, squares and triangles on noisy backgrounds in {data}")
+    console.print(f"{3 * per_class} images of circles, squares and triangles on noisy backgrounds in {escape(str(data))}")
 
     _step(2, "train")
     run = train(TrainConfig(data_dir=data, out=out / "run", model="edgenet", img_size=DEMO_SIZE, epochs=epochs,
@@ -107,14 +109,14 @@ def run_demo(out: Path, force: bool = False, epochs: int = DEMO_EPOCHS, per_clas
     results["video"] = {"frames": len(preds), "accuracy": agree, "fps": len(preds) / seconds}
     console.print(f"{model.name} on {video.name}: {len(preds)} frames, {agree:.1%} labelled correctly, "
                   f"{len(preds) / seconds:.0f} frames/s end to end")
-    console.print(f"  try: edgeclf predict {model} {video} --save {out / 'annotated.mp4'}")
-    console.print(f"   or: edgeclf predict {model} {video} --serve 8080 --loop   (then open http://127.0.0.1:8080/)")
+    console.print(escape(f"  try: edgeclf predict {model} {video} --save {out / 'annotated.mp4'}"))
+    console.print(escape(f"   or: edgeclf predict {model} {video} --serve 8080 --loop   (then open http://127.0.0.1:8080/)"))
 
     _step(5, "benchmark")
     results["bench"] = _bench(out / "export", video)
 
     console.rule("[bold]done")
-    console.print(f"finished in {time.time() - t0:.0f} s. Everything is in {out}/:")
+    console.print(f"finished in {time.time() - t0:.0f} s. Everything is in {escape(str(out))}/:")
     for name, what in (
         ("data/", "generated training images (3 classes)"),
         ("run/", "model.keras, run.json, history.csv, curves.png, confusion.png"),

@@ -33,7 +33,9 @@ from edge_runtime.preprocess import COLOR_ORDER, RESIZE
 
 from .config import DEFAULTS, RUN_OPTIONS, TrainConfig, check_options, precheck
 from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, count_macs
-from .data import check_classes, data_fingerprint, load_split, plan_splits
+from .data import check_classes, data_fingerprint, load_split, plan_splits, unsupported_files
+from rich.markup import escape
+
 from .progress import EpochProgress, console, load_progress
 from .run_record import RUN_JSON, RunRecord
 
@@ -233,7 +235,8 @@ def train(cfg: TrainConfig) -> dict:
     fingerprint = data_fingerprint(train_split.paths + val_split.paths)
     if cfg.resume and state["data_fingerprint"] != fingerprint:
         raise EdgeclfError(f"{cfg.data_dir}: the data set changed since this run started; --resume needs the same files")
-    skipped: list[dict] = []
+    class_dirs = [Path(root) / c for root in dict.fromkeys([cfg.data_dir, cfg.val_dir or cfg.data_dir]) for c in class_names]
+    skipped: list[dict] = unsupported_files(class_dirs)  # listed in run.json with the unreadable ones
     n_files = len(train_split.paths) + len(val_split.paths)
     with load_progress(n_files, "reading images", quiet=cfg.quiet) as advance:
         x_train, y_train, train_paths = load_split(train_split, (size, size), skipped, advance)
@@ -249,7 +252,7 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.resume:
         model = keras.models.load_model(out / "last.keras")
         if not cfg.quiet:
-            console.print(f"resuming {out} after epoch {state['epoch']} (best val accuracy {state['best']['val_accuracy']:.3f})")
+            console.print(f"resuming {escape(str(out))} after epoch {state['epoch']} (best val accuracy {state['best']['val_accuracy']:.3f})")
     else:
         weights = None if cfg.weights == "none" else cfg.weights
         model = arch.build(len(class_names), size, weights=weights, **cfg.extra)
@@ -322,11 +325,12 @@ class TrainingDiverged(EdgeclfError):
 
 def _write_error(e: OSError, out: Path, state: dict) -> EdgeclfError:
     """A failed write (disk full, read-only folder) as one line that says what is kept."""
-    if state["best"]["epoch"]:
-        kept = (f"the best model so far (epoch {state['best']['epoch']}) is kept in {out / 'model.keras'}; "
-                "make room and continue with --resume")
-    else:
+    if not state["best"]["epoch"]:
         kept = "no model was saved"
+    else:
+        kept = f"the best model so far (epoch {state['best']['epoch']}) is kept in {out / 'model.keras'}"
+        if (out / "state.json").is_file() and (out / "last.keras").is_file():
+            kept += "; make room and continue with --resume"
     return EdgeclfError(f"{out}: cannot write to the run folder ({e.strerror or first_line(e)}); {kept}")
 
 
