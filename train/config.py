@@ -6,11 +6,12 @@ at once, before TensorFlow takes seconds to load.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_runtime.errors import EdgeclfError
+from edge_runtime.errors import EdgeclfError, first_line
 
 # The options that define a run. None in TrainConfig means "the default" for a new run and
 # "the run's own value" for --resume: state.json records each one, and a resumed run uses them.
@@ -104,6 +105,53 @@ def check_writable_folder(out: Path, option: str) -> None:
 
 
 def precheck(cfg: TrainConfig) -> None:
-    """All the checks that need no TensorFlow, for the CLI to run before importing it."""
+    """All the checks that need no TensorFlow, for the CLI to run before importing it. With
+    ``resume``, also fills the options left unset with the run's own (see resume_options)."""
     check_options(cfg)
     check_run_folder(cfg)
+    if cfg.resume:
+        resume_options(cfg, read_state(Path(cfg.out) / "state.json")["config"])
+
+
+def read_state(path: Path) -> dict:
+    """state.json of an unfinished run, checked enough that resuming cannot fail half-way on it."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise EdgeclfError(f"{path}: cannot read the state to resume from ({first_line(e)})") from None
+    ok = (isinstance(state, dict) and isinstance(state.get("config"), dict) and isinstance(state.get("history"), list)
+          and isinstance(state.get("best"), dict) and isinstance(state["best"].get("val_accuracy"), (int, float))
+          and isinstance(state.get("data_fingerprint"), str)
+          and all(isinstance(state.get(k), int) and state[k] >= 0 for k in ("epoch", "stage", "wait", ))
+          and isinstance(state["best"].get("epoch"), int))
+    if not ok:
+        raise EdgeclfError(f"{path}: not a resume state written by edgeclf train; start over with --force")
+    return state
+
+
+def spelling(name: str, value) -> str:
+    """How the command line spells an option and its value, for messages."""
+    if name == "augment":
+        return "--augment" if value else "--no-augment"
+    return f"--{'val' if name == 'val_dir' else name.replace('_', '-')} {value}"
+
+
+def resume_options(cfg: TrainConfig, recorded: dict) -> None:
+    """--resume continues a run as it was started: the options left out take the run's recorded
+    values, and one given with a different value is an error (changing the epochs, the learning
+    rate schedule or the split half-way would make a run no command line describes)."""
+    for name in RUN_OPTIONS:
+        if name not in recorded:  # a state.json from an older edgeclf: the command line decides
+            continue
+        was, given = recorded[name], getattr(cfg, name)
+        if name == "val_dir":
+            was = Path(was) if was else None
+            same = given is None or (was is not None and Path(given).resolve() == was)
+        else:
+            same = given is None or json.loads(json.dumps(given)) == was  # tuples read back as lists
+        if not same:
+            raise EdgeclfError(f"{cfg.out}: --resume continues the run with its own options, and {spelling(name, given)} "
+                               f"differs from the run's {spelling(name, was) if was is not None else 'default'} "
+                               "(leave it out, or start over with --force)")
+        if given is None:
+            setattr(cfg, name, was)

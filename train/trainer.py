@@ -31,7 +31,7 @@ from edge_runtime.errors import EdgeclfError, first_line
 from edge_runtime.metrics import classification_report
 from edge_runtime.preprocess import COLOR_ORDER, RESIZE
 
-from .config import DEFAULTS, RUN_OPTIONS, TrainConfig, check_options, precheck
+from .config import DEFAULTS, RUN_OPTIONS, TrainConfig, check_options, precheck, read_state, spelling
 from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, count_macs
 from .data import check_classes, data_fingerprint, load_split, plan_splits, unsupported_files
 from rich.markup import escape
@@ -224,8 +224,7 @@ def train(cfg: TrainConfig) -> dict:
 
     state: dict
     if cfg.resume:
-        state = _read_state(out / "state.json")
-        _resume_options(cfg, state["config"])
+        state = read_state(out / "state.json")  # _validate has applied its options to cfg
     _resolve_defaults(cfg)
     arch = ARCHITECTURES[cfg.model]
     size = cfg.img_size
@@ -252,7 +251,9 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.resume:
         model = keras.models.load_model(out / "last.keras")
         if not cfg.quiet:
-            console.print(f"resuming {escape(str(out))} after epoch {state['epoch']} (best val accuracy {state['best']['val_accuracy']:.3f})")
+            options = " ".join(spelling(n, getattr(cfg, n)) for n in RUN_OPTIONS if n not in ("extra", "val_dir"))
+            console.print(f"resuming {escape(str(out))} after epoch {state['epoch']} (best val accuracy "
+                          f"{state['best']['val_accuracy']:.3f}) with the run's options: {escape(options)}")
     else:
         weights = None if cfg.weights == "none" else cfg.weights
         model = arch.build(len(class_names), size, weights=weights, **cfg.extra)
@@ -290,7 +291,8 @@ def train(cfg: TrainConfig) -> dict:
         interrupted = True
         if state["best"]["epoch"] == 0:
             raise
-        console.print(f"interrupted: keeping the best model so far (epoch {state['best']['epoch']})")
+        console.print(f"interrupted: keeping the best model so far (epoch {state['best']['epoch']}); "
+                      "continue with --resume")
     except OSError as e:  # disk full, folder made read-only or removed: what is on disk stays valid
         raise _write_error(e, out, state) from None
 
@@ -332,50 +334,6 @@ def _write_error(e: OSError, out: Path, state: dict) -> EdgeclfError:
         if (out / "state.json").is_file() and (out / "last.keras").is_file():
             kept += "; make room and continue with --resume"
     return EdgeclfError(f"{out}: cannot write to the run folder ({e.strerror or first_line(e)}); {kept}")
-
-
-def _read_state(path: Path) -> dict:
-    """state.json of an unfinished run, checked enough that resuming cannot fail half-way on it."""
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as e:
-        raise EdgeclfError(f"{path}: cannot read the state to resume from ({first_line(e)})") from None
-    ok = (isinstance(state, dict) and isinstance(state.get("config"), dict) and isinstance(state.get("history"), list)
-          and isinstance(state.get("best"), dict) and isinstance(state["best"].get("val_accuracy"), (int, float))
-          and isinstance(state.get("data_fingerprint"), str)
-          and all(isinstance(state.get(k), int) and state[k] >= 0 for k in ("epoch", "stage", "wait", ))
-          and isinstance(state["best"].get("epoch"), int))
-    if not ok:
-        raise EdgeclfError(f"{path}: not a resume state written by edgeclf train; start over with --force")
-    return state
-
-
-def _option(name: str, value) -> str:
-    """How the command line spells an option and its value, for messages."""
-    if name == "augment":
-        return "--augment" if value else "--no-augment"
-    return f"--{'val' if name == 'val_dir' else name.replace('_', '-')} {value}"
-
-
-def _resume_options(cfg: TrainConfig, recorded: dict) -> None:
-    """--resume continues a run as it was started: the options left out take the run's recorded
-    values, and one given with a different value is an error (changing the epochs, the learning
-    rate schedule or the split half-way would make a run no command line describes)."""
-    for name in RUN_OPTIONS:
-        if name not in recorded:  # a state.json from an older edgeclf: the command line decides
-            continue
-        was, given = recorded[name], getattr(cfg, name)
-        if name == "val_dir":
-            was = Path(was) if was else None
-            same = given is None or (was is not None and Path(given).resolve() == was)
-        else:
-            same = given is None or json.loads(json.dumps(given)) == was  # tuples read back as lists
-        if not same:
-            raise EdgeclfError(f"{cfg.out}: --resume continues the run with its own options, and {_option(name, given)} "
-                               f"differs from the run's {_option(name, was) if was is not None else 'default'} "
-                               "(leave it out, or start over with --force)")
-        if given is None:
-            setattr(cfg, name, was)
 
 
 def _resolve_defaults(cfg: TrainConfig) -> None:
