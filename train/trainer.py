@@ -188,10 +188,11 @@ class Checkpointer(keras.callbacks.Callback):
                                  **{k: float(v) for k, v in logs.items() if k != "learning_rate"}})
         val_acc = float(logs.get("val_accuracy", 0.0))
         if val_acc > state["best"]["val_accuracy"] or state["best"]["epoch"] == 0:
-            state["best"] = {"epoch": epoch + 1, "val_accuracy": val_acc, "val_loss": float(logs.get("val_loss", 0.0))}
-            state["wait"] = 0
             with atomic_path(self.out / "model.keras") as tmp:
                 self.model.save(tmp)
+            # Only once it is on disk: a failed write (disk full) must not claim a best model.
+            state["best"] = {"epoch": epoch + 1, "val_accuracy": val_acc, "val_loss": float(logs.get("val_loss", 0.0))}
+            state["wait"] = 0
         else:
             state["wait"] += 1
         with atomic_path(self.out / "last.keras") as tmp:
