@@ -212,6 +212,8 @@ def test_class_folder_names_that_collide_or_cannot_be_written_are_refused(tmp_pa
         (["--weight-decay", "nan"], "--weight-decay"), (["--weight-decay", "-inf"], "--weight-decay"),
         (["--mixup", "nan"], "--mixup"), (["--val-split", "nan"], "--val-split"), (["--seed", "-1"], "--seed"),
         (["--batch-size", "0"], "--batch-size"), (["--patience", "-3"], "--patience"),
+        # found beyond the issue's list: TensorFlow's tracebacks on numbers it cannot hold
+        (["--batch-size", "100000000000000000000"], "--batch-size"), (["--epochs", "100000000000000000000"], "--epochs"),
     ],
 )
 def test_absurd_training_numbers_fail_in_one_line(tmp_path, odd_data, args, needle):
@@ -455,3 +457,41 @@ def test_train_removes_temporary_files_of_a_killed_run(tmp_path, odd_data):
     res = run_cli("train", odd_data, "--out", out, "--epochs", "1", *FAST)
     assert res.returncode == 0, res.stderr
     assert hidden(out) == []
+
+
+# ------------------------------------------------------------------ found beyond the issue's list
+def test_run_folder_inside_the_images_is_refused(tmp_path, odd_data):
+    """It would become a class folder, or its plots training images of the next run."""
+    data = shutil.copytree(odd_data, tmp_path / "data")
+    for out in (data / "run", data / "plain", data):
+        line = error_line(run_cli("train", data, "--out", out, "--epochs", "1", *FAST))
+        assert "inside the image folder" in line, line
+    assert not (data / "run").exists() and not (data / "plain" / "model.keras").exists()
+    assert "--val is the training folder" in error_line(run_cli("train", data, "--val", data, "--out", tmp_path / "r"))
+
+
+def test_files_of_a_run_folder_are_not_overwritten_without_force(tmp_path, odd_data):
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "history.csv").write_text("my own history, not edgeclf's")
+    line = error_line(run_cli("train", odd_data, "--out", out, "--epochs", "1", *FAST))
+    assert "history.csv" in line and "--force" in line, line
+    assert (out / "history.csv").read_text() == "my own history, not edgeclf's"
+
+
+def test_demo_force_never_deletes_a_folder_holding_other_files(tmp_path):
+    out = tmp_path / "projects"
+    (out / "data").mkdir(parents=True)  # looks like a demo folder...
+    (out / "thesis.tex").write_text("...but holds someone's work")
+    line = error_line(run_cli("demo", "--out", out, "--force"))
+    assert "thesis.tex" in line and "refusing to delete" in line, line
+    assert (out / "thesis.tex").exists()
+
+
+def test_a_data_set_too_big_for_memory_is_refused_before_reading():
+    from edge_runtime.errors import EdgeclfError
+    from train.data import check_memory
+
+    check_memory(Path("photos"), 1000, 128, total_bytes=8 << 30)  # 98 MB of 8 GB: fine
+    with pytest.raises(EdgeclfError, match="photos: 100000 images at 1024x1024 need about 629.1 GB"):
+        check_memory(Path("photos"), 100_000, 1024, total_bytes=8 << 30)

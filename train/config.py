@@ -21,6 +21,10 @@ RUN_OPTIONS = ("model", "img_size", "epochs", "batch_size", "val_split", "val_di
 DEFAULTS = {"batch_size": 32, "val_split": 0.2, "seed": 1337, "weights": "imagenet", "patience": 15,
             "augment": True, "mixup": 0.0, "weight_decay": 5e-4, "extra": {}}
 MAX_SEED = 2**32 - 1  # what NumPy's and TensorFlow's seeding accept
+MAX_EPOCHS = 100_000
+MAX_BATCH = 65_536
+# What a run folder holds: train writes these names (and removes them with --force), nothing else.
+RUN_FILES = ("model.keras", "last.keras", "run.json", "history.csv", "curves.png", "confusion.png", "state.json")
 
 
 @dataclass
@@ -51,10 +55,12 @@ class TrainConfig:
 
 def check_options(cfg: TrainConfig) -> None:
     """Every option given, checked for range (NaN and infinity included); one-line errors."""
-    for name, low in (("epochs", 1), ("batch_size", 1), ("patience", 1)):
+    for name, low, high in (("epochs", 1, MAX_EPOCHS), ("batch_size", 1, MAX_BATCH), ("patience", 1, None)):
         value = getattr(cfg, name)
         if value is not None and value < low:
             raise EdgeclfError(f"--{name.replace('_', '-')} must be at least {low} (got {value})")
+        if value is not None and high is not None and value > high:  # TensorFlow fails on such numbers with a traceback
+            raise EdgeclfError(f"--{name.replace('_', '-')} must be at most {high} (got {value})")
     if cfg.img_size is not None and not 32 <= cfg.img_size <= 1024:
         raise EdgeclfError(f"--img-size must be between 32 and 1024 (got {cfg.img_size})")
     if cfg.seed is not None and not 0 <= cfg.seed <= MAX_SEED:
@@ -76,6 +82,13 @@ def check_options(cfg: TrainConfig) -> None:
         if folder is not None and not Path(folder).is_dir():
             state = "is not a folder" if Path(folder).exists() else "does not exist"
             raise EdgeclfError(f"{folder}: {name} {state}")
+    if cfg.val_dir is not None and Path(cfg.val_dir).resolve() == Path(cfg.data_dir).resolve():
+        raise EdgeclfError(f"{cfg.val_dir}: --val is the training folder itself; validation needs other images")
+    out = Path(cfg.out).resolve()
+    for folder in (cfg.data_dir, cfg.val_dir):
+        # A run folder inside the data would become a class folder, or its plots training images.
+        if folder is not None and out.is_relative_to(Path(folder).resolve()):
+            raise EdgeclfError(f"{cfg.out}: --out is inside the image folder {folder}; put the run elsewhere")
 
 
 def check_run_folder(cfg: TrainConfig) -> None:
@@ -84,12 +97,13 @@ def check_run_folder(cfg: TrainConfig) -> None:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise EdgeclfError(f"{out}: --out exists and is not a folder")
-    has_model = (out / "model.keras").exists() or (out / "last.keras").exists()
+    held = [name for name in RUN_FILES if (out / name).exists()]
     if cfg.resume:
         if not (out / "last.keras").exists() or not (out / "state.json").exists():
             raise EdgeclfError(f"{out}: nothing to resume (no last.keras/state.json); train without --resume")
-    elif has_model and not cfg.force:
-        raise EdgeclfError(f"{out}: already holds a trained model; use --force to overwrite or --resume to continue")
+    elif held and not cfg.force:
+        what = "a trained model" if {"model.keras", "last.keras"} & set(held) else ", ".join(held)
+        raise EdgeclfError(f"{out}: already holds {what}; use --force to overwrite or --resume to continue")
     check_writable_folder(out, "--out")
 
 

@@ -89,6 +89,20 @@ def load_split(split: Split, size: tuple[int, int], skipped: list[dict], progres
     return x, np.asarray([split.labels[i] for i in ok], np.int64), [split.paths[i] for i in ok]
 
 
+def check_memory(where: Path, n_images: int, size: int, total_bytes: int | None = None) -> None:
+    """Training keeps every image in memory (and TensorFlow a copy): refuse, before reading any,
+    a data set that cannot fit in this machine's memory rather than swap or die half-way."""
+    if total_bytes is None:
+        try:
+            total_bytes = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):  # not on every platform: then nothing to compare with
+            return
+    need = 2 * n_images * size * size * 3
+    if need > 0.8 * total_bytes:
+        raise EdgeclfError(f"{where}: {n_images} images at {size}x{size} need about {need / 1e9:.1f} GB of memory, "
+                           f"more than this machine's {total_bytes / 1e9:.1f} GB allow; use a smaller --img-size or fewer images")
+
+
 def check_classes(data_dir: Path, class_names: list[str], y_train: np.ndarray, y_val: np.ndarray) -> None:
     """Every class needs readable images, and at least one in the training split."""
     for idx, cls in enumerate(class_names):

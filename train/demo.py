@@ -24,6 +24,7 @@ DEMO_IMAGES_PER_CLASS = 300
 DEMO_SIZE = 64
 DEMO_EPOCHS = 20
 STEPS = 5
+DEMO_ENTRIES = {"data", "run", "export", "shapes.mp4", "annotated.mp4"}  # what a demo folder holds
 
 
 def _step(i: int, title: str) -> None:
@@ -47,6 +48,11 @@ def check_demo_out(out: Path, force: bool) -> None:
             raise EdgeclfError(f"{out}: already exists and is not empty; use --force to start over or --out elsewhere")
         if not (out / "data").is_dir() and not (out / "run").is_dir():
             raise EdgeclfError(f"{out}: not an edgeclf demo folder; refusing to delete it even with --force")
+        # --force deletes the folder: only when everything in it is the demo's own.
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in DEMO_ENTRIES)
+        if foreign:
+            raise EdgeclfError(f"{out}: holds files that are not the demo's ({', '.join(foreign[:3])}"
+                               f"{', ...' if len(foreign) > 3 else ''}); refusing to delete it even with --force")
     check_writable_folder(out, "--out")
 
 

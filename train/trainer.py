@@ -31,15 +31,14 @@ from edge_runtime.errors import EdgeclfError, first_line
 from edge_runtime.metrics import classification_report
 from edge_runtime.preprocess import COLOR_ORDER, RESIZE
 
-from .config import DEFAULTS, RUN_OPTIONS, TrainConfig, check_options, precheck, read_state, spelling
+from .config import DEFAULTS, RUN_FILES, RUN_OPTIONS, TrainConfig, check_options, precheck, read_state, spelling
 from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, count_macs
-from .data import check_classes, data_fingerprint, load_split, plan_splits, unsupported_files
+from .data import check_classes, check_memory, data_fingerprint, load_split, plan_splits, unsupported_files
 from rich.markup import escape
 
 from .progress import EpochProgress, console, load_progress
 from .run_record import RUN_JSON, RunRecord
 
-RUN_FILES = ("model.keras", "last.keras", "run.json", "history.csv", "curves.png", "confusion.png", "state.json")
 
 
 @dataclass
@@ -238,6 +237,7 @@ def train(cfg: TrainConfig) -> dict:
     class_dirs = [Path(root) / c for root in dict.fromkeys([cfg.data_dir, cfg.val_dir or cfg.data_dir]) for c in class_names]
     skipped: list[dict] = unsupported_files(class_dirs)  # listed in run.json with the unreadable ones
     n_files = len(train_split.paths) + len(val_split.paths)
+    check_memory(cfg.data_dir, n_files, size)
     with load_progress(n_files, "reading images", quiet=cfg.quiet) as advance:
         x_train, y_train, train_paths = load_split(train_split, (size, size), skipped, advance)
         x_val, y_val, val_paths = load_split(val_split, (size, size), skipped, advance)
