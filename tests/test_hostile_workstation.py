@@ -222,8 +222,9 @@ def test_absurd_training_numbers_fail_in_one_line(tmp_path, odd_data, args, need
     assert not (tmp_path / "run").exists()
 
 
-def test_absurd_max_drop_fails_in_one_line(odd_run, tmp_path):
-    assert "--max-drop" in error_line(run_cli("export", odd_run[0], "--out", tmp_path / "x", "--int8", "--max-drop", "nan"))
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_absurd_max_drop_fails_in_one_line(odd_run, tmp_path, value):
+    assert "--max-drop" in error_line(run_cli("export", odd_run[0], "--out", tmp_path / "x", "--int8", "--max-drop", value))
 
 
 def test_divergence_in_the_first_epoch_is_a_one_line_error(tmp_path, odd_data):
