@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import cv2
@@ -143,6 +144,9 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
     """
     path = Path(path)
     try:
+        # A FIFO named x.jpg would block the reader for ever, /dev/zero behind a link fill memory.
+        if not stat.S_ISREG(os.stat(path).st_mode) and not path.is_dir():
+            raise ImageReadError(path, "not a regular file (a pipe, device or socket)")
         data = path.read_bytes()
     except FileNotFoundError:
         raise ImageReadError(path, "file not found") from None

@@ -496,3 +496,23 @@ def test_a_data_set_too_big_for_memory_is_refused_before_reading():
     check_memory(Path("photos"), 1000, 128, total_bytes=8 << 30)  # 98 MB of 8 GB: fine
     with pytest.raises(EdgeclfError, match="photos: 100000 images at 1024x1024 need about 629.1 GB"):
         check_memory(Path("photos"), 100_000, 1024, total_bytes=8 << 30)
+
+
+def test_pipes_and_devices_in_a_training_folder_are_skipped(tmp_path):
+    """A FIFO named like a photo blocked training for ever; /dev/zero behind a link filled memory."""
+    data = make_shapes_dataset(tmp_path / "data", per_class=6, size=32, seed=2)
+    os.mkfifo(data / "circle" / "pipe.jpg")
+    (data / "square" / "zero.png").symlink_to("/dev/zero")
+    res = run_cli("train", data, "--out", tmp_path / "run", "--epochs", "1", *FAST, timeout=300)
+    assert res.returncode == 0, res.stderr
+    skipped = {Path(s["path"]).name: s["reason"] for s in strict_json(tmp_path / "run" / "run.json")["skipped"]}
+    assert set(skipped) == {"pipe.jpg", "zero.png"} and all("not a regular file" in r for r in skipped.values())
+
+
+def test_a_weights_file_that_is_not_weights_is_a_one_line_error(tmp_path, odd_data):
+    weights = tmp_path / "backbone.h5"
+    weights.write_bytes(b"not an HDF5 file")
+    res = run_cli("train", odd_data, "--out", tmp_path / "run", "--model", "mobilenet_v2", "--weights", weights,
+                  "--img-size", "32", "--epochs", "1")
+    line = error_line(res, after_skip_warnings=True)
+    assert str(weights) in line and "--weights" in line, line

@@ -257,7 +257,12 @@ def train(cfg: TrainConfig) -> dict:
                           f"{state['best']['val_accuracy']:.3f}) with the run's options: {escape(options)}")
     else:
         weights = None if cfg.weights == "none" else cfg.weights
-        model = arch.build(len(class_names), size, weights=weights, **cfg.extra)
+        try:
+            model = arch.build(len(class_names), size, weights=weights, **cfg.extra)
+        except (OSError, ValueError, KeyError) as e:  # h5py and Keras on a file that is not these weights
+            if weights in (None, "imagenet"):
+                raise
+            raise EdgeclfError(f"{weights}: not a usable --weights file for {cfg.model} ({first_line(e)})") from None
         state = {
             # Every option that defines the run, so that --resume continues it as it was started.
             "config": {**{name: getattr(cfg, name) for name in RUN_OPTIONS},
