@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import math
 import os
 import platform
@@ -24,6 +23,7 @@ from .tf_quiet import import_tensorflow_quietly
 import_tensorflow_quietly()  # before keras: TensorFlow's start-up log lines silenced
 import keras  # noqa: E402
 import numpy as np
+from rich.markup import escape
 
 from edge_runtime import __version__
 from edge_runtime.atomic import atomic_path, remove_stale_temps, write_json
@@ -34,11 +34,8 @@ from edge_runtime.preprocess import COLOR_ORDER, RESIZE
 from .config import DEFAULTS, RUN_FILES, RUN_OPTIONS, TrainConfig, check_options, precheck, read_state, spelling
 from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, count_macs
 from .data import check_classes, check_memory, data_fingerprint, load_split, plan_splits, unsupported_files
-from rich.markup import escape
-
 from .progress import EpochProgress, console, load_progress
 from .run_record import RUN_JSON, RunRecord
-
 
 
 @dataclass
