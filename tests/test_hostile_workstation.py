@@ -337,13 +337,15 @@ except SystemExit as e:
 """
 
 
-@pytest.mark.parametrize("case", ["train-occupied", "train-bad-lr", "train-resume-conflict", "demo-occupied", "demo-out-is-file"])
+@pytest.mark.parametrize("case", ["train-occupied", "train-bad-lr", "train-resume-conflict", "train-class-collision",
+                                  "demo-occupied", "demo-out-is-file"])
 def test_bad_arguments_are_refused_before_tensorflow_loads(odd_run, odd_data, tmp_path, case):
     run = odd_run[0]
     args = {
         "train-occupied": ["train", str(odd_data), "--out", str(run)],
         "train-bad-lr": ["train", str(odd_data), "--out", str(tmp_path / "r"), "--lr", "nan"],
         "train-resume-conflict": None,
+        "train-class-collision": ["train", str(_two_classes(tmp_path / "cc", "Cats", "cats")), "--out", str(tmp_path / "r")],
         "demo-occupied": ["demo", "--out", str(run)],
         "demo-out-is-file": ["demo", "--out", str(run / "run.json")],
     }[case]

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_runtime.errors import EdgeclfError, first_line
+from edge_runtime.images import scan_class_folders
+
+from .run_record import check_class_names
 
 # The options that define a run. None in TrainConfig means "the default" for a new run and
 # "the run's own value" for --resume: state.json records each one, and a resumed run uses them.
@@ -82,6 +85,9 @@ def check_options(cfg: TrainConfig) -> None:
         if folder is not None and not Path(folder).is_dir():
             state = "is not a folder" if Path(folder).exists() else "does not exist"
             raise EdgeclfError(f"{folder}: {name} {state}")
+    for folder in (cfg.data_dir, cfg.val_dir):
+        if folder is not None:  # the layout and the class names, at once rather than after TensorFlow's start
+            check_class_names(scan_class_folders(folder)[0], folder)
     if cfg.val_dir is not None and Path(cfg.val_dir).resolve() == Path(cfg.data_dir).resolve():
         raise EdgeclfError(f"{cfg.val_dir}: --val is the training folder itself; validation needs other images")
     out = Path(cfg.out).resolve()
