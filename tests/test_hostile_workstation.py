@@ -518,3 +518,14 @@ def test_a_weights_file_that_is_not_weights_is_a_one_line_error(tmp_path, odd_da
                   "--img-size", "32", "--epochs", "1")
     line = error_line(res, after_skip_warnings=True)
     assert str(weights) in line and "--weights" in line, line
+
+
+def test_demo_onto_a_full_disk_stops_with_an_error(tmp_path):
+    """OpenCV's imwrite reports a failed write only by returning False: the demo went on before."""
+    disk = tmp_path / "disk"
+    with tmpfs(disk, 200):
+        res = run_cli("demo", "--out", disk / "demo")
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+        last = res.stderr.strip().splitlines()[-1]
+        assert last.startswith("edgeclf: error: ") and "cannot write the generated image" in last, last
+        assert not hidden(disk / "demo" / "data" / "circle")
