@@ -77,7 +77,9 @@ def load_run(run_dir: Path) -> dict:
         raise EdgeclfError(f"{run_dir}: not a run folder (no run.json)")
     if not (run_dir / "model.keras").is_file():
         raise EdgeclfError(f"{run_dir}: no model.keras")
-    return json.loads(path.read_text())
+    from train.run_record import read_run_record
+
+    return read_run_record(path).to_dict()  # validated: a hand-edited run.json is a one-line error
 
 
 def load_images(run: dict, data: Path | None) -> tuple[np.ndarray, np.ndarray, str]:

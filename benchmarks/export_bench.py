@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import platform
 import sys
@@ -105,7 +104,9 @@ def main() -> None:
     fp32, int8 = work / "export" / "model.onnx", work / "export" / "model.int8.onnx"
     q = report["int8"]
 
-    run_json = json.loads((Path(run) / "run.json").read_text())
+    from train.run_record import read_run_record
+
+    run_json = read_run_record(Path(run) / "run.json").to_dict()
     val_paths = [Path(p) for p in run_json["splits"]["val"]]
     from edge_runtime.images import read_image
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -51,3 +52,27 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def _temp_pattern(path: Path, suffix: str | None = None) -> re.Pattern:
+    # What atomic_path's mkstemp names look like: ".STEM." + 8 random characters + the suffix.
+    return re.compile(rf"\.{re.escape(path.stem)}\.[a-z0-9_]{{8}}{re.escape(suffix or path.suffix)}")
+
+
+def remove_stale_temps(path: str | os.PathLike, suffix: str | None = None) -> list[Path]:
+    """Delete the temporary files ``atomic_path(path)`` left behind when its process was killed
+    (SIGKILL, power loss: no ``finally`` ran). Call it only as the output's one writer, at the
+    start of a new run of the same output. Returns what was removed."""
+    path = Path(path)
+    pattern = _temp_pattern(path, suffix)
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:  # no folder yet: nothing left behind
+        return removed
+    for entry in entries:
+        if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed

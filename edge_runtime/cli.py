@@ -44,34 +44,38 @@ def _root(
 def train(
     data_dir: Path = typer.Argument(..., help="Folder with one sub-folder of images per class."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder to write the model, run.json and plots to."),
-    model: str = typer.Option("efficientnet_lite0", "--model", "-m", help="Architecture: efficientnet_lite0 (default, ImageNet-pretrained), edgenet (from scratch), seed, mobilenet_v2."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Architecture: efficientnet_lite0 (default, ImageNet-pretrained), edgenet (from scratch), seed, mobilenet_v2."),
     img_size: Optional[int] = typer.Option(None, "--img-size", help="Square input size in pixels (default: the architecture's)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs; early stopping may end sooner (default: efficientnet_lite0 15, edgenet 60, seed 40, mobilenet_v2 30)."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Images per training step."),
-    val_split: float = typer.Option(0.2, "--val-split", help="Fraction held out for validation (stratified, seeded)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per training step (default 32)."),
+    val_split: Optional[float] = typer.Option(None, "--val-split", help="Fraction held out for validation, stratified and seeded (default 0.2)."),
     val: Optional[Path] = typer.Option(None, "--val", help="A separate validation folder (same class sub-folders) instead of --val-split."),
-    seed: int = typer.Option(1337, "--seed", help="Random seed for the split, initialisation and augmentation."),
-    weights: str = typer.Option("imagenet", "--weights", help="Pretrained backbone's weights: imagenet (efficientnet_lite0: installed with edgeclf[train], no download; mobilenet_v2: downloaded by Keras), none (from scratch), or a file (.pth for efficientnet_lite0, .h5 for mobilenet_v2)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for the split, initialisation and augmentation (default 1337)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Pretrained backbone's weights: imagenet (default; efficientnet_lite0: installed with edgeclf[train], no download; mobilenet_v2: downloaded by Keras), none (from scratch), or a file (.pth for efficientnet_lite0, .h5 for mobilenet_v2)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: the architecture's)."),
-    patience: int = typer.Option(15, "--patience", help="Stop after this many epochs without a better val accuracy."),
-    augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flip, rotation, zoom, translation, contrast (training only)."),
-    mixup: float = typer.Option(0.0, "--mixup", help="Mix pairs of training images and labels with a Beta(a, a) weight; 0 = off."),
-    weight_decay: float = typer.Option(5e-4, "--weight-decay", help="AdamW decoupled weight decay (applied as lr x this per step)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Stop after this many epochs without a better val accuracy (default 15)."),
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Random flip, rotation, zoom, translation, contrast (training only; default on)."),
+    mixup: Optional[float] = typer.Option(None, "--mixup", help="Mix pairs of training images and labels with a Beta(a, a) weight; 0 = off (default)."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW decoupled weight decay, applied as lr x this per step (default 5e-4)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out, with the options it was started with."),
     force: bool = typer.Option(False, "--force", help="Overwrite a run folder that already holds a model."),
     json_out: bool = typer.Option(False, "--json", help="Print the final run summary as one JSON object."),
 ) -> None:
     """Train a Keras CNN on DATA_DIR (one sub-folder per class)."""
     require_train_extra("train")
-    from train.cli_commands import run_train
-    from train.trainer import TrainConfig
+    from train.config import TrainConfig, precheck
 
     cfg = TrainConfig(
         data_dir=data_dir, out=out, model=model, img_size=img_size, epochs=epochs, batch_size=batch_size,
         val_split=val_split, val_dir=val, seed=seed, weights=weights, lr=lr, patience=patience,
         augment=augment, mixup=mixup, weight_decay=weight_decay, resume=resume, force=force, quiet=json_out,
     )
-    run_train(cfg, json_out=json_out)
+    precheck(cfg)  # before TensorFlow loads (seconds): a bad option or an occupied --out is answered at once
+    from train.cli_commands import run_train
+
+    run = run_train(cfg, json_out=json_out)
+    if run["interrupted"]:  # Ctrl-C or SIGTERM: the best model so far is kept; scripts see 130, as with predict
+        raise typer.Exit(130)
 
 
 # ---------------------------------------------------------------------------------------------- eval
@@ -175,8 +179,9 @@ def demo(
 ) -> None:
     """The whole chain on generated data: make a data set, train, export, classify a video, benchmark."""
     require_train_extra("demo")
-    from train.demo import run_demo
+    from train.demo import check_demo_out, run_demo
 
+    check_demo_out(out, force)  # before TensorFlow loads
     run_demo(out, force=force)
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .errors import EdgeclfError
+
 SHAPES = ("circle", "square", "triangle")
 
 
@@ -43,7 +45,9 @@ def make_shapes_dataset(
     for shape in SHAPES:
         (out / shape).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            cv2.imwrite(str(out / shape / f"{shape}_{i:04d}{ext}"), draw_shape(shape, size, rng))
+            path = out / shape / f"{shape}_{i:04d}{ext}"
+            if not cv2.imwrite(str(path), draw_shape(shape, size, rng)):  # OpenCV reports a failed write only so
+                raise EdgeclfError(f"{path}: cannot write the generated image (disk full or folder not writable?)")
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import sys
@@ -13,9 +14,11 @@ import numpy as np
 
 from edge_runtime import __version__
 from edge_runtime import metadata as md
-from edge_runtime.atomic import atomic_path, write_json
-from edge_runtime.errors import EdgeclfError
+from edge_runtime.atomic import atomic_path, remove_stale_temps, write_json
+from edge_runtime.errors import EdgeclfError, first_line
 from edge_runtime.images import scan_class_folders
+
+from train.run_record import check_class_names
 
 from . import data, parity, quantize
 from .convert import DEFAULT_OPSET, edgeclf_metadata, keras_to_onnx, set_metadata
@@ -60,8 +63,11 @@ def export_model(
     """
     src = resolve_source(source)
     out = Path(out_dir) if out_dir is not None else src.model_path.parent / "export"
-    _check_options(opset, calib_size, calib_method, parity_size)
+    _check_options(opset, calib_size, calib_method, parity_size, max_drop)
     _check_writable(out)
+    removed = [p for name in (FP32_NAME, INT8_NAME, FP16_NAME, REPORT_NAME) for p in remove_stale_temps(out / name)]
+    if removed:  # left by an export killed mid-write (SIGKILL): no finally ran to remove them
+        print(f"warning: removed {len(removed)} temporary file(s) left in {out} by a killed export", file=sys.stderr)
     calib_dir = Path(calib) if calib is not None else None
     calib_files = data.calibration_files(calib_dir) if calib_dir is not None else None
     if calib_dir is not None and not int8:
@@ -145,7 +151,10 @@ def export_model(
     _remove_stale(out, report, sha)
     report["versions"] = _versions()
     report["files"]["report"] = REPORT_NAME
-    write_json(out / REPORT_NAME, report)
+    try:
+        write_json(out / REPORT_NAME, report)
+    except OSError as e:
+        raise _write_error(out / REPORT_NAME, e, report) from None
     if int8 and not report["int8"]["accepted"]:
         r = report["int8"]
         raise ExportCheckError(
@@ -233,7 +242,9 @@ def _int8(fp32_bytes, fp32_sess, calib_set, val, calib_method, max_drop, step, m
 
 
 # ---------------------------------------------------------------------------------------- inputs
-def _check_options(opset: int, calib_size: int, calib_method: str, parity_size: int) -> None:
+def _check_options(opset: int, calib_size: int, calib_method: str, parity_size: int, max_drop: float) -> None:
+    if not math.isfinite(max_drop):  # NaN would reject every int8 model, inf accept any
+        raise EdgeclfError(f"--max-drop {max_drop}: must be a finite accuracy drop (0.01 = 1 point)")
     if opset not in OPSETS:
         raise EdgeclfError(f"--opset {opset}: tf2onnx writes opsets {OPSETS.start} to {OPSETS.stop - 1}")
     if calib_size < 1:
@@ -261,7 +272,7 @@ def _class_names(src: ExportSource, model, calib_dir: Path | None) -> list[str]:
     n = int(model.output_shape[-1])
     names = src.class_names
     if names is None and calib_dir is not None and _is_labelled(calib_dir):
-        names = scan_class_folders(calib_dir)[0]
+        names = check_class_names(scan_class_folders(calib_dir)[0], calib_dir)
     if names is None:
         names = [f"class_{i}" for i in range(n)]
         print(f"warning: {src.model_path}: no run.json beside it; classes named {names[0]}..", file=sys.stderr)
@@ -347,10 +358,20 @@ def _keras_predict(model, x: np.ndarray, progress: Callable[[int], None] | None,
 
 # ---------------------------------------------------------------------------------------- output
 def _write(path: Path, payload: bytes, report: dict, precision: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(payload)
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(payload)
+    except OSError as e:
+        raise _write_error(path, e, report) from None
     report["files"][precision] = path.name
     report["sizes_bytes"][precision] = len(payload)
+
+
+def _write_error(path: Path, e: OSError, report: dict) -> EdgeclfError:
+    """A failed write (disk full, folder made read-only) as one line that says what was written."""
+    done = ", ".join(name for name in report["files"].values() if name != path.name)
+    kept = f"{done} written before it" if done else "nothing written"
+    return EdgeclfError(f"{path}: cannot write ({e.strerror or first_line(e)}); {kept}")
 
 
 def _remove_stale(out: Path, report: dict, sha: str) -> None:

@@ -20,11 +20,12 @@ def run_export(source: Path, out: Path | None, *, json_out: bool = False, **opti
 
 def _print_summary(report: dict, out: Path) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
     p = report["parity"]
-    table = Table(title=f"edgeclf export -> {out}", show_header=True)
+    table = Table(title=f"edgeclf export -> {escape(str(out))}", show_header=True)
     table.add_column("file")
     table.add_column("size", justify="right")
     table.add_column("check")

@@ -3,48 +3,47 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge_runtime.errors import EdgeclfError, first_line
+from train.run_record import RUN_JSON, RunRecord, read_run_record
 
 
 @dataclass
 class ExportSource:
-    """A Keras model file and what the run recorded about it (``run`` is {} for a bare model)."""
+    """A Keras model file and what its run recorded about it (``record`` is None for a bare model)."""
 
     model_path: Path
-    run: dict = field(default_factory=dict)
+    record: RunRecord | None = None
 
     @property
     def class_names(self) -> list[str] | None:
-        return self.run.get("class_names")
+        return self.record.class_names if self.record else None
 
     @property
     def architecture(self) -> str:
-        return str(self.run.get("architecture", "unknown"))
+        return self.record.architecture if self.record else "unknown"
 
     @property
     def weights(self) -> dict | None:
         """Where a pretrained backbone's weights came from (run.json), for the model's provenance."""
-        w = self.run.get("weights")
+        w = self.record.weights if self.record else None
         return w if isinstance(w, dict) else None
 
     @property
     def val_accuracy(self) -> float | None:
-        best = self.run.get("best") or {}
-        return best.get("val_accuracy")
+        return self.record.val_accuracy if self.record else None
 
     def split_paths(self, split: str) -> list[Path]:
         """Files of a split recorded in run.json (``train`` or ``val``); [] when none."""
-        return [Path(p) for p in (self.run.get("splits") or {}).get(split) or []]
+        return self.record.split_paths(split) if self.record else []
 
     def label_of(self, path: Path) -> int | None:
         """Class index of a split file: its class folder is the first part below data_dir or val_dir."""
         names = self.class_names or []
-        for root in (self.run.get("val_dir"), self.run.get("data_dir")):
+        for root in (self.record.val_dir, self.record.data_dir) if self.record else ():
             if not root:
                 continue
             try:
@@ -57,7 +56,9 @@ class ExportSource:
 
 
 def resolve_source(source: str | os.PathLike) -> ExportSource:
-    """A run folder (``model.keras`` + ``run.json``) or a ``.keras`` file (run.json beside it is used)."""
+    """A run folder (``model.keras`` + ``run.json``) or a ``.keras`` file (run.json beside it is used).
+
+    run.json is validated here, before TensorFlow loads: a tampered one is a one-line error."""
     source = Path(source)
     if not source.exists():
         raise EdgeclfError(f"{source}: does not exist (expected a run folder or a .keras model)")
@@ -69,22 +70,19 @@ def resolve_source(source: str | os.PathLike) -> ExportSource:
         model_path = source
     else:
         raise EdgeclfError(f"{source}: not a run folder or a .keras model")
-    run_json = model_path.parent / "run.json"
-    run: dict = {}
+    run_json = model_path.parent / RUN_JSON
     if run_json.is_file():
-        try:
-            run = json.loads(run_json.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise EdgeclfError(f"{run_json}: not valid JSON ({e})") from None
-        if not isinstance(run, dict):
-            raise EdgeclfError(f"{run_json}: expected a JSON object")
-    elif source.is_dir():
+        return ExportSource(model_path, read_run_record(run_json))
+    if source.is_dir():
         raise EdgeclfError(f"{source}: not a run folder (no run.json inside)")
-    return ExportSource(model_path, run)
+    return ExportSource(model_path)
 
 
 def load_keras_model(path: Path):
     """Load a Keras 3 model for inference; a file Keras cannot read is a one-line error."""
+    from train.tf_quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     import keras
 
     try:

@@ -247,7 +247,7 @@ def test_mobilenet_v2_with_local_weights_file(tmp_path, shapes_dir):
     # Conv1 sits below the fine-tuned blocks, so it still holds the file's values.
     np.testing.assert_allclose(got, base.get_layer("Conv1").kernel.numpy())
     run = json.loads((out / "run.json").read_text())
-    assert run["architecture"] == "mobilenet_v2" and run["weights"] == str(weights)
+    assert run["architecture"] == "mobilenet_v2" and run["weights"] == {"backbone": "mobilenet_v2", "source": str(weights)}
     hist = list(csv.DictReader(open(out / "history.csv")))
     assert [int(r["stage"]) for r in hist] == [0, 1]  # head on a frozen base, then fine-tuning
 
@@ -257,7 +257,7 @@ def test_mobilenet_v2_without_weights(tmp_path, shapes_dir):
     res = run_cli("train", shapes_dir, "--out", out, "--model", "mobilenet_v2", "--weights", "none",
                   "--img-size", "64", "--epochs", "1")
     assert res.returncode == 0, res.stderr
-    assert json.loads((out / "run.json").read_text())["weights"] == "none"
+    assert json.loads((out / "run.json").read_text())["weights"] == {"backbone": "mobilenet_v2", "source": "none"}
 
 
 def test_architectures_budget():

@@ -1,5 +1,5 @@
-"""Training a Keras CNN from a folder of images (needs the ``train`` extra: TensorFlow)."""
+"""Training a Keras CNN from a folder of images (needs the ``train`` extra: TensorFlow).
 
-from .tf_quiet import import_tensorflow_quietly
-
-import_tensorflow_quietly()
+Importing the package loads nothing heavy: the modules that need Keras import TensorFlow
+(quietly) themselves, so ``edgeclf train`` and ``demo`` check their arguments first.
+"""

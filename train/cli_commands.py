@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rich.markup import escape
+
 from .progress import console
 from .trainer import TrainConfig, train
 
@@ -23,8 +25,8 @@ def run_train(cfg: TrainConfig, json_out: bool = False) -> dict:
             f"{run['params']:,} params, {run['macs'] / 1e6:.1f} M MACs/frame, {run['train_seconds']:.0f} s"
         )
         for name, m in rep["per_class"].items():
-            console.print(f"  {name:>16}: precision {m['precision']:.3f}  recall {m['recall']:.3f}  ({m['support']} images)")
+            console.print(f"  {escape(f'{name:>16}')}: precision {m['precision']:.3f}  recall {m['recall']:.3f}  ({m['support']} images)")
         if run["skipped"]:
-            console.print(f"  skipped {len(run['skipped'])} unreadable file(s) (listed in run.json)")
-        console.print(f"wrote {out / 'model.keras'}, run.json, history.csv, curves.png, confusion.png in {out}")
+            console.print(f"  skipped {len(run['skipped'])} unreadable or unsupported file(s) (listed in run.json)")
+        console.print(f"wrote {escape(str(out / 'model.keras'))}, run.json, history.csv, curves.png, confusion.png in {escape(str(out))}")
     return run

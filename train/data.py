@@ -20,7 +20,9 @@ import numpy as np
 from edge_runtime.dataset import warn_skip
 from edge_runtime.errors import EdgeclfError
 from edge_runtime.imagecache import ImageCache, cached_images, default_cache_dir
-from edge_runtime.images import scan_class_folders
+from edge_runtime.images import IMAGE_EXTS, is_image_file, scan_class_folders
+
+from .run_record import check_class_names
 
 
 @dataclass
@@ -52,6 +54,7 @@ def stratified_split(files: dict[str, list[Path]], val_split: float, seed: int) 
 def plan_splits(data_dir: Path, val_dir: Path | None, val_split: float, seed: int) -> tuple[list[str], Split, Split]:
     """Class names and the train/validation file lists, from --val-split or a --val folder."""
     class_names, files = scan_class_folders(data_dir)
+    check_class_names(class_names, data_dir)
     if val_dir is None:
         train, val = stratified_split(files, val_split, seed)
         return class_names, train, val
@@ -65,6 +68,24 @@ def plan_splits(data_dir: Path, val_dir: Path | None, val_split: float, seed: in
             s.labels += [idx] * len(fs[cls])
         return s
     return class_names, whole(files), whole(val_files)
+
+
+def unsupported_files(folders: list[Path], on_skip=warn_skip) -> list[dict]:
+    """Files in the class folders that are not of an image type edgeclf reads (.gif, .txt, ...):
+    warned about and returned as skipped entries, so that none is left out silently.
+    Hidden files (.DS_Store) are not data and pass unmentioned, as list_images ignores them."""
+    skipped = []
+    for folder in folders:
+        for root, dirs, names in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(names):
+                if name.startswith(".") or is_image_file(name):
+                    continue
+                path = Path(root) / name
+                reason = f"unsupported file type ({path.suffix.lower() or 'no extension'}; edgeclf reads {', '.join(IMAGE_EXTS)})"
+                skipped.append({"path": str(path), "reason": reason})
+                on_skip(path, reason)
+    return skipped
 
 
 def check_classes(data_dir: Path, class_names: list[str], y_train: np.ndarray, y_val: np.ndarray) -> None:

@@ -13,20 +13,47 @@ import sys
 import time
 from pathlib import Path
 
+from rich.markup import escape
+
 from edge_runtime.errors import EdgeclfError
 from edge_runtime.synthetic import make_shapes_dataset, make_shapes_video
 
-from .progress import console
-from .trainer import TrainConfig, train
+from .config import TrainConfig, check_writable_folder
 
 DEMO_IMAGES_PER_CLASS = 300
 DEMO_SIZE = 64
 DEMO_EPOCHS = 20
 STEPS = 5
+DEMO_ENTRIES = {"data", "run", "export", "shapes.mp4", "annotated.mp4"}  # what a demo folder holds
 
 
 def _step(i: int, title: str) -> None:
+    from .progress import console
+
     console.rule(f"[bold]{i}/{STEPS} {title}")
+
+
+def check_demo_out(out: Path, force: bool) -> None:
+    """``--out`` can take a demo: a folder (or nothing yet), empty unless ``force`` and then an
+    earlier demo's, writable. Needs no TensorFlow, so the command refuses at once."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise EdgeclfError(f"{out}: --out exists and is not a folder")
+    try:
+        occupied = out.is_dir() and any(out.iterdir())
+    except OSError as e:
+        raise EdgeclfError(f"{out}: cannot read the --out folder ({e.strerror or e})") from None
+    if occupied:
+        if not force:
+            raise EdgeclfError(f"{out}: already exists and is not empty; use --force to start over or --out elsewhere")
+        if not (out / "data").is_dir() and not (out / "run").is_dir():
+            raise EdgeclfError(f"{out}: not an edgeclf demo folder; refusing to delete it even with --force")
+        # --force deletes the folder: only when everything in it is the demo's own.
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in DEMO_ENTRIES)
+        if foreign:
+            raise EdgeclfError(f"{out}: holds files that are not the demo's ({', '.join(foreign[:3])}"
+                               f"{', ...' if len(foreign) > 3 else ''}); refusing to delete it even with --force")
+    check_writable_folder(out, "--out")
 
 
 def run_demo(out: Path, force: bool = False, epochs: int = DEMO_EPOCHS, per_class: int = DEMO_IMAGES_PER_CLASS) -> dict:
@@ -37,25 +64,30 @@ def run_demo(out: Path, force: bool = False, epochs: int = DEMO_EPOCHS, per_clas
     from edge_runtime.predict import classify
     from edge_runtime.sources import open_source
 
+    from .progress import console
+    from .trainer import train
+
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise EdgeclfError(f"{out}: already exists and is not empty; use --force to start over or --out elsewhere")
-        if not (out / "data").is_dir() and not (out / "run").is_dir():
-            raise EdgeclfError(f"{out}: not an edgeclf demo folder; refusing to delete it even with --force")
-        shutil.rmtree(out)
+    check_demo_out(out, force)
+    if any(out.iterdir()):
+        try:
+            shutil.rmtree(out)
+        except OSError as e:
+            raise EdgeclfError(f"{out}: cannot remove the earlier demo ({e.strerror or e})") from None
     t0 = time.time()
     results: dict = {"out": str(out)}
 
     _step(1, "generate data")
     data = make_shapes_dataset(out / "data", per_class=per_class, size=DEMO_SIZE, seed=0)
-    console.print(f"{3 * per_class} images of circles, squares and triangles on noisy backgrounds in {data}")
+    console.print(f"{3 * per_class} images of circles, squares and triangles on noisy backgrounds in {escape(str(data))}")
 
     _step(2, "train")
     # The demo trains edgenet from scratch, not the pretrained default: generated shapes need no
     # ImageNet features, and it keeps the whole demo offline and within about 1.5 minutes.
     run = train(TrainConfig(data_dir=data, out=out / "run", model="edgenet", img_size=DEMO_SIZE, epochs=epochs,
                             batch_size=32, patience=epochs, seed=0))
+    if run["interrupted"]:
+        raise KeyboardInterrupt  # the rest of the chain needs a finished model
     results["val_accuracy"] = run["best"]["val_accuracy"]
     console.print(f"edgenet (from scratch) {DEMO_SIZE}x{DEMO_SIZE}: validation accuracy {run['best']['val_accuracy']:.1%}, "
                   f"{run['macs'] / 1e6:.1f} M MACs/frame")
@@ -85,14 +117,14 @@ def run_demo(out: Path, force: bool = False, epochs: int = DEMO_EPOCHS, per_clas
     results["video"] = {"frames": len(preds), "accuracy": agree, "fps": len(preds) / seconds}
     console.print(f"{model.name} on {video.name}: {len(preds)} frames, {agree:.1%} labelled correctly, "
                   f"{len(preds) / seconds:.0f} frames/s end to end")
-    console.print(f"  try: edgeclf predict {model} {video} --save {out / 'annotated.mp4'}")
-    console.print(f"   or: edgeclf predict {model} {video} --serve 8080 --loop   (then open http://127.0.0.1:8080/)")
+    console.print(escape(f"  try: edgeclf predict {model} {video} --save {out / 'annotated.mp4'}"))
+    console.print(escape(f"   or: edgeclf predict {model} {video} --serve 8080 --loop   (then open http://127.0.0.1:8080/)"))
 
     _step(5, "benchmark")
     results["bench"] = _bench(out / "export", video)
 
     console.rule("[bold]done")
-    console.print(f"finished in {time.time() - t0:.0f} s. Everything is in {out}/:")
+    console.print(f"finished in {time.time() - t0:.0f} s. Everything is in {escape(str(out))}/:")
     for name, what in (
         ("data/", "generated training images (3 classes)"),
         ("run/", "model.keras, run.json, history.csv, curves.png, confusion.png"),
@@ -106,6 +138,8 @@ def run_demo(out: Path, force: bool = False, epochs: int = DEMO_EPOCHS, per_clas
 def _bench(export_dir: Path, video: Path) -> dict:
     """``edgeclf bench`` on the fp32 and int8 models, batch 1 and 8, the video end to end."""
     from rich.console import Console
+
+    from .progress import console
 
     from edge_runtime.bench import render
     from edge_runtime.sysinfo import python_env

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .run_record import RunRecord
+
 
 @dataclass
 class KerasModel:
@@ -14,7 +16,7 @@ class KerasModel:
 
     model: object  # keras.Model
     path: Path  # the .keras file
-    run: dict
+    record: RunRecord | None  # run.json, validated; None for a bare .keras file
     size: tuple[int, int]
     class_names: list[str] | None
     num_classes: int
@@ -30,5 +32,5 @@ def load(path: Path) -> KerasModel:
 
     src = resolve_source(path)
     model = load_keras_model(src.model_path)
-    return KerasModel(model, src.model_path, src.run, input_size_of(model, src.model_path), src.class_names,
+    return KerasModel(model, src.model_path, src.record, input_size_of(model, src.model_path), src.class_names,
                       int(model.outputs[0].shape[-1]))

@@ -6,7 +6,10 @@ import contextlib
 import time
 from typing import Callable, Iterator
 
-import keras
+from .tf_quiet import import_tensorflow_quietly
+
+import_tensorflow_quietly()  # before keras: TensorFlow's start-up log lines silenced
+import keras  # noqa: E402
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 

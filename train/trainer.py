@@ -8,54 +8,35 @@ run can be resumed from its last epoch.
 
 from __future__ import annotations
 
+import copy
 import csv
-import json
+import math
 import os
 import platform
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import keras
+from .tf_quiet import import_tensorflow_quietly
+
+import_tensorflow_quietly()  # before keras: TensorFlow's start-up log lines silenced
+import keras  # noqa: E402
 import numpy as np
+from rich.markup import escape
 
 from edge_runtime import __version__
-from edge_runtime.atomic import atomic_path, write_json
-from edge_runtime.errors import EdgeclfError
+from edge_runtime.atomic import atomic_path, remove_stale_temps, write_json
+from edge_runtime.errors import EdgeclfError, first_line
 from edge_runtime.metrics import classification_report
 from edge_runtime.preprocess import COLOR_ORDER, RESIZE
 
+from .config import DEFAULTS, RUN_FILES, RUN_OPTIONS, TrainConfig, check_options, precheck, read_state, spelling
 from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, count_macs
-from .data import check_classes, data_fingerprint, load_cached_splits, plan_splits, split_dataset
+from .data import check_classes, data_fingerprint, load_cached_splits, plan_splits, split_dataset, unsupported_files
 from .distribute import describe as describe_distribution, distribution
 from .progress import EpochProgress, console, load_progress
-
-RUN_FILES = ("model.keras", "last.keras", "run.json", "history.csv", "curves.png", "confusion.png", "state.json")
-
-
-@dataclass
-class TrainConfig:
-    """Everything ``edgeclf train`` accepts; see ``edgeclf train --help``."""
-
-    data_dir: Path
-    out: Path
-    model: str = DEFAULT_ARCHITECTURE
-    img_size: int | None = None
-    epochs: int | None = None  # None: the architecture's default
-    batch_size: int = 32
-    val_split: float = 0.2
-    val_dir: Path | None = None
-    seed: int = 1337
-    weights: str = "imagenet"
-    lr: float | None = None
-    patience: int = 15
-    augment: bool = True
-    mixup: float = 0.0  # Beta(alpha, alpha) mixing of training batches; 0 turns it off
-    weight_decay: float = 5e-4  # AdamW's decoupled decay (applied as lr * weight_decay per step)
-    resume: bool = False
-    force: bool = False
-    quiet: bool = False
-    extra: dict = field(default_factory=dict)  # architecture keyword arguments (e.g. widths)
+from .run_record import RUN_JSON, RunRecord
 
 
 @dataclass
@@ -86,37 +67,9 @@ def _stages(cfg: TrainConfig) -> list[Stage]:
 
 
 def _validate(cfg: TrainConfig) -> None:
-    if cfg.model not in ARCHITECTURES:
+    if cfg.model is not None and cfg.model not in ARCHITECTURES:
         raise EdgeclfError(f"unknown --model {cfg.model!r}; choose from {', '.join(ARCHITECTURES)}")
-    for name, value, low in (("--epochs", 1 if cfg.epochs is None else cfg.epochs, 1), ("--batch-size", cfg.batch_size, 1), ("--patience", cfg.patience, 1)):
-        if value < low:
-            raise EdgeclfError(f"{name} must be at least {low} (got {value})")
-    if cfg.img_size is not None and not 32 <= cfg.img_size <= 1024:
-        raise EdgeclfError(f"--img-size must be between 32 and 1024 (got {cfg.img_size})")
-    if cfg.weight_decay < 0:
-        raise EdgeclfError(f"--weight-decay must be 0 or more (got {cfg.weight_decay})")
-    if cfg.mixup < 0:
-        raise EdgeclfError(f"--mixup must be 0 (off) or more (got {cfg.mixup})")
-    if cfg.resume and cfg.force:
-        raise EdgeclfError("--resume and --force contradict each other: choose one")
-    if cfg.weights not in ("imagenet", "none") and not Path(cfg.weights).is_file():
-        raise EdgeclfError(f"{cfg.weights}: --weights file does not exist (use imagenet, none or a weights file)")
-    out = cfg.out
-    if out.exists() and not out.is_dir():
-        raise EdgeclfError(f"{out}: --out exists and is not a folder")
-    has_model = (out / "model.keras").exists() or (out / "last.keras").exists()
-    if cfg.resume:
-        if not (out / "last.keras").exists() or not (out / "state.json").exists():
-            raise EdgeclfError(f"{out}: nothing to resume (no last.keras/state.json); train without --resume")
-    elif has_model and not cfg.force:
-        raise EdgeclfError(f"{out}: already holds a trained model; use --force to overwrite or --resume to continue")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise EdgeclfError(f"{out}: cannot write to the run folder ({e.strerror or e})") from None
+    precheck(cfg)
 
 
 def _versions() -> dict:
@@ -213,16 +166,33 @@ class Checkpointer(keras.callbacks.Callback):
         super().__init__()
         self.out, self.state, self.patience, self.stage_index = out, state, patience, stage_index
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        # The weights are NaN from the first non-finite loss on: stop at once, save nothing more.
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.state["diverged"] = {"epoch": self.epoch + 1, "loss": str(float(loss))}
+            self.model.stop_training = True
+
     def on_epoch_end(self, epoch, logs=None):
         logs, state = logs or {}, self.state
+        bad = {k: float(v) for k, v in logs.items() if k in ("loss", "val_loss") and not math.isfinite(float(v))}
+        if bad and not state.get("diverged"):
+            state["diverged"] = {"epoch": epoch + 1, "loss": str(next(iter(bad.values())))}
+            self.model.stop_training = True
+        if state.get("diverged"):
+            return  # nothing of this epoch is kept: model.keras, last.keras and state.json stay as they were
         state["history"].append({"epoch": epoch + 1, "stage": self.stage_index,
                                  **{k: float(v) for k, v in logs.items() if k != "learning_rate"}})
         val_acc = float(logs.get("val_accuracy", 0.0))
         if val_acc > state["best"]["val_accuracy"] or state["best"]["epoch"] == 0:
-            state["best"] = {"epoch": epoch + 1, "val_accuracy": val_acc, "val_loss": float(logs.get("val_loss", 0.0))}
-            state["wait"] = 0
             with atomic_path(self.out / "model.keras") as tmp:
                 self.model.save(tmp)
+            # Only once it is on disk: a failed write (disk full) must not claim a best model.
+            state["best"] = {"epoch": epoch + 1, "val_accuracy": val_acc, "val_loss": float(logs.get("val_loss", 0.0))}
+            state["wait"] = 0
         else:
             state["wait"] += 1
         with atomic_path(self.out / "last.keras") as tmp:
@@ -253,31 +223,27 @@ def train(cfg: TrainConfig) -> dict:
 
 def _train(cfg: TrainConfig) -> dict:
     _validate(cfg)
-    out = cfg.out
+    out = cfg.out = Path(cfg.out)
     started = time.time()
+    _remove_stale_temps(out)
     if cfg.force:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
 
     state: dict
     if cfg.resume:
-        state = json.loads((out / "state.json").read_text())
-        prev = state["config"]
-        cfg.model, cfg.img_size, cfg.seed, cfg.val_split = prev["model"], prev["img_size"], prev["seed"], prev["val_split"]
-        cfg.mixup = prev.get("mixup", cfg.mixup)
-        cfg.weight_decay = prev.get("weight_decay", cfg.weight_decay)
-        cfg.val_dir = Path(prev["val_dir"]) if prev["val_dir"] else None
+        state = read_state(out / "state.json")  # _validate has applied its options to cfg
+    _resolve_defaults(cfg)
     arch = ARCHITECTURES[cfg.model]
-    size = cfg.img_size or arch.default_size
-    cfg.img_size = size
-    cfg.epochs = arch.default_epochs if cfg.epochs is None else cfg.epochs
+    size = cfg.img_size
     keras.utils.set_random_seed(cfg.seed)
 
     class_names, train_split, val_split = plan_splits(cfg.data_dir, cfg.val_dir, cfg.val_split, cfg.seed)
     fingerprint = data_fingerprint(train_split.paths + val_split.paths)
     if cfg.resume and state["data_fingerprint"] != fingerprint:
         raise EdgeclfError(f"{cfg.data_dir}: the data set changed since this run started; --resume needs the same files")
-    skipped: list[dict] = []
+    class_dirs = [Path(root) / c for root in dict.fromkeys([cfg.data_dir, cfg.val_dir or cfg.data_dir]) for c in class_names]
+    skipped: list[dict] = unsupported_files(class_dirs)  # listed in run.json with the unreadable ones
     n_files = len(train_split.paths) + len(val_split.paths)
     with load_progress(n_files, "reading images", quiet=cfg.quiet) as advance:
         train_set, val_set = load_cached_splits(train_split, val_split, (size, size), skipped, advance)
@@ -293,16 +259,22 @@ def _train(cfg: TrainConfig) -> dict:
     if cfg.resume:
         model = keras.models.load_model(out / "last.keras")
         if not cfg.quiet:
-            console.print(f"resuming {out} after epoch {state['epoch']} (best val accuracy {state['best']['val_accuracy']:.3f})")
+            options = " ".join(spelling(n, getattr(cfg, n)) for n in RUN_OPTIONS if n not in ("extra", "val_dir"))
+            console.print(f"resuming {escape(str(out))} after epoch {state['epoch']} (best val accuracy "
+                          f"{state['best']['val_accuracy']:.3f}) with the run's options: {escape(options)}")
     else:
         weights = None if cfg.weights == "none" else cfg.weights
-        model = arch.build(len(class_names), size, weights=weights, **cfg.extra)
-        weights_info = getattr(model, "weights_info", None)
+        try:
+            model = arch.build(len(class_names), size, weights=weights, **cfg.extra)
+        except (OSError, ValueError, KeyError) as e:  # h5py and Keras on a file that is not these weights
+            if weights in (None, "imagenet"):
+                raise
+            raise EdgeclfError(f"{weights}: not a usable --weights file for {cfg.model} ({first_line(e)})") from None
         state = {
-            "config": {"model": cfg.model, "img_size": size, "seed": cfg.seed, "val_split": cfg.val_split, "mixup": cfg.mixup,
-                       "weight_decay": cfg.weight_decay,
-                       "weights": _weights_record(arch, cfg.weights, weights_info),
-                       "val_dir": str(cfg.val_dir.resolve()) if cfg.val_dir else None},
+            # Every option that defines the run, so that --resume continues it as it was started.
+            "config": {**{name: getattr(cfg, name) for name in RUN_OPTIONS},
+                       "val_dir": str(Path(cfg.val_dir).resolve()) if cfg.val_dir else None},
+            "weights_record": _weights_record(arch, cfg.weights, getattr(model, "weights_info", None)),
             "data_fingerprint": fingerprint,
             "epoch": 0, "stage": 0, "wait": 0, "stopped_early": False,
             "best": {"epoch": 0, "val_accuracy": 0.0, "val_loss": 0.0}, "history": [],
@@ -327,14 +299,69 @@ def _train(cfg: TrainConfig) -> dict:
                 callbacks.append(EpochProgress(total_epochs, steps, state, stage.name if len(stages) > 1 else ""))
             model.fit(train_ds, validation_data=val_ds, epochs=end, shuffle=False, initial_epoch=max(state["epoch"], start),
                       callbacks=callbacks, verbose=0)
+            if state.get("diverged"):
+                break
     except KeyboardInterrupt:
         interrupted = True
         if state["best"]["epoch"] == 0:
             raise
-        console.print(f"interrupted: keeping the best model so far (epoch {state['best']['epoch']})")
+        console.print(f"interrupted: keeping the best model so far (epoch {state['best']['epoch']}); "
+                      "continue with --resume")
+    except OSError as e:  # disk full, folder made read-only or removed: what is on disk stays valid
+        raise _write_error(e, out, state) from None
 
-    return _finish(cfg, out, state, class_names, val_set, y_val, y_train, train_paths, val_paths, skipped, interrupted,
-                   time.time() - started, arch)
+    diverged = state.get("diverged")
+    if diverged and state["best"]["epoch"] == 0:
+        raise TrainingDiverged(f"training diverged: the loss became {diverged['loss']} in epoch {diverged['epoch']}, "
+                               f"before any epoch finished; no model was saved in {out} (try a lower --lr)")
+    try:
+        run = _finish(cfg, out, state, class_names, val_set, y_val, y_train, train_paths, val_paths, skipped, interrupted,
+                      time.time() - started, arch)
+    except OSError as e:
+        raise _write_error(e, out, state) from None
+    if diverged:
+        raise TrainingDiverged(f"training diverged: the loss became {diverged['loss']} in epoch {diverged['epoch']}; "
+                               f"the best model so far (epoch {state['best']['epoch']}) is kept in {out / 'model.keras'} "
+                               "with run.json (try a lower --lr)")
+    return run
+
+
+def _remove_stale_temps(out: Path) -> None:
+    """Temporary files of a run killed mid-write (SIGKILL) go on the next run of this folder."""
+    removed = [p for name in RUN_FILES for p in remove_stale_temps(out / name)]
+    if removed:
+        print(f"warning: removed {len(removed)} temporary file(s) left in {out} by a killed run", file=sys.stderr)
+
+
+class TrainingDiverged(EdgeclfError):
+    """The loss became NaN or infinite: the run stopped, keeping its best model so far."""
+
+    exit_code = 1  # as for export's failed checks: the input was valid, the result is not
+
+
+def _write_error(e: OSError, out: Path, state: dict) -> EdgeclfError:
+    """A failed write (disk full, read-only folder) as one line that says what is kept."""
+    if not state["best"]["epoch"]:
+        kept = "no model was saved"
+    else:
+        kept = f"the best model so far (epoch {state['best']['epoch']}) is kept in {out / 'model.keras'}"
+        if (out / "state.json").is_file() and (out / "last.keras").is_file():
+            kept += "; make room and continue with --resume"
+    return EdgeclfError(f"{out}: cannot write to the run folder ({e.strerror or first_line(e)}); {kept}")
+
+
+def _resolve_defaults(cfg: TrainConfig) -> None:
+    """Fill the options still unset with their defaults (some depend on the architecture)."""
+    cfg.model = cfg.model or DEFAULT_ARCHITECTURE
+    if cfg.model not in ARCHITECTURES:  # from a hand-edited state.json
+        raise EdgeclfError(f"unknown --model {cfg.model!r}; choose from {', '.join(ARCHITECTURES)}")
+    arch = ARCHITECTURES[cfg.model]
+    cfg.img_size = cfg.img_size or arch.default_size
+    cfg.epochs = arch.default_epochs if cfg.epochs is None else cfg.epochs
+    for name, default in DEFAULTS.items():
+        if getattr(cfg, name) is None:
+            setattr(cfg, name, copy.deepcopy(default))
+    check_options(cfg)  # values read back from state.json pass the same checks as the command line's
 
 
 def _finish(cfg, out, state, class_names, val_set, y_val, y_train, train_paths, val_paths, skipped, interrupted, seconds, arch) -> dict:
@@ -349,52 +376,56 @@ def _finish(cfg, out, state, class_names, val_set, y_val, y_train, train_paths, 
     history = state["history"]
     counts = {c: {"train": int(np.sum(y_train == i)), "val": int(np.sum(y_val == i))} for i, c in enumerate(class_names)}
     size = cfg.img_size
-    run = {
-        "edgeclf_version": __version__,
-        "architecture": cfg.model,
-        "architecture_summary": arch.summary,
-        "class_names": class_names,
-        "input_size": [size, size],
-        "color_order": COLOR_ORDER,
-        "input_dtype": "float32 0-255 (uint8 values)",
-        "preprocessing": {"resize": RESIZE, "rescale": "inside the model", "augmentation": _aug_desc(cfg.augment),
-                          "mixup": cfg.mixup},
-        "params": int(best.count_params()),
-        "macs": count_macs(best),
-        "seed": cfg.seed,
-        "epochs_requested": cfg.epochs,
-        "epochs_run": state["epoch"],
-        "batch_size": cfg.batch_size,
-        "weight_decay": cfg.weight_decay,
-        "weights": state["config"].get("weights"),
-        "data_dir": str(Path(cfg.data_dir).resolve()),
-        "val_dir": str(Path(cfg.val_dir).resolve()) if cfg.val_dir else None,
-        "val_split": None if cfg.val_dir else cfg.val_split,
-        "counts": counts,
-        "n_train": len(train_paths),
-        "n_val": len(val_paths),
-        "skipped": skipped,
-        "best": state["best"],
-        "final": {k: history[-1][k] for k in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy") if k in history[-1]} if history else {},
-        "val_report": report,
-        "stopped_early": bool(state.get("stopped_early")),
-        "interrupted": interrupted,
-        "train_seconds": round(seconds, 1),
-        "distribution": describe_distribution(),
-        "versions": _versions(),
-        "splits": {"train": [str(Path(p).resolve()) for p in train_paths], "val": [str(Path(p).resolve()) for p in val_paths]},
-    }
+    record = RunRecord(
+        edgeclf_version=__version__,
+        architecture=cfg.model,
+        architecture_summary=arch.summary,
+        class_names=class_names,
+        input_size=[size, size],
+        color_order=COLOR_ORDER,
+        input_dtype="float32 0-255 (uint8 values)",
+        preprocessing={"resize": RESIZE, "rescale": "inside the model", "augmentation": _aug_desc(cfg.augment),
+                       "mixup": cfg.mixup},
+        params=int(best.count_params()),
+        macs=count_macs(best),
+        seed=cfg.seed,
+        epochs_requested=cfg.epochs,
+        epochs_run=state["epoch"],
+        batch_size=cfg.batch_size,
+        lr=_stages(cfg)[0].lr,
+        patience=cfg.patience,
+        augment=cfg.augment,
+        weight_decay=cfg.weight_decay,
+        weights=state.get("weights_record"),
+        data_dir=str(Path(cfg.data_dir).resolve()),
+        val_dir=str(Path(cfg.val_dir).resolve()) if cfg.val_dir else None,
+        val_split=None if cfg.val_dir else cfg.val_split,
+        counts=counts,
+        n_train=len(train_paths),
+        n_val=len(val_paths),
+        skipped=skipped,
+        best=state["best"],
+        final={k: history[-1][k] for k in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy") if k in history[-1]} if history else {},
+        val_report=report,
+        stopped_early=bool(state.get("stopped_early")),
+        interrupted=interrupted,
+        diverged=bool(state.get("diverged")),
+        train_seconds=round(seconds, 1),
+        distribution=describe_distribution(),
+        versions=_versions(),
+        splits={"train": [str(Path(p).resolve()) for p in train_paths], "val": [str(Path(p).resolve()) for p in val_paths]},
+    )
     title = f"{cfg.model} {size}x{size}"
     if history:
         plot_curves(history, out / "curves.png", title=title)
     plot_confusion(report["confusion"], class_names, out / "confusion.png",
                    title=f"{title}: validation accuracy {report['accuracy']:.1%}")
-    write_json(out / "run.json", run)
+    record.write(out / RUN_JSON)
     if not interrupted:
         # last.keras only serves --resume; a finished run keeps just the best model.
         (out / "last.keras").unlink(missing_ok=True)
         (out / "state.json").unlink(missing_ok=True)
-    return run
+    return record.to_dict()
 
 
 def _weights_record(arch, weights: str, info) -> dict | None:
