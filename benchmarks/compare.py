@@ -266,6 +266,7 @@ COTENANT_CODE = r"""
 import sys, cv2
 cv2.setNumThreads(1)  # one core: what a capture/decoding process beside the classifier uses
 path = sys.argv[1]
+print("ready", flush=True)  # imports done: from here on it only decodes
 while True:
     cap = cv2.VideoCapture(path)
     while True:
@@ -283,11 +284,14 @@ class CoTenant:
 
     def __init__(self, video: Path) -> None:
         env = {**os.environ, "OPENCV_FFMPEG_CAPTURE_OPTIONS": "threads;1", "OMP_NUM_THREADS": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-c", COTENANT_CODE, str(video)], env=env)
+        self.proc = subprocess.Popen([sys.executable, "-c", COTENANT_CODE, str(video)], env=env, stdout=subprocess.PIPE, text=True)
+        # Paused once its imports are done, so neither its start-up nor an unpaused first idle
+        # turn counts as load.
+        self.proc.stdout.readline()
+        os.kill(self.proc.pid, signal.SIGSTOP)
         self.loaded_s = 0.0
         self._since: float | None = None
         self.cpu0 = self.cpu_s()
-        self.idle()
 
     def cpu_s(self) -> float:
         """CPU seconds the co-tenant has used (utime + stime from /proc)."""

@@ -91,8 +91,8 @@ def test_compare_cotenant_times_every_format_idle_and_loaded(tiny_run, tmp_path)
         assert 0 < r["p50_ms"] <= r["p99_ms"] and r["batch_fps"] > 0 and r["frames_timed"] >= 4
         assert r["accuracy"] == idle[r["format"]]["accuracy"]
     c = report["cotenant"]
-    # It ran only during loaded turns (2 rounds x 4 formats x ~0.1 s at least), and it did work then.
-    assert c["loaded_s"] >= 0.5 and c["cpu_s"] > 0.1 and 0 < c["core_share"] <= 1.2
+    # It ran only during loaded turns (paused after its start-up), did work then, and used one core.
+    assert c["loaded_s"] >= 0.2 and c["cpu_s"] > 0.05 and 0 < c["core_share"] <= 1.2
     goals = {g["goal"]: g for g in report["goals"]}
     for g in ("ONNX int8 p99 <= 2x its p50 (idle)", "ONNX int8 p99 <= 2x its p50 (co-tenant)",
               "ONNX int8 p50 <= LiteRT int8 p50 (co-tenant)", "ONNX int8 batch throughput >= LiteRT int8 (co-tenant)"):
