@@ -173,6 +173,20 @@ def test_guard_trips_and_removes_stale_int8(seed_run, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx"]
     report = json.loads((out / "export.json").read_text())
     assert report["int8"]["accepted"] is False and "int8" not in report["files"]
+    # 7-bit weights failed the guard, so full 8-bit weights were tried too (made for VNNI x86 and ARM).
+    assert set(report["int8"]["methods"]) == {"minmax", "minmax, 8-bit weights"}
+
+
+def test_seven_bit_weights_when_they_pass_the_guard(seed_run, tmp_path):
+    """7-bit weights (the same results on every CPU family) are kept whenever they pass the guard;
+    8-bit weights are not even tried then, and the model says it was made for every family."""
+    out = tmp_path / "export"
+    report = export_model(seed_run, out, int8=True, calib_size=20, calib_method="minmax", max_drop=1.0, show_progress=False)
+    q = report["int8"]
+    assert set(q["methods"]) == {"minmax"} and q["reduce_range"] is True
+    assert q["made_for"]["cpus"] == ["x86-vnni", "x86-avx2", "arm64-dotprod", "arm64-neon"]
+    meta = {p.key: p.value for p in onnx.load(str(out / "model.int8.onnx")).metadata_props}
+    assert json.loads(meta[md.INT8_CPUS]) == q["made_for"]["cpus"]
 
 
 def test_guard_trips_on_destroyed_calibration(seed_run, tmp_path):
