@@ -107,10 +107,10 @@ def main() -> None:
             "flip_tta_accuracy": flip_tta_accuracy(out, run), "macs_m": round(run["macs"] / 1e6, 1), "params": run["params"],
             "fp32_onnx_accuracy": q["accuracy_fp32"], "int8_accuracy": q["accuracy_int8"], "int8_drop_pt": round(q["drop"] * 100, 2),
             "calibration": q["method"], "weights_bits": 7 if q["reduce_range"] else 8, "int8_accepted": q["accepted"],
-            "int8_cpus": q["made_for"]["cpus"], "n_val": run["n_val"], "run": str(out),
+            "int8_cpus": q["made_for"]["cpus"], "n_val": run["n_val"], "run": out.name,
         })
         print(rows[-1], flush=True)
-    lat = int8_latency_ms({f"{r['model']}-{r['size']}": Path(r["run"]) / "export" / "model.int8.onnx" for r in rows}, args.threads)
+    lat = int8_latency_ms({f"{r['model']}-{r['size']}": args.work / r["run"] / "export" / "model.int8.onnx" for r in rows}, args.threads)
     for r in rows:
         r["int8_ms"] = round(lat[f"{r['model']}-{r['size']}"], 3)
 
