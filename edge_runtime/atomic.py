@@ -1,8 +1,9 @@
-"""Atomic file writes: a file appears complete under its final name or not at all."""
+"""Atomic file writes (a file appears complete under its final name or not at all), and file digests."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -76,3 +77,12 @@ def remove_stale_temps(path: str | os.PathLike, suffix: str | None = None) -> li
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
     return removed
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks (models and weights files are tens of MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -14,7 +14,7 @@ import numpy as np
 
 from edge_runtime import __version__
 from edge_runtime import metadata as md
-from edge_runtime.atomic import atomic_path, remove_stale_temps, write_json
+from edge_runtime.atomic import atomic_path, remove_stale_temps, sha256_of, write_json
 from edge_runtime.errors import EdgeclfError, first_line
 from edge_runtime.images import scan_class_folders
 
@@ -22,7 +22,7 @@ from train.run_record import check_class_names
 
 from . import data, parity, quantize
 from .convert import DEFAULT_OPSET, edgeclf_metadata, keras_to_onnx, set_metadata
-from .source import ExportSource, input_size_of, load_keras_model, resolve_source, sha256_of
+from .source import ExportSource, input_size_of, load_keras_model, resolve_source
 
 FP32_NAME, INT8_NAME, FP16_NAME, REPORT_NAME = "model.onnx", "model.int8.onnx", "model.fp16.onnx", "export.json"
 DEFAULT_CALIB_SIZE = 200

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,11 +97,4 @@ def input_size_of(model, label: object) -> tuple[int, int]:
         raise EdgeclfError(f"{label}: model input shape {shape} is not a fixed-size NHWC RGB image")
     return int(shape[1]), int(shape[2])
 
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 

@@ -139,7 +139,7 @@ def test_packaged_weights_convert_to_imagenet_classes(cats_dogs_dir):
 def test_default_network_fine_tunes_on_real_photos(tmp_path, cats_dogs_dir):
     """A short fine-tune of the default network (head, then one fine-tuning epoch) on the shared
     photos is already far better than chance; its run.json says where the weights came from."""
-    from train.torch_weights import sha256_of
+    from edge_runtime.atomic import sha256_of
     from train.efficientnet_lite import packaged_weights
 
     out = tmp_path / "run"

