@@ -36,10 +36,10 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from edge_runtime import cvplot, sysinfo  # noqa: E402
-from edge_runtime.atomic import write_json, write_text  # noqa: E402
-from edge_runtime.dataset import load_files, load_labelled  # noqa: E402
-from edge_runtime.errors import EdgeclfError, first_line  # noqa: E402
+from edgeclf import cvplot, sysinfo  # noqa: E402
+from edgeclf.atomic import write_json, write_text  # noqa: E402
+from edgeclf.dataset import load_files, load_labelled  # noqa: E402
+from edgeclf.errors import EdgeclfError, first_line  # noqa: E402
 
 REFERENCE = "onnx_int8"
 LABELS = {
@@ -77,7 +77,7 @@ def load_run(run_dir: Path) -> dict:
         raise EdgeclfError(f"{run_dir}: not a run folder (no run.json)")
     if not (run_dir / "model.keras").is_file():
         raise EdgeclfError(f"{run_dir}: no model.keras")
-    from train.run_record import read_run_record
+    from edgeclf.train.run_record import read_run_record
 
     return read_run_record(path).to_dict()  # validated: a hand-edited run.json is a one-line error
 
@@ -126,7 +126,7 @@ def keras_runners(run_dir: Path, threads: int) -> tuple[list[Runner], object]:
 def onnx_runner(name: str, path: Path, threads: int) -> Runner:
     import onnxruntime as ort
 
-    from edge_runtime.classifier import Classifier
+    from edgeclf.classifier import Classifier
 
     clf = Classifier(path, threads=threads)
     return Runner(name, f"onnxruntime {ort.__version__}", path, clf.predict_arrays)
@@ -325,7 +325,7 @@ class CoTenant:
 
 def cotenant_video(path: Path) -> Path:
     """A 480x480 MP4 of shapes (240 frames), long enough that decoding it is steady work."""
-    from edge_runtime.synthetic import make_shapes_video
+    from edgeclf.synthetic import make_shapes_video
 
     make_shapes_video(path, frames=240, size=480, fps=30.0, hold=8)
     return path

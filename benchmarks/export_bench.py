@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import platform
 import sys
 import tempfile
@@ -24,17 +23,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_runtime.atomic import write_json, write_text  # noqa: E402
-from edge_runtime.classifier import Classifier  # noqa: E402
+from edgeclf.atomic import write_json, write_text  # noqa: E402
+from edgeclf.classifier import Classifier  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "cats_dogs" / "train"
 
 
 def train_default(data: Path, out: Path, epochs: int) -> Path:
-    from train.tf_quiet import import_tensorflow_quietly
+    from edgeclf.train.tf_quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()
-    from train.trainer import TrainConfig, train
+    from edgeclf.train.trainer import TrainConfig, train
 
     train(TrainConfig(data, out, model="edgenet", epochs=epochs, force=True))
     return out
@@ -94,8 +93,8 @@ def main() -> None:
 
     work = args.work or Path(tempfile.mkdtemp(prefix="edgeclf-export-bench-"))
     run = args.run or train_default(args.data, work / "run", args.epochs)
-    from export.api import export_model
-    from edge_runtime.sysinfo import cpu_family
+    from edgeclf.export.api import export_model
+    from edgeclf.sysinfo import cpu_family
 
     t = time.time()
     # max_drop=1: the benchmark measures; it does not gate (the figures say whether the goal is met).
@@ -104,11 +103,11 @@ def main() -> None:
     fp32, int8 = work / "export" / "model.onnx", work / "export" / "model.int8.onnx"
     q = report["int8"]
 
-    from train.run_record import read_run_record
+    from edgeclf.train.run_record import read_run_record
 
     run_json = read_run_record(Path(run) / "run.json").to_dict()
     val_paths = [Path(p) for p in run_json["splits"]["val"]]
-    from edge_runtime.images import read_image
+    from edgeclf.images import read_image
 
     frame = Classifier(fp32).preprocess(read_image(val_paths[0]))
     lat = {f"threads_{n or 'default'}": interleaved_latency({"fp32": fp32, "int8": int8}, frame, n, args.rounds, args.runs)
@@ -174,7 +173,7 @@ def to_markdown(r: dict) -> str:
         )
     lines += [
         "",
-        f"Latency: batch 1 through `edge_runtime.Classifier`, {l['rounds']} interleaved rounds of {l['runs_per_round']} frames, median.",
+        f"Latency: batch 1 through `edgeclf.Classifier`, {l['rounds']} interleaved rounds of {l['runs_per_round']} frames, median.",
         f"Calibration: {q['method']} chosen among {methods} "
         f"(val accuracy); {q['n_calib']} training images; reduce_range {q['reduce_range']}.",
         f"Parity Keras vs ONNX fp32: n={r['parity']['n']}, top-1 {r['parity']['top1_agreement']:.2%}, max |dp| {r['parity']['max_abs_diff']:.1e}.",

@@ -27,11 +27,11 @@ CPUS = ("cortex-a72", "cortex-a76", "haswell")
 
 def predict(cpu: str, model: Path, images: Path) -> dict[str, dict]:
     args = ["predict", str(model), str(images), "--json"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ}
     if cpu == "host":
-        cmd = [sys.executable, "-m", "edge_runtime.cli", *args]
+        cmd = [sys.executable, "-m", "edgeclf.cli", *args]
     elif cpu == "haswell":
-        cmd = ["qemu-x86_64-static", "-cpu", "Haswell-v4", sys.executable, "-m", "edge_runtime.cli", *args]
+        cmd = ["qemu-x86_64-static", "-cpu", "Haswell-v4", sys.executable, "-m", "edgeclf.cli", *args]
     else:
         cmd = [str(ROOT / ".ci" / "aarch64"), "run", cpu, *args]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
@@ -44,8 +44,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
 
-    from edge_runtime.sysinfo import cpu_family
-    from export import api, quantize
+    from edgeclf.sysinfo import cpu_family
+    from edgeclf.export import api, quantize
 
     work = Path(tempfile.mkdtemp(prefix="edgeclf-int8-cpus-"))
     run = json.loads((args.run / "run.json").read_text())

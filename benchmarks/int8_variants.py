@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 
 from compare import ROOT, Runner, convert_litert, interleaved_timings, litert_runner, load_images, load_run, log  # noqa: E402
-from edge_runtime import sysinfo  # noqa: E402
-from edge_runtime.atomic import write_json, write_text  # noqa: E402
-from edge_runtime.dataset import load_files  # noqa: E402
-from edge_runtime.providers import default_threads  # noqa: E402
+from edgeclf import sysinfo  # noqa: E402
+from edgeclf.atomic import write_json, write_text  # noqa: E402
+from edgeclf.dataset import load_files  # noqa: E402
+from edgeclf.providers import default_threads  # noqa: E402
 
 
 def ort_runner(name: str, path: Path, threads: int, config: dict | None = None, level: str = "all",
@@ -57,7 +57,7 @@ def requantize(fp32: Path, out: Path, calib: np.ndarray, activation: str) -> Pat
     """QDQ per-channel int8 of ``fp32`` with ``activation`` ("QInt8" or "QUInt8") activations."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    from export.quantize import ImageBatches
+    from edgeclf.export.quantize import ImageBatches
 
     quantize_static(str(fp32), str(out), ImageBatches(calib, batch_size=1), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=getattr(QuantType, activation), weight_type=QuantType.QInt8)

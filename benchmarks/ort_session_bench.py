@@ -1,5 +1,5 @@
 """Which onnxruntime session settings give the int8 model a low median AND a short tail, idle
-and next to a busy co-tenant? Evidence for the settings ``edge_runtime.classifier`` uses.
+and next to a busy co-tenant? Evidence for the settings ``edgeclf.classifier`` uses.
 
     python benchmarks/ort_session_bench.py MODEL.int8.onnx [--rounds 12] [--turn 0.3] [--tflite MODEL.int8.tflite]
 
@@ -27,9 +27,9 @@ import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 from compare import CoTenant, Runner, cotenant_video, interleaved_timings, litert_runner  # noqa: E402
-from edge_runtime import sysinfo  # noqa: E402
-from edge_runtime.atomic import write_json, write_text  # noqa: E402
-from edge_runtime.classifier import Classifier  # noqa: E402
+from edgeclf import sysinfo  # noqa: E402
+from edgeclf.atomic import write_json, write_text  # noqa: E402
+from edgeclf.classifier import Classifier  # noqa: E402
 
 
 def session(path: Path, threads: int, config: dict[str, str]) -> ort.InferenceSession:

@@ -65,7 +65,7 @@ def build_models(work: Path) -> tuple[Path, Path]:
     import tensorflow as tf
     import tf2onnx
 
-    from train.models import ARCHITECTURES
+    from edgeclf.train.models import ARCHITECTURES
 
     model = ARCHITECTURES["edgenet"].build(2, SIZE)
     keras_path = work / "model.keras"
@@ -91,7 +91,7 @@ def timed_run(cmd: list[str]) -> tuple[float, float, float, str]:
 
     ru_maxrss of a child counts the parent's pages it started as, so this process keeps small
     (stdlib only) while it measures; TensorFlow and the runtime load only in other processes."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     out = proc.stdout.read().decode()
@@ -110,7 +110,7 @@ def bench_cold(onnx_path: Path, keras_path: Path, image: Path, rounds: int, work
     kscript.write_text(KERAS_SCRIPT)
     py = sys.executable
     cmds = {
-        "edgeclf predict": [py, "-m", "edge_runtime.cli", "predict", str(onnx_path), str(image), "--provider", "cpu"],
+        "edgeclf predict": [py, "-m", "edgeclf.cli", "predict", str(onnx_path), str(image), "--provider", "cpu"],
         "bare onnxruntime script": [py, str(bare), str(onnx_path), str(image)],
         "keras model.predict": [py, str(kscript), str(keras_path), str(image)],
     }
@@ -154,10 +154,10 @@ def bench_video(onnx_path: Path, video: Path, rounds: int) -> dict:
     count and for one inference thread (which leaves the second core to the reader thread)."""
     import numpy as np
 
-    from edge_runtime.classifier import Classifier
-    from edge_runtime.predict import run_predict
-    from edge_runtime.providers import default_threads
-    from edge_runtime.sources import open_source
+    from edgeclf.classifier import Classifier
+    from edgeclf.predict import run_predict
+    from edgeclf.providers import default_threads
+    from edgeclf.sources import open_source
 
     configs = sorted({default_threads(), 1}, reverse=True)
     # The stages alone run with the settings `edgeclf predict` uses (no spinning worker threads);
@@ -230,7 +230,7 @@ def make_video(path: Path, frames: int) -> None:
     import cv2
     import numpy as np
 
-    from edge_runtime.synthetic import draw_shape, SHAPES
+    from edgeclf.synthetic import draw_shape, SHAPES
 
     rng = np.random.default_rng(0)
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 480))
@@ -306,7 +306,7 @@ def prepare(work: Path, frames: int) -> None:
     if photos:
         image = photos[0]
     else:
-        from edge_runtime.synthetic import draw_shape
+        from edgeclf.synthetic import draw_shape
 
         image = work / "image.jpg"
         cv2.imwrite(str(image), draw_shape("circle", 400, np.random.default_rng(0)))
@@ -327,7 +327,7 @@ def main() -> None:
         prepare(args.prepare, args.frames)
         return
     if args.markdown_only:
-        from edge_runtime.atomic import write_text
+        from edgeclf.atomic import write_text
 
         write_text(args.out / "runtime.md", to_markdown(json.loads((args.out / "runtime.json").read_text())))
         return
@@ -362,7 +362,7 @@ def main() -> None:
         res["video"] = bench_video(onnx_path, work / "video.mp4", args.video_rounds)
         res["loadavg_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
 
-    from edge_runtime.atomic import write_json, write_text
+    from edgeclf.atomic import write_json, write_text
 
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "runtime.json", res)

@@ -27,8 +27,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_runtime.atomic import write_json, write_text  # noqa: E402
-from edge_runtime.classifier import Classifier  # noqa: E402
+from edgeclf.atomic import write_json, write_text  # noqa: E402
+from edgeclf.classifier import Classifier  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 MAX_MACS = 250e6
@@ -57,7 +57,7 @@ def flip_tta_accuracy(out: Path, run: dict) -> float:
     with its mirror image's (test-time augmentation, at twice the inference cost)."""
     import keras
 
-    from edge_runtime.dataset import load_files
+    from edgeclf.dataset import load_files
 
     paths = [Path(p) for p in run["splits"]["val"]]
     x, ok, _ = load_files(paths, tuple(run["input_size"]))
@@ -79,9 +79,9 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="reuse finished runs and exports in --work (delete a run's export/ to export it again)")
     args = ap.parse_args()
 
-    from export.api import ExportCheckError, export_model
-    from train.models import DEFAULT_ARCHITECTURE
-    from train.trainer import TrainConfig, train
+    from edgeclf.export.api import ExportCheckError, export_model
+    from edgeclf.train.models import DEFAULT_ARCHITECTURE
+    from edgeclf.train.trainer import TrainConfig, train
 
     jobs = [(DEFAULT_ARCHITECTURE, int(s)) for s in args.sizes.split(",") if s]
     jobs += [(m, None) for m in args.models.split(",") if m]

@@ -30,8 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_runtime.atomic import write_json, write_text  # noqa: E402
-from edge_runtime.images import scan_class_folders  # noqa: E402
+from edgeclf.atomic import write_json, write_text  # noqa: E402
+from edgeclf.images import scan_class_folders  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -54,8 +54,8 @@ def make_dataset(src: Path, n: int, dst: Path) -> int:
 
 def measured(data: Path, out: Path, cache: Path, args) -> dict:
     """One ``edgeclf train`` child; its peak RSS is wait4's ru_maxrss for that child alone."""
-    env = {**os.environ, "EDGECLF_CACHE_DIR": str(cache), "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "edge_runtime.cli", "train", str(data), "--out", str(out), "--force",
+    env = {**os.environ, "EDGECLF_CACHE_DIR": str(cache), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cmd = [sys.executable, "-m", "edgeclf.cli", "train", str(data), "--out", str(out), "--force",
            "--model", args.model, "--img-size", str(args.size), "--epochs", str(args.epochs),
            "--batch-size", str(args.batch), "--no-augment"]
     with tempfile.TemporaryFile() as so, tempfile.TemporaryFile() as se:

@@ -63,7 +63,7 @@ def train(
 ) -> None:
     """Train a Keras CNN on DATA_DIR (one sub-folder per class)."""
     require_train_extra("train")
-    from train.config import TrainConfig, precheck
+    from edgeclf.train.config import TrainConfig, precheck
 
     cfg = TrainConfig(
         data_dir=data_dir, out=out, model=model, img_size=img_size, epochs=epochs, batch_size=batch_size,
@@ -71,7 +71,7 @@ def train(
         augment=augment, mixup=mixup, weight_decay=weight_decay, resume=resume, force=force, quiet=json_out,
     )
     precheck(cfg)  # before TensorFlow loads (seconds): a bad option or an occupied --out is answered at once
-    from train.cli_commands import run_train
+    from edgeclf.train.cli_commands import run_train
 
     run = run_train(cfg, json_out=json_out)
     if run["interrupted"]:  # Ctrl-C or SIGTERM: the best model so far is kept; scripts see 130, as with predict
@@ -108,7 +108,7 @@ def export(
 ) -> None:
     """Export a trained model to ONNX (and a verified int8 ONNX)."""
     require_train_extra("export")
-    from export.cli_commands import run_export
+    from edgeclf.export.cli_commands import run_export
 
     run_export(
         source, out, json_out=json_out, int8=int8, fp16=fp16, calib=calib, calib_size=calib_size,
@@ -179,7 +179,7 @@ def demo(
 ) -> None:
     """The whole chain on generated data: make a data set, train, export, classify a video, benchmark."""
     require_train_extra("demo")
-    from train.demo import check_demo_out, run_demo
+    from edgeclf.train.demo import check_demo_out, run_demo
 
     check_demo_out(out, force)  # before TensorFlow loads
     run_demo(out, force=force)

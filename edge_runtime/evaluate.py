@@ -33,7 +33,7 @@ def _open(model: Path, data_dir: Path, batch_size: int = 32):
     if not (model.is_dir() or model.suffix == ".keras"):
         raise EdgeclfError(f"{model}: not a model (expected a run folder, a .keras or an .onnx file)")
     require_train_extra("eval")
-    from train.keras_model import load
+    from edgeclf.train.keras_model import load
 
     km = load(model)
     names = km.class_names

@@ -446,7 +446,7 @@ class LiveServer:
 @functools.lru_cache(maxsize=1)
 def page_html() -> bytes:
     """The live view page: plain HTML, CSS and JavaScript, nothing fetched from elsewhere."""
-    return resources.files("edge_runtime").joinpath("live.html").read_bytes()
+    return resources.files("edgeclf").joinpath("live.html").read_bytes()
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -12,13 +12,13 @@ from typing import Callable
 
 import numpy as np
 
-from edge_runtime import __version__
-from edge_runtime import metadata as md
-from edge_runtime.atomic import atomic_path, remove_stale_temps, sha256_of, write_json
-from edge_runtime.errors import EdgeclfError, first_line
-from edge_runtime.images import scan_class_folders
+from edgeclf import __version__
+from edgeclf import metadata as md
+from edgeclf.atomic import atomic_path, remove_stale_temps, sha256_of, write_json
+from edgeclf.errors import EdgeclfError, first_line
+from edgeclf.images import scan_class_folders
 
-from train.run_record import check_class_names
+from edgeclf.train.run_record import check_class_names
 
 from . import data, parity, quantize
 from .convert import DEFAULT_OPSET, edgeclf_metadata, keras_to_onnx, set_metadata
@@ -73,7 +73,7 @@ def export_model(
     if calib_dir is not None and not int8:
         print("warning: --calib is only used with --int8", file=sys.stderr)
 
-    from train.tf_quiet import import_tensorflow_quietly
+    from edgeclf.train.tf_quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()  # only now: the checks above answer bad input in a blink
     model = load_keras_model(src.model_path)

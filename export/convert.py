@@ -13,10 +13,10 @@ import logging
 
 import onnx
 
-from edge_runtime import __version__
-from edge_runtime import metadata as md
-from edge_runtime.errors import EdgeclfError, first_line
-from edge_runtime.preprocess import COLOR_ORDER, RESIZE
+from edgeclf import __version__
+from edgeclf import metadata as md
+from edgeclf.errors import EdgeclfError, first_line
+from edgeclf.preprocess import COLOR_ORDER, RESIZE
 
 from .source import input_size_of
 

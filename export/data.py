@@ -8,9 +8,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from edge_runtime.dataset import load_files
-from edge_runtime.errors import EdgeclfError
-from edge_runtime.images import list_images
+from edgeclf.dataset import load_files
+from edgeclf.errors import EdgeclfError
+from edgeclf.images import list_images
 
 
 @dataclass
@@ -54,8 +54,8 @@ def sample(paths: Sequence[Path], n: int, seed: int) -> list[Path]:
 
 def generated_images(n: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
     """Synthetic shapes, only for parity when a model comes with no real image at all."""
-    from edge_runtime.preprocess import resize_rgb
-    from edge_runtime.synthetic import SHAPES, draw_shape
+    from edgeclf.preprocess import resize_rgb
+    from edgeclf.synthetic import SHAPES, draw_shape
 
     rng = np.random.default_rng(seed)
     side = max(size)

@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 import onnxruntime as ort
 
-from edge_runtime import metadata as md
+from edgeclf import metadata as md
 
 
 def session(model: str | os.PathLike | bytes, threads: int | None = None) -> ort.InferenceSession:

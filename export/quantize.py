@@ -24,8 +24,8 @@ from onnx import numpy_helper
 from onnxruntime.quantization.calibrate import TensorData, create_calibrator, save_tensors_data
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from edge_runtime import metadata as md
-from edge_runtime.sysinfo import CPU_FAMILIES
+from edgeclf import metadata as md
+from edgeclf.sysinfo import CPU_FAMILIES
 
 METHODS: dict[str, CalibrationMethod] = {
     "minmax": CalibrationMethod.MinMax,

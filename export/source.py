@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_runtime.errors import EdgeclfError, first_line
-from train.run_record import RUN_JSON, RunRecord, read_run_record
+from edgeclf.errors import EdgeclfError, first_line
+from edgeclf.train.run_record import RUN_JSON, RunRecord, read_run_record
 
 
 @dataclass
@@ -79,7 +79,7 @@ def resolve_source(source: str | os.PathLike) -> ExportSource:
 
 def load_keras_model(path: Path):
     """Load a Keras 3 model for inference; a file Keras cannot read is a one-line error."""
-    from train.tf_quiet import import_tensorflow_quietly
+    from edgeclf.train.tf_quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     import keras

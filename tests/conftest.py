@@ -31,9 +31,9 @@ CATS_DOGS = Path(os.environ.get("EDGECLF_CATS_DOGS", ROOT.parent / "shared" / "d
 
 def run_cli(*args: object, timeout: float = 600, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``edgeclf ARGS`` in a fresh interpreter, as a user would; returns the completed process."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "edge_runtime.cli", *map(str, args)],
+        [sys.executable, "-m", "edgeclf.cli", *map(str, args)],
         capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd,
     )
 
@@ -54,7 +54,7 @@ def error_line(res: subprocess.CompletedProcess, *, after_skip_warnings: bool = 
 @pytest.fixture(scope="session")
 def shapes_dir(tmp_path_factory) -> Path:
     """A generated 3-class data set (circle, square, triangle), 40 images a class at 64x64."""
-    from edge_runtime.synthetic import make_shapes_dataset
+    from edgeclf.synthetic import make_shapes_dataset
 
     return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), per_class=40, size=64, seed=0)
 

@@ -82,9 +82,9 @@ class ServeProcess:
     "live view at URL" line. stderr is collected in ``lines`` by a thread, so the pipe never fills."""
 
     def __init__(self, model: Path, source: object, *args: object, address: str = "127.0.0.1:0", timeout: float = 60) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_runtime.cli", "predict", str(model), str(source), "--serve", address, *map(str, args)],
+            [sys.executable, "-m", "edgeclf.cli", "predict", str(model), str(source), "--serve", address, *map(str, args)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
         self.lines: list[str] = []

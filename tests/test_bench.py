@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, error_line, run_cli
-from edge_runtime import bench, cvplot
-from edge_runtime.errors import EdgeclfError
-from edge_runtime.macs import count_macs, node_macs
-from edge_runtime.synthetic import make_shapes_dataset, make_shapes_video
+from edgeclf import bench, cvplot
+from edgeclf.errors import EdgeclfError
+from edgeclf.macs import count_macs, node_macs
+from edgeclf.synthetic import make_shapes_dataset, make_shapes_video
 
 SIZE = 32
 # Conv 3x3, 3->8 channels, no padding on 32x32: 30*30*8 outputs x 27 weights; Gemm 8->3.
@@ -271,7 +271,7 @@ def test_cli_bad_model(tmp_path, kind):
 
 
 def test_bench_imports_no_tensorflow():
-    code = "import sys, edge_runtime.cli, edge_runtime.bench; assert 'tensorflow' not in sys.modules; assert 'onnx' not in sys.modules"
+    code = "import sys, edgeclf.cli, edgeclf.bench; assert 'tensorflow' not in sys.modules; assert 'onnx' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
@@ -285,7 +285,7 @@ def test_int8_probe_model_is_the_helper_built_matmul_integer():
     from onnx import TensorProto as T
     from onnx import helper as h
 
-    from edge_runtime import sysinfo
+    from edgeclf import sysinfo
 
     g = h.make_graph(
         [h.make_node("MatMulInteger", ["a", "b", "a_zp", "b_zp"], ["y"])], "int8_matmul_probe",
@@ -307,8 +307,8 @@ def test_int8_probe_model_is_the_helper_built_matmul_integer():
 def test_precision_run_picks_the_peak_probe(tiny_onnx, tiny_int8):
     """An int8 model is held against the int8 matmul peak, a float one against float32: the
     precision is what onnxruntime runs (the quantizer here copied the fp32 model's metadata)."""
-    from edge_runtime.macs import runs_integer_kernels
-    from edge_runtime.sysinfo import PEAK_PROBES
+    from edgeclf.macs import runs_integer_kernels
+    from edgeclf.sysinfo import PEAK_PROBES
 
     assert not runs_integer_kernels(tiny_onnx, (1, SIZE, SIZE, 3))
     assert runs_integer_kernels(tiny_int8, (1, SIZE, SIZE, 3))

@@ -22,11 +22,11 @@ pytestmark = [pytest.mark.tf, pytest.mark.slow]
 def tiny_run(shapes_dir, tmp_path_factory):
     pytest.importorskip("tensorflow")
     pytest.importorskip("tf2onnx")
-    from train.trainer import TrainConfig, train
+    from edgeclf.train.trainer import TrainConfig, train
 
     out = tmp_path_factory.mktemp("compare_run") / "run"
     train(TrainConfig(data_dir=shapes_dir, out=out, model="seed", img_size=32, epochs=2, augment=False, quiet=True))
-    from export.api import export_model
+    from edgeclf.export.api import export_model
 
     # A 2-epoch model: accept any int8 accuracy drop, this test is about compare.py.
     export_model(out, int8=True, calib_size=32, calib_method="minmax", max_drop=1.0, show_progress=False)

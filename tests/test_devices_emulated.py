@@ -58,12 +58,12 @@ def arm(cpu: str, *args: object) -> subprocess.CompletedProcess:
 
 
 def haswell(*args: object) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "QEMU_CPU": "Haswell-v4"}
-    return _run(["qemu-x86_64-static", sys.executable, "-m", "edge_runtime.cli", *map(str, args)], env=env)
+    env = {**os.environ, "QEMU_CPU": "Haswell-v4"}
+    return _run(["qemu-x86_64-static", sys.executable, "-m", "edgeclf.cli", *map(str, args)], env=env)
 
 
 def host(*args: object) -> subprocess.CompletedProcess:
-    return _run([sys.executable, "-m", "edge_runtime.cli", *map(str, args)], env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return _run([sys.executable, "-m", "edgeclf.cli", *map(str, args)], env={**os.environ})
 
 
 RUNNERS = {"host": host, "cortex-a72": lambda *a: arm("cortex-a72", *a),
@@ -74,7 +74,7 @@ RUNNERS = {"host": host, "cortex-a72": lambda *a: arm("cortex-a72", *a),
 def emulators() -> None:
     if not shutil.which("qemu-aarch64-static") or not shutil.which("qemu-x86_64-static"):
         _missing("qemu-user-static is not installed")
-    probe = subprocess.run([str(AARCH64), "python", "cortex-a72", "-c", "import edge_runtime, onnxruntime, cv2"],
+    probe = subprocess.run([str(AARCH64), "python", "cortex-a72", "-c", "import edgeclf, onnxruntime, cv2"],
                            capture_output=True, text=True, timeout=120)
     if probe.returncode != 0:
         _missing(f"no arm64 userland (.ci/aarch64 setup): {probe.stderr.strip()[-300:]}")
@@ -86,7 +86,7 @@ def exported(emulators, shapes_dir, tmp_path_factory) -> dict:
     validation images in class folders, and a few of them for the slow fp32 runs."""
     from test_export import make_run
 
-    from export.api import export_model
+    from edgeclf.export.api import export_model
 
     tmp = tmp_path_factory.mktemp("devices")
     run = make_run("edgenet", 64, shapes_dir, tmp / "run", epochs=30, steps=None)
@@ -129,8 +129,8 @@ def reference(exported) -> dict:
 def test_export_says_what_int8_was_made_for(exported):
     import onnx
 
-    from edge_runtime import metadata as md
-    from edge_runtime.sysinfo import CPU_FAMILIES
+    from edgeclf import metadata as md
+    from edgeclf.sysinfo import CPU_FAMILIES
 
     made_for = exported["report"]["int8"]["made_for"]
     assert made_for["cpus"] == list(CPU_FAMILIES) and made_for["reduce_range"] is True

@@ -14,17 +14,17 @@ pytestmark = pytest.mark.tf
 pytest.importorskip("tensorflow")
 pytest.importorskip("tf2onnx")
 
-from train.tf_quiet import import_tensorflow_quietly  # noqa: E402
+from edgeclf.train.tf_quiet import import_tensorflow_quietly  # noqa: E402
 
 import_tensorflow_quietly()
 
 import onnx  # noqa: E402
 
-from edge_runtime import metadata as md  # noqa: E402
-from edge_runtime.classifier import Classifier  # noqa: E402
-from edge_runtime.errors import EdgeclfError  # noqa: E402
-from export import data  # noqa: E402
-from export.api import ExportCheckError, export_model  # noqa: E402
+from edgeclf import metadata as md  # noqa: E402
+from edgeclf.classifier import Classifier  # noqa: E402
+from edgeclf.errors import EdgeclfError  # noqa: E402
+from edgeclf.export import data  # noqa: E402
+from edgeclf.export.api import ExportCheckError, export_model  # noqa: E402
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -38,9 +38,9 @@ def make_run(arch: str, size: int, data_dir: Path, out: Path, epochs: int = 1, s
     tests want a model that is right on its validation images so that an int8 accuracy drop shows."""
     import keras
 
-    from edge_runtime.dataset import load_labelled
-    from edge_runtime.preprocess import COLOR_ORDER, RESIZE
-    from train.models import ARCHITECTURES
+    from edgeclf.dataset import load_labelled
+    from edgeclf.preprocess import COLOR_ORDER, RESIZE
+    from edgeclf.train.models import ARCHITECTURES
 
     data = load_labelled(data_dir, (size, size))
     keras.utils.set_random_seed(0)
@@ -131,7 +131,7 @@ def test_metadata_and_runtime(seed_run, tmp_path, shapes_dir):
 
         clf = Classifier(out / name)
         assert clf.class_names == run["class_names"] and clf.size == (32, 32)
-        from edge_runtime.dataset import load_labelled
+        from edgeclf.dataset import load_labelled
 
         data = load_labelled(shapes_dir, clf.size, clf.class_names)
         probs = clf.predict_arrays(data.x[:7])
@@ -208,7 +208,7 @@ def test_guard_trips_on_destroyed_calibration(seed_run, tmp_path):
 
 def test_parity_failure_writes_nothing(seed_run, tmp_path, monkeypatch):
     """An ONNX graph that drifts from Keras fails the export with the figures; no model.onnx."""
-    import export.api as api
+    import edgeclf.export.api as api
     from onnx import numpy_helper
 
     real = api.keras_to_onnx
@@ -242,7 +242,7 @@ def test_interrupted_write_leaves_no_onnx(seed_run, tmp_path, monkeypatch):
 
 
 def test_interrupted_quantization_leaves_no_int8(seed_run, tmp_path, monkeypatch):
-    import export.quantize as quantize
+    import edgeclf.export.quantize as quantize
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt

@@ -9,9 +9,9 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
-from edge_runtime import metadata as md  # noqa: E402
-from edge_runtime import sysinfo  # noqa: E402
-from export import parity, quantize  # noqa: E402
+from edgeclf import metadata as md  # noqa: E402
+from edgeclf import sysinfo  # noqa: E402
+from edgeclf.export import parity, quantize  # noqa: E402
 
 
 def test_parity_figures():

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from edge_runtime.errors import EdgeclfError
-from edge_runtime.sources import has_gstreamer, open_source
+from edgeclf.errors import EdgeclfError
+from edgeclf.sources import has_gstreamer, open_source
 
 if not has_gstreamer():
     if os.environ.get("EDGECLF_REQUIRE_GSTREAMER") == "1":

@@ -25,17 +25,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT, error_line, run_cli
+from conftest import error_line, run_cli
 from onnx_fixtures import COLOURS, edgeclf_metadata, make_colour_model, solid
 
-from edge_runtime import sysinfo
-from edge_runtime.errors import EdgeclfError
-from edge_runtime.outputs import CsvOutput, VideoOutput
-from edge_runtime.serve import LiveServer
+from edgeclf import sysinfo
+from edgeclf.errors import EdgeclfError
+from edgeclf.outputs import CsvOutput, VideoOutput
+from edgeclf.serve import LiveServer
 
 try:  # what the fixes added (imported softly so that this suite runs, and fails, against the old code)
-    from edge_runtime.errors import OutputError
-    from edge_runtime.outpaths import written_by_edgeclf
+    from edgeclf.errors import OutputError
+    from edgeclf.outpaths import written_by_edgeclf
 except ImportError:
     OutputError = EdgeclfError
     written_by_edgeclf = None
@@ -86,15 +86,15 @@ def write_video(path: Path, frames: int = 30, size: tuple[int, int] = (320, 240)
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
+    return {**os.environ}
 
 
 _MEASURED = """
 import atexit, os, runpy, sys
-from edge_runtime.sysinfo import peak_rss_mb
+from edgeclf.sysinfo import peak_rss_mb
 atexit.register(lambda: open(os.environ["EDGECLF_PEAK_FILE"], "w").write(str(peak_rss_mb())))
 sys.argv = ["edgeclf", *sys.argv[1:]]
-runpy.run_module("edge_runtime.cli", run_name="__main__")
+runpy.run_module("edgeclf.cli", run_name="__main__")
 """
 
 
@@ -185,7 +185,7 @@ def test_save_without_a_full_disk_holds_every_frame_and_edgeclfs_mark(d, tmp_pat
 
 def test_video_writer_failure_is_detected_by_fault_injection(d, tmp_path, monkeypatch):
     """Where no tmpfs can be mounted: the same check with the free space faked to run out."""
-    import edge_runtime.outputs as outputs
+    import edgeclf.outputs as outputs
 
     out = tmp_path / "v.avi"
     video = VideoOutput(out, 10, check_every=4)
@@ -202,7 +202,7 @@ def test_video_writer_failure_is_detected_by_fault_injection(d, tmp_path, monkey
 def test_a_short_video_file_is_not_kept(tmp_path, monkeypatch):
     """The final re-open: a file holding fewer frames than were written (what a full disk leaves
     when the free-space check misses it) is an error, not a result."""
-    import edge_runtime.outputs as outputs
+    import edgeclf.outputs as outputs
 
     out = tmp_path / "v.avi"
     video = VideoOutput(out, 10)
@@ -334,7 +334,7 @@ def _get(port: int, path: str, host: str | None) -> tuple[int, dict, bytes]:
 
 
 def test_live_view_answers_only_to_its_own_host_names(d):
-    from edge_runtime.classifier import Prediction
+    from edgeclf.classifier import Prediction
 
     pred = Prediction("red", 0, 0.9, {"red": 0.9, "green": 0.05, "blue": 0.05})
     with LiveServer("127.0.0.1:0", allow_hosts=["pi.example.org"], log=lambda m: None) as view:
@@ -561,7 +561,7 @@ def test_ctrl_c_works_when_started_in_the_background(d, tmp_path):
     own handler, so Ctrl-C (SIGINT) still stops it cleanly with its outputs kept."""
     out = tmp_path / "bg.csv"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_runtime.cli", "predict", d["model"], d["video"], "--loop", "--realtime", "--csv", out],
+        [sys.executable, "-m", "edgeclf.cli", "predict", d["model"], d["video"], "--loop", "--realtime", "--csv", out],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )

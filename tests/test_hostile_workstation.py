@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, error_line, run_cli
-from edge_runtime.synthetic import make_shapes_dataset
+from conftest import error_line, run_cli
+from edgeclf.synthetic import make_shapes_dataset
 
 pytestmark = pytest.mark.tf
 pytest.importorskip("tensorflow")
 
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 FAST = ("--model", "seed", "--img-size", "32", "--batch-size", "8")
 
 
@@ -46,7 +46,7 @@ def strict_json(path: Path):
 
 
 def start(*args: object) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", *map(str, args)], env=ENV,
+    return subprocess.Popen([sys.executable, "-m", "edgeclf.cli", *map(str, args)], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -166,7 +166,7 @@ def test_run_json_with_nan_or_deep_nesting_is_a_one_line_error(odd_run, odd_data
 
 
 def test_run_record_writes_no_bare_nan(tmp_path):
-    from train.run_record import RunRecord, read_run_record
+    from edgeclf.train.run_record import RunRecord, read_run_record
 
     rec = RunRecord(class_names=["a", "b"], best={"epoch": 1, "val_accuracy": 0.5, "val_loss": float("nan")},
                     final={"loss": float("inf")})
@@ -240,8 +240,8 @@ def test_loss_becoming_nan_stops_and_keeps_the_best_model(tmp_path, odd_data, mo
     import keras
     import numpy as np
 
-    from train import trainer
-    from train.config import TrainConfig
+    from edgeclf.train import trainer
+    from edgeclf.train.config import TrainConfig
 
     def constant_lr(model, stage, steps, weight_decay):
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
@@ -328,7 +328,7 @@ def test_resume_with_a_tampered_state_is_a_one_line_error(tmp_path, odd_data):
 # ------------------------------------------------------------------ arguments checked before TensorFlow
 CHECK_IMPORTS = """
 import sys
-from edge_runtime import cli
+from edgeclf import cli
 sys.argv = ["edgeclf", *sys.argv[1:]]
 try:
     cli.main()
@@ -378,7 +378,7 @@ def test_train_onto_a_full_disk_keeps_the_best_model(tmp_path, odd_data):
 def test_train_write_failure_is_a_one_line_error(tmp_path, odd_data):
     """Works without root: the kernel refuses to write any file above 1 MB (model.keras is 1.9 MB)."""
     out = tmp_path / "run"
-    res = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "train", str(odd_data), "--out", str(out),
+    res = subprocess.run([sys.executable, "-m", "edgeclf.cli", "train", str(odd_data), "--out", str(out),
                           "--epochs", "2", "--json", *FAST],
                          capture_output=True, text=True, env=ENV, timeout=600, preexec_fn=with_file_size_limit(1 << 20))
     line = error_line(res, after_skip_warnings=True)
@@ -394,7 +394,7 @@ def test_export_onto_a_full_disk_keeps_what_was_written(odd_run, tmp_path):
     with tmpfs(disk, (fp32 + fp16 // 2) // 1024):  # model.onnx fits, model.fp16.onnx does not
         line = error_line(run_cli("export", odd_run[0], "--out", disk / "x", "--fp16", "--json"))
         assert "model.fp16.onnx: cannot write (No space left on device)" in line and "model.onnx" in line, line
-        from edge_runtime.classifier import Classifier
+        from edgeclf.classifier import Classifier
 
         assert Classifier(disk / "x" / "model.onnx").class_names == ["[bold]dogs", "[cats]", "plain"]  # whole, usable
         assert not hidden(disk / "x") and not (disk / "x" / "model.fp16.onnx").exists()
@@ -429,7 +429,7 @@ def test_output_folder_below_a_file_is_a_one_line_error(odd_run, odd_data, tmp_p
 KILLED_MID_WRITE = """
 import os, sys
 from pathlib import Path
-from edge_runtime.atomic import atomic_path
+from edgeclf.atomic import atomic_path
 writes = [atomic_path(Path(sys.argv[1]) / name) for name in sys.argv[2:]]
 for w in writes:
     w.__enter__()  # the temporary file exists now, empty, as when a write is under way

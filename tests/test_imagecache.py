@@ -14,12 +14,11 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT
-from edge_runtime.dataset import load_files
-from edge_runtime.imagecache import cached_images
-from edge_runtime.images import list_images, read_image
-from edge_runtime.preprocess import resize_rgb
-from edge_runtime.synthetic import make_shapes_dataset
+from edgeclf.dataset import load_files
+from edgeclf.imagecache import cached_images
+from edgeclf.images import list_images, read_image
+from edgeclf.preprocess import resize_rgb
+from edgeclf.synthetic import make_shapes_dataset
 
 
 @pytest.fixture()
@@ -97,7 +96,7 @@ def test_load_files_uses_the_cache_and_writes_no_partial_file(tmp_path, data, mo
 
 
 def test_truncated_cache_is_a_clear_error(tmp_path, data):
-    from edge_runtime.errors import EdgeclfError
+    from edgeclf.errors import EdgeclfError
 
     c = cached_images(list_images(data), (16, 16), tmp_path / "cache")
     with open(c.npy, "r+b") as f:
@@ -109,8 +108,8 @@ def test_truncated_cache_is_a_clear_error(tmp_path, data):
 @pytest.mark.tf
 def test_training_streams_batches_from_the_cache(tmp_path, data, monkeypatch):
     """The tf.data pipeline yields every training row once per epoch, reshuffled, from disk."""
-    from train.data import load_cached_splits, split_dataset, stratified_split
-    from edge_runtime.images import scan_class_folders
+    from edgeclf.train.data import load_cached_splits, split_dataset, stratified_split
+    from edgeclf.images import scan_class_folders
 
     monkeypatch.setenv("EDGECLF_CACHE_DIR", str(tmp_path / "cache"))
     _, files = scan_class_folders(data)
@@ -119,7 +118,7 @@ def test_training_streams_batches_from_the_cache(tmp_path, data, monkeypatch):
     train_set, val_set = load_cached_splits(tr, va, (16, 16), skipped)
     assert len(train_set) + len(val_set) == 18 and not skipped
     ds = split_dataset(train_set, 5, shuffle_seed=0)
-    from train.data import PIPELINE_RAM_BUDGET
+    from edgeclf.train.data import PIPELINE_RAM_BUDGET
 
     assert ds.map(lambda x, y: (x, y)).options().autotune.ram_budget == PIPELINE_RAM_BUDGET  # inherited downstream
     epochs = [[(x.numpy(), y.numpy()) for x, y in ds] for _ in range(2)]
@@ -142,12 +141,12 @@ def test_trains_on_two_logical_devices_under_mirrored_strategy(tmp_path, shapes_
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from pathlib import Path
-        from train.trainer import TrainConfig, train
+        from edgeclf.train.trainer import TrainConfig, train
         run = train(TrainConfig(Path({str(shapes_dir)!r}), Path({str(out)!r}), model="seed", img_size=32, epochs=2,
                                 batch_size=16, quiet=True))
         print(json.dumps(run["distribution"]))
     """)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     dist = json.loads(res.stdout.strip().splitlines()[-1])

@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_runtime.errors import EdgeclfError, ImageReadError
-from edge_runtime.images import list_images, read_image, scan_class_folders
-from edge_runtime.metrics import classification_report
-from edge_runtime.preprocess import resize_rgb
+from edgeclf.errors import EdgeclfError, ImageReadError
+from edgeclf.images import list_images, read_image, scan_class_folders
+from edgeclf.metrics import classification_report
+from edgeclf.preprocess import resize_rgb
 
 
 def _jpeg_bytes(h=40, w=50) -> bytes:

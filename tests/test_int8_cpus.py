@@ -11,9 +11,9 @@ import onnx
 import pytest
 from onnx_fixtures import make_colour_model
 
-from edge_runtime import metadata as md
-from edge_runtime.classifier import Classifier, int8_cpu_warning
-from edge_runtime.sysinfo import CPU_FAMILIES, cpu_family
+from edgeclf import metadata as md
+from edgeclf.classifier import Classifier, int8_cpu_warning
+from edgeclf.sysinfo import CPU_FAMILIES, cpu_family
 
 ZEN4 = "flags\t\t: fpu vme sse sse2 avx avx2 fma avx512f avx512bw avx512_vnni avx512_bf16"
 HASWELL = "flags\t\t: fpu vme sse sse2 avx avx2 fma bmi2"

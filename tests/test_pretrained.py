@@ -77,7 +77,7 @@ def _state_pickle(values: np.ndarray) -> bytes:
 
 
 def test_reads_a_legacy_state_dict_without_torch(tmp_path):
-    from train.torch_weights import read_state_dict
+    from edgeclf.train.torch_weights import read_state_dict
 
     values = np.arange(6, dtype=np.float32).reshape(2, 3)
     f = _legacy_file(tmp_path / "w.pth", _state_pickle(values), ["0"], [(values.tobytes(), 6)])
@@ -88,7 +88,7 @@ def test_reads_a_legacy_state_dict_without_torch(tmp_path):
 def test_refuses_a_pickle_that_would_run_code(tmp_path):
     """A weights file is untrusted: a pickle naming any other global (here os.system) is refused
     before anything runs."""
-    from train.torch_weights import WeightsError, read_state_dict
+    from edgeclf.train.torch_weights import WeightsError, read_state_dict
 
     marker = tmp_path / "pwned"
     evil = b"\x80\x02cos\nsystem\nq\x00X" + struct.pack("<I", len(f"touch {marker}")) + f"touch {marker}".encode() + b"\x85R."
@@ -104,7 +104,7 @@ def test_refuses_a_pickle_that_would_run_code(tmp_path):
 
 
 def test_truncated_or_foreign_files_are_one_line_errors(tmp_path):
-    from train.torch_weights import WeightsError, read_state_dict
+    from edgeclf.train.torch_weights import WeightsError, read_state_dict
 
     values = np.ones((2, 3), np.float32)
     good = _legacy_file(tmp_path / "w.pth", _state_pickle(values), ["0"], [(values.tobytes(), 6)]).read_bytes()
@@ -120,8 +120,8 @@ def test_packaged_weights_convert_to_imagenet_classes(cats_dogs_dir):
     """The converted backbone, with its own ImageNet head and no training, tells the shared cats
     (ImageNet classes 281-285) from the dogs (151-268): a wrong transpose, padding or
     normalisation shows at once here."""
-    from edge_runtime.dataset import load_files
-    from train.efficientnet_lite import build_imagenet_classifier
+    from edgeclf.dataset import load_files
+    from edgeclf.train.efficientnet_lite import build_imagenet_classifier
 
     model = build_imagenet_classifier(224)
     right = {}
@@ -139,8 +139,8 @@ def test_packaged_weights_convert_to_imagenet_classes(cats_dogs_dir):
 def test_default_network_fine_tunes_on_real_photos(tmp_path, cats_dogs_dir):
     """A short fine-tune of the default network (head, then one fine-tuning epoch) on the shared
     photos is already far better than chance; its run.json says where the weights came from."""
-    from edge_runtime.atomic import sha256_of
-    from train.efficientnet_lite import packaged_weights
+    from edgeclf.atomic import sha256_of
+    from edgeclf.train.efficientnet_lite import packaged_weights
 
     out = tmp_path / "run"
     res = run_cli("train", cats_dogs_dir, "--out", out, "--epochs", "2", "--img-size", "96", "--json")

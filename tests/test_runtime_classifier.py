@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from onnx_fixtures import COLOURS, make_colour_model, make_vector_model, solid
 
-from edge_runtime.classifier import Classifier, Prediction
-from edge_runtime.errors import EdgeclfError
+from edgeclf.classifier import Classifier, Prediction
+from edgeclf.errors import EdgeclfError
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def test_workers_do_not_spin_by_default_and_predict_keeps_it_so(colour_model, mo
     assert spinning(Classifier(colour_model, threads=2, spin=True)) in ("default", "1")
 
     # `edgeclf predict` runs a reader thread beside inference, so its workers must not busy-wait.
-    import edge_runtime.predict as predict_mod
+    import edgeclf.predict as predict_mod
 
     made: list[Classifier] = []
     monkeypatch.setattr(predict_mod, "Classifier", lambda *a, **k: made.append(Classifier(*a, **k)) or made[-1])

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT, error_line, run_cli
+from conftest import error_line, run_cli
 from onnx_fixtures import COLOURS, make_colour_model, make_vector_model, solid
 
 HOLD = 8  # frames per colour in the test video
@@ -193,8 +193,8 @@ def test_missing_provider_falls_back_with_one_warning(data):
 
 
 def test_pipe_closed_early_is_quiet(data):
-    p1 = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "predict", str(data["model"]), str(data["video"])],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    p1 = subprocess.Popen([sys.executable, "-m", "edgeclf.cli", "predict", str(data["model"]), str(data["video"])],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin"})
     first = p1.stdout.readline()
     p1.stdout.close()
     _, err = p1.communicate(timeout=60)
@@ -214,7 +214,7 @@ BLOCK_TF = textwrap.dedent(
     import atexit
     atexit.register(lambda: print("LOADED:", sorted(m for m in sys.modules if m.split(".")[0] in FORBIDDEN), file=sys.stderr))
     sys.argv = ["edgeclf", *sys.argv[1:]]
-    from edge_runtime.cli import main
+    from edgeclf.cli import main
     main()
     """
 )
@@ -224,20 +224,20 @@ def test_predict_runs_without_tensorflow_or_onnx(data, tmp_path):
     r = subprocess.run(
         [sys.executable, "-c", BLOCK_TF, "predict", str(data["model"]), str(data["video"]), "--json", "--batch", "2",
          "--csv", str(tmp_path / "o.csv"), "--save", str(tmp_path / "o.mp4"), "--smooth"],
-        capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120,
+        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=120,
     )
     assert r.returncode == 0, r.stderr
     assert len(_json_lines(r.stdout)) == HOLD * len(VIDEO_COLOURS)
     assert "LOADED: []" in r.stderr
 
 
-def test_import_edge_runtime_loads_no_tensorflow():
+def test_import_edgeclf_loads_no_tensorflow():
     code = (
-        "import sys, edge_runtime, edge_runtime.cli, edge_runtime.predict, edge_runtime.sources, "
-        "edge_runtime.classifier, edge_runtime.outputs, edge_runtime.providers;"
+        "import sys, edgeclf, edgeclf.cli, edgeclf.predict, edgeclf.sources, "
+        "edgeclf.classifier, edgeclf.outputs, edgeclf.providers;"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx', 'onnx'));"
         "print(bad)"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)}, timeout=60)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"

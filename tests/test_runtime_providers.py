@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime import providers as prov
-from edge_runtime.errors import EdgeclfError
+from edgeclf import providers as prov
+from edgeclf.errors import EdgeclfError
 
 JETSON = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 CUDA_ONLY = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -91,7 +91,7 @@ def test_short_names():
 def test_classifier_reports_what_runs_and_falls_back(tmp_path):
     from onnx_fixtures import make_colour_model
 
-    from edge_runtime.classifier import Classifier
+    from edgeclf.classifier import Classifier
 
     model = make_colour_model(tmp_path / "m.onnx")
     warnings: list[str] = []

@@ -17,12 +17,12 @@ import time
 
 import cv2
 import pytest
-from conftest import ROOT, error_line, run_cli
+from conftest import error_line, run_cli
 from mjpeg_server import MjpegServer, check_reconnects, free_port
 from onnx_fixtures import make_colour_model
 
-from edge_runtime.errors import EdgeclfError
-from edge_runtime.sources import open_source
+from edgeclf.errors import EdgeclfError
+from edgeclf.sources import open_source
 
 FPS = 25
 SLOW_MODEL_S = 0.2  # five times slower than the stream
@@ -120,9 +120,9 @@ def test_open_source_rtsp_refused_is_one_line_error():
 def test_ctrl_c_stops_cleanly_with_outputs_flushed(model, tmp_path):
     csv_path = tmp_path / "live.csv"
     with MjpegServer(fps=FPS) as server:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_runtime.cli", "predict", str(model), server.url, "--json", "--csv", str(csv_path)],
+            [sys.executable, "-m", "edgeclf.cli", "predict", str(model), server.url, "--json", "--csv", str(csv_path)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
         lines = []

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from conftest import error_line, run_cli
-from edge_runtime.classifier import Prediction
-from edge_runtime.errors import EdgeclfError
-from edge_runtime.serve import LiveServer, parse_address
-from edge_runtime.sources import open_source
+from edgeclf.classifier import Prediction
+from edgeclf.errors import EdgeclfError
+from edgeclf.serve import LiveServer, parse_address
+from edgeclf.sources import open_source
 from live_helpers import (EventsViewer, MjpegViewer, ServeProcess, get, get_json, make_colour_video, port_is_free,
                           raw_request, stalled_viewer)
 from onnx_fixtures import COLOURS, make_colour_model, solid

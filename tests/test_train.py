@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, error_line, run_cli
-from edge_runtime.synthetic import make_shapes_dataset
+from conftest import error_line, run_cli
+from edgeclf.synthetic import make_shapes_dataset
 
 pytestmark = pytest.mark.tf
 
@@ -195,8 +195,8 @@ def test_separate_val_folder(tmp_path):
 def test_ctrl_c_keeps_best_model_and_resume_finishes(tmp_path, shapes_dir):
     """SIGINT mid-run leaves a usable best model; --resume continues to the requested epochs."""
     out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    cmd = [sys.executable, "-m", "edge_runtime.cli", "train", str(shapes_dir), "--out", str(out),
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cmd = [sys.executable, "-m", "edgeclf.cli", "train", str(shapes_dir), "--out", str(out),
            "--epochs", "40", "--img-size", "32", "--batch-size", "8", "--model", "seed", "--patience", "40", "--weight-decay", "0.01"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
@@ -263,7 +263,7 @@ def test_mobilenet_v2_without_weights(tmp_path, shapes_dir):
 def test_architectures_budget():
     """The default network stays within 250 M MACs per frame at its default size (a Raspberry Pi 4
     class CPU must run it live)."""
-    from train.models import ARCHITECTURES, DEFAULT_ARCHITECTURE, count_macs
+    from edgeclf.train.models import ARCHITECTURES, DEFAULT_ARCHITECTURE, count_macs
 
     arch = ARCHITECTURES[DEFAULT_ARCHITECTURE]
     assert count_macs(arch.build(2, arch.default_size, weights="none")) <= 250e6
@@ -274,7 +274,7 @@ def test_architectures_budget():
 
 
 def test_stratified_split_is_seeded_and_stratified():
-    from train.data import stratified_split
+    from edgeclf.train.data import stratified_split
 
     files = {"a": [Path(f"a/{i}.jpg") for i in range(50)], "b": [Path(f"b/{i}.jpg") for i in range(20)]}
     t1, v1 = stratified_split(files, 0.2, seed=7)

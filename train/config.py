@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_runtime.errors import EdgeclfError, first_line
-from edge_runtime.images import scan_class_folders
+from edgeclf.errors import EdgeclfError, first_line
+from edgeclf.images import scan_class_folders
 
 from .run_record import check_class_names
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from edge_runtime.errors import EdgeclfError
-from edge_runtime.synthetic import make_shapes_dataset, make_shapes_video
+from edgeclf.errors import EdgeclfError
+from edgeclf.synthetic import make_shapes_dataset, make_shapes_video
 
 from .config import TrainConfig, check_writable_folder
 
@@ -58,11 +58,11 @@ def check_demo_out(out: Path, force: bool) -> None:
 
 def run_demo(out: Path, force: bool = False, epochs: int = DEMO_EPOCHS, per_class: int = DEMO_IMAGES_PER_CLASS) -> dict:
     """Run every stage into ``out``; returns the headline figures."""
-    from export.api import export_model
+    from edgeclf.export.api import export_model
 
-    from edge_runtime.classifier import Classifier
-    from edge_runtime.predict import classify
-    from edge_runtime.sources import open_source
+    from edgeclf.classifier import Classifier
+    from edgeclf.predict import classify
+    from edgeclf.sources import open_source
 
     from .progress import console
     from .trainer import train
@@ -141,8 +141,8 @@ def _bench(export_dir: Path, video: Path) -> dict:
 
     from .progress import console
 
-    from edge_runtime.bench import render
-    from edge_runtime.sysinfo import python_env
+    from edgeclf.bench import render
+    from edgeclf.sysinfo import python_env
 
     reports = {}
     for name in ("model.onnx", "model.int8.onnx"):
@@ -151,7 +151,7 @@ def _bench(export_dir: Path, video: Path) -> dict:
             continue
         # A fresh process, as on the device: this one holds TensorFlow, which would swell the
         # memory figure and compete for the cores.
-        cmd = [sys.executable, "-m", "edge_runtime.cli", "bench", str(path), "--runs", "100", "--warmup", "10",
+        cmd = [sys.executable, "-m", "edgeclf.cli", "bench", str(path), "--runs", "100", "--warmup", "10",
                "--batch", "1,8", "--provider", "cpu", "--source", str(video), "--json",
                "--plot", str(export_dir / f"bench-{path.stem.replace('.', '-')}.png")]
         console.print(f"edgeclf bench {name} (fresh process, batch 1 and 8, video end to end)...")

@@ -16,8 +16,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from edge_runtime.atomic import sha256_of
-from edge_runtime.errors import EdgeclfError
+from edgeclf.atomic import sha256_of
+from edgeclf.errors import EdgeclfError
 
 from .torch_weights import read_state_dict
 

@@ -28,7 +28,7 @@ class KerasModel:
 
 def load(path: Path) -> KerasModel:
     """Load a run folder or .keras file; raises EdgeclfError in one line when it is not one."""
-    from export.source import input_size_of, load_keras_model, resolve_source
+    from edgeclf.export.source import input_size_of, load_keras_model, resolve_source
 
     src = resolve_source(path)
     model = load_keras_model(src.model_path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from edge_runtime.quiet import stderr_to_devnull
+from edgeclf.quiet import stderr_to_devnull
 
 
 def import_tensorflow_quietly() -> None:

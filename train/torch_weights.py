@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.errors import EdgeclfError
+from edgeclf.errors import EdgeclfError
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 MAX_FILE_BYTES = 1 << 30  # a backbone's weights, not a data set: bound what a file can cost

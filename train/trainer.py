@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import csv
 import math
-import os
 import platform
 import sys
 import time
@@ -25,11 +24,11 @@ import keras  # noqa: E402
 import numpy as np
 from rich.markup import escape
 
-from edge_runtime import __version__
-from edge_runtime.atomic import atomic_path, remove_stale_temps, write_json
-from edge_runtime.errors import EdgeclfError, first_line
-from edge_runtime.metrics import classification_report
-from edge_runtime.preprocess import COLOR_ORDER, RESIZE
+from edgeclf import __version__
+from edgeclf.atomic import atomic_path, remove_stale_temps, write_json
+from edgeclf.errors import EdgeclfError, first_line
+from edgeclf.metrics import classification_report
+from edgeclf.preprocess import COLOR_ORDER, RESIZE
 
 from .config import DEFAULTS, RUN_FILES, RUN_OPTIONS, TrainConfig, check_options, precheck, read_state, spelling
 from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, count_macs
