@@ -1,7 +1,9 @@
 """The ``edgeclf`` command: a thin typer shell over the Python API.
 
-Importing this module must not import TensorFlow: commands that need it import their
-implementation lazily, so ``edgeclf predict`` and ``edgeclf --help`` start fast on a device.
+The runtime's own commands (``eval``, ``predict``, ``bench``) are defined here; the workstation's
+(``train``, ``export``, ``demo``) are added by ``edgeclf.train`` and ``edgeclf.export`` through the
+``edgeclf.commands`` entry points (see ``plugins``), so this module imports neither. Importing it
+must not import TensorFlow: ``edgeclf predict`` and ``edgeclf --help`` start fast on a device.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Optional
 import typer
 
 from . import __version__
-from .errors import EdgeclfError, require_train_extra, safe_text
+from .errors import EdgeclfError, safe_text
+from .plugins import load_commands
 
 app = typer.Typer(
     name="edgeclf",
@@ -39,45 +42,6 @@ def _root(
     pass
 
 
-# --------------------------------------------------------------------------------------------- train
-@app.command()
-def train(
-    data_dir: Path = typer.Argument(..., help="Folder with one sub-folder of images per class."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder to write the model, run.json and plots to."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Architecture: efficientnet_lite0 (default, ImageNet-pretrained), edgenet (from scratch), seed, mobilenet_v2."),
-    img_size: Optional[int] = typer.Option(None, "--img-size", help="Square input size in pixels (default: the architecture's)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs; early stopping may end sooner (default: efficientnet_lite0 15, edgenet 60, seed 40, mobilenet_v2 30)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per training step (default 32)."),
-    val_split: Optional[float] = typer.Option(None, "--val-split", help="Fraction held out for validation, stratified and seeded (default 0.2)."),
-    val: Optional[Path] = typer.Option(None, "--val", help="A separate validation folder (same class sub-folders) instead of --val-split."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for the split, initialisation and augmentation (default 1337)."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Pretrained backbone's weights: imagenet (default; efficientnet_lite0: installed with edgeclf[train], no download; mobilenet_v2: downloaded by Keras), none (from scratch), or a file (.pth for efficientnet_lite0, .h5 for mobilenet_v2)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: the architecture's)."),
-    patience: Optional[int] = typer.Option(None, "--patience", help="Stop after this many epochs without a better val accuracy (default 15)."),
-    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Random flip, rotation, zoom, translation, contrast (training only; default on)."),
-    mixup: Optional[float] = typer.Option(None, "--mixup", help="Mix pairs of training images and labels with a Beta(a, a) weight; 0 = off (default)."),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW decoupled weight decay, applied as lr x this per step (default 5e-4)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out, with the options it was started with."),
-    force: bool = typer.Option(False, "--force", help="Overwrite a run folder that already holds a model."),
-    json_out: bool = typer.Option(False, "--json", help="Print the final run summary as one JSON object."),
-) -> None:
-    """Train a Keras CNN on DATA_DIR (one sub-folder per class)."""
-    require_train_extra("train")
-    from edgeclf.train.config import TrainConfig, precheck
-
-    cfg = TrainConfig(
-        data_dir=data_dir, out=out, model=model, img_size=img_size, epochs=epochs, batch_size=batch_size,
-        val_split=val_split, val_dir=val, seed=seed, weights=weights, lr=lr, patience=patience,
-        augment=augment, mixup=mixup, weight_decay=weight_decay, resume=resume, force=force, quiet=json_out,
-    )
-    precheck(cfg)  # before TensorFlow loads (seconds): a bad option or an occupied --out is answered at once
-    from edgeclf.train.cli_commands import run_train
-
-    run = run_train(cfg, json_out=json_out)
-    if run["interrupted"]:  # Ctrl-C or SIGTERM: the best model so far is kept; scripts see 130, as with predict
-        raise typer.Exit(130)
-
-
 # ---------------------------------------------------------------------------------------------- eval
 @app.command("eval")
 def eval_(
@@ -90,30 +54,6 @@ def eval_(
     from .evaluate import run_eval
 
     run_eval(model, data_dir, json_out=json_out, batch_size=batch_size)
-
-
-# -------------------------------------------------------------------------------------------- export
-@app.command()
-def export(
-    source: Path = typer.Argument(..., help="A run folder or a .keras model."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: RUN_DIR/export)."),
-    int8: bool = typer.Option(False, "--int8", help="Also write a verified int8 model (model.int8.onnx)."),
-    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration images for --int8 (default: the run's training images)."),
-    calib_size: int = typer.Option(200, "--calib-size", help="Number of calibration images (a seeded random sample)."),
-    calib_method: str = typer.Option("auto", "--calib-method", help="auto (the most accurate of minmax, entropy, percentile) or one of them."),
-    fp16: bool = typer.Option(False, "--fp16", help="Also write a float16 model for GPUs (model.fp16.onnx)."),
-    opset: int = typer.Option(17, "--opset", help="ONNX opset (13-18)."),
-    max_drop: float = typer.Option(0.01, "--max-drop", help="Largest accepted int8 accuracy drop on the validation split (0.01 = 1 point)."),
-    json_out: bool = typer.Option(False, "--json", help="Print export.json's content as one JSON object."),
-) -> None:
-    """Export a trained model to ONNX (and a verified int8 ONNX)."""
-    require_train_extra("export")
-    from edgeclf.export.cli_commands import run_export
-
-    run_export(
-        source, out, json_out=json_out, int8=int8, fp16=fp16, calib=calib, calib_size=calib_size,
-        calib_method=calib_method, opset=opset, max_drop=max_drop,
-    )
 
 
 # ------------------------------------------------------------------------------------------- predict
@@ -171,18 +111,17 @@ def bench(
     run_bench(model, runs, warmup, batch, threads, provider, source, json_out, plot, force=force)
 
 
-# ---------------------------------------------------------------------------------------------- demo
-@app.command()
-def demo(
-    out: Path = typer.Option(Path("edgeclf-demo"), "--out", "-o", help="Folder for the generated data, run and results."),
-    force: bool = typer.Option(False, "--force", help="Start over if --out already holds a demo."),
-) -> None:
-    """The whole chain on generated data: make a data set, train, export, classify a video, benchmark."""
-    require_train_extra("demo")
-    from edgeclf.train.demo import check_demo_out, run_demo
+# ----------------------------------------------------------------------------- the workstation's commands
+load_commands(app)
+WORKFLOW = ("train", "eval", "export", "predict", "bench", "demo")  # --help lists them in the order of the work
 
-    check_demo_out(out, force)  # before TensorFlow loads
-    run_demo(out, force=force)
+
+def _order(info) -> int:
+    name = info.name or info.callback.__name__
+    return WORKFLOW.index(name) if name in WORKFLOW else len(WORKFLOW)
+
+
+app.registered_commands.sort(key=_order)  # stable: other plugins' commands keep their order, last
 
 
 def _click_exceptions():

@@ -16,6 +16,7 @@ from .dataset import load_labelled
 from .errors import EdgeclfError, require_train_extra, safe_text
 from .images import scan_class_folders
 from .metrics import classification_report
+from .plugins import model_loader
 
 console = Console(stderr=True, highlight=False)
 
@@ -33,8 +34,9 @@ def _open(model: Path, data_dir: Path, batch_size: int = 32):
     if not (model.is_dir() or model.suffix == ".keras"):
         raise EdgeclfError(f"{model}: not a model (expected a run folder, a .keras or an .onnx file)")
     require_train_extra("eval")
-    from edgeclf.train.keras_model import load
-
+    load = model_loader("keras")  # edgeclf.train's, through its entry point: the runtime does not import it
+    if load is None:
+        raise EdgeclfError(f"{model}: 'edgeclf eval' of a Keras model needs edgeclf's training package: pip install 'edgeclf[train]'")
     km = load(model)
     names = km.class_names
     if names is None:  # a bare .keras file: assume the folder's classes if their number fits

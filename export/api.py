@@ -22,7 +22,7 @@ from edgeclf.train.run_record import check_class_names
 
 from . import data, parity, quantize
 from .convert import DEFAULT_OPSET, edgeclf_metadata, keras_to_onnx, set_metadata
-from .source import ExportSource, input_size_of, load_keras_model, resolve_source
+from edgeclf.train.keras_model import RunSource, input_size_of, load_keras_model, resolve_source
 
 FP32_NAME, INT8_NAME, FP16_NAME, REPORT_NAME = "model.onnx", "model.int8.onnx", "model.fp16.onnx", "export.json"
 DEFAULT_CALIB_SIZE = 200
@@ -268,7 +268,7 @@ def _check_writable(out: Path) -> None:
         raise EdgeclfError(f"{out}: output folder is not writable")
 
 
-def _class_names(src: ExportSource, model, calib_dir: Path | None) -> list[str]:
+def _class_names(src: RunSource, model, calib_dir: Path | None) -> list[str]:
     n = int(model.output_shape[-1])
     names = src.class_names
     if names is None and calib_dir is not None and _is_labelled(calib_dir):
@@ -289,7 +289,7 @@ def _is_labelled(folder: Path) -> bool:
         return False
 
 
-def _labelled_split(src: ExportSource, class_names: list[str]) -> tuple[list[Path], list[int]]:
+def _labelled_split(src: RunSource, class_names: list[str]) -> tuple[list[Path], list[int]]:
     paths, labels = [], []
     for p in src.split_paths("val"):
         label = src.label_of(p)

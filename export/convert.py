@@ -18,7 +18,7 @@ from edgeclf import metadata as md
 from edgeclf.errors import EdgeclfError, first_line
 from edgeclf.preprocess import COLOR_ORDER, RESIZE
 
-from .source import input_size_of
+from edgeclf.train.keras_model import input_size_of
 
 DEFAULT_OPSET = 17
 

@@ -18,7 +18,7 @@ from rich.markup import escape
 from edgeclf.errors import EdgeclfError
 from edgeclf.synthetic import make_shapes_dataset, make_shapes_video
 
-from .config import TrainConfig, check_writable_folder
+from edgeclf.train.config import TrainConfig, check_writable_folder
 
 DEMO_IMAGES_PER_CLASS = 300
 DEMO_SIZE = 64
@@ -28,7 +28,7 @@ DEMO_ENTRIES = {"data", "run", "export", "shapes.mp4", "annotated.mp4"}  # what 
 
 
 def _step(i: int, title: str) -> None:
-    from .progress import console
+    from edgeclf.train.progress import console
 
     console.rule(f"[bold]{i}/{STEPS} {title}")
 
@@ -58,14 +58,14 @@ def check_demo_out(out: Path, force: bool) -> None:
 
 def run_demo(out: Path, force: bool = False, epochs: int = DEMO_EPOCHS, per_class: int = DEMO_IMAGES_PER_CLASS) -> dict:
     """Run every stage into ``out``; returns the headline figures."""
-    from edgeclf.export.api import export_model
+    from .api import export_model
 
     from edgeclf.classifier import Classifier
     from edgeclf.predict import classify
     from edgeclf.sources import open_source
 
-    from .progress import console
-    from .trainer import train
+    from edgeclf.train.progress import console
+    from edgeclf.train.trainer import train
 
     out = Path(out)
     check_demo_out(out, force)
@@ -139,7 +139,7 @@ def _bench(export_dir: Path, video: Path) -> dict:
     """``edgeclf bench`` on the fp32 and int8 models, batch 1 and 8, the video end to end."""
     from rich.console import Console
 
-    from .progress import console
+    from edgeclf.train.progress import console
 
     from edgeclf.bench import render
     from edgeclf.sysinfo import python_env

