@@ -297,9 +297,11 @@ def run_predict(opts: PredictOptions, out: Callable[[str], None] = print_line) -
     ``out``: where the console sink's lines go (stdout). With ``serve``, the page stays up after the
     source ends, until Ctrl-C."""
     # Options are checked before the model loads: a typo must not cost a run.
+    if opts.top < 1:
+        raise EdgeclfError(f"--top must be at least 1 (got {opts.top})")
     if opts.batch < 1:
         raise EdgeclfError(f"--batch must be at least 1 (got {opts.batch})")
-    smoother = Smoother(opts.smooth_alpha) if opts.smooth else None
+    smoother = Smoother(opts.smooth_alpha) if opts.smooth else None  # validates alpha
     check_timeout(opts.timeout)
     check_sinks(opts, inputs=[opts.model] + ([Path(opts.source)] if Path(opts.source).is_file() else []))
     # No busy-waiting workers: they would take the core the reader/capture thread decodes on

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from .classifier import Classifier
-from .errors import EdgeclfError, safe_text, warn
+from .errors import safe_text, warn
 from .outpaths import check_distinct, check_output
 from .outputs import CsvOutput, Display, VideoOutput, annotate, human_line, json_line, print_line, record
 from .providers import short_names
@@ -187,10 +187,8 @@ def file_outputs(options: PredictOptions) -> list[tuple[str, Path]]:
 
 
 def check_sinks(options: PredictOptions, inputs: Sequence[Path]) -> None:
-    """Fail in one line before the model loads (a typo must not cost a run): ``--top``, the output
-    files (never one of ``inputs``; see ``outpaths``), the video format, the ``--serve`` address."""
-    if options.top < 1:
-        raise EdgeclfError(f"--top must be at least 1 (got {options.top})")
+    """Fail in one line before the model loads (a typo must not cost a run): the output files
+    (never one of ``inputs``; see ``outpaths``), the video format, the ``--serve`` address."""
     check_distinct(**{"--csv": options.csv, "--save": options.save})
     for option, path in file_outputs(options):
         check_output(path, option, inputs, options.force)
