@@ -150,7 +150,8 @@ class LiveSink(Sink):
         self.numbered = numbered
 
     @classmethod
-    def start(cls, address: str, clf: Classifier, src: Source, top: int, allow_host: Sequence[str] = ()) -> LiveSink:
+    def start(cls, address: str, clf: Classifier, src: Source, top: int, allow_host: Sequence[str] = (),
+              numbered: bool = True) -> LiveSink:
         """Bind ``address`` and start serving (with a warning when it is open to the network)."""
         info = {
             "model": clf.path.name, "precision": clf.metadata.get("precision", "fp32"),
@@ -164,7 +165,7 @@ class LiveSink(Sink):
                   "on the network (no password); use 127.0.0.1 to keep it on this machine", file=sys.stderr)
         server.start()
         print(f"edgeclf: live view at {server.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-        return cls(server, numbered=src.kind not in ("image", "folder", "glob"))
+        return cls(server, numbered)
 
     def write(self, result: Result) -> None:
         self.server.publish(result.frame.image, result.prediction, result.frame.source,
@@ -203,12 +204,12 @@ def open_sinks(options: PredictOptions, clf: Classifier, src: Source, out: Calla
     """Every output the options ask for, opened, in the order they are written to: the live view,
     the console, the CSV, the video, the window. If one fails to open, those already open are
     discarded before the error is raised."""
-    numbered = src.kind not in ("image", "folder", "glob")
+    numbered = src.kind not in ("image", "folder", "glob")  # frames get their number; photos are named by their file
     annotator = Annotator(options.top)
     sinks: list[Sink] = []
     try:
         if options.serve is not None:
-            sinks.append(LiveSink.start(options.serve, clf, src, options.top, options.allow_host))
+            sinks.append(LiveSink.start(options.serve, clf, src, options.top, options.allow_host, numbered))
         # With --serve the page shows the results; stdout then only carries --json.
         if not options.quiet and (options.serve is None or options.json_out):
             sinks.append(ConsoleSink(options.json_out, options.top, numbered, out))
