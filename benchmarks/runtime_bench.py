@@ -155,7 +155,7 @@ def bench_video(onnx_path: Path, video: Path, rounds: int) -> dict:
     import numpy as np
 
     from edgeclf.classifier import Classifier
-    from edgeclf.predict import run_predict
+    from edgeclf.predict import PredictOptions, run_predict
     from edgeclf.providers import default_threads
     from edgeclf.sources import open_source
 
@@ -185,7 +185,7 @@ def bench_video(onnx_path: Path, video: Path, rounds: int) -> dict:
         return n / (time.perf_counter() - t0)
 
     def end_to_end(threads: int, batch: int) -> float:
-        s = run_predict(onnx_path, str(video), provider="cpu", threads=threads, batch=batch, quiet=True)
+        s = run_predict(PredictOptions(onnx_path, str(video), provider="cpu", threads=threads, batch=batch, quiet=True))
         return s.processed / s.seconds
 
     rows: dict[str, list[float]] = {}

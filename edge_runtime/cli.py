@@ -83,10 +83,10 @@ def predict(
     force: bool = typer.Option(False, "--force", help="Let --csv/--save replace an existing file that edgeclf did not write (never an input)."),
 ) -> None:
     """Classify images, folders, videos, cameras and streams with an ONNX model (no TensorFlow)."""
-    options = dict(locals())
-    from .predict import run_predict
+    options = dict(locals())  # the parameters above are PredictOptions' fields, by name
+    from .predict import PredictOptions, run_predict
 
-    summary = run_predict(**options)
+    summary = run_predict(PredictOptions(**options))
     if summary.interrupted:
         raise typer.Exit(130)
 

@@ -1,4 +1,5 @@
-"""What ``edgeclf predict`` writes: human lines, JSON lines, CSV, annotated video, a window."""
+"""What ``edgeclf predict`` writes: human lines, JSON lines, CSV, annotated video, a window (each
+result reaches them through the sinks of ``sinks.py``)."""
 
 from __future__ import annotations
 

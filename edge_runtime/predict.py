@@ -22,12 +22,12 @@ import numpy as np
 
 from . import sysinfo
 from .classifier import Classifier, Prediction
-from .errors import EdgeclfError, OutputError, safe_text, warn
-from .outpaths import check_distinct, check_output
-from .outputs import CsvOutput, Display, VideoOutput, annotate, human_line, json_line, print_line, record
+from .errors import EdgeclfError, OutputError, warn
+from .outpaths import check_output
+from .outputs import print_line
 from .providers import short_names
-from .serve import LiveServer, parse_address
-from .sources import Frame, ImageFiles, Source, check_timeout, open_source, quiet_opencv
+from .sinks import LiveSink, Sink, check_sinks, file_outputs, open_sinks
+from .sources import Frame, ImageFiles, Source, check_timeout, open_source
 
 #: Photos kept for display (``--save``, ``--show``, ``--serve``) are scaled down to this many pixels
 #: on their longer side once classified, so a folder of 40-megapixel photos queued ahead of the
@@ -231,142 +231,116 @@ class Summary:
         return text + (" [interrupted]" if self.interrupted else "")
 
 
-def run_predict(
-    model: Path,
-    source: str,
-    *,
-    json_out: bool = False,
-    csv: Path | None = None,
-    top: int = 1,
-    show: bool = False,
-    save: Path | None = None,
-    smooth: bool = False,
-    smooth_alpha: float = 0.3,
-    batch: int = 1,
-    every: int = 1,
-    max_frames: int | None = None,
-    provider: str = "auto",
-    threads: int | None = None,
-    device_id: int = 0,
-    strict: bool = False,
-    timeout: float = 10.0,
-    serve: str | None = None,
-    loop: bool = False,
-    realtime: bool | None = None,
-    force: bool = False,
-    allow_host: Sequence[str] = (),
-    quiet: bool = False,
-    out: Callable[[str], None] = print_line,
-) -> Summary:
-    """The ``edgeclf predict`` command. Prints one line per result (``--json``: one JSON object)
-    and a summary on stderr; Ctrl-C stops cleanly with every output flushed (exit 130).
+@dataclass
+class PredictOptions:
+    """What ``edgeclf predict`` is asked to do: one field per option of the command, same names
+    (``edgeclf predict --help`` says what each does). Only ``model`` and ``source`` are required."""
 
-    ``serve``: also show the results live in a browser at ``[HOST:]PORT`` (see ``serve.py``); the
-    page stays up after the source ends, until Ctrl-C. ``loop``/``realtime``: replay a video file
-    / play it at its own frame rate (``realtime`` defaults to on with ``serve``). ``force``: let
-    ``csv``/``save`` replace an existing file edgeclf did not write (never an input).
-    ``allow_host``: more Host names the live view answers to (see ``serve.py``)."""
-    if top < 1:
-        raise EdgeclfError(f"--top must be at least 1 (got {top})")
-    if batch < 1:
-        raise EdgeclfError(f"--batch must be at least 1 (got {batch})")
-    smoother = Smoother(smooth_alpha) if smooth else None  # validates alpha before the slow parts
-    check_timeout(timeout)
-    # Outputs are checked before the model loads: a typo must not cost a run.
-    check_distinct(**{"--csv": csv, "--save": save})
-    inputs = [model] + ([Path(source)] if Path(source).is_file() else [])
-    for option, path in (("--csv", csv), ("--save", save)):
-        if path is not None:
-            check_output(path, option, inputs, force)
-    if save is not None:
-        quiet_opencv()  # FFmpeg would print its own lines about the probe
-        VideoOutput.check_format(save)
-    if serve is not None:
-        parse_address(serve)  # a typo fails before the model loads
-        quiet = quiet or not json_out  # the page shows the results; stdout only carries --json
-    if realtime is None:
-        realtime = serve is not None
-    # No busy-waiting workers: they would take the core the reader/capture thread decodes on
-    # (measured: int8, 2 threads, video pipeline 690 frames/s without spinning, 525 with).
-    clf = Classifier(model, provider=provider, threads=threads, device_id=device_id, strict=strict, spin=False)
-    clf.check_batch(batch)
-    src = open_source(source, every=every, max_frames=max_frames, timeout=timeout, loop=loop, realtime=realtime)
-    keep_images = bool(save or show or serve is not None)
+    model: Path
+    source: str
+    # What runs the model.
+    provider: str = "auto"
+    threads: int | None = None
+    device_id: int = 0
+    strict: bool = False  # also: fail when a file is skipped
+    batch: int = 1
+    smooth: bool = False
+    smooth_alpha: float = 0.3
+    # What is read.
+    every: int = 1
+    max_frames: int | None = None
+    timeout: float = 10.0
+    loop: bool = False
+    realtime: bool | None = None  # None: on with --serve
+    # Where the results go (sinks.py).
+    json_out: bool = False
+    top: int = 1
+    csv: Path | None = None
+    save: Path | None = None
+    show: bool = False
+    serve: str | None = None
+    allow_host: Sequence[str] = ()
+    force: bool = False  # let --csv/--save replace a file edgeclf did not write (never an input)
+    quiet: bool = False  # no per-result lines on stdout (the summary stays on stderr)
+
+    @property
+    def needs_images(self) -> bool:
+        """True when a sink draws or sends the frames (``--save``, ``--show``, ``--serve``), so the
+        decoded images must be kept past classification."""
+        return bool(self.save or self.show or self.serve is not None)
+
+
+def _open_checked_source(opts: PredictOptions, clf: Classifier) -> Source:
+    """The source, opened, once no output would replace a file of it and its batches fit in memory."""
+    realtime = opts.serve is not None if opts.realtime is None else opts.realtime
+    src = open_source(opts.source, every=opts.every, max_frames=opts.max_frames, timeout=opts.timeout,
+                      loop=opts.loop, realtime=realtime)
     try:
         if isinstance(src, ImageFiles) and src.kind != "image":  # an output must not replace a file of the folder
-            for option, path in (("--csv", csv), ("--save", save)):
-                if path is not None and Path(path).exists():
-                    check_output(path, option, src.paths, force)
+            for option, path in file_outputs(opts):
+                if path.exists():
+                    check_output(path, option, src.paths, opts.force)
         if not src.live:
-            check_batch_memory(batch, clf, src, keep_images)
+            check_batch_memory(opts.batch, clf, src, opts.needs_images)
     except BaseException:
         src.close()
         raise
+    return src
+
+
+def run_predict(opts: PredictOptions, out: Callable[[str], None] = print_line) -> Summary:
+    """The ``edgeclf predict`` command: source -> classify -> every sink (see ``sinks.py``) ->
+    summary on stderr. Ctrl-C or SIGTERM stops cleanly with every output flushed (the caller exits
+    130 when ``summary.interrupted``); an error discards the files (no half-written file); a full
+    disk stops the run, keeps the outputs that did not fail, then raises ``OutputError``.
+
+    ``out``: where the console sink's lines go (stdout). With ``serve``, the page stays up after the
+    source ends, until Ctrl-C."""
+    # Options are checked before the model loads: a typo must not cost a run.
+    if opts.top < 1:
+        raise EdgeclfError(f"--top must be at least 1 (got {opts.top})")
+    if opts.batch < 1:
+        raise EdgeclfError(f"--batch must be at least 1 (got {opts.batch})")
+    smoother = Smoother(opts.smooth_alpha) if opts.smooth else None  # validates alpha
+    check_timeout(opts.timeout)
+    check_sinks(opts, inputs=[opts.model] + ([Path(opts.source)] if Path(opts.source).is_file() else []))
+    # No busy-waiting workers: they would take the core the reader/capture thread decodes on
+    # (measured: int8, 2 threads, video pipeline 690 frames/s without spinning, 525 with).
+    clf = Classifier(opts.model, provider=opts.provider, threads=opts.threads, device_id=opts.device_id,
+                     strict=opts.strict, spin=False)
+    clf.check_batch(opts.batch)
+    src = _open_checked_source(opts, clf)
     if smoother is not None and src.kind in ("image", "folder", "glob"):
         warn("--smooth applies to videos, cameras and streams; ignored for images")
         smoother = None
-    if loop and src.kind != "video":
+    if opts.loop and src.kind != "video":
         warn("--loop applies to video files; ignored")
-    if src.live and batch > 1:
-        batch = 1  # batching would make live frames wait for each other
+    batch = 1 if src.live else opts.batch  # batching would make live frames wait for each other
+
     summary = Summary(providers=clf.providers)
-    outputs: list[Any] = []
-    display = None
-    server: LiveServer | None = None
+    sinks: list[Sink] = []
+    results = None
     t_start = time.perf_counter()
     t_end: float | None = None
     failed = True
-    results = None
     output_error: OutputError | None = None
     try:
-        if serve is not None:
-            server = _start_server(serve, clf, src, top, allow_host)
-        csv_out = CsvOutput(csv, clf.class_names) if csv else None
-        if csv_out:
-            outputs.append(csv_out)
-        video_out = VideoOutput(save, src.fps or 10.0) if save else None
-        if video_out:
-            outputs.append(video_out)
-        if show:
-            display = Display()
-            if not display.available:
-                warn(f"--show: {display.reason}; not showing")
-                display = None
-        frame_numbers = src.kind not in ("image", "folder", "glob")
-        fps_avg: float | None = None
-        last_t = time.perf_counter()
-        results = classify(clf, src, batch=batch, smooth=smoother, keep_images=keep_images)
+        sinks = open_sinks(opts, clf, src, out)
+        results = classify(clf, src, batch=batch, smooth=smoother, keep_images=opts.needs_images)
         try:
             defer = _DeferCtrlC()
             for res in results:
-                frame = res.frame.index if frame_numbers else None
-                rec = record(res.frame.source, frame, res.prediction, res.latency_ms, top)
-                img = None
-                if video_out or display:
-                    now = time.perf_counter()
-                    inst = 1.0 / max(now - last_t, 1e-6)
-                    fps_avg = inst if fps_avg is None else 0.9 * fps_avg + 0.1 * inst
-                    last_t = now
-                    img = annotate(res.frame.image, res.prediction, fps_avg, top)
-                if server:
-                    server.publish(res.frame.image, res.prediction, res.frame.source, frame, res.latency_ms)
                 with defer:
                     summary.processed += 1
                     summary.latency_ms.append(res.latency_ms)
-                    if not quiet:
-                        out(json_line(rec) if json_out else human_line(res.frame.source, frame, res.prediction, top))
-                    if csv_out:
-                        csv_out.write(rec)
-                    if video_out:
-                        video_out.write(img)
-                if display and not display.show(img):
+                    for sink in sinks:
+                        sink.write(res)
+                if any(sink.stop_requested for sink in sinks):
                     break
             t_end = time.perf_counter()
-            if server:
-                server.mark_ended()
-                print(f"edgeclf: {safe_text(source)}: no more frames; still serving {server.url} (Ctrl-C to stop)", file=sys.stderr)
-                while True:
-                    time.sleep(3600)
+            for sink in sinks:
+                if isinstance(sink, LiveSink):
+                    sink.serve_until_interrupted(opts.source)
         except KeyboardInterrupt:
             summary.interrupted = True
         except OutputError as e:  # a full disk: stop, keep the outputs that did not fail, then report
@@ -382,39 +356,17 @@ def run_predict(
         if results is not None:
             results.close()  # stops the reader thread before its capture is released
         src.close()
-        if server:
-            server.close()
         summary.seconds = (t_end or time.perf_counter()) - t_start
         summary.skipped = len(src.skipped)
         summary.dropped = src.dropped
-        for o in outputs:
+        for sink in sinks:
             try:
-                o.close(keep=not failed)  # an error leaves no half-written file; Ctrl-C keeps what was done
+                sink.close(keep=not failed)  # an error leaves no half-written file; Ctrl-C keeps what was done
             except OutputError as e:  # the disk filled up as the file was finished
                 output_error = output_error or e
-        if display:
-            display.close()
     if output_error is not None:  # the one error line says how far it got
         raise output_error
-    if save and video_out and video_out.frames == 0:
-        warn(f"--save: no frames, {save} not written")
     print(f"edgeclf: {summary.line()}", file=sys.stderr)
-    if strict and summary.skipped:
+    if opts.strict and summary.skipped:
         raise EdgeclfError(f"{summary.skipped} file(s) skipped (--strict)")
     return summary
-
-
-def _start_server(address: str, clf: Classifier, src: Source, top: int, allow_host: Sequence[str] = ()) -> LiveServer:
-    info = {
-        "model": clf.path.name, "precision": clf.metadata.get("precision", "fp32"),
-        "providers": short_names(clf.providers), "classes": clf.class_names,
-        "source": src.spec, "source_kind": src.kind, "bars": max(top, min(5, len(clf.class_names))),
-    }
-    server = LiveServer(address, info=info, top=top, source_state=lambda: src.state,
-                        stream_fps=min(src.fps or 25.0, 30.0), allow_hosts=allow_host)
-    if server.exposed:
-        print(f"warning: --serve {address}: the live view is open to anyone who can reach this machine "
-              "on the network (no password); use 127.0.0.1 to keep it on this machine", file=sys.stderr)
-    server.start()
-    print(f"edgeclf: live view at {server.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-    return server

@@ -155,5 +155,5 @@ def test_workers_do_not_spin_by_default_and_predict_keeps_it_so(colour_model, mo
     monkeypatch.setattr(predict_mod, "Classifier", lambda *a, **k: made.append(Classifier(*a, **k)) or made[-1])
     img = colour_model.parent / "red.png"
     cv2.imwrite(str(img), solid("red"))
-    predict_mod.run_predict(colour_model, str(img), quiet=True)
+    predict_mod.run_predict(predict_mod.PredictOptions(colour_model, str(img), quiet=True))
     assert spinning(made[0]) == "0"
