@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 
 from edgeclf import cvplot, sysinfo  # noqa: E402
 from edgeclf.atomic import write_json, write_text  # noqa: E402
+from edgeclf.batching import in_batches  # noqa: E402
 from edgeclf.dataset import load_files, load_labelled  # noqa: E402
 from edgeclf.errors import EdgeclfError, first_line  # noqa: E402
 
@@ -332,7 +333,7 @@ def cotenant_video(path: Path) -> Path:
 
 
 def accuracy(r: Runner, x: np.ndarray, y: np.ndarray, bs: int = 32) -> tuple[float, np.ndarray]:
-    preds = np.concatenate([np.argmax(r.predict(x[i : i + bs]), axis=1) for i in range(0, len(x), bs)])
+    preds = np.argmax(in_batches(r.predict, x, bs), axis=1)
     return float(np.mean(preds == y)), preds
 
 
@@ -352,9 +353,8 @@ elif fmt.startswith("keras"):
     xf = x.astype(np.float32)
     run = (lambda: m.predict(xf, verbose=0)) if fmt == "keras_predict" else (lambda: m(xf, training=False))
 elif fmt.startswith("onnx"):
-    import onnxruntime as ort
-    o = ort.SessionOptions(); o.intra_op_num_threads = threads
-    s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+    from edgeclf.session import open_session
+    s = open_session(path, threads)
     n = s.get_inputs()[0].name
     run = lambda: s.run(None, {n: x})
 elif fmt.startswith("litert"):

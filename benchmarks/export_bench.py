@@ -69,14 +69,13 @@ def interleaved_latency(models: dict[str, Path], frame: np.ndarray, threads: int
 def optimized_ops(model: Path) -> dict[str, int]:
     """Operator counts after onnxruntime's graph optimisation (what actually runs)."""
     import onnx
-    import onnxruntime as ort
+
+    from edgeclf.session import open_session
 
     with tempfile.TemporaryDirectory() as tmp:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
-        ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
-        return dict(collections.Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node))
+        optimized = Path(tmp) / "opt.onnx"
+        open_session(model, optimized_model_filepath=str(optimized))
+        return dict(collections.Counter(n.op_type for n in onnx.load(str(optimized)).graph.node))
 
 
 def main() -> None:

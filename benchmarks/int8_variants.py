@@ -25,20 +25,17 @@ from edgeclf import sysinfo  # noqa: E402
 from edgeclf.atomic import write_json, write_text  # noqa: E402
 from edgeclf.dataset import load_files  # noqa: E402
 from edgeclf.providers import default_threads  # noqa: E402
+from edgeclf.session import open_session  # noqa: E402
 
 
 def ort_runner(name: str, path: Path, threads: int, config: dict | None = None, level: str = "all",
                binding: bool = False) -> Runner:
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = threads
-    opts.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-                                     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}[level]
-    for k, v in (config or {}).items():
-        opts.add_session_config_entry(k, v)
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    # spin=True: onnxruntime's default unless ``config`` says otherwise (the variants compare exactly that).
+    sess = open_session(path, threads, spin=True, config=config,
+                        graph_optimization_level={"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                                                  "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}[level])
     inp, out = sess.get_inputs()[0].name, sess.get_outputs()[0].name
     if not binding:
         return Runner(name, f"onnxruntime {ort.__version__}", path, lambda x: sess.run(None, {inp: x})[0])

@@ -30,15 +30,12 @@ from compare import CoTenant, Runner, cotenant_video, interleaved_timings, liter
 from edgeclf import sysinfo  # noqa: E402
 from edgeclf.atomic import write_json, write_text  # noqa: E402
 from edgeclf.classifier import Classifier  # noqa: E402
+from edgeclf.session import open_session  # noqa: E402
 
 
 def session(path: Path, threads: int, config: dict[str, str]) -> ort.InferenceSession:
-    o = ort.SessionOptions()
-    o.log_severity_level = 3
-    o.intra_op_num_threads = threads
-    for k, v in config.items():
-        o.add_session_config_entry(k, v)
-    return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+    """edgeclf's session with exactly ``config`` (spin=True: no spinning entry of edgeclf's own)."""
+    return open_session(path, threads, spin=True, config=config)
 
 
 def variant_configs(cores: int) -> dict[str, tuple[int, dict[str, str]]]:
@@ -59,13 +56,8 @@ def variant_configs(cores: int) -> dict[str, tuple[int, dict[str, str]]]:
 def op_profile(path: Path, size: tuple[int, int], runs: int = 100) -> list[dict]:
     """Where one thread's time goes: onnxruntime's own profile of ``runs`` batch-1 calls, by op type
     (the optimised graph, i.e. what really runs: QLinearConv, QLinearMul, ...)."""
-    o = ort.SessionOptions()
-    o.log_severity_level = 3
-    o.intra_op_num_threads = 1
     with tempfile.TemporaryDirectory() as tmp:
-        o.enable_profiling = True
-        o.profile_file_prefix = str(Path(tmp) / "p")
-        s = ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+        s = open_session(path, threads=1, spin=True, enable_profiling=True, profile_file_prefix=str(Path(tmp) / "p"))
         x = np.random.default_rng(0).integers(0, 256, (1, *size, 3), dtype=np.uint8)
         for _ in range(runs):
             s.run(None, {s.get_inputs()[0].name: x})

@@ -154,6 +154,7 @@ def bench_video(onnx_path: Path, video: Path, rounds: int) -> dict:
     count and for one inference thread (which leaves the second core to the reader thread)."""
     import numpy as np
 
+    from edgeclf.batching import in_batches
     from edgeclf.classifier import Classifier
     from edgeclf.predict import PredictOptions, run_predict
     from edgeclf.providers import default_threads
@@ -172,8 +173,7 @@ def bench_video(onnx_path: Path, video: Path, rounds: int) -> dict:
 
     def infer_alone(clf: Classifier, tensors: list[np.ndarray], batch: int = 1) -> float:
         t0 = time.perf_counter()
-        for i in range(0, len(tensors), batch):
-            clf.predict_arrays(np.stack(tensors[i : i + batch]))
+        in_batches(lambda b: clf.predict_arrays(np.stack(b)), tensors, batch)
         return len(tensors) / (time.perf_counter() - t0)
 
     def sequential(clf: Classifier) -> float:  # a plain read-then-infer loop, for reference

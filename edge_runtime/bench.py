@@ -17,7 +17,6 @@ import numpy as np
 import onnxruntime as ort
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from . import __version__, cvplot, sysinfo
@@ -26,6 +25,7 @@ from .classifier import Classifier
 from .errors import EdgeclfError, OutputError, safe_text
 from .macs import count_macs, runs_integer_kernels
 from .outpaths import check_output
+from .progress import Bars
 from .providers import check_threads, default_threads
 from .sources import Source, open_source
 
@@ -75,13 +75,6 @@ def open_bench_source(src: Path, limit: int) -> Source:
 
 
 # ------------------------------------------------------------------------------------------ benchmark
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), transient=True, disable=not enabled,
-    )
-
-
 def benchmark(
     model: str | os.PathLike,
     runs: int = 100,
@@ -122,23 +115,23 @@ def benchmark(
         cold = {"session_ms": (t1 - t0) * 1e3, "first_result_ms": (time.perf_counter() - t1) * 1e3}
 
         total_steps = len(threads) * len(batches) * (warmup + runs) + n_frames
-        with _progress(show_progress) as progress:
-            task = progress.add_task("benchmarking", total=total_steps)
+        with Bars(quiet=not show_progress) as bars:
+            step = bars.add("benchmarking", total_steps)
             for t in threads:
                 if t != threads[0]:
                     clf = Classifier(model, provider=provider, threads=t)
                 for b in batches:
-                    progress.update(task, description=f"{t} thread{'s' * (t > 1)}, batch {b}")
+                    step.describe(f"{t} thread{'s' * (t > 1)}, batch {b}")
                     xb = np.ascontiguousarray(x[:b])
                     for _ in range(warmup):
                         clf.predict_arrays(xb)
-                        progress.advance(task)
+                        step()
                     times = []
                     for _ in range(runs):
                         s = time.perf_counter()
                         clf.predict_arrays(xb)
                         times.append(time.perf_counter() - s)
-                        progress.advance(task)
+                        step()
                     per_frame_ms = np.asarray(times) * 1e3 / b
                     results.append({
                         "threads": t, "batch": b,
@@ -152,9 +145,9 @@ def benchmark(
             head = min((r for r in results if r["batch"] == smallest), key=lambda r: r["latency_ms"]["p50"])
             stages = None
             if src is not None:
-                progress.update(task, description=f"end to end: {src.name}")
-                stages = _run_source(model, provider, head["threads"], frames, warmup, lambda: progress.advance(task))
-                progress.update(task, description=f"pipeline: {src.name}")
+                step.describe(f"end to end: {src.name}")
+                stages = _run_source(model, provider, head["threads"], frames, warmup, step)
+                step.describe(f"pipeline: {src.name}")
                 stages["pipeline"] = _run_pipeline(model, provider, head["threads"], src, runs, stages)
 
     try:

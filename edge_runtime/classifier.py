@@ -20,10 +20,12 @@ import onnxruntime as ort
 from . import metadata as md
 from . import providers as prov
 from . import sysinfo
+from .batching import in_batches
 from .errors import EdgeclfError, first_line, safe_text, warn
 from .images import to_bgr8
 from .preprocess import resize_rgb
 from .quiet import captured_output
+from .session import open_session
 
 _DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -159,19 +161,13 @@ class Classifier:
         plan = prov.plan_providers(provider, ort.get_available_providers(), self.path, device_id, fp16, strict)
         if plan.warning:
             warn(plan.warning)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.threads = threads or prov.default_threads()
-        opts.intra_op_num_threads = self.threads
         self.session_config = prov.cpu_session_config(spin)
-        for key, value in self.session_config.items():
-            opts.add_session_config_entry(key, value)
         if any(name == prov.TENSORRT for name in plan.names):
             prov.tensorrt_cache_dir(self.path).mkdir(parents=True, exist_ok=True)
         try:
             with captured_output() as ort_log:  # a GPU provider that fails prints many lines
-                self.session = ort.InferenceSession(str(self.path), opts, providers=plan.providers)
+                self.session = open_session(self.path, self.threads, spin, plan.providers)
         except Exception as e:  # onnxruntime raises several types for a bad file
             raise EdgeclfError(f"{self.path}: not a loadable ONNX model ({first_line(e)})") from None
         self.providers: list[str] = self.session.get_providers()
@@ -261,7 +257,7 @@ class Classifier:
     def predict_arrays(self, batch_rgb: np.ndarray) -> np.ndarray:
         """Probabilities [N, classes] for preprocessed RGB uint8 images [N, H, W, 3]."""
         if self.max_batch == 1 and len(batch_rgb) > 1:  # the graph takes one image per call
-            return np.concatenate([self.predict_arrays(batch_rgb[i : i + 1]) for i in range(len(batch_rgb))])
+            return in_batches(self.predict_arrays, batch_rgb, 1)
         probs = self.session.run([self.output_name], {self.input_name: batch_rgb.astype(self.input_dtype, copy=False)})[0]
         if probs.shape != (len(batch_rgb), len(self.class_names)):  # a graph whose declared shape lied
             raise EdgeclfError(f"{self.path}: model gave output of shape {list(probs.shape)} for {len(batch_rgb)} "

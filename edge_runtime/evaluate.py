@@ -8,15 +8,16 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from . import sysinfo
+from .batching import in_batches
 from .dataset import load_labelled
 from .errors import EdgeclfError, require_train_extra, safe_text
 from .images import scan_class_folders
 from .metrics import classification_report
 from .plugins import model_loader
+from .progress import Bars
 
 console = Console(stderr=True, highlight=False)
 
@@ -52,21 +53,15 @@ def evaluate(model: Path, data_dir: Path, batch_size: int = 32, quiet: bool = Fa
         raise EdgeclfError(f"--batch-size must be at least 1 (got {batch_size})")
     model, data_dir = Path(model), Path(data_dir)
     class_names, size, predict, kind = _open(model, data_dir, batch_size)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
-                  transient=True, disable=quiet) as progress:
+    with Bars(quiet=quiet, console=console) as bars:
         n = sum(len(v) for v in scan_class_folders(data_dir)[1].values())
         need = n * size[0] * size[1] * 3  # every image is held at the model's input size
         if need > sysinfo.available_memory_bytes() // 2:
             raise EdgeclfError(f"{data_dir}: {n} images at {size[0]}x{size[1]} need {need / 2**30:.1f} GiB, more than half "
                                "of the memory available; evaluate on a smaller folder")
-        task = progress.add_task("reading images", total=n)
-        data = load_labelled(data_dir, size, class_names, progress=lambda k: progress.advance(task, k))
-        task = progress.add_task("classifying", total=len(data.x))
-        probs = []
-        for i in range(0, len(data.x), batch_size):
-            probs.append(predict(data.x[i : i + batch_size]))
-            progress.advance(task, len(probs[-1]))
-    pred = np.concatenate(probs).argmax(1) if probs else np.zeros(0, np.int64)
+        data = load_labelled(data_dir, size, class_names, progress=bars.add("reading images", n))
+        probs = in_batches(predict, data.x, batch_size, bars.add("classifying", len(data.x)))
+    pred = probs.argmax(1) if len(probs) else np.zeros(0, np.int64)
     report = classification_report(data.y, pred, class_names)
     report.update(
         model=str(model), format=kind, class_names=class_names, n_skipped=len(data.skipped), skipped=data.skipped,

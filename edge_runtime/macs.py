@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from .session import open_session
+
 # Ops whose work is  output elements x (weights per output channel); the weight is the 4-D input.
 CONV_OPS = {"Conv", "ConvInteger", "QLinearConv", "FusedConv", "NhwcConv", "NhwcFusedConv"}
 # Ops whose work is  output elements x inner dimension (the first input's last axis).
@@ -50,17 +52,11 @@ def node_macs(op: str, inputs: list[list[int]], outputs: list[list[int]]) -> int
 
 def _profile(model_path: str | os.PathLike, input_shape: tuple[int, ...], input_dtype, optimized: bool) -> list[dict]:
     """onnxruntime's profile events of one run on zeros."""
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if not optimized:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        # Pre-packed weights vanish from the profile's input shapes; keep them visible.
-        opts.add_session_config_entry("session.disable_prepacking", "1")
-    opts.intra_op_num_threads = 1
+    # Pre-packed weights vanish from the profile's input shapes; unoptimised, keep them visible.
+    raw = {} if optimized else {"graph_optimization_level": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                                "config": {"session.disable_prepacking": "1"}}
     with tempfile.TemporaryDirectory() as tmp:
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(tmp) / "macs")
-        sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+        sess = open_session(model_path, threads=1, enable_profiling=True, profile_file_prefix=str(Path(tmp) / "macs"), **raw)
         feed = {sess.get_inputs()[0].name: np.zeros(input_shape, input_dtype)}
         sess.run(None, feed)
         return json.loads(Path(sess.end_profiling()).read_text())

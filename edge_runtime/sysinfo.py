@@ -142,11 +142,9 @@ PEAK_PROBES = {
 
 def int8_matmul_peak_gops(n: int = 512, seconds: float = 0.3) -> float:
     """Measured uint8 x int8 matrix-multiply speed of onnxruntime on one thread (2 ops per MAC)."""
-    import onnxruntime as ort
+    from .session import open_session  # imports onnxruntime, which only this probe needs
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(INT8_MATMUL_ONNX, so, providers=["CPUExecutionProvider"])
+    sess = open_session(INT8_MATMUL_ONNX, threads=1, inter_op_num_threads=1)
     rng = np.random.default_rng(0)
     feed = {"a": rng.integers(0, 256, (n, n), dtype=np.uint8), "b": rng.integers(-128, 128, (n, n), dtype=np.int8)}
     sess.run(None, feed)  # warm-up

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
 from edgeclf import __version__
 from edgeclf import metadata as md
 from edgeclf.atomic import atomic_path, remove_stale_temps, sha256_of, write_json
+from edgeclf.batching import in_batches
 from edgeclf.errors import EdgeclfError, first_line
 from edgeclf.images import scan_class_folders
+from edgeclf.progress import Bars
+from edgeclf.session import open_session
 
 from edgeclf.train.run_record import check_class_names
 
@@ -103,9 +107,9 @@ def export_model(
         set_metadata(proto, edgeclf_metadata(class_names, size, src.architecture, src.val_accuracy, sha, "fp32", src.weights))
         fp32_bytes = proto.SerializeToString()
         keras_probs = _keras_predict(model, parity_x, step("parity: Keras", len(parity_x)))
-        from .onnxrun import predict, session
+        from .onnxrun import predict
 
-        fp32_sess = session(fp32_bytes)
+        fp32_sess = open_session(fp32_bytes)
         onnx_probs = predict(fp32_sess, parity_x, progress=step("parity: ONNX fp32", len(parity_x)))
         figures = parity.compare(keras_probs, onnx_probs)
         if not parity.parity_ok(figures):
@@ -130,7 +134,7 @@ def export_model(
             proto16 = to_fp16(proto)
             set_metadata(proto16, edgeclf_metadata(class_names, size, src.architecture, src.val_accuracy, sha, "fp16", src.weights))
             fp16_bytes = proto16.SerializeToString()
-            probs16 = predict(session(fp16_bytes), parity_x, progress=step("parity: ONNX fp16", len(parity_x)))
+            probs16 = predict(open_session(fp16_bytes), parity_x, progress=step("parity: ONNX fp16", len(parity_x)))
             report["fp16"] = {k: v for k, v in parity.compare(keras_probs, probs16).items()}
             _write(out / FP16_NAME, fp16_bytes, report, "fp16")
 
@@ -171,7 +175,7 @@ def _int8(fp32_bytes, fp32_sess, calib_set, val, calib_method, max_drop, step, m
     split (ties: higher agreement with fp32, then smaller probability error), judge it."""
     import onnx
 
-    from .onnxrun import latency_ms, predict, session
+    from .onnxrun import latency_ms, predict
 
     methods = list(quantize.METHODS) if calib_method == "auto" else [calib_method]
     fp32_probs = predict(fp32_sess, val.x, progress=step("validation: fp32", len(val.x)))
@@ -193,7 +197,7 @@ def _int8(fp32_bytes, fp32_sess, calib_set, val, calib_method, max_drop, step, m
                 path = tmp / f"int8-{m}-{int(reduce_range)}.onnx"
                 quantize.quantize(tmp / "prepared.onnx", path, calib_set.x, m, reduce_range,
                                   progress=step(f"calibrating ({key})", len(calib_set.x)))
-                probs = predict(session(path), val.x, progress=step(f"validation: int8 ({key})", len(val.x)))
+                probs = predict(open_session(path), val.x, progress=step(f"validation: int8 ({key})", len(val.x)))
                 figures = parity.compare(fp32_probs, probs)
                 candidates[key] = {
                     "accuracy": float((probs.argmax(1) == val.y).mean()),
@@ -213,7 +217,7 @@ def _int8(fp32_bytes, fp32_sess, calib_set, val, calib_method, max_drop, step, m
         quantize.mark_target(proto, reduce_range)
         int8_bytes = proto.SerializeToString()
 
-    int8_sess = session(int8_bytes)
+    int8_sess = open_session(int8_bytes)
     step("latency: fp32 vs int8, interleaved", 1)
     lat = latency_ms({"fp32": fp32_sess, "int8": int8_sess}, val.x[0])
     drop = acc_fp32 - chosen["accuracy"]
@@ -348,12 +352,7 @@ def _real(src, val, calib_set) -> bool:
 
 
 def _keras_predict(model, x: np.ndarray, progress: Callable[[int], None] | None, batch_size: int = 32) -> np.ndarray:
-    out = []
-    for i in range(0, len(x), batch_size):
-        out.append(np.asarray(model(x[i : i + batch_size].astype(np.float32), training=False), np.float32))
-        if progress:
-            progress(len(out[-1]))
-    return np.concatenate(out)
+    return in_batches(lambda b: np.asarray(model(b.astype(np.float32), training=False), np.float32), x, batch_size, progress)
 
 
 # ---------------------------------------------------------------------------------------- output
@@ -403,29 +402,16 @@ def _versions() -> dict:
     }
 
 
-class _progress:
-    """Rich progress bars on stderr; ``step(description, total)`` adds a bar and returns its advance."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-
-    def __enter__(self) -> Callable[[str, int], Callable[[int], None]]:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(
-            TextColumn("{task.description:<36}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=Console(stderr=True), disable=not self.enabled,
-        )
-        self.bar.__enter__()
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """Progress bars on stderr that stay as a record of the checks; yields ``step(description,
+    total)``, which adds a bar and returns its advance."""
+    with Bars(quiet=not enabled, transient=False, width=36) as bars:
 
         def step(description: str, total: int) -> Callable[[int], None]:
-            task = self.bar.add_task(description, total=max(total, 1))
+            bar = bars.add(description, max(total, 1))
             if total <= 1:
-                self.bar.update(task, completed=1)
-            return lambda n: self.bar.advance(task, n)
+                bar.update(completed=1)
+            return bar
 
-        return step
-
-    def __exit__(self, *exc) -> None:
-        self.bar.__exit__(*exc)
+        yield step

@@ -1,8 +1,10 @@
-"""Running exported ONNX models in onnxruntime for the export checks (parity, accuracy, latency)."""
+"""Running exported ONNX models in onnxruntime for the export checks (parity, accuracy, latency).
+
+Sessions come from ``edgeclf.session.open_session``: the checks measure the models as the runtime
+runs them (same optimisation, threads and spinning)."""
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Callable
 
@@ -10,28 +12,12 @@ import numpy as np
 import onnxruntime as ort
 
 from edgeclf import metadata as md
-
-
-def session(model: str | os.PathLike | bytes, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU session with every graph optimisation on (what the edge runtime uses: it fuses
-    Conv+ReLU and turns QDQ pairs into QLinear* int8 kernels)."""
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        opts.intra_op_num_threads = threads
-    src = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+from edgeclf.batching import in_batches
 
 
 def predict(sess: ort.InferenceSession, x: np.ndarray, batch_size: int = 32, progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Probabilities [N, classes] for uint8 RGB images [N, H, W, 3]."""
-    out = []
-    for i in range(0, len(x), batch_size):
-        out.append(sess.run([md.OUTPUT_NAME], {md.INPUT_NAME: x[i : i + batch_size]})[0])
-        if progress:
-            progress(len(x[i : i + batch_size]))
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    return in_batches(lambda batch: sess.run([md.OUTPUT_NAME], {md.INPUT_NAME: batch})[0], x, batch_size, progress)
 
 
 def latency_ms(sessions: dict[str, ort.InferenceSession], frame: np.ndarray, rounds: int = 5, runs: int = 40) -> dict[str, float]:

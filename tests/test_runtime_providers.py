@@ -108,3 +108,46 @@ def test_classifier_reports_what_runs_and_falls_back(tmp_path):
 def test_cpu_session_config_turns_spinning_off_unless_asked():
     assert prov.cpu_session_config() == {"session.intra_op.allow_spinning": "0"}
     assert prov.cpu_session_config(spin=True) == {}
+
+
+def test_session_factory_gives_every_session_the_classifiers_defaults(tmp_path):
+    """One factory (edgeclf.session): a bare session for export checks or benchmarks runs with the
+    threads, spinning and optimisation the classifier itself runs with."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx_fixtures import make_colour_model
+
+    from edgeclf.classifier import Classifier
+    from edgeclf.session import open_session
+
+    model = make_colour_model(tmp_path / "m.onnx")
+    clf = Classifier(model, provider="cpu")
+    for sess in (open_session(model), open_session(model.read_bytes()), clf.session):
+        opts = sess.get_session_options()
+        assert opts.intra_op_num_threads == clf.threads == prov.default_threads()
+        assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        assert sess.get_providers() == ["CPUExecutionProvider"]
+    x = np.full((2, *clf.size, 3), 200, np.uint8)
+    np.testing.assert_array_equal(open_session(model).run(None, {clf.input_name: x})[0], clf.predict_arrays(x))
+
+
+def test_session_factory_takes_explicit_overrides(tmp_path):
+    import onnxruntime as ort
+    from onnx_fixtures import make_colour_model
+
+    from edgeclf.session import open_session
+
+    model = make_colour_model(tmp_path / "m.onnx")
+    sess = open_session(model, threads=1, spin=True, config={"session.intra_op.spin_duration_us": "100"},
+                        graph_optimization_level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL, inter_op_num_threads=1)
+    opts = sess.get_session_options()
+    assert (opts.intra_op_num_threads, opts.inter_op_num_threads) == (1, 1)
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert opts.get_session_config_entry("session.intra_op.spin_duration_us") == "100"
+    with pytest.raises(RuntimeError):  # spin=True: no entry of edgeclf's own, onnxruntime's default
+        opts.get_session_config_entry("session.intra_op.allow_spinning")
+    assert open_session(model, config={"session.intra_op.allow_spinning": "1"}).get_session_options() \
+        .get_session_config_entry("session.intra_op.allow_spinning") == "1"  # config wins over spin
+    with pytest.raises(TypeError, match="intra_op_threads"):  # a misspelt option is not silently ignored
+        open_session(model, intra_op_threads=2)

@@ -11,7 +11,9 @@ from .tf_quiet import import_tensorflow_quietly
 import_tensorflow_quietly()  # before keras: TensorFlow's start-up log lines silenced
 import keras  # noqa: E402
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+
+from edgeclf.progress import Bars, progress_bar
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -19,13 +21,8 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 @contextlib.contextmanager
 def load_progress(total: int, what: str, quiet: bool = False) -> Iterator[Callable[[int], None]]:
     """A progress bar for reading images; yields an ``advance(n)`` function."""
-    if quiet:
-        yield lambda n: None
-        return
-    with Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True,
-                  disable=not console.is_terminal) as p:
-        task = p.add_task(what, total=total)
-        yield lambda n: p.advance(task, n)
+    with progress_bar(what, total, quiet=quiet or not console.is_terminal, console=console) as advance:
+        yield advance
 
 
 class EpochProgress(keras.callbacks.Callback):
@@ -34,27 +31,27 @@ class EpochProgress(keras.callbacks.Callback):
     def __init__(self, total_epochs: int, steps: int, state: dict, stage: str = "") -> None:
         super().__init__()
         self.total_epochs, self.steps, self.state, self.stage = total_epochs, steps, state, stage
-        self.progress: Progress | None = None
+        self.progress: Bars | None = None
 
     def on_train_begin(self, logs=None):
-        self.progress = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[n_epochs]}"), BarColumn(), TextColumn("{task.fields[info]}"),
-            TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True,
-            disable=not console.is_terminal,  # logs get the per-epoch lines only
+        self.progress = Bars(
+            columns=(TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[n_epochs]}"), BarColumn(),
+                     TextColumn("{task.fields[info]}"), TextColumn("ETA"), TimeRemainingColumn()),
+            console=console, quiet=not console.is_terminal,  # logs get the per-epoch lines only
         )
         self.progress.start()
         done = self.state["epoch"]
-        self.task = self.progress.add_task("train", total=self.total_epochs * self.steps, completed=done * self.steps,
-                                           epoch=done + 1, n_epochs=self.total_epochs, info="")
+        self.bar = self.progress.add("train", self.total_epochs * self.steps, completed=done * self.steps,
+                                     epoch=done + 1, n_epochs=self.total_epochs, info="")
         self.t0 = time.time()
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.progress.update(self.task, epoch=epoch + 1, completed=epoch * self.steps)
+        self.bar.update(epoch=epoch + 1, completed=epoch * self.steps)
         self.t_epoch = time.time()
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
-        self.progress.update(self.task, advance=1, info=f"loss {logs.get('loss', 0):.3f} acc {logs.get('accuracy', 0):.3f}")
+        self.bar.update(advance=1, info=f"loss {logs.get('loss', 0):.3f} acc {logs.get('accuracy', 0):.3f}")
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}

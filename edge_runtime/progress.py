@@ -1,0 +1,86 @@
+"""Progress bars on stderr, built one way for every edgeclf command (stdout stays for results,
+so ``--json`` output is never mixed with a bar)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskID, TextColumn, TimeElapsedColumn
+
+
+def stderr_console() -> Console:
+    """The console progress bars draw on: stderr, without rich's guessing at highlights."""
+    return Console(stderr=True, highlight=False)
+
+
+class Bar:
+    """One bar: call it with ``n`` to advance it by ``n`` (the ``progress`` callback that loaders
+    and ``in_batches`` take); ``describe`` renames it; ``update`` sets completed/total/fields."""
+
+    def __init__(self, progress: Progress, task: TaskID) -> None:
+        self._progress, self._task = progress, task
+
+    def __call__(self, n: int = 1) -> None:
+        self._progress.advance(self._task, n)
+
+    def describe(self, description: str) -> None:
+        self._progress.update(self._task, description=description)
+
+    def update(self, **fields: Any) -> None:
+        self._progress.update(self._task, **fields)
+
+
+class Bars:
+    """A group of progress bars: ``with Bars(quiet=q) as bars: step = bars.add("reading", n)``.
+
+    ``quiet``: draw nothing. ``transient``: the bars vanish when the block ends (else they stay as a
+    record of what ran). ``width``: pad descriptions to this many characters so that bars added
+    later line up. ``columns``: a layout of one's own instead of description, bar, done/total and
+    elapsed time (descriptions are shown as plain text, not rich markup: a file named "[b]x"
+    shows as named). ``console``: stderr unless given.
+    """
+
+    def __init__(
+        self,
+        quiet: bool = False,
+        transient: bool = True,
+        width: int = 0,
+        columns: Sequence[ProgressColumn | str] | None = None,
+        console: Console | None = None,
+    ) -> None:
+        if columns is None:
+            text = f"{{task.description:<{width}}}" if width else "{task.description}"
+            columns = (TextColumn(text, markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        self.progress = Progress(*columns, console=console or stderr_console(), transient=transient, disable=quiet)
+
+    @property
+    def console(self) -> Console:
+        """Where the bars draw; print here so lines appear above the live bars, not through them."""
+        return self.progress.console
+
+    def add(self, description: str, total: int, **fields: Any) -> Bar:
+        """A new bar of ``total`` steps; ``fields`` are extra values for custom columns."""
+        return Bar(self.progress, self.progress.add_task(description, total=total, **fields))
+
+    def start(self) -> None:
+        self.progress.start()
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+    def __enter__(self) -> "Bars":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int, quiet: bool = False, transient: bool = True,
+                 console: Console | None = None) -> Iterator[Bar]:
+    """One transient bar on stderr for the block; yields its ``advance(n)``."""
+    with Bars(quiet=quiet, transient=transient, console=console) as bars:
+        yield bars.add(description, total)
