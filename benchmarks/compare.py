@@ -32,15 +32,14 @@ from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from edgeclf import cvplot, sysinfo  # noqa: E402
-from edgeclf.atomic import write_json, write_text  # noqa: E402
-from edgeclf.batching import in_batches  # noqa: E402
-from edgeclf.dataset import load_files, load_labelled  # noqa: E402
-from edgeclf.errors import EdgeclfError, first_line  # noqa: E402
+from edgeclf import cvplot, sysinfo
+from edgeclf.atomic import write_json, write_text
+from edgeclf.batching import in_batches
+from edgeclf.dataset import load_files, load_labelled
+from edgeclf.errors import EdgeclfError, first_line
 
 REFERENCE = "onnx_int8"
 LABELS = {

@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from edgeclf.atomic import write_json, write_text  # noqa: E402
-from edgeclf.classifier import Classifier  # noqa: E402
+from edgeclf.atomic import write_json, write_text
+from edgeclf.classifier import Classifier
 
 DATA = ROOT.parent / "shared" / "data" / "cats_dogs" / "train"
 

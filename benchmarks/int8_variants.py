@@ -18,14 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from compare import ROOT, Runner, convert_litert, interleaved_timings, litert_runner, load_images, load_run, log  # noqa: E402
-from edgeclf import sysinfo  # noqa: E402
-from edgeclf.atomic import write_json, write_text  # noqa: E402
-from edgeclf.dataset import load_files  # noqa: E402
-from edgeclf.providers import default_threads  # noqa: E402
-from edgeclf.session import open_session  # noqa: E402
+from compare import ROOT, Runner, convert_litert, interleaved_timings, litert_runner, load_images, load_run, log
+from edgeclf import sysinfo
+from edgeclf.atomic import write_json, write_text
+from edgeclf.dataset import load_files
+from edgeclf.providers import default_threads
+from edgeclf.session import open_session
 
 
 def ort_runner(name: str, path: Path, threads: int, config: dict | None = None, level: str = "all",

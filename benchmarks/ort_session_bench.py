@@ -20,17 +20,15 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
+import numpy as np
+import onnxruntime as ort
 
-from compare import CoTenant, Runner, cotenant_video, interleaved_timings, litert_runner  # noqa: E402
-from edgeclf import sysinfo  # noqa: E402
-from edgeclf.atomic import write_json, write_text  # noqa: E402
-from edgeclf.classifier import Classifier  # noqa: E402
-from edgeclf.session import open_session  # noqa: E402
+from compare import CoTenant, Runner, cotenant_video, interleaved_timings, litert_runner
+from edgeclf import sysinfo
+from edgeclf.atomic import write_json, write_text
+from edgeclf.classifier import Classifier
+from edgeclf.session import open_session
 
 
 def session(path: Path, threads: int, config: dict[str, str]) -> ort.InferenceSession:

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -25,10 +24,9 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from edgeclf.atomic import write_json, write_text  # noqa: E402
-from edgeclf.classifier import Classifier  # noqa: E402
+from edgeclf.atomic import write_json, write_text
+from edgeclf.classifier import Classifier
 
 RESULTS = ROOT / "benchmarks" / "results"
 MAX_MACS = 250e6

@@ -28,10 +28,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from edgeclf.atomic import write_json, write_text  # noqa: E402
-from edgeclf.images import scan_class_folders  # noqa: E402
+from edgeclf.atomic import write_json, write_text
+from edgeclf.images import scan_class_folders
 
 RESULTS = ROOT / "benchmarks" / "results"
 
