@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 import numpy as np
 
-from edgeclf import cvplot, sysinfo
+from edgeclf import cvplot, peak, sysinfo
 from edgeclf.atomic import write_json, write_text
 from edgeclf.batching import in_batches
 from edgeclf.dataset import load_files, load_labelled
@@ -688,7 +688,7 @@ def main(argv: list[str] | None = None) -> dict:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": "python benchmarks/compare.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": sysinfo.describe(),
-        "core_peak_gflops": sysinfo.core_peak_gflops(),
+        "core_peak_gflops": peak.core_peak_gflops(),
         "model": {"run": str(args.run), "architecture": run.get("architecture"), "input_size": list(size),
                   "classes": len(run["class_names"]), "macs": run.get("macs"), "onnx_dir": str(onnx_dir),
                   "best": run.get("best")},

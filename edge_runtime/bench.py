@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__, cvplot, sysinfo
+from . import __version__, cvplot, peak, sysinfo
 from . import metadata as md
 from .classifier import Classifier
 from .errors import EdgeclfError, OutputError, safe_text
@@ -167,7 +167,7 @@ def benchmark(
     except Exception:  # noqa: BLE001 - informative only: fall back to what the file says
         integer = clf.metadata.get(md.PRECISION) == "int8"
     peak_precision = "int8" if integer else "float32"
-    core_peak = sysinfo.core_peak_gflops(precision=peak_precision)
+    core_peak = peak.core_peak_gflops(precision=peak_precision)
     for r in results:
         r["peak_gflops"] = core_peak * min(r["threads"], machine["cores"])
         r["gflops"] = 2 * macs * r["throughput_fps"] / 1e9 if macs else None
@@ -191,7 +191,7 @@ def benchmark(
         "peak_fraction": head["peak_fraction"],
         "core_peak_gflops": core_peak,
         "peak_precision": peak_precision,
-        "peak_probe": sysinfo.PEAK_PROBES[peak_precision],
+        "peak_probe": peak.PEAK_PROBES[peak_precision],
         "cold_start_ms": cold["session_ms"] + cold["first_result_ms"],
         "cold_start": cold,
         "runs": runs,

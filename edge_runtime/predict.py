@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -26,6 +26,7 @@ from .errors import EdgeclfError, OutputError, warn
 from .outpaths import check_output
 from .outputs import print_line
 from .providers import short_names
+from .predict_types import PredictOptions, Result
 from .sinks import LiveSink, Sink, check_sinks, file_outputs, open_sinks
 from .sources import Frame, ImageFiles, Source, check_timeout, open_source
 
@@ -33,13 +34,6 @@ from .sources import Frame, ImageFiles, Source, check_timeout, open_source
 #: on their longer side once classified, so a folder of 40-megapixel photos queued ahead of the
 #: model stays small. (Classification always sees the full image.)
 DISPLAY_MAX = 1920
-
-
-@dataclass
-class Result:
-    frame: Frame
-    prediction: Prediction
-    latency_ms: float  # preprocessing + this frame's share of the inference call
 
 
 class Smoother:
@@ -229,45 +223,6 @@ class Summary:
             text += f", {np.mean(self.latency_ms):.1f} ms/frame"
         text += f") on {', '.join(short_names(self.providers))}"
         return text + (" [interrupted]" if self.interrupted else "")
-
-
-@dataclass
-class PredictOptions:
-    """What ``edgeclf predict`` is asked to do: one field per option of the command, same names
-    (``edgeclf predict --help`` says what each does). Only ``model`` and ``source`` are required."""
-
-    model: Path
-    source: str
-    # What runs the model.
-    provider: str = "auto"
-    threads: int | None = None
-    device_id: int = 0
-    strict: bool = False  # also: fail when a file is skipped
-    batch: int = 1
-    smooth: bool = False
-    smooth_alpha: float = 0.3
-    # What is read.
-    every: int = 1
-    max_frames: int | None = None
-    timeout: float = 10.0
-    loop: bool = False
-    realtime: bool | None = None  # None: on with --serve
-    # Where the results go (sinks.py).
-    json_out: bool = False
-    top: int = 1
-    csv: Path | None = None
-    save: Path | None = None
-    show: bool = False
-    serve: str | None = None
-    allow_host: Sequence[str] = ()
-    force: bool = False  # let --csv/--save replace a file edgeclf did not write (never an input)
-    quiet: bool = False  # no per-result lines on stdout (the summary stays on stderr)
-
-    @property
-    def needs_images(self) -> bool:
-        """True when a sink draws or sends the frames (``--save``, ``--show``, ``--serve``), so the
-        decoded images must be kept past classification."""
-        return bool(self.save or self.show or self.serve is not None)
 
 
 def _open_checked_source(opts: PredictOptions, clf: Classifier) -> Source:

@@ -18,7 +18,7 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -26,12 +26,11 @@ from .classifier import Classifier
 from .errors import safe_text, warn
 from .outpaths import check_distinct, check_output
 from .outputs import CsvOutput, Display, VideoOutput, annotate, human_line, json_line, print_line, record
+from .predict_types import PredictOptions, Result
 from .providers import short_names
 from .serve import LiveServer, parse_address
 from .sources import Source, quiet_opencv
 
-if TYPE_CHECKING:  # predict.py runs the sinks; only their types are needed here
-    from .predict import PredictOptions, Result
 
 
 class Sink(ABC):

@@ -142,7 +142,6 @@ def _bench(export_dir: Path, video: Path) -> dict:
     from edgeclf.train.progress import console
 
     from edgeclf.bench import render
-    from edgeclf.sysinfo import python_env
 
     reports = {}
     for name in ("model.onnx", "model.int8.onnx"):
@@ -155,7 +154,7 @@ def _bench(export_dir: Path, video: Path) -> dict:
                "--batch", "1,8", "--provider", "cpu", "--source", str(video), "--json",
                "--plot", str(export_dir / f"bench-{path.stem.replace('.', '-')}.png")]
         console.print(f"edgeclf bench {name} (fresh process, batch 1 and 8, video end to end)...")
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=python_env())
+        proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
             raise EdgeclfError(f"{path}: benchmark failed ({last})")

@@ -285,7 +285,7 @@ def test_int8_probe_model_is_the_helper_built_matmul_integer():
     from onnx import TensorProto as T
     from onnx import helper as h
 
-    from edgeclf import sysinfo
+    from edgeclf import peak
 
     g = h.make_graph(
         [h.make_node("MatMulInteger", ["a", "b", "a_zp", "b_zp"], ["y"])], "int8_matmul_probe",
@@ -296,19 +296,19 @@ def test_int8_probe_model_is_the_helper_built_matmul_integer():
     model = h.make_model(g, opset_imports=[h.make_opsetid("", 13)], producer_name="edgeclf")
     model.ir_version = 8
     onnx.checker.check_model(model)
-    assert model.SerializeToString() == sysinfo.INT8_MATMUL_ONNX
-    sess = ort.InferenceSession(sysinfo.INT8_MATMUL_ONNX, providers=["CPUExecutionProvider"])
+    assert model.SerializeToString() == peak.INT8_MATMUL_ONNX
+    sess = ort.InferenceSession(peak.INT8_MATMUL_ONNX, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(3)
     a, b = rng.integers(0, 256, (7, 5), dtype=np.uint8), rng.integers(-128, 128, (5, 4), dtype=np.int8)
     assert np.array_equal(sess.run(None, {"a": a, "b": b})[0], (a.astype(np.int64) - 128) @ b.astype(np.int64))
-    assert sysinfo.int8_matmul_peak_gops(n=64, seconds=0.01) > 0
+    assert peak.int8_matmul_peak_gops(n=64, seconds=0.01) > 0
 
 
 def test_precision_run_picks_the_peak_probe(tiny_onnx, tiny_int8):
     """An int8 model is held against the int8 matmul peak, a float one against float32: the
     precision is what onnxruntime runs (the quantizer here copied the fp32 model's metadata)."""
     from edgeclf.macs import runs_integer_kernels
-    from edgeclf.sysinfo import PEAK_PROBES
+    from edgeclf.peak import PEAK_PROBES
 
     assert not runs_integer_kernels(tiny_onnx, (1, SIZE, SIZE, 3))
     assert runs_integer_kernels(tiny_int8, (1, SIZE, SIZE, 3))
