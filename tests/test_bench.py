@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from benchmarks import onnx_models as om
 from conftest import ROOT, error_line, run_cli
 from edgeclf import bench, cvplot
 from edgeclf.errors import EdgeclfError
@@ -27,43 +28,31 @@ TINY_MACS = 30 * 30 * 8 * 27 + 8 * 3
 def _tiny_model(path):
     """uint8 NHWC `image` -> Cast -> Transpose -> Conv -> Relu -> GAP -> Gemm -> Softmax `probs`,
     with edgeclf metadata: the same interface as `edgeclf export` writes."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto as T
-    from onnx import helper as h
-    from onnx import numpy_helper as nh
-
     rng = np.random.default_rng(0)
     inits = [
-        nh.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "W"),
-        nh.from_array(np.zeros(8, np.float32), "B"),
-        nh.from_array(rng.normal(0, 0.3, (8, 3)).astype(np.float32), "G"),
-        nh.from_array(np.zeros(3, np.float32), "GB"),
+        om.tensor("W", rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32)),
+        om.tensor("B", np.zeros(8, np.float32)),
+        om.tensor("G", rng.normal(0, 0.3, (8, 3)).astype(np.float32)),
+        om.tensor("GB", np.zeros(3, np.float32)),
+        om.tensor("s", np.array(1 / 255, np.float32)),
     ]
     nodes = [
-        h.make_node("Cast", ["image"], ["f"], to=T.FLOAT),
-        h.make_node("Mul", ["f", "s"], ["fs"]),
-        h.make_node("Transpose", ["fs"], ["t"], perm=[0, 3, 1, 2]),
-        h.make_node("Conv", ["t", "W", "B"], ["c"], kernel_shape=[3, 3]),
-        h.make_node("Relu", ["c"], ["r"]),
-        h.make_node("GlobalAveragePool", ["r"], ["g"]),
-        h.make_node("Flatten", ["g"], ["fl"]),
-        h.make_node("Gemm", ["fl", "G", "GB"], ["lo"]),
-        h.make_node("Softmax", ["lo"], ["probs"], axis=1),
+        om.node("Cast", ["image"], ["f"], to=om.FLOAT),
+        om.node("Mul", ["f", "s"], ["fs"]),
+        om.node("Transpose", ["fs"], ["t"], perm=[0, 3, 1, 2]),
+        om.node("Conv", ["t", "W", "B"], ["c"], kernel_shape=[3, 3]),
+        om.node("Relu", ["c"], ["r"]),
+        om.node("GlobalAveragePool", ["r"], ["g"]),
+        om.node("Flatten", ["g"], ["fl"]),
+        om.node("Gemm", ["fl", "G", "GB"], ["lo"]),
+        om.node("Softmax", ["lo"], ["probs"], axis=1),
     ]
-    inits.append(nh.from_array(np.array(1 / 255, np.float32), "s"))
-    graph = h.make_graph(
-        nodes, "tiny", [h.make_tensor_value_info("image", T.UINT8, ["N", SIZE, SIZE, 3])],
-        [h.make_tensor_value_info("probs", T.FLOAT, ["N", 3])], inits,
-    )
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
-    model.ir_version = 9
-    h.set_model_props(model, {
-        "class_names": json.dumps(["circle", "square", "triangle"]),
-        "input_height": str(SIZE), "input_width": str(SIZE), "color_order": "RGB", "precision": "fp32",
-    })
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return om.save(om.model(
+        nodes, "tiny", [om.value_info("image", om.UINT8, ["N", SIZE, SIZE, 3])], [om.value_info("probs", om.FLOAT, ["N", 3])],
+        inits, opset=17, ir_version=9, metadata={
+            "class_names": json.dumps(["circle", "square", "triangle"]),
+            "input_height": str(SIZE), "input_width": str(SIZE), "color_order": "RGB", "precision": "fp32",
+        }), path)
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +62,7 @@ def tiny_onnx(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_int8(tiny_onnx):
+    pytest.importorskip("onnx", reason="quantizing the test model needs onnx (pip install 'edgeclf[train]')")
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
     class Reader(CalibrationDataReader):
