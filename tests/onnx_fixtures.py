@@ -23,11 +23,12 @@ BGR = {"red": (0, 0, 255), "green": (0, 255, 0), "blue": (255, 0, 0)}
 
 def make_colour_model(path: Path, size: tuple[int, int] = (32, 32), metadata: bool | dict[str, str] = True,
                       dynamic_hw: bool = False, input_type: str = "uint8", batch: int | str = "N",
-                      two_inputs: bool = False) -> Path:
-    """uint8 [N, H, W, 3] RGB -> mean colour -> softmax(0.05 * mean) over (red, green, blue).
+                      two_inputs: bool = False, scale: float = 0.05) -> Path:
+    """uint8 [N, H, W, 3] RGB -> mean colour -> softmax(scale * mean) over (red, green, blue).
 
     ``metadata``: edgeclf's (True), none (False), or exactly this dict (hostile-input tests);
-    ``batch``: the batch dimension (an int fixes it); ``two_inputs``: add a second input."""
+    ``batch``: the batch dimension (an int fixes it); ``two_inputs``: add a second input;
+    ``scale``: NaN makes every weight NaN (a model that answers NaN)."""
     elem = {"uint8": UINT8, "float": FLOAT}[input_type]
     h, w = ("H", "W") if dynamic_hw else size
     inputs = [value_info("image", elem, [batch, h, w, 3])]
@@ -43,7 +44,7 @@ def make_colour_model(path: Path, size: tuple[int, int] = (32, 32), metadata: bo
     if metadata is True:
         metadata = edgeclf_metadata(COLOURS, size)
     data = model(nodes, "colour", inputs, [value_info("probs", FLOAT, [batch, 3])],
-                 [tensor("scale", np.eye(3, dtype=np.float32) * 0.05)], metadata=metadata or None)
+                 [tensor("scale", np.eye(3, dtype=np.float32) * np.float32(scale))], metadata=metadata or None)
     return save(data, path)
 
 
