@@ -25,22 +25,42 @@ SIZE = 32
 TINY_MACS = 30 * 30 * 8 * 27 + 8 * 3
 
 
-def _tiny_model(path):
+def _tiny_model(path, int8=False):
     """uint8 NHWC `image` -> Cast -> Transpose -> Conv -> Relu -> GAP -> Gemm -> Softmax `probs`,
-    with edgeclf metadata: the same interface as `edgeclf export` writes."""
+    with edgeclf metadata: the same interface as `edgeclf export` writes. ``int8``: the convolution
+    in QDQ form, int8 weights and activations, as `edgeclf export --int8` writes it (onnxruntime
+    runs it as QLinearConv); written by hand, so that a base install, without onnx and its
+    quantizer, tests int8 models too."""
     rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32)
     inits = [
-        om.tensor("W", rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32)),
-        om.tensor("B", np.zeros(8, np.float32)),
         om.tensor("G", rng.normal(0, 0.3, (8, 3)).astype(np.float32)),
         om.tensor("GB", np.zeros(3, np.float32)),
         om.tensor("s", np.array(1 / 255, np.float32)),
     ]
+    conv = [om.node("Conv", ["t", "W", "B"], ["c"], kernel_shape=[3, 3])]
+    if int8:
+        w_scale = np.abs(w).max() / 127
+        c_scale = np.abs(w).sum(axis=(1, 2, 3)).max() / 127  # the largest output, from inputs in [0, 1]
+        inits += [
+            om.tensor("Wq", np.round(w / w_scale).astype(np.int8)), om.tensor("ws", np.float32(w_scale)),
+            om.tensor("Bq", np.zeros(8, np.int32)), om.tensor("bs", np.float32(w_scale / 255)),
+            om.tensor("ts", np.float32(1 / 255)), om.tensor("cs", np.float32(c_scale)),
+            om.tensor("z8", np.int8(0)), om.tensor("zt", np.int8(-128)), om.tensor("z32", np.int32(0)),
+        ]
+        conv = [
+            om.node("QuantizeLinear", ["t", "ts", "zt"], ["tq"]), om.node("DequantizeLinear", ["tq", "ts", "zt"], ["td"]),
+            om.node("DequantizeLinear", ["Wq", "ws", "z8"], ["Wd"]), om.node("DequantizeLinear", ["Bq", "bs", "z32"], ["Bd"]),
+            om.node("Conv", ["td", "Wd", "Bd"], ["cf"], kernel_shape=[3, 3]),
+            om.node("QuantizeLinear", ["cf", "cs", "z8"], ["cq"]), om.node("DequantizeLinear", ["cq", "cs", "z8"], ["c"]),
+        ]
+    else:
+        inits += [om.tensor("W", w), om.tensor("B", np.zeros(8, np.float32))]
     nodes = [
         om.node("Cast", ["image"], ["f"], to=om.FLOAT),
         om.node("Mul", ["f", "s"], ["fs"]),
         om.node("Transpose", ["fs"], ["t"], perm=[0, 3, 1, 2]),
-        om.node("Conv", ["t", "W", "B"], ["c"], kernel_shape=[3, 3]),
+        *conv,
         om.node("Relu", ["c"], ["r"]),
         om.node("GlobalAveragePool", ["r"], ["g"]),
         om.node("Flatten", ["g"], ["fl"]),
@@ -62,20 +82,7 @@ def tiny_onnx(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_int8(tiny_onnx):
-    pytest.importorskip("onnx", reason="quantizing the test model needs onnx (pip install 'edgeclf[train]')")
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            rng = np.random.default_rng(1)
-            self.batches = iter([{"image": rng.integers(0, 256, (1, SIZE, SIZE, 3), dtype=np.uint8)} for _ in range(4)])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    out = tiny_onnx.parent / "model.int8.onnx"
-    quantize_static(str(tiny_onnx), str(out), Reader(), quant_format=QuantFormat.QDQ)
-    return out
+    return _tiny_model(tiny_onnx.parent / "model.int8.onnx", int8=True)
 
 
 @pytest.fixture(scope="module")
