@@ -27,10 +27,12 @@ from pathlib import Path
 import cv2
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 CATS_DOGS = Path(os.environ.get("EDGECLF_CATS_DOGS", ROOT.parent / "shared" / "data" / "cats_dogs" / "train"))
 
-from live_helpers import ServeProcess, StreamCounter, get  # noqa: E402
+from benchmarks.live_client import ServeProcess, StreamCounter, get  # noqa: E402
+from benchmarks.onnx_models import make_conv_model  # noqa: E402
+from edgeclf.synthetic import make_shapes_video  # noqa: E402
 
 
 def photo_video(path: Path, photos: Path, n: int = 40, hold: int = 5, size: tuple[int, int] = (640, 480)) -> Path:
@@ -80,17 +82,14 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="edgeclf-serve-bench-"))
     if args.model is None:
-        from onnx_fixtures import make_conv_model
-
         args.model = make_conv_model(tmp / "conv.onnx")
     if (CATS_DOGS / "cats").is_dir():
         video = photo_video(tmp / "photos.mp4", CATS_DOGS)
         video_desc = "40 shared cat and dog photos at 640x480, 5 frames each"
     else:
-        from live_helpers import make_colour_video
-
-        video = make_colour_video(tmp / "colours.mp4", frames=100, fps=25, size=(640, 480), noise=12)
-        video_desc = "generated colour frames at 640x480 (shared photos not found)"
+        video = tmp / "shapes.mp4"
+        make_shapes_video(video, frames=100, size=480, fps=25, hold=5)
+        video_desc = "generated shapes at 480x480 (shared photos not found)"
     counts = [int(x) for x in args.viewers.split(",")]
 
     rows: dict[int, list[dict]] = {n: [] for n in counts}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import os
 import signal
 import shutil
@@ -65,3 +66,14 @@ def cats_dogs_dir() -> Path:
     if not (CATS_DOGS / "cats").is_dir() or not (CATS_DOGS / "dogs").is_dir():
         pytest.skip(f"real photos not found at {CATS_DOGS}")
     return CATS_DOGS
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``tf`` need the train extra: on a base install (a device testing itself) they
+    skip, saying so, instead of failing on the missing TensorFlow."""
+    if importlib.util.find_spec("tensorflow") is not None:
+        return
+    skip = pytest.mark.skip(reason="needs the train extra (TensorFlow): pip install 'edgeclf[train]'")
+    for item in items:
+        if item.get_closest_marker("tf"):
+            item.add_marker(skip)

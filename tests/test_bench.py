@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from benchmarks import onnx_models as om
 from conftest import ROOT, error_line, run_cli
 from edgeclf import bench, cvplot
 from edgeclf.errors import EdgeclfError
@@ -24,46 +25,54 @@ SIZE = 32
 TINY_MACS = 30 * 30 * 8 * 27 + 8 * 3
 
 
-def _tiny_model(path):
+def _tiny_model(path, int8=False):
     """uint8 NHWC `image` -> Cast -> Transpose -> Conv -> Relu -> GAP -> Gemm -> Softmax `probs`,
-    with edgeclf metadata: the same interface as `edgeclf export` writes."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto as T
-    from onnx import helper as h
-    from onnx import numpy_helper as nh
-
+    with edgeclf metadata: the same interface as `edgeclf export` writes. ``int8``: the convolution
+    in QDQ form, int8 weights and activations, as `edgeclf export --int8` writes it (onnxruntime
+    runs it as QLinearConv); written by hand, so that a base install, without onnx and its
+    quantizer, tests int8 models too."""
     rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32)
     inits = [
-        nh.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "W"),
-        nh.from_array(np.zeros(8, np.float32), "B"),
-        nh.from_array(rng.normal(0, 0.3, (8, 3)).astype(np.float32), "G"),
-        nh.from_array(np.zeros(3, np.float32), "GB"),
+        om.tensor("G", rng.normal(0, 0.3, (8, 3)).astype(np.float32)),
+        om.tensor("GB", np.zeros(3, np.float32)),
+        om.tensor("s", np.array(1 / 255, np.float32)),
     ]
+    conv = [om.node("Conv", ["t", "W", "B"], ["c"], kernel_shape=[3, 3])]
+    if int8:
+        w_scale = np.abs(w).max() / 127
+        c_scale = np.abs(w).sum(axis=(1, 2, 3)).max() / 127  # the largest output, from inputs in [0, 1]
+        inits += [
+            om.tensor("Wq", np.round(w / w_scale).astype(np.int8)), om.tensor("ws", np.float32(w_scale)),
+            om.tensor("Bq", np.zeros(8, np.int32)), om.tensor("bs", np.float32(w_scale / 255)),
+            om.tensor("ts", np.float32(1 / 255)), om.tensor("cs", np.float32(c_scale)),
+            om.tensor("z8", np.int8(0)), om.tensor("zt", np.int8(-128)), om.tensor("z32", np.int32(0)),
+        ]
+        conv = [
+            om.node("QuantizeLinear", ["t", "ts", "zt"], ["tq"]), om.node("DequantizeLinear", ["tq", "ts", "zt"], ["td"]),
+            om.node("DequantizeLinear", ["Wq", "ws", "z8"], ["Wd"]), om.node("DequantizeLinear", ["Bq", "bs", "z32"], ["Bd"]),
+            om.node("Conv", ["td", "Wd", "Bd"], ["cf"], kernel_shape=[3, 3]),
+            om.node("QuantizeLinear", ["cf", "cs", "z8"], ["cq"]), om.node("DequantizeLinear", ["cq", "cs", "z8"], ["c"]),
+        ]
+    else:
+        inits += [om.tensor("W", w), om.tensor("B", np.zeros(8, np.float32))]
     nodes = [
-        h.make_node("Cast", ["image"], ["f"], to=T.FLOAT),
-        h.make_node("Mul", ["f", "s"], ["fs"]),
-        h.make_node("Transpose", ["fs"], ["t"], perm=[0, 3, 1, 2]),
-        h.make_node("Conv", ["t", "W", "B"], ["c"], kernel_shape=[3, 3]),
-        h.make_node("Relu", ["c"], ["r"]),
-        h.make_node("GlobalAveragePool", ["r"], ["g"]),
-        h.make_node("Flatten", ["g"], ["fl"]),
-        h.make_node("Gemm", ["fl", "G", "GB"], ["lo"]),
-        h.make_node("Softmax", ["lo"], ["probs"], axis=1),
+        om.node("Cast", ["image"], ["f"], to=om.FLOAT),
+        om.node("Mul", ["f", "s"], ["fs"]),
+        om.node("Transpose", ["fs"], ["t"], perm=[0, 3, 1, 2]),
+        *conv,
+        om.node("Relu", ["c"], ["r"]),
+        om.node("GlobalAveragePool", ["r"], ["g"]),
+        om.node("Flatten", ["g"], ["fl"]),
+        om.node("Gemm", ["fl", "G", "GB"], ["lo"]),
+        om.node("Softmax", ["lo"], ["probs"], axis=1),
     ]
-    inits.append(nh.from_array(np.array(1 / 255, np.float32), "s"))
-    graph = h.make_graph(
-        nodes, "tiny", [h.make_tensor_value_info("image", T.UINT8, ["N", SIZE, SIZE, 3])],
-        [h.make_tensor_value_info("probs", T.FLOAT, ["N", 3])], inits,
-    )
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
-    model.ir_version = 9
-    h.set_model_props(model, {
-        "class_names": json.dumps(["circle", "square", "triangle"]),
-        "input_height": str(SIZE), "input_width": str(SIZE), "color_order": "RGB", "precision": "fp32",
-    })
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return om.save(om.model(
+        nodes, "tiny", [om.value_info("image", om.UINT8, ["N", SIZE, SIZE, 3])], [om.value_info("probs", om.FLOAT, ["N", 3])],
+        inits, opset=17, ir_version=9, metadata={
+            "class_names": json.dumps(["circle", "square", "triangle"]),
+            "input_height": str(SIZE), "input_width": str(SIZE), "color_order": "RGB", "precision": "fp32",
+        }), path)
 
 
 @pytest.fixture(scope="module")
@@ -73,19 +82,7 @@ def tiny_onnx(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_int8(tiny_onnx):
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            rng = np.random.default_rng(1)
-            self.batches = iter([{"image": rng.integers(0, 256, (1, SIZE, SIZE, 3), dtype=np.uint8)} for _ in range(4)])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    out = tiny_onnx.parent / "model.int8.onnx"
-    quantize_static(str(tiny_onnx), str(out), Reader(), quant_format=QuantFormat.QDQ)
-    return out
+    return _tiny_model(tiny_onnx.parent / "model.int8.onnx", int8=True)
 
 
 @pytest.fixture(scope="module")

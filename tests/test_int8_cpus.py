@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import json
 
-import onnx
 import pytest
-from onnx_fixtures import make_colour_model
+from onnx_fixtures import COLOURS, edgeclf_metadata, make_colour_model
 
 from edgeclf import metadata as md
 from edgeclf.classifier import Classifier, int8_cpu_warning
@@ -45,14 +44,8 @@ def test_warning_rules():
 
 
 def test_classifier_warns_once_on_a_cpu_the_model_was_not_checked_for(tmp_path):
-    path = make_colour_model(tmp_path / "m.onnx")
-    model = onnx.load(str(path))
-    props = {p.key: p.value for p in model.metadata_props}
-    props.update({md.PRECISION: "int8", md.INT8_CPUS: json.dumps(["some-other-cpu"])})
-    del model.metadata_props[:]
-    for k, v in props.items():
-        model.metadata_props.add(key=k, value=v)
-    onnx.save(model, str(path))
+    props = {**edgeclf_metadata(COLOURS, (32, 32)), md.PRECISION: "int8", md.INT8_CPUS: json.dumps(["some-other-cpu"])}
+    path = make_colour_model(tmp_path / "m.onnx", metadata=props)
     warnings: list[str] = []
     Classifier(path, provider="cpu", warn=warnings.append)
     assert warnings == [f"{path}: int8 model checked on some-other-cpu, not on this CPU ({cpu_family()}): "
