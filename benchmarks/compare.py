@@ -96,7 +96,18 @@ def load_images(run: dict, data: Path | None) -> tuple[np.ndarray, np.ndarray, s
     paths = [Path(p) if Path(p).is_absolute() else base / p for p in val]
     x, ok, _ = load_files(paths, size)
     y = np.array([names.index(paths[i].parent.name) for i in ok], np.int64)
-    return x, y, f"validation split of {run.get('data_dir')} ({len(paths)} files)"
+    return x, y, f"validation split of {_shown(run.get('data_dir'))} ({len(paths)} files)"
+
+
+def _shown(path: str | None) -> str:
+    """A path as the results name it: relative to the repository when it can be (run.json holds
+    absolute paths, which name this machine)."""
+    if not path:
+        return "?"
+    try:
+        return os.path.relpath(path, ROOT) if Path(path).is_absolute() else path
+    except ValueError:
+        return path
 
 
 # ------------------------------------------------------------------------------------- the runners

@@ -47,6 +47,10 @@ def variant_configs(cores: int) -> dict[str, tuple[int, dict[str, str]]]:
         f"{n} threads, spin <= 100 us, stops after run": (n, {"session.intra_op.spin_duration_us": "100",
                                                              "session.force_spinning_stop": "1"}),
         f"{n} threads, dynamic_block_base 4": (n, {"session.dynamic_block_base": "4"}),
+        f"{n} threads, no spinning, dynamic_block_base 4": (n, {"session.intra_op.allow_spinning": "0",
+                                                                "session.dynamic_block_base": "4"}),
+        f"{n} threads, no spinning, dynamic_block_base 2": (n, {"session.intra_op.allow_spinning": "0",
+                                                                "session.dynamic_block_base": "2"}),
         "1 thread": (1, {}),
     }
 
