@@ -49,6 +49,17 @@ def human_line(source: str, frame: int | None, pred: Prediction, top: int = 1) -
     return f"{where}  " + ", ".join(f"{c} {p:.3f}" for c, p in pred.top(top))
 
 
+#: A spreadsheet runs a cell that starts with one of these as a formula (``=HYPERLINK(...)``).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(text: str) -> str:
+    """A text cell that a spreadsheet shows as text: file names, stream URLs and class names come
+    from files and models edgeclf does not trust, so one starting like a formula gets a leading
+    apostrophe (OWASP's CSV-injection rule); numbers are written as they are."""
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
 class CsvOutput:
     """``--csv FILE``: one row per result, flushed as it goes, renamed into place when closed
     (also after Ctrl-C, so what was classified is kept; an error leaves no half-written file).
@@ -63,7 +74,7 @@ class CsvOutput:
         self._file: IO[str] = self._stack.enter_context(open(tmp, "w", newline="", encoding="utf-8"))
         self._writer = csv.writer(self._file)
         self.class_names = list(class_names)
-        self._guard(self._writer.writerow, [*CSV_HEADER, *(f"prob_{c}" for c in self.class_names)])
+        self._guard(self._writer.writerow, [*CSV_HEADER, *(csv_text(f"prob_{c}") for c in self.class_names)])
 
     def _guard(self, write: Any, row: list) -> None:
         try:
@@ -76,7 +87,8 @@ class CsvOutput:
     def write(self, rec: dict[str, Any]) -> None:
         frame = "" if rec["frame"] is None else rec["frame"]
         probs = [f"{rec['probs'][c]:.6f}" for c in self.class_names]
-        self._guard(self._writer.writerow, [rec["source"], frame, rec["label"], rec["index"], f"{rec['score']:.6f}", f"{rec['latency_ms']:.3f}", *probs])
+        self._guard(self._writer.writerow, [csv_text(rec["source"]), frame, csv_text(rec["label"]), rec["index"],
+                                            f"{rec['score']:.6f}", f"{rec['latency_ms']:.3f}", *probs])
         self.rows += 1
 
     def close(self, keep: bool = True) -> None:

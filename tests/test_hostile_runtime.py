@@ -509,6 +509,26 @@ def test_file_names_cannot_break_lines_or_the_csv(d, tmp_path):
     assert res.returncode == 0 and len([json.loads(x) for x in res.stdout.splitlines()]) == 3
 
 
+def test_csv_cells_from_names_cannot_run_as_spreadsheet_formulas(tmp_path):
+    """Class names (from the model) and sources (file names) that start like a formula are written
+    as text: a leading apostrophe, as OWASP advises; numbers stay numbers."""
+    names = ['=HYPERLINK("http://x","y")', "+cmd", "@SUM(A1)"]
+    model = make_colour_model(tmp_path / "m.onnx", metadata=meta(class_names=names))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "=1+1.jpg"), solid("red"))
+    out = tmp_path / "out.csv"
+    res = run_cli("predict", model, folder, "--csv", out)
+    assert res.returncode == 0, res.stderr
+    header, row = list(csv.reader(out.open(encoding="utf-8")))
+    assert header[-3:] == ["prob_=HYPERLINK(\"http://x\",\"y\")", "prob_+cmd", "prob_@SUM(A1)"]  # start with prob_
+    assert row[0].endswith("/=1+1.jpg") and row[2] == "'=HYPERLINK(\"http://x\",\"y\")"
+    assert all(not cell.startswith(("=", "+", "@")) for cell in row) and float(row[4]) > 0.5
+    rel = run_cli("predict", model, "=1+1.jpg", "--csv", out, "--force", cwd=folder)  # a relative source name
+    assert rel.returncode == 0, rel.stderr
+    assert list(csv.reader(out.open(encoding="utf-8")))[1][0] == "'=1+1.jpg"
+
+
 # ------------------------------------------------------------------ 11. the request log is escaped
 def test_request_log_escapes_control_bytes(capfd):
     import socket
