@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator, Sequence
 import cv2
 import numpy as np
 
+from . import PIXEL_LIMIT
 from .errors import EdgeclfError, ImageReadError, warn
 from .images import is_image_file, read_image
 
@@ -165,7 +166,20 @@ def _open_video(spec: str, capture_factory: CaptureFactory) -> Any:
     cap = capture_factory(spec, cv2.CAP_ANY, [])
     if not cap.isOpened():
         raise EdgeclfError(f"{spec}: not an image or a video OpenCV can read")
+    try:
+        check_frame_size(cap, spec)
+    except EdgeclfError:
+        cap.release()
+        raise
     return cap
+
+
+def check_frame_size(cap: Any, spec: str) -> None:
+    """Refuse a video or stream whose frames are above edgeclf's pixel limit, before one is decoded:
+    the file or peer chooses the frame size, and every frame held costs width x height x 3 bytes."""
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+    if w * h > PIXEL_LIMIT:
+        raise EdgeclfError(f"{spec}: {w}x{h} frames, above edgeclf's limit of {PIXEL_LIMIT / 1e6:g} megapixels")
 
 
 def _video_fps(cap: Any) -> float | None:
@@ -331,6 +345,11 @@ class LiveSource(Source):
         cap = self._try_open()
         if cap is None:
             raise EdgeclfError(f"{spec}: cannot open {what}" + ("" if kind == "camera" else f" (no answer within {timeout:g} s)"))
+        try:
+            check_frame_size(cap, spec)
+        except EdgeclfError:
+            cap.release()
+            raise
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0)
         self.fps = fps if 0 < fps < 1000 else None
         self._thread = threading.Thread(target=self._run, args=(cap,), name=f"capture {spec}", daemon=True)

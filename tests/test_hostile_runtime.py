@@ -529,6 +529,16 @@ def test_csv_cells_from_names_cannot_run_as_spreadsheet_formulas(tmp_path):
     assert list(csv.reader(out.open(encoding="utf-8")))[1][0] == "'=1+1.jpg"
 
 
+def test_video_with_frames_above_the_pixel_limit_is_refused_before_decoding(d, tmp_path):
+    """The file chooses the frame size: an 8000x6000 (48 MP) video is one line, not 144 MB a frame."""
+    big = tmp_path / "big.avi"
+    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", "-f", "lavfi", "-i", "color=c=red:size=8000x6000",
+                    "-frames:v", "1", "-c:v", "mjpeg", "-q:v", "31", str(big)], check=True, timeout=120)
+    line = error_line(run_cli("predict", d["model"], big))
+    assert line == f"edgeclf: error: {big}: 8000x6000 frames, above edgeclf's limit of 40 megapixels"
+    assert error_line(run_cli("bench", d["model"], "--source", big, "--runs", 2)).endswith("above edgeclf's limit of 40 megapixels")
+
+
 # ------------------------------------------------------------------ 11. the request log is escaped
 def test_request_log_escapes_control_bytes(capfd):
     import socket
