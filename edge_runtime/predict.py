@@ -321,6 +321,9 @@ def run_predict(opts: PredictOptions, out: Callable[[str], None] = print_line) -
                 output_error = output_error or e
     if output_error is not None:  # the one error line says how far it got
         raise output_error
+    for sink in sinks:
+        if sink.warning:
+            warn(sink.warning)
     print(f"edgeclf: {summary.line()}", file=sys.stderr)
     if opts.strict and summary.skipped:
         raise EdgeclfError(f"{summary.skipped} file(s) skipped (--strict)")

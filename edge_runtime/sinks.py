@@ -32,12 +32,14 @@ from .serve import LiveServer, parse_address
 from .sources import Source, quiet_opencv
 
 
-
 class Sink(ABC):
     """One output of ``edgeclf predict``: ``write`` every result, then ``close`` it once."""
 
-    #: True once the user asked from this output to end the run (closed the window).
+    #: True once the user asked through this output to end the run (closed the window).
     stop_requested = False
+    #: What ``close`` found worth a warning line; printed after a run that did not fail, so an
+    #: error stays the one line a failed run prints.
+    warning: str | None = None
 
     @abstractmethod
     def write(self, result: Result) -> None:
@@ -122,7 +124,7 @@ class VideoSink(Sink):
         self._closed = True
         self.file.close(keep=keep)
         if keep and self.file.frames == 0:
-            warn(f"--save: no frames, {self.file.path} not written")
+            self.warning = f"--save: no frames, {self.file.path} not written"
 
 
 class WindowSink(Sink):

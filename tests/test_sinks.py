@@ -137,7 +137,7 @@ def test_a_video_sink_without_frames_writes_nothing_and_says_so(tmp_path, capsys
     sink = VideoSink(tmp_path / "none.mp4", 10.0, Annotator(top=1))
     sink.close(keep=True)
     assert list(tmp_path.iterdir()) == []
-    assert capsys.readouterr().err == f"warning: --save: no frames, {tmp_path / 'none.mp4'} not written\n"
+    assert sink.warning == f"--save: no frames, {tmp_path / 'none.mp4'} not written"  # predict prints it after the run
 
 
 def test_a_sink_that_fails_to_open_closes_those_already_open(inputs, tmp_path, monkeypatch):
@@ -216,4 +216,27 @@ def test_options_are_checked_before_the_model_loads(inputs, tmp_path):
         run_predict(PredictOptions(missing_model, str(inputs["video"]), top=0))
     with pytest.raises(EdgeclfError, match="is an input of this command"):
         run_predict(PredictOptions(missing_model, str(inputs["video"]), csv=inputs["video"], force=True))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_on_the_first_row_is_the_one_line_a_failed_run_prints(inputs, tmp_path, monkeypatch, capsys):
+    """--csv fails on its first row (fault injected: the disk is full), so --save got no frame: the
+    run ends with the CSV's error only, not a "no frames" warning before it."""
+    import errno
+
+    from edgeclf.errors import OutputError
+    from edgeclf.outputs import CsvOutput
+
+    def no_space(row):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full(self, rec):  # the row's write meets a full disk, through CsvOutput's own handling
+        self._guard(no_space, [])
+
+    monkeypatch.setattr(CsvOutput, "write", full)
+    opts = PredictOptions(model=inputs["model"], source=str(inputs["video"]), csv=tmp_path / "r.csv",
+                          save=tmp_path / "r.mp4", quiet=True)
+    with pytest.raises(OutputError, match=r"--csv .*r\.csv: cannot write \(the disk is full\) after 0 rows"):
+        run_predict(opts)
+    assert capsys.readouterr().err == ""  # the caller prints the error: nothing else before it
     assert list(tmp_path.iterdir()) == []
