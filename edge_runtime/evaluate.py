@@ -37,7 +37,9 @@ def _open(model: Path, data_dir: Path, batch_size: int = 32):
     require_train_extra("eval")
     load = model_loader("keras")  # edgeclf.train's, through its entry point: the runtime does not import it
     if load is None:
-        raise EdgeclfError(f"{model}: 'edgeclf eval' of a Keras model needs edgeclf's training package: pip install 'edgeclf[train]'")
+        # TensorFlow is there (checked above), so edgeclf's own metadata lacks the loader: a broken install
+        raise EdgeclfError(f"{model}: no Keras model loader is registered (edgeclf.model_loaders); "
+                           "reinstall edgeclf: pip install --force-reinstall 'edgeclf[train]'")
     km = load(model)
     names = km.class_names
     if names is None:  # a bare .keras file: assume the folder's classes if their number fits

@@ -7,6 +7,7 @@ Read from the sources (every import statement, lazy ones inside functions too, a
 from __future__ import annotations
 
 import ast
+import os
 import shutil
 import subprocess
 import sys
@@ -149,3 +150,64 @@ def test_built_wheel_installs_one_top_level_name(tmp_path):
     for inside in ("edgeclf/classifier.py", "edgeclf/live.html", "edgeclf/train/trainer.py", "edgeclf/export/api.py"):
         assert inside in names
     assert "[edgeclf.commands]" in meta["entry_points.txt"] and "edgeclf.train.commands:register" in meta["entry_points.txt"]
+
+
+PLUGIN = """
+import sys
+from importlib.metadata import EntryPoint
+import edgeclf.plugins as p
+
+BAD = {
+    "edgeclf.commands": [("exits", "bad_exit:register"), ("steals", "bad_steal:register"), ("missing", "no_such_module:register")],
+    "edgeclf.model_loaders": [("keras", "no_such_module:load"), ("tflite", "no_such_module:load")],
+}
+real = p._entry_points
+p._entry_points = lambda group: real(group) + [EntryPoint(n, v, group) for n, v in BAD[group]]
+sys.argv = ["edgeclf", *sys.argv[1:]]
+from edgeclf.cli import main
+main()
+"""
+
+
+def test_broken_or_hostile_command_plugins_cost_only_themselves(tmp_path):
+    """Third-party entry points: one that raises SystemExit, one that redefines `predict`, one that
+    does not import. Each is one warning line; edgeclf's commands and its Keras loader still work."""
+    (tmp_path / "bad_exit.py").write_text("raise SystemExit('plugin says no')\n")
+    (tmp_path / "bad_steal.py").write_text(
+        "def register(app):\n    @app.command('predict')\n    def predict() -> None:\n        print('stolen')\n")
+    (tmp_path / "main.py").write_text(PLUGIN)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    r = subprocess.run([sys.executable, str(tmp_path / "main.py"), "--help"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    warnings = r.stderr.strip().splitlines()
+    assert len(warnings) == 3 and all(w.startswith("warning: edgeclf command plugin") for w in warnings), warnings
+    assert "'exits'" in warnings[0] + warnings[1] + warnings[2] and "redefines 'predict'; ignored" in r.stderr
+    for name in ("train", "eval", "export", "predict", "bench", "demo"):
+        assert f" {name} " in r.stdout
+    r = subprocess.run([sys.executable, str(tmp_path / "main.py"), "predict", "--help"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and "stolen" not in r.stdout and "SOURCE" in r.stdout.upper()
+
+
+
+def test_model_loaders_prefer_edgeclfs_own_and_a_broken_one_is_one_line(tmp_path):
+    code = PLUGIN.split("sys.argv")[0] + (
+        "print(p.model_loader('keras').__module__)\n"
+        "print(p.model_loader('nothing'))\n"
+        "try:\n    p.model_loader('tflite')\nexcept p.EdgeclfError as e:\n    print(e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "edgeclf.train.keras_model", "None",
+        "the tflite model loader (no_such_module:load) did not load: No module named 'no_such_module'"]
+
+
+def test_a_stale_egg_info_in_the_working_folder_does_not_hide_the_commands(tmp_path):
+    """An old in-tree build leaves edgeclf.egg-info without the entry points; `python -m edgeclf.cli`
+    run there (the folder is first on sys.path) still has train, export and demo."""
+    info = tmp_path / "edgeclf.egg-info"
+    info.mkdir()
+    (info / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: edgeclf\nVersion: 0.0.1\n")
+    r = subprocess.run([sys.executable, "-m", "edgeclf.cli", "train", "nowhere", "--out", "run"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert "No such command" not in r.stderr and r.returncode == 2, r.stderr
