@@ -35,7 +35,6 @@ def matmul_peak_gflops(n: int = 512, seconds: float = 0.3) -> float:
     return 2.0 * n**3 / best / 1e9
 
 
-
 # MatMulInteger(a uint8 [n,k], b int8 [k,m], zero points 128 and 0) -> int32 [n,m], opset 13: the
 # u8 x s8 integer GEMM (MLAS QGEMM) that onnxruntime's quantized convolutions run on. Stored as
 # bytes because the device install has no ``onnx`` package; tests rebuild it with onnx.helper.

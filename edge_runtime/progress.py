@@ -81,6 +81,7 @@ class Bars:
 @contextlib.contextmanager
 def progress_bar(description: str, total: int, quiet: bool = False, transient: bool = True,
                  console: Console | None = None) -> Iterator[Bar]:
-    """One transient bar on stderr for the block; yields its ``advance(n)``."""
+    """A bar (on stderr unless ``console`` says otherwise; transient unless told) for the block;
+    yields the ``Bar``, which is called as ``advance(n)``."""
     with Bars(quiet=quiet, transient=transient, console=console) as bars:
         yield bars.add(description, total)
