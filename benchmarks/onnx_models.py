@@ -9,12 +9,13 @@ where ``onnx`` is installed, that the bytes are exactly what ``onnx.helper`` mak
 
 from __future__ import annotations
 
-import json
 import struct
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from edgeclf.metadata import model_metadata
 
 # onnx.proto's TensorProto.DataType values used here.
 FLOAT, UINT8, INT8, INT32 = 1, 2, 3, 6
@@ -94,16 +95,8 @@ def save(data: bytes, path: Path) -> Path:
 
 # ------------------------------------------------------------------------------------ the models
 def edgeclf_metadata(class_names: Sequence[str], size: tuple[int, int], precision: str = "fp32") -> dict[str, str]:
-    """The metadata ``edgeclf export`` writes, for a model of ``size`` (height, width)."""
-    return {
-        "class_names": json.dumps(list(class_names)),
-        "input_height": str(size[0]),
-        "input_width": str(size[1]),
-        "color_order": "RGB",
-        "preprocessing": json.dumps({"resize": "stretch", "rescale": "inside the model"}),
-        "architecture": "colour-test",
-        "precision": precision,
-    }
+    """The metadata ``edgeclf export`` writes (``edgeclf.metadata.model_metadata``), for a test model of ``size``."""
+    return model_metadata(list(class_names), size, "colour-test", precision)
 
 
 def make_conv_model(path: Path, size: int = 128, width: int = 32, seed: int = 0,

@@ -17,7 +17,7 @@ import typer
 
 from . import __version__
 from .errors import EdgeclfError, safe_text
-from .plugins import load_commands
+from .plugins import command_name, load_commands
 
 app = typer.Typer(
     name="edgeclf",
@@ -117,7 +117,7 @@ WORKFLOW = ("train", "eval", "export", "predict", "bench", "demo")  # --help lis
 
 
 def _order(info) -> int:
-    name = info.name or info.callback.__name__
+    name = command_name(info)
     return WORKFLOW.index(name) if name in WORKFLOW else len(WORKFLOW)
 
 

@@ -1,4 +1,9 @@
-"""The keys edgeclf writes into an ONNX model's metadata_props, so the runtime needs no other file."""
+"""The keys edgeclf writes into an ONNX model's metadata_props, so the runtime needs no other file,
+and ``model_metadata``, the one place that fills them in (the exporter and the test models)."""
+
+from __future__ import annotations
+
+import json
 
 CLASS_NAMES = "class_names"  # JSON list, index order
 INPUT_HEIGHT = "input_height"
@@ -15,3 +20,30 @@ INT8_CPUS = "int8_cpus"  # JSON list of sysinfo.CPU_FAMILIES the int8 model was 
 
 INPUT_NAME = "image"  # uint8 NHWC, batch dynamic, RGB 0-255
 OUTPUT_NAME = "probs"  # float32 [N, classes], softmax
+
+
+def model_metadata(
+    class_names: list[str],
+    size: tuple[int, int],
+    architecture: str,
+    precision: str,
+    val_accuracy: float | None = None,
+    source_sha256: str = "",
+    weights: dict | None = None,
+) -> dict[str, str]:
+    """The metadata the edge runtime reads, for a model of ``size`` (height, width)."""
+    from . import __version__, preprocess  # here: this module is otherwise only names
+
+    return {
+        **({WEIGHTS: json.dumps(weights)} if weights else {}),
+        CLASS_NAMES: json.dumps(list(class_names)),
+        INPUT_HEIGHT: str(size[0]),
+        INPUT_WIDTH: str(size[1]),
+        COLOR_ORDER: preprocess.COLOR_ORDER,
+        PREPROCESSING: json.dumps({"resize": preprocess.RESIZE, "rescale": "inside the model", "input": "uint8 RGB 0-255 NHWC"}),
+        ARCHITECTURE: architecture,
+        VAL_ACCURACY: "" if val_accuracy is None else f"{val_accuracy:.6f}",
+        SOURCE_SHA256: source_sha256,
+        EDGECLF_VERSION: __version__,
+        PRECISION: precision,
+    }

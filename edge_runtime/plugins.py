@@ -60,15 +60,15 @@ def load_commands(app: Any) -> None:
             del app.registered_commands[len(before):]
             _warn(ep, "command", e)
             continue
-        names = {_name(c) for c in before}
+        names = {command_name(c) for c in before}
         for info in app.registered_commands[len(before):]:
-            if _name(info) in names:
+            if command_name(info) in names:
                 app.registered_commands.remove(info)
-                print(f"warning: edgeclf command plugin {ep.name!r} ({ep.value}) redefines '{_name(info)}'; ignored",
+                print(f"warning: edgeclf command plugin {ep.name!r} ({ep.value}) redefines '{command_name(info)}'; ignored",
                       file=sys.stderr)
 
 
-def _name(info: Any) -> str:
+def command_name(info: Any) -> str:
     """A typer command's name as the CLI shows it."""
     return info.name or info.callback.__name__.replace("_", "-")
 

@@ -25,7 +25,7 @@ from edgeclf.session import open_session
 from edgeclf.train.run_record import check_class_names
 
 from . import data, parity, quantize
-from .convert import DEFAULT_OPSET, edgeclf_metadata, keras_to_onnx, set_metadata
+from .convert import DEFAULT_OPSET, keras_to_onnx, set_metadata
 from edgeclf.train.keras_model import RunSource, input_size_of, load_keras_model, resolve_source
 
 FP32_NAME, INT8_NAME, FP16_NAME, REPORT_NAME = "model.onnx", "model.int8.onnx", "model.fp16.onnx", "export.json"
@@ -104,7 +104,7 @@ def export_model(
 
         # --- fp32: convert, check parity with Keras, write
         proto = keras_to_onnx(model, opset, label=str(src.model_path))
-        set_metadata(proto, edgeclf_metadata(class_names, size, src.architecture, src.val_accuracy, sha, "fp32", src.weights))
+        set_metadata(proto, md.model_metadata(class_names, size, src.architecture, "fp32", src.val_accuracy, sha, src.weights))
         fp32_bytes = proto.SerializeToString()
         keras_probs = _keras_predict(model, parity_x, step("parity: Keras", len(parity_x)))
         from .onnxrun import predict
@@ -132,7 +132,7 @@ def export_model(
             from .fp16 import to_fp16
 
             proto16 = to_fp16(proto)
-            set_metadata(proto16, edgeclf_metadata(class_names, size, src.architecture, src.val_accuracy, sha, "fp16", src.weights))
+            set_metadata(proto16, md.model_metadata(class_names, size, src.architecture, "fp16", src.val_accuracy, sha, src.weights))
             fp16_bytes = proto16.SerializeToString()
             probs16 = predict(open_session(fp16_bytes), parity_x, progress=step("parity: ONNX fp16", len(parity_x)))
             report["fp16"] = {k: v for k, v in parity.compare(keras_probs, probs16).items()}
@@ -142,7 +142,7 @@ def export_model(
             assert calib_set is not None
             result, int8_bytes = _int8(
                 fp32_bytes, fp32_sess, calib_set, val, calib_method, max_drop, step,
-                metadata=lambda acc: edgeclf_metadata(class_names, size, src.architecture, acc, sha, "int8", src.weights),
+                metadata=lambda acc: md.model_metadata(class_names, size, src.architecture, "int8", acc, sha, src.weights),
             )
             result["calib_source"] = str(calib_dir.resolve()) if calib_dir is not None else "training split (run.json)"
             report["int8"] = result

@@ -8,15 +8,12 @@ crosses into the runtime as 1 byte a channel instead of 4.
 
 from __future__ import annotations
 
-import json
 import logging
 
 import onnx
 
-from edgeclf import __version__
 from edgeclf import metadata as md
 from edgeclf.errors import EdgeclfError, first_line
-from edgeclf.preprocess import COLOR_ORDER, RESIZE
 
 from edgeclf.train.keras_model import input_size_of
 
@@ -62,29 +59,3 @@ def set_metadata(proto: onnx.ModelProto, props: dict[str, str]) -> None:
     for key, value in props.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, str(value)
-
-
-def edgeclf_metadata(
-    class_names: list[str],
-    size: tuple[int, int],
-    architecture: str,
-    val_accuracy: float | None,
-    source_sha256: str,
-    precision: str,
-    weights: dict | None = None,
-) -> dict[str, str]:
-    """The metadata the edge runtime reads, so an .onnx file needs no other file beside it."""
-    return {
-        **({md.WEIGHTS: json.dumps(weights)} if weights else {}),
-        md.CLASS_NAMES: json.dumps(list(class_names)),
-        md.INPUT_HEIGHT: str(size[0]),
-        md.INPUT_WIDTH: str(size[1]),
-        md.COLOR_ORDER: COLOR_ORDER,
-        md.PREPROCESSING: json.dumps({"resize": RESIZE, "rescale": "inside the model", "input": "uint8 RGB 0-255 NHWC"}),
-        md.ARCHITECTURE: architecture,
-        md.VAL_ACCURACY: "" if val_accuracy is None else f"{val_accuracy:.6f}",
-        md.SOURCE_SHA256: source_sha256,
-        md.EDGECLF_VERSION: __version__,
-        md.PRECISION: precision,
-    }
-
