@@ -231,7 +231,8 @@ def opencv_runner(name: str, path: Path, threads: int) -> Runner:
 # ----------------------------------------------------------------------------------- measurement
 def interleaved_timings(runners: list[Runner], x: np.ndarray, batch: np.ndarray, rounds: int, turn_s: float,
                         max_calls: int, progress: Callable[[str], None],
-                        conditions: dict[str, Callable[[], None]] | None = None) -> dict[str, tuple[dict, dict]]:
+                        conditions: dict[str, Callable[[], None]] | None = None,
+                        settle_s: float = 0.0) -> dict[str, tuple[dict, dict]]:
     """Per-frame and per-batch times (seconds) of every runner under each condition, taken in turns.
 
     Each round gives every runner a turn of about ``turn_s`` seconds of single-frame calls (on
@@ -239,6 +240,8 @@ def interleaved_timings(runners: list[Runner], x: np.ndarray, batch: np.ndarray,
     follows the same neighbour. Slow runners get fewer calls per turn, never fewer turns.
     ``conditions`` (name -> function that brings it about, e.g. pausing or resuming a co-tenant)
     take turns the same way inside every round, so idle and loaded figures share the same minutes.
+    ``settle_s``: every turn first runs that long untimed, single frames then batches, so a runtime
+    that adapts to the load (edgeclf's default) is timed in the condition, not in its change.
     """
     conditions = conditions or {"idle": lambda: None}
     out = {c: ({r.name: [] for r in runners}, {r.name: [] for r in runners}) for c in conditions}
@@ -249,14 +252,22 @@ def interleaved_timings(runners: list[Runner], x: np.ndarray, batch: np.ndarray,
         for cond in names if rnd % 2 == 0 else names[::-1]:
             conditions[cond]()
             per_frame, per_batch = out[cond]
-            i = _turns(runners if rnd % 2 == 0 else runners[::-1], x, batch, turn_s, max_calls, per_frame, per_batch, i)
+            i = _turns(runners if rnd % 2 == 0 else runners[::-1], x, batch, turn_s, max_calls, per_frame, per_batch, i,
+                       settle_s)
     return out
 
 
 def _turns(runners: list[Runner], x: np.ndarray, batch: np.ndarray, turn_s: float, max_calls: int,
-           per_frame: dict, per_batch: dict, i: int) -> int:
+           per_frame: dict, per_batch: dict, i: int, settle_s: float = 0.0) -> int:
     """One turn of every runner; returns the next image index."""
     for r in runners:
+        if settle_s > 0:
+            for call, arg in ((r.one, x[:1]), (r.predict, batch)):
+                end = time.perf_counter() + settle_s
+                while True:
+                    call(arg)
+                    if time.perf_counter() >= end:
+                        break
         end = time.perf_counter() + turn_s
         n = 0
         while n < 2 or (time.perf_counter() < end and n < max_calls):
@@ -363,10 +374,9 @@ elif fmt.startswith("keras"):
     xf = x.astype(np.float32)
     run = (lambda: m.predict(xf, verbose=0)) if fmt == "keras_predict" else (lambda: m(xf, training=False))
 elif fmt.startswith("onnx"):
-    from edgeclf.session import open_session
-    s = open_session(path, threads)
-    n = s.get_inputs()[0].name
-    run = lambda: s.run(None, {n: x})
+    from edgeclf.classifier import Classifier  # as the timings: its adaptive sessions when threads is 0
+    c = Classifier(path, threads=threads or None)
+    run = lambda: c.predict_arrays(x)
 elif fmt.startswith("litert"):
     try:
         from ai_edge_litert.interpreter import Interpreter
@@ -499,8 +509,13 @@ def markdown(report: dict) -> str:
         f"{report['model']['macs'] / 1e6 if report['model']['macs'] else float('nan'):.1f} M MACs per frame"
         + (f"; trained to {100 * best['val_accuracy']:.1f}% val accuracy at epoch {best['epoch']}" if best else "") + ")",
         f"- Images: {report['data']['images']} labelled images ({report['data']['source']})",
-        f"- Settings: {s['threads']} thread(s) for every runtime; {s['rounds']} interleaved rounds of ~{s['turn_s']} s "
-        f"turns per format; batch throughput on batches of {s['batch']}; medians reported",
+        f"- Settings: {s['threads']} thread(s) for every runtime"
+        + (" but edgeclf's, which adapts (its default: all cores while free, one when they are not)"
+           if s.get("edgeclf_threads") == "adaptive" else "")
+        + f"; {s['rounds']} interleaved rounds of ~{s['turn_s']} s turns per format"
+        + (f", each after {s['settle_s']:g} s untimed of single frames and {s['settle_s']:g} s of batches in its condition"
+           if s.get("settle_s") else "")
+        + f"; batch throughput on batches of {s['batch']}; medians reported",
         f"- Date: {report['date']}", "",
     ]
     if report.get("cotenant"):
@@ -572,7 +587,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--data", type=Path, help="labelled images, one sub-folder per class [default: the run's validation split]")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="results folder")
     ap.add_argument("--name", default="compare", help="base name of the result files [compare]")
-    ap.add_argument("--threads", type=int, default=sysinfo.cpu_cores(), help="threads for every runtime [all cores]")
+    ap.add_argument("--threads", type=int, help="threads for every runtime [all cores; edgeclf: its own default, "
+                    "which adapts between all cores and one]")
     ap.add_argument("--rounds", type=int, default=20, help="interleaved rounds")
     ap.add_argument("--turn", type=float, default=0.25, help="seconds of single-frame calls per format per round")
     ap.add_argument("--max-calls", type=int, default=200, help="most single-frame calls per turn")
@@ -582,10 +598,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-memory", action="store_true", help="skip the per-format memory probes")
     ap.add_argument("--cotenant", action="store_true",
                     help="also time every format while a second process keeps one core busy decoding a video")
+    ap.add_argument("--settle", type=float, help="untimed seconds of single frames, then of batches, before "
+                    "every turn [2 with --cotenant, else 0]: a runtime that adapts to the load is timed "
+                    "in the condition, not in its change")
     ap.add_argument("--cotenant-video", type=Path, help="video the co-tenant decodes in a loop [a generated 480x480 MP4]")
     args = ap.parse_args(argv)
     for name in ("threads", "rounds", "max_calls", "batch"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be 1 or more")
     return args
 
@@ -596,6 +615,8 @@ def log(msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    settle = args.settle if args.settle is not None else (2.0 if args.cotenant else 0.0)
+    threads = args.threads or sysinfo.cpu_cores()  # every other runtime's; edgeclf's own default unless given
     run = load_run(args.run)
     onnx_dir = args.onnx_dir or args.run / "export"
     onnx_fp32, onnx_int8 = onnx_dir / "model.onnx", onnx_dir / "model.int8.onnx"
@@ -626,7 +647,7 @@ def main(argv: list[str] | None = None) -> dict:
             log(f"warning: {name}: {errors[name]}")
 
     log("loading Keras model ...")
-    keras_list, keras_model = keras_runners(args.run, args.threads)
+    keras_list, keras_model = keras_runners(args.run, threads)
     runners.extend(r for r in keras_list if r.name not in skip)
     add("onnx_fp32", lambda: onnx_runner("onnx_fp32", onnx_fp32, args.threads))
     add("onnx_int8", lambda: onnx_runner("onnx_int8", onnx_int8, args.threads))
@@ -646,10 +667,10 @@ def main(argv: list[str] | None = None) -> dict:
     except Exception as e:  # noqa: BLE001
         errors["litert_fp32"] = errors["litert_int8"] = f"conversion failed: {first_line(e, 200)}"
     if tfl_fp32:
-        add("litert_fp32", lambda: litert_runner("litert_fp32", tfl_fp32, args.threads))
-        add("litert_int8", lambda: litert_runner("litert_int8", tfl_int8, args.threads))
-    add("opencv_fp32", lambda: opencv_runner("opencv_fp32", onnx_fp32, args.threads))
-    add("opencv_int8", lambda: opencv_runner("opencv_int8", onnx_int8, args.threads))
+        add("litert_fp32", lambda: litert_runner("litert_fp32", tfl_fp32, threads))
+        add("litert_int8", lambda: litert_runner("litert_int8", tfl_int8, threads))
+    add("opencv_fp32", lambda: opencv_runner("opencv_fp32", onnx_fp32, threads))
+    add("opencv_int8", lambda: opencv_runner("opencv_int8", onnx_int8, threads))
 
     log("accuracy ...")
     acc: dict[str, float] = {}
@@ -675,7 +696,7 @@ def main(argv: list[str] | None = None) -> dict:
         conditions = {"idle": cotenant.idle, "loaded": cotenant.load}
     try:
         timings = interleaved_timings(runners, x, batch, args.rounds, args.turn, args.max_calls,
-                                      lambda m: log(f"  {m}"), conditions)
+                                      lambda m: log(f"  {m}"), conditions, settle)
     finally:
         if cotenant is not None:
             cotenant_info = {"what": f"OpenCV decoding {video.name} in a loop, 1 thread, + resize and colour conversion",
@@ -686,9 +707,9 @@ def main(argv: list[str] | None = None) -> dict:
     baseline = None
     if not args.no_memory:
         log("peak memory, one process per format ...")
-        baseline = peak_memory_mb("baseline", None, size, args.threads)
+        baseline = peak_memory_mb("baseline", None, size, threads)
         for r in runners:
-            mem[r.name] = peak_memory_mb(r.name, r.file, size, args.threads)
+            mem[r.name] = peak_memory_mb(r.name, r.file, size, (args.threads or 0) if r.name.startswith("onnx") else threads)
 
     rows = summarise(runners, per_frame, per_batch, args.batch, acc, mem, errors)
     loaded_rows = summarise(runners, *timings["loaded"], args.batch, acc, mem, errors) if "loaded" in timings else None
@@ -704,7 +725,8 @@ def main(argv: list[str] | None = None) -> dict:
                   "classes": len(run["class_names"]), "macs": run.get("macs"), "onnx_dir": str(onnx_dir),
                   "best": run.get("best")},
         "data": {"source": data_desc, "images": int(len(x))},
-        "settings": {"threads": args.threads, "rounds": args.rounds, "turn_s": args.turn, "batch": args.batch,
+        "settings": {"threads": threads, "edgeclf_threads": args.threads or "adaptive", "rounds": args.rounds, "turn_s": args.turn,
+                     "settle_s": settle, "batch": args.batch,
                      "max_calls": args.max_calls},
         "results": rows,
         "results_loaded": loaded_rows,

@@ -26,7 +26,7 @@ from .errors import EdgeclfError, OutputError, safe_text
 from .macs import count_macs, runs_integer_kernels
 from .outpaths import check_output
 from .progress import Bars
-from .providers import check_threads, default_threads
+from .providers import check_threads
 from .sources import Source, open_source
 
 STAGES = ("read", "preprocess", "inference", "total")
@@ -89,7 +89,8 @@ def benchmark(
     model = Path(model)
     check_count(runs, "--runs", 1)
     check_count(warmup, "--warmup", 0)
-    threads = [check_threads(t) for t in threads] if threads else [default_threads()]  # as edgeclf predict
+    # None: the classifier's own default, as edgeclf predict opens it (adapts between all cores and one).
+    settings: list[int | None] = [check_threads(t) for t in threads] if threads else [None]
     batches = list(batches)
     if not model.is_file():
         raise EdgeclfError(f"{model}: model file does not exist")
@@ -106,7 +107,7 @@ def benchmark(
     with frames or contextlib.nullcontext():
         # Cold start: the first session of this process, as a device sees it after boot (file cache aside).
         t0 = time.perf_counter()
-        clf = Classifier(model, provider=provider, threads=threads[0])
+        clf = Classifier(model, provider=provider, threads=settings[0])
         t1 = time.perf_counter()
         clf.check_batch(max(batches), "--batch")
         h, w = clf.size
@@ -114,19 +115,20 @@ def benchmark(
         clf.predict_arrays(x[:1])
         cold = {"session_ms": (t1 - t0) * 1e3, "first_result_ms": (time.perf_counter() - t1) * 1e3}
 
-        total_steps = len(threads) * len(batches) * (warmup + runs) + n_frames
+        total_steps = len(settings) * len(batches) * (warmup + runs) + n_frames
         with Bars(quiet=not show_progress) as bars:
             step = bars.add("benchmarking", total_steps)
-            for t in threads:
-                if t != threads[0]:
+            for t in settings:
+                if t != settings[0]:
                     clf = Classifier(model, provider=provider, threads=t)
                 for b in batches:
-                    step.describe(f"{t} thread{'s' * (t > 1)}, batch {b}")
+                    step.describe(f"{_threads_label(t)}, batch {b}")
                     xb = np.ascontiguousarray(x[:b])
                     for _ in range(warmup):
                         clf.predict_arrays(xb)
                         step()
                     times = []
+                    before = clf.thread_calls()
                     for _ in range(runs):
                         s = time.perf_counter()
                         clf.predict_arrays(xb)
@@ -134,7 +136,7 @@ def benchmark(
                         step()
                     per_frame_ms = np.asarray(times) * 1e3 / b
                     results.append({
-                        "threads": t, "batch": b,
+                        **_threads_used(t, clf, before), "batch": b,
                         "latency_ms": latency_stats(per_frame_ms),
                         "batch_latency_ms": latency_stats(np.asarray(times) * 1e3),
                         "throughput_fps": b * runs / float(np.sum(times)),
@@ -146,9 +148,9 @@ def benchmark(
             stages = None
             if src is not None:
                 step.describe(f"end to end: {src.name}")
-                stages = _run_source(model, provider, head["threads"], frames, warmup, step)
+                stages = _run_source(model, provider, head["threads_setting"], frames, warmup, step)
                 step.describe(f"pipeline: {src.name}")
-                stages["pipeline"] = _run_pipeline(model, provider, head["threads"], src, runs, stages)
+                stages["pipeline"] = _run_pipeline(model, provider, head["threads_setting"], src, runs, stages)
 
     try:
         macs, macs_source = count_macs(model, (1, *clf.size, 3), clf.input_dtype), "onnxruntime profile"
@@ -180,7 +182,7 @@ def benchmark(
         "input_size": list(clf.size),
         "provider": clf.session.get_providers()[0],
         "provider_requested": provider,
-        "headline": {"threads": head["threads"], "batch": head["batch"]},
+        "headline": {"threads": head["threads"], "adaptive": head["adaptive"], "batch": head["batch"]},
         "latency_ms": head["latency_ms"],
         "throughput_fps": head["throughput_fps"],
         "best_throughput_fps": max(r["throughput_fps"] for r in results),
@@ -209,7 +211,21 @@ def benchmark(
     return report
 
 
-def _run_pipeline(model: Path, provider: str, threads: int, src: Path, limit: int, stages: dict) -> dict:
+def _threads_label(t: int | None) -> str:
+    return "adaptive threads" if t is None else f"{t} thread{'s' * (t > 1)}"
+
+
+def _threads_used(setting: int | None, clf: Classifier, before: dict[int, int]) -> dict:
+    """A result's thread fields: the count that ran most of its calls (the only one when fixed),
+    whether the classifier adapted, and its calls per thread count since ``before``."""
+    calls = {k: v - before.get(k, 0) for k, v in clf.thread_calls().items() if v > before.get(k, 0)}
+    if not calls:
+        return {"threads": clf.threads, "threads_setting": setting, "adaptive": False}
+    way = max(calls, key=calls.get)
+    return {"threads": clf.cores_of(way), "threads_setting": setting, "adaptive": True, "ran_as": way, "thread_calls": calls}
+
+
+def _run_pipeline(model: Path, provider: str, threads: int | None, src: Path, limit: int, stages: dict) -> dict:
     """``edgeclf predict``'s own pipeline on the source (a reader thread decoding and resizing
     ahead, inference in this thread, the stages overlapping), against its slowest stage alone."""
     from .predict import classify  # the device's real loop, not a copy of it
@@ -217,6 +233,7 @@ def _run_pipeline(model: Path, provider: str, threads: int, src: Path, limit: in
     clf = Classifier(model, provider=provider, threads=threads, spin=False)  # as edgeclf predict opens it
     clf.predict_arrays(np.zeros((1, *clf.size, 3), np.uint8))
     with open_bench_source(src, limit) as frames:
+        before = clf.thread_calls()
         t0 = time.perf_counter()
         n = sum(1 for _ in classify(clf, frames))
         seconds = time.perf_counter() - t0
@@ -225,11 +242,11 @@ def _run_pipeline(model: Path, provider: str, threads: int, src: Path, limit: in
                  "inference": 1e3 / st["inference"]["mean"]}
     slowest = min(stage_fps, key=stage_fps.get)
     fps = n / seconds
-    return {"fps": fps, "frames": n, "threads": threads, "stage_fps": stage_fps, "slowest_stage": slowest,
+    return {"fps": fps, "frames": n, **_threads_used(threads, clf, before), "stage_fps": stage_fps, "slowest_stage": slowest,
             "vs_slowest_stage": fps / stage_fps[slowest]}
 
 
-def _run_source(model: Path, provider: str, threads: int, frames: Source, warmup: int, step: Callable[[], None]) -> dict:
+def _run_source(model: Path, provider: str, threads: int | None, frames: Source, warmup: int, step: Callable[[], None]) -> dict:
     """The whole pipeline one frame at a time: read/decode, preprocess, inference (the session
     set up as ``edgeclf predict`` sets it up, so the stages are the pipeline's own)."""
     clf = Classifier(model, provider=provider, threads=threads, spin=False)
@@ -239,6 +256,7 @@ def _run_source(model: Path, provider: str, threads: int, frames: Source, warmup
         clf.predict_arrays(dummy)
 
     timings: dict[str, list[float]] = {s: [] for s in STAGES}
+    before = clf.thread_calls()
     reader = iter(frames)
     while True:
         t0 = time.perf_counter()
@@ -262,7 +280,7 @@ def _run_source(model: Path, provider: str, threads: int, frames: Source, warmup
         raise EdgeclfError(f"{frames.spec}: no {what}")
     skipped = [f"{s['path']}: {s['reason']}" for s in frames.skipped]
     return {
-        "source": {"path": frames.spec, "frames": n, "threads": threads, "skipped": skipped},
+        "source": {"path": frames.spec, "frames": n, **_threads_used(threads, clf, before), "skipped": skipped},
         "stages_ms": {s: latency_stats(v) for s, v in timings.items()},
         "end_to_end_fps": n / (sum(timings["total"]) / 1e3),
     }
@@ -271,6 +289,11 @@ def _run_source(model: Path, provider: str, threads: int, frames: Source, warmup
 # ------------------------------------------------------------------------------------------- output
 def _f(v: float | None, fmt: str = ".3f") -> str:
     return "n/a" if v is None else format(v, fmt)
+
+
+def _thr(r: dict) -> str:
+    """Threads as shown: "2", or "2 (adaptive)" when the classifier chose them (most calls ran on 2)."""
+    return f"{r['threads']} (adaptive)" if r.get("adaptive") else str(r["threads"])
 
 
 def _ops(report: dict) -> str:
@@ -287,7 +310,7 @@ def render(report: dict, console: Console) -> None:
     for r in report["results"]:
         lat = r["latency_ms"]
         t.add_row(
-            str(r["threads"]), str(r["batch"]), _f(lat["p50"]), _f(lat["p90"]), _f(lat["p99"]), _f(lat["mean"]),
+            _thr(r), str(r["batch"]), _f(lat["p50"]), _f(lat["p90"]), _f(lat["p99"]), _f(lat["mean"]),
             _f(lat["std"]), _f(r["throughput_fps"], ".0f"), _f(r["gflops"], ".2f"),
             "n/a" if r["peak_fraction"] is None else f"{100 * r['peak_fraction']:.1f}",
         )
@@ -301,9 +324,9 @@ def render(report: dict, console: Console) -> None:
             s.add_row(name, _f(st["p50"]), _f(st["p90"]), _f(st["p99"]), _f(st["mean"]))
         console.print(s)
         console.print(f"end-to-end: {report['end_to_end_fps']:.1f} frames/s ({escape(safe_text(src['path']))}: {src['frames']} frames, "
-                      f"batch 1, {src['threads']} thread(s))", highlight=False)
+                      f"batch 1, {_thr(src)} thread(s))", highlight=False)
         pipe = report["pipeline"]
-        console.print(f"pipeline (edgeclf predict's reader thread + inference, overlapped): {pipe['fps']:.1f} frames/s = "
+        console.print(f"pipeline (edgeclf predict's reader thread + inference on {_thr(pipe)} thread(s), overlapped): {pipe['fps']:.1f} frames/s = "
                       f"{100 * pipe['vs_slowest_stage']:.0f}% of its slowest stage ({pipe['slowest_stage']} alone: "
                       f"{pipe['stage_fps'][pipe['slowest_stage']]:.1f} frames/s)", highlight=False)
     macs = report["macs_per_frame"]
@@ -320,7 +343,7 @@ def render(report: dict, console: Console) -> None:
     ]
     if report["gflops"] is not None:
         lines.append(f"achieved: {report['gflops']:.2f} G{_ops(report)}/s at batch {report['headline']['batch']}, "
-                     f"{report['headline']['threads']} thread(s) = {100 * report['peak_fraction']:.1f}% of the measured "
+                     f"{_thr(report['headline'])} thread(s) = {100 * report['peak_fraction']:.1f}% of the measured "
                      f"{report['peak_precision']} peak ({report['peak_probe']})")
     for line in lines:
         console.print(line, highlight=False)
@@ -328,7 +351,7 @@ def render(report: dict, console: Console) -> None:
 
 def plot(report: dict, path: str | os.PathLike) -> None:
     """Write the report's charts as a PNG (OpenCV drawing: no matplotlib on the device)."""
-    labels = [f"{r['threads']} thr, batch {r['batch']}" for r in report["results"]]
+    labels = [f"{_thr(r)} thr, batch {r['batch']}" for r in report["results"]]
     sub = f"{report['cpu']} ({report['cores']} cores), {report['provider']}, onnxruntime {report['onnxruntime']}"
     charts = [
         cvplot.bar_chart(

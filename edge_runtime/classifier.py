@@ -25,6 +25,7 @@ from .errors import EdgeclfError, first_line, safe_text, warn
 from .images import to_bgr8
 from .preprocess import resize_rgb
 from .quiet import captured_output
+from .adaptive import SPIN_WITHIN_RUN, AdaptiveSession, thread_arms
 from .session import open_session
 
 _DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -128,12 +129,13 @@ class Classifier:
 
     ``provider``: "auto" (TensorRT, then CUDA, then CPU, whichever is installed), "cpu", "cuda" or
     "tensorrt"; a missing one falls back to CPU with a warning, or raises with ``strict``.
-    ``threads``: CPU intra-op threads (default: the usable cores, at most 4). ``device_id``: the GPU.
-    ``spin``: let idle worker threads busy-wait (onnxruntime's default). Off by default: a device
-    shares its cores with capture, decoding and serving, and spinning workers take the CPU they
-    need; measured on the default model (benchmarks/results/ort_session.md), not spinning gave a
-    lower p50, a shorter tail and more throughput both beside a co-tenant and on the shared
-    development machine. Turn it on only for a core budget nothing else touches.
+    ``threads``: CPU intra-op threads. By default (None) on the CPU the classifier adapts: it keeps
+    a session on the usable cores (at most 4), one on half of them and one on a single thread, and
+    runs whichever has been fastest lately (``edgeclf.adaptive``): all cores on an idle device, one
+    when capture, decoding or another process holds the rest. A number fixes it. ``device_id``: the GPU.
+    ``spin``: let idle worker threads busy-wait between runs too (onnxruntime's default); off by
+    default, as a device shares its cores with capture, decoding and serving
+    (benchmarks/results/ort_session.md). With ``spin`` the thread count is fixed.
     ``labels`` and ``size`` (height, width) are only needed for models without edgeclf metadata.
     ``self.providers`` lists what actually runs.
     """
@@ -162,12 +164,20 @@ class Classifier:
         if plan.warning:
             warn(plan.warning)
         self.threads = threads or prov.default_threads()
-        self.session_config = prov.cpu_session_config(spin)
+        #: the thread counts the session adapts between (``[self.threads]`` when fixed)
+        self.thread_arms = [self.threads]
+        if threads is None and not spin and plan.names == [prov.CPU]:
+            self.thread_arms = thread_arms(self.threads)
         if any(name == prov.TENSORRT for name in plan.names):
             prov.tensorrt_cache_dir(self.path).mkdir(parents=True, exist_ok=True)
         try:
             with captured_output() as ort_log:  # a GPU provider that fails prints many lines
-                self.session = open_session(self.path, self.threads, spin, plan.providers)
+                if len(self.thread_arms) > 1:
+                    self.session = AdaptiveSession(
+                        [open_session(self.path, t, spin=True, providers=plan.providers, config=SPIN_WITHIN_RUN)
+                         for t in self.thread_arms], self.thread_arms)
+                else:
+                    self.session = open_session(self.path, self.threads, spin, plan.providers)
         except Exception as e:  # onnxruntime raises several types for a bad file
             raise EdgeclfError(f"{self.path}: not a loadable ONNX model ({first_line(e)})") from None
         self.providers: list[str] = self.session.get_providers()
@@ -235,6 +245,15 @@ class Classifier:
 
     def __repr__(self) -> str:
         return f"Classifier({str(self.path)!r}, providers={prov.short_names(self.providers)}, size={self.size}, classes={len(self.class_names)})"
+
+    def thread_calls(self) -> dict[str, int]:
+        """Calls so far per way of running ("2 threads", "1 thread", "2 x 1 thread") when the
+        classifier adapts its threads, else {}."""
+        return dict(self.session.calls) if isinstance(self.session, AdaptiveSession) else {}
+
+    def cores_of(self, way: str) -> int:
+        """Cores kept busy by a way of running named in ``thread_calls``."""
+        return next(a.cores for a in self.session.arms if a.label == way)
 
     def check_batch(self, batch: int, option: str = "--batch") -> None:
         """A one-line error when ``batch`` images per call cannot run: above 1 for a graph that

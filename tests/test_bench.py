@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks import onnx_models as om
 from conftest import ROOT, error_line, run_cli
-from edgeclf import bench, cvplot
+from edgeclf import bench, cvplot, sysinfo
 from edgeclf.errors import EdgeclfError
 from edgeclf.macs import count_macs, node_macs
 from edgeclf.synthetic import make_shapes_dataset, make_shapes_video
@@ -163,6 +163,25 @@ def test_benchmark_figures_are_sane(tiny_onnx, tmp_path):
     json.dumps(r)  # JSON-ready
 
 
+def test_benchmark_default_threads_adapt_and_say_how_they_ran(tiny_onnx, video, monkeypatch):
+    """No --threads: the classifier's adaptive default, as edgeclf predict runs it; every result
+    says which thread counts its timed calls ran on, and the threads shown are the most used."""
+    from edgeclf import providers as prov
+
+    monkeypatch.setattr(prov, "default_threads", lambda cpu_count=None: 2)
+    r = bench.benchmark(tiny_onnx, runs=40, warmup=2, batches=[1, 4], source=video, show_progress=False)
+    for x in [*r["results"], r["source"], r["pipeline"]]:
+        assert x["adaptive"] is True and x["threads_setting"] is None
+        assert set(x["thread_calls"]) <= {"2 threads", "1 thread", "2 x 1 thread"}
+        assert x["threads"] == {"2 threads": 2, "1 thread": 1, "2 x 1 thread": 2}[x["ran_as"]]
+        assert x["thread_calls"][x["ran_as"]] == max(x["thread_calls"].values())
+    assert [sum(x["thread_calls"].values()) for x in r["results"]] == [40, 40]  # the timed calls, not the warm-up
+    assert "2 x 1 thread" not in r["results"][0]["thread_calls"]  # single frames are never split
+    assert r["headline"]["adaptive"] is True
+    fixed = bench.benchmark(tiny_onnx, runs=5, warmup=0, threads=[2], show_progress=False)
+    assert fixed["results"][0]["adaptive"] is False and "thread_calls" not in fixed["results"][0]
+
+
 def test_benchmark_folder_source_skips_bad_images(tiny_int8, tmp_path, capsys):
     folder = make_shapes_dataset(tmp_path / "imgs", per_class=2, size=48)
     (folder / "circle" / "broken.jpg").write_bytes(b"not a jpeg")
@@ -223,7 +242,7 @@ def test_cli_table(tiny_onnx):
     p = run_cli("bench", tiny_onnx, "--runs", 5, "--warmup", 0, env={"COLUMNS": "120"})
     assert p.returncode == 0, p.stderr
     for text in ("p50", "p99", "fps", "MACs per frame: 0.2 M", "CPUExecutionProvider", "cold start", "peak resident memory",
-                 "GFLOP/s"):
+                 "GFLOP/s", "(adaptive)" if sysinfo.cpu_cores() > 1 else "1 thread(s)"):
         assert text in p.stdout, text
 
 

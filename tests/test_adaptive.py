@@ -1,0 +1,224 @@
+"""The adaptive thread count (edgeclf.adaptive): which session it runs as the machine changes.
+
+The policy is tested on sessions whose run time is set by the test (a fake clock: a real one on
+this shared machine would make the test as noisy as a benchmark); the Classifier tests use real
+onnxruntime sessions. Its speed is a benchmark (benchmarks/results/compare-cotenant.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeclf import providers as prov
+from edgeclf.adaptive import SPIN_WITHIN_RUN, AdaptiveSession, FreeCores, thread_arms
+from edgeclf.classifier import Classifier
+from onnx_fixtures import make_colour_model
+
+
+@pytest.fixture(scope="module")
+def colour_model(tmp_path_factory):
+    return make_colour_model(tmp_path_factory.mktemp("models") / "colour.onnx", size=(32, 32))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Timed:
+    """A session whose call takes ``seconds_per_image`` x batch on the fake clock."""
+
+    def __init__(self, clock: Clock, seconds_per_image: float) -> None:
+        self.clock, self.seconds_per_image, self.calls = clock, seconds_per_image, 0
+
+    def run(self, names, feeds, options=None):
+        n = len(next(iter(feeds.values())))
+        self.calls += 1
+        self.clock.now += self.seconds_per_image * n
+        return [np.zeros((n, 2), np.float32)]
+
+
+def drive(s: AdaptiveSession, seconds: float, n: int = 1) -> None:
+    end = s._clock() + seconds
+    while s._clock() < end:
+        s.run(None, {"x": np.zeros((n, 1))})
+
+
+def test_thread_arms():
+    assert thread_arms(1) == [1]
+    assert thread_arms(2) == [2, 1]
+    assert thread_arms(4) == [4, 2, 1]
+
+
+def test_follows_the_faster_session_as_the_load_comes_and_goes():
+    clock = Clock()
+    wide, narrow = Timed(clock, 0.0015), Timed(clock, 0.0024)
+    s = AdaptiveSession([wide, narrow], [2, 1], clock=clock, free_cores=lambda: None)
+    drive(s, 3.0)
+    assert s.threads_now() == 2  # idle: all cores win
+    assert s.calls["2 x 1 thread"] == 0  # single images are never split
+    # Probes of the slower arm are a few calls a second: out of the p99.
+    assert narrow.calls / (wide.calls + narrow.calls) < 0.01
+
+    wide.seconds_per_image = 0.0035  # a co-tenant takes a core: the wide session slows down
+    drive(s, 0.1)
+    assert s.threads_now() == 1  # noticed from its own calls, without waiting for a probe
+    before = wide.calls
+    drive(s, 3.0)
+    assert s.threads_now() == 1
+    # probes: 3 calls every 1 s, then every 2 s while they find nothing better
+    assert wide.calls - before <= (3 / AdaptiveSession.PROBE_EVERY_S + 1) * AdaptiveSession.PROBE_CALLS
+    drive(s, 10.0)
+    before = wide.calls
+    drive(s, 10.0)
+    assert wide.calls - before <= (10 / AdaptiveSession.PROBE_MAX_S + 1) * AdaptiveSession.PROBE_CALLS
+
+    wide.seconds_per_image = 0.0015  # the co-tenant stops: found by the next probe
+    drive(s, AdaptiveSession.PROBE_MAX_S + 0.1)
+    assert s.threads_now() == 2
+
+
+def test_a_probe_does_not_count_its_cold_first_call():
+    """A session that sat idle is slow on its first call (caches, sleeping workers): a probe that
+    counted it would never leave the current arm."""
+    clock = Clock()
+
+    class ColdFirst(Timed):
+        def run(self, names, feeds, options=None):
+            cold = clock.now - getattr(self, "last", -1.0) > 0.1
+            self.seconds_per_image = 0.0034 if cold else 0.0015
+            out = super().run(names, feeds, options)
+            self.last = clock.now
+            return out
+
+    narrow, wide = Timed(clock, 0.0024), ColdFirst(clock, 0.0015)
+    s = AdaptiveSession([narrow, wide], [1, 2], clock=clock, free_cores=lambda: None)  # starts on the slower one
+    drive(s, 2 * AdaptiveSession.PROBE_EVERY_S)
+    assert s.arm_now().label == "2 threads"
+
+
+def test_noise_below_the_hysteresis_does_not_flap():
+    clock = Clock()
+    wide, narrow = Timed(clock, 0.0020), Timed(clock, 0.0021)
+    s = AdaptiveSession([wide, narrow], [2, 1], clock=clock, free_cores=lambda: None)
+    drive(s, 5.0)
+    assert s.threads_now() == 2
+    assert narrow.calls < 0.01 * wide.calls
+
+
+def test_batch_sizes_learn_apart():
+    clock = Clock()
+
+    class Batchy(Timed):
+        def __init__(self, clock, single, batched):
+            super().__init__(clock, single)
+            self.single, self.batched = single, batched
+
+        def run(self, names, feeds, options=None):
+            self.seconds_per_image = self.single if len(next(iter(feeds.values()))) == 1 else self.batched
+            return super().run(names, feeds, options)
+
+    wide, narrow = Batchy(clock, 0.0015, 0.0030), Batchy(clock, 0.0024, 0.0020)
+    s = AdaptiveSession([wide, narrow], [2, 1], clock=clock, free_cores=lambda: None)
+    for _ in range(10):
+        drive(s, 0.5, n=1)
+        drive(s, 0.5, n=32)
+    assert s.arm_now(1).label == "2 threads"
+    # 1 thread wins batches: alone, or on two slices at once (equal here: the fake clock adds them up)
+    assert s.arm_now(32).label in ("1 thread", "2 x 1 thread")
+    assert s.arm_now(30) == s.arm_now(32)  # 17-32 are one case
+    assert s.calls["2 x 1 thread"] > 0  # batches also try the split arm; single images never do
+
+
+def test_passes_the_session_through():
+    clock = Clock()
+    a, b = Timed(clock, 0.001), Timed(clock, 0.001)
+    a.get_inputs = lambda: ["input"]
+    s = AdaptiveSession([a, b], [2, 1], clock=clock)
+    assert s.get_inputs() == ["input"]
+    with pytest.raises(ValueError):
+        AdaptiveSession([a], [2, 1])
+
+
+def test_classifier_adapts_by_default_and_a_number_fixes_it(colour_model, monkeypatch):
+    monkeypatch.setattr(prov, "default_threads", lambda cpu_count=None: 2)
+    auto = Classifier(colour_model, provider="cpu")
+    assert auto.thread_arms == [2, 1] and isinstance(auto.session, AdaptiveSession)
+    for sess, t in zip(auto.session.sessions, auto.thread_arms):
+        opts = sess.get_session_options()
+        assert opts.intra_op_num_threads == t
+        # workers wait busily inside a run, never between runs (frames)
+        for key, value in SPIN_WITHIN_RUN.items():
+            assert opts.get_session_config_entry(key) == value
+    fixed = Classifier(colour_model, provider="cpu", threads=2)
+    assert fixed.thread_arms == [2] and fixed.thread_calls() == {}
+    assert Classifier(colour_model, provider="cpu", spin=True).thread_arms == [2]
+
+    x = np.random.default_rng(0).integers(0, 256, (5, *auto.size, 3), dtype=np.uint8)
+    for i in range(40):
+        np.testing.assert_allclose(auto.predict_arrays(x[i % 5:i % 5 + 1]), fixed.predict_arrays(x[i % 5:i % 5 + 1]), atol=1e-6)
+    calls = auto.thread_calls()
+    assert sum(calls.values()) == 40 and calls["2 x 1 thread"] == 0  # single images are never split
+    assert auto.cores_of("2 x 1 thread") == 2
+
+
+def test_a_split_batch_gives_every_row_in_order(colour_model, monkeypatch):
+    """The split arm: slices of the batch on the one-thread session in two threads at once."""
+    monkeypatch.setattr(prov, "default_threads", lambda cpu_count=None: 2)
+    auto = Classifier(colour_model, provider="cpu")
+    fixed = Classifier(colour_model, provider="cpu", threads=1)
+    split = next(i for i, a in enumerate(auto.session.arms) if a.split == 2)
+    monkeypatch.setattr(auto.session, "_choose", lambda n: split)
+    x = np.random.default_rng(1).integers(0, 256, (13, *auto.size, 3), dtype=np.uint8)
+    np.testing.assert_allclose(auto.predict_arrays(x), fixed.predict_arrays(x), atol=1e-6)
+    assert auto.thread_calls()["2 x 1 thread"] == 1
+
+
+def test_one_core_is_one_plain_session(colour_model, monkeypatch):
+    monkeypatch.setattr(prov, "default_threads", lambda cpu_count=None: 1)
+    clf = Classifier(colour_model, provider="cpu")
+    assert clf.thread_arms == [1] and not isinstance(clf.session, AdaptiveSession)
+
+
+def test_no_probe_of_more_cores_than_other_processes_leave_free():
+    """Under a long load, probing the all-cores arm gave the slowest calls of all: it waits until
+    /proc/stat says the cores are free again."""
+    clock = Clock()
+    free = {"cores": 2.0}
+    wide, narrow = Timed(clock, 0.0015), Timed(clock, 0.0024)
+    s = AdaptiveSession([wide, narrow], [2, 1], clock=clock, free_cores=lambda: free["cores"])
+    drive(s, 2.0)
+    free["cores"], wide.seconds_per_image = 1.05, 0.0040  # a co-tenant takes 95% of a core
+    drive(s, 0.2)
+    assert s.threads_now() == 1
+    before = wide.calls
+    drive(s, 10.0)
+    assert wide.calls == before  # not one probe while the core is taken
+    free["cores"], wide.seconds_per_image = 1.95, 0.0015
+    drive(s, AdaptiveSession.PROBE_MAX_S + 0.1)
+    assert s.threads_now() == 2
+
+
+def test_free_cores_from_proc_stat(tmp_path):
+    import os
+
+    stat = tmp_path / "stat"
+    tick = os.sysconf("SC_CLK_TCK")
+    cpus = os.cpu_count()
+
+    def write(busy: int, idle: int) -> None:
+        stat.write_text(f"cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+
+    write(0, 0)
+    fc = FreeCores(str(stat))
+    # one second of wall time on every CPU, one CPU's worth of it busy (not this process: it slept)
+    write(tick, (cpus - 1) * tick)
+    assert fc() == pytest.approx(cpus - 1, abs=0.05)
+    write(tick, (cpus - 1) * tick)  # no time passed: no answer
+    assert fc() is None
+    assert FreeCores(str(tmp_path / "missing"))() is None
+    stat.write_text("garbage")
+    assert FreeCores(str(stat))() is None
