@@ -14,9 +14,10 @@ on several slices of the batch at once (one per core: no thread waits for anothe
 a core taken away costs only its own slices). Every ``PROBE_EVERY_S`` a few calls go to another
 arm to see whether the machine changed (the first of them not counted: a session that sat idle
 starts cold, 3.4 ms instead of 2.3 ms here); the current arm's own calls show at once when it
-slows down. Probes are 3 calls every 1-2 s, under 1% of calls; an arm that needs more cores than
-other processes leave free (``FreeCores``, from /proc/stat) is not probed, since under a long
-load those probes were the slowest calls of all. Timings are kept per batch size.
+slows down. Probes are 3 calls every 1-2 s at most, and only where they can pay: an arm on more
+threads than other processes leave cores for (``FreeCores``, from /proc/stat) is not tried, nor
+one on fewer threads while the current arm runs as fast as it ever has; those probes were the
+slowest calls of all, under load and at rest. Timings are kept per batch size.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class _Timing:
     """What one batch size has learnt: seconds per image for each arm, and when to probe."""
 
     per_image: dict[int, float] = field(default_factory=dict)
+    best: dict[int, float] = field(default_factory=dict)
     current: int = 0
     next_probe: float = 0.0
     interval: float = 0.0
@@ -121,6 +123,7 @@ class AdaptiveSession:
     PROBE_MAX_S = 2.0
     PROBE_CALLS = 3
     SWITCH_BELOW = 0.9
+    SLOWED = 1.2
     EWMA = 0.3
 
     def __init__(self, sessions: Sequence[Any], threads: Sequence[int],
@@ -160,11 +163,16 @@ class AdaptiveSession:
             eligible = self._eligible(n)
             if t.probing is None and len(eligible) > 1 and self._clock() >= t.next_probe:
                 others = [i for i in eligible if i != t.current]
-                mine = self.arms[t.current].cores
-                if any(self.arms[i].cores > mine for i in others):
+                mine = self.arms[t.current]
+                # Fewer threads: worth a try only while the current arm runs slower than it has run
+                # (at rest those probes were the idle tail); always once, to have a figure.
+                slowed = t.per_image.get(t.current, 0.0) > self.SLOWED * t.best.get(t.current, float("inf"))
+                others = [i for i in others if self.arms[i].split > 1 or self.arms[i].threads >= mine.threads
+                          or slowed or i not in t.per_image]
+                if any(self.arms[i].split == 1 and self.arms[i].threads > mine.threads for i in others):
                     free = self._free_cores()
-                    if free is not None:
-                        others = [i for i in others if self.arms[i].cores <= max(mine, free + 0.5)]
+                    if free is not None:  # more threads: only when other processes leave the cores
+                        others = [i for i in others if self.arms[i].split > 1 or self.arms[i].threads <= max(mine.threads, free + 0.5)]
                 if others:
                     t.probing = others[t.next_other % len(others)]
                     t.next_other += 1
@@ -192,6 +200,8 @@ class AdaptiveSession:
                     return
                 old = t.per_image.get(arm)
                 t.per_image[arm] = per_image if old is None else old + self.EWMA * (per_image - old)
+                if old is not None:
+                    t.best[arm] = min(t.best.get(arm, float("inf")), t.per_image[arm])
             else:  # a probe another thread's call already finished
                 return
             mine = t.per_image.get(t.current)
@@ -219,8 +229,9 @@ class AdaptiveSession:
         """The batch in slices, ``arm.split`` at a time: the caller and ``split - 1`` pool threads
         take the next slice as they finish (small slices, so a core that is taken away holds up
         little), onnxruntime releasing the GIL inside each run."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=arm.split - 1, thread_name_prefix="edgeclf-split")
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=arm.split - 1, thread_name_prefix="edgeclf-split")
         step = max(1, -(-n // (4 * arm.split)))
         starts = list(range(0, n, step))
         results: list[list | None] = [None] * len(starts)

@@ -121,7 +121,8 @@ def test_session_factory_gives_every_session_the_classifiers_defaults(tmp_path):
     from edgeclf.session import open_session
 
     model = make_colour_model(tmp_path / "m.onnx")
-    clf = Classifier(model, provider="cpu")
+    # a fixed thread count: the default's adaptive sessions are tested in test_adaptive.py
+    clf = Classifier(model, provider="cpu", threads=prov.default_threads())
     for sess in (open_session(model), open_session(model.read_bytes()), clf.session):
         opts = sess.get_session_options()
         assert opts.intra_op_num_threads == clf.threads == prov.default_threads()
