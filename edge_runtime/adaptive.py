@@ -43,6 +43,16 @@ def thread_arms(threads: int) -> list[int]:
     return sorted({threads, max(1, threads // 2), 1}, reverse=True)
 
 
+def session_plan(threads: int) -> list[tuple[str, int, dict[str, str]]]:
+    """(label, threads, session config) of each session ``AdaptiveSession`` keeps: every thread
+    count of ``thread_arms`` with workers that spin within a run, and all cores once more without
+    spinning, which a stream decoded beside it runs fastest on (its waits leave the reader a core)."""
+    plan = [(f"{t} thread{'s' * (t > 1)}", t, dict(SPIN_WITHIN_RUN) if t > 1 else {}) for t in thread_arms(threads)]
+    if threads > 1:
+        plan.insert(1, (f"{threads} threads, no spin", threads, {"session.intra_op.allow_spinning": "0"}))
+    return plan
+
+
 class FreeCores:
     """Cores that other processes left free since the last call (this process's own use counts as
     free: it is what the arms compete for), from /proc/stat; None where that cannot be read."""
@@ -128,10 +138,12 @@ class AdaptiveSession:
 
     def __init__(self, sessions: Sequence[Any], threads: Sequence[int],
                  clock: Callable[[], float] = time.perf_counter,
-                 free_cores: Callable[[], float | None] | None = None) -> None:
-        if len(sessions) != len(threads) or not sessions:
+                 free_cores: Callable[[], float | None] | None = None,
+                 labels: Sequence[str] | None = None) -> None:
+        if len(sessions) != len(threads) or not sessions or (labels is not None and len(labels) != len(sessions)):
             raise ValueError("one session per thread count")
-        self.arms = [Arm(f"{t} thread{'s' * (t > 1)}", s, t) for s, t in zip(sessions, threads)]
+        labels = labels or [f"{t} thread{'s' * (t > 1)}" for t in threads]
+        self.arms = [Arm(label, s, t) for s, t, label in zip(sessions, threads, labels)]
         cores = max(threads)
         one = next((s for s, t in zip(sessions, threads) if t == 1), None)
         if one is not None and cores > 1:
@@ -142,6 +154,11 @@ class AdaptiveSession:
         self._timings: dict[int, _Timing] = {}
         self._warm: set[tuple[int, int]] = set()
         self._pool: ThreadPoolExecutor | None = None
+        #: Time each call from the end of the one before instead of from its start: for a caller
+        #: that feeds frames as fast as a thread beside it decodes them (``edgeclf predict`` on a
+        #: file), where an arm that takes that thread's core is fast itself but slows the stream.
+        self.per_cycle = False
+        self._last_end: float | None = None
         #: calls so far per arm label, for reports
         self.calls: dict[str, int] = {a.label: 0 for a in self.arms}
 
@@ -222,7 +239,11 @@ class AdaptiveSession:
             out = self._run_split(arm, output_names, feeds, run_options, n)
         else:
             out = arm.session.run(output_names, feeds, run_options)
-        self._learn(key, i, self._clock() - start)
+        end = self._clock()
+        last, self._last_end = self._last_end, end
+        # A long gap is the caller's own business (a pause, a slow sink), not this arm's doing.
+        cycle = self.per_cycle and last is not None and start - last < max(0.05, 10 * (end - start))
+        self._learn(key, i, end - (last if cycle else start))
         return out
 
     def _run_split(self, arm: Arm, output_names, feeds: dict, run_options: Any, n: int) -> list:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -20,12 +21,12 @@ import onnxruntime as ort
 from . import metadata as md
 from . import providers as prov
 from . import sysinfo
+from .adaptive import AdaptiveSession, session_plan, thread_arms
 from .batching import in_batches
 from .errors import EdgeclfError, first_line, safe_text, warn
 from .images import to_bgr8
 from .preprocess import resize_rgb
 from .quiet import captured_output
-from .adaptive import SPIN_WITHIN_RUN, AdaptiveSession, thread_arms
 from .session import open_session
 
 _DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -165,17 +166,18 @@ class Classifier:
             warn(plan.warning)
         self.threads = threads or prov.default_threads()
         #: the thread counts the session adapts between (``[self.threads]`` when fixed)
-        self.thread_arms = [self.threads]
-        if threads is None and not spin and plan.names == [prov.CPU]:
-            self.thread_arms = thread_arms(self.threads)
+        adaptive = threads is None and not spin and plan.names == [prov.CPU] and self.threads > 1
+        #: the thread counts the session adapts between (``[self.threads]`` when fixed)
+        self.thread_arms = thread_arms(self.threads) if adaptive else [self.threads]
         if any(name == prov.TENSORRT for name in plan.names):
             prov.tensorrt_cache_dir(self.path).mkdir(parents=True, exist_ok=True)
         try:
             with captured_output() as ort_log:  # a GPU provider that fails prints many lines
-                if len(self.thread_arms) > 1:
+                if adaptive:
+                    arms = session_plan(self.threads)
                     self.session = AdaptiveSession(
-                        [open_session(self.path, t, spin=True, providers=plan.providers, config=SPIN_WITHIN_RUN)
-                         for t in self.thread_arms], self.thread_arms)
+                        [open_session(self.path, t, spin=True, providers=plan.providers, config=config) for _, t, config in arms],
+                        [t for _, t, _ in arms], labels=[label for label, _, _ in arms])
                 else:
                     self.session = open_session(self.path, self.threads, spin, plan.providers)
         except Exception as e:  # onnxruntime raises several types for a bad file
@@ -250,6 +252,20 @@ class Classifier:
         """Calls so far per way of running ("2 threads", "1 thread", "2 x 1 thread") when the
         classifier adapts its threads, else {}."""
         return dict(self.session.calls) if isinstance(self.session, AdaptiveSession) else {}
+
+    @contextmanager
+    def paced_by_reader(self) -> Iterator[None]:
+        """While a thread beside the caller decodes the frames it classifies: the adaptive threads
+        are judged by frames per second of the whole stream (time from one result to the next),
+        not by the call alone, so inference does not win its own speed by taking the reader's core."""
+        adaptive = isinstance(self.session, AdaptiveSession)
+        if adaptive:
+            self.session.per_cycle = True
+        try:
+            yield
+        finally:
+            if adaptive:
+                self.session.per_cycle = False
 
     def cores_of(self, way: str) -> int:
         """Cores kept busy by a way of running named in ``thread_calls``."""

@@ -127,19 +127,20 @@ def classify(clf: Classifier, source: Source, batch: int = 1, smooth: Smoother |
     reader = threading.Thread(target=_read_ahead, args=(source, clf, q, stop, keep_images), name="reader", daemon=True)
     reader.start()
     try:
-        done = False
-        while not done:
-            items = []
-            while len(items) < batch:
-                item = q.get()
-                if item is _END:
-                    done = True
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                items.append(item)
-            if items:
-                yield from results(items)
+        with clf.paced_by_reader():
+            done = False
+            while not done:
+                items = []
+                while len(items) < batch:
+                    item = q.get()
+                    if item is _END:
+                        done = True
+                        break
+                    if isinstance(item, BaseException):
+                        raise item
+                    items.append(item)
+                if items:
+                    yield from results(items)
     finally:
         stop.set()
         reader.join(timeout=5)

@@ -149,12 +149,17 @@ def test_classifier_adapts_by_default_and_a_number_fixes_it(colour_model, monkey
     monkeypatch.setattr(prov, "default_threads", lambda cpu_count=None: 2)
     auto = Classifier(colour_model, provider="cpu")
     assert auto.thread_arms == [2, 1] and isinstance(auto.session, AdaptiveSession)
-    for sess, t in zip(auto.session.sessions, auto.thread_arms):
-        opts = sess.get_session_options()
-        assert opts.intra_op_num_threads == t
-        # workers wait busily inside a run, never between runs (frames)
-        for key, value in SPIN_WITHIN_RUN.items():
-            assert opts.get_session_config_entry(key) == value
+    arms = {a.label: a for a in auto.session.arms}
+    assert list(arms) == ["2 threads", "2 threads, no spin", "1 thread", "2 x 1 thread"]
+    assert [a.cores for a in arms.values()] == [2, 2, 1, 2]
+    for label in ("2 threads", "2 threads, no spin", "1 thread"):
+        opts = arms[label].session.get_session_options()
+        assert opts.intra_op_num_threads == arms[label].threads
+    # workers wait busily inside a run, never between runs (frames); or not at all
+    for key, value in SPIN_WITHIN_RUN.items():
+        assert arms["2 threads"].session.get_session_options().get_session_config_entry(key) == value
+    assert arms["2 threads, no spin"].session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert arms["2 x 1 thread"].session is arms["1 thread"].session
     fixed = Classifier(colour_model, provider="cpu", threads=2)
     assert fixed.thread_arms == [2] and fixed.thread_calls() == {}
     assert Classifier(colour_model, provider="cpu", spin=True).thread_arms == [2]
@@ -224,3 +229,44 @@ def test_free_cores_from_proc_stat(tmp_path):
     assert FreeCores(str(tmp_path / "missing"))() is None
     stat.write_text("garbage")
     assert FreeCores(str(stat))() is None
+
+
+def test_paced_by_a_reader_it_judges_the_stream_not_the_call():
+    """Beside a reader thread that decodes the frames (edgeclf predict on a file), the all-cores arm
+    is fast itself but takes the reader's core, so the next frame comes late: per cycle, the time
+    from one result to the next, one thread wins; per call, all cores would."""
+    clock = Clock()
+    wide, narrow = Timed(clock, 0.0015), Timed(clock, 0.0024)
+    late = {id(wide): 0.0016, id(narrow): 0.0002}  # the wait for the next frame after each arm's call
+
+    def stream(s: AdaptiveSession, seconds: float) -> None:
+        end = clock.now + seconds
+        while clock.now < end:
+            before = {id(a): a.calls for a in (wide, narrow)}
+            s.run(None, {"x": np.zeros((1, 1))})
+            ran = wide if wide.calls > before[id(wide)] else narrow
+            clock.now += late[id(ran)]
+
+    per_call = AdaptiveSession([wide, narrow], [2, 1], clock=clock, free_cores=lambda: None)
+    stream(per_call, 3.0)
+    assert per_call.threads_now() == 2
+
+    paced = AdaptiveSession([wide, narrow], [2, 1], clock=clock, free_cores=lambda: None)
+    paced.per_cycle = True
+    stream(paced, 3.0)
+    assert paced.threads_now() == 1
+    # a long pause between calls is the caller's, not the arm's: it does not count
+    paced.run(None, {"x": np.zeros((1, 1))})
+    clock.now += 5.0
+    paced.run(None, {"x": np.zeros((1, 1))})
+    assert paced._timings[1].per_image[paced._timings[1].current] < 0.004
+
+
+def test_classifier_paced_by_reader_only_while_inside(colour_model, monkeypatch):
+    monkeypatch.setattr(prov, "default_threads", lambda cpu_count=None: 2)
+    clf = Classifier(colour_model, provider="cpu")
+    with clf.paced_by_reader():
+        assert clf.session.per_cycle is True
+    assert clf.session.per_cycle is False
+    with Classifier(colour_model, provider="cpu", threads=1).paced_by_reader():
+        pass  # a fixed session: nothing to pace
