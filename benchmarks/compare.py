@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -240,8 +241,8 @@ def interleaved_timings(runners: list[Runner], x: np.ndarray, batch: np.ndarray,
     follows the same neighbour. Slow runners get fewer calls per turn, never fewer turns.
     ``conditions`` (name -> function that brings it about, e.g. pausing or resuming a co-tenant)
     take turns the same way inside every round, so idle and loaded figures share the same minutes.
-    ``settle_s``: every turn first runs that long untimed, single frames then batches, so a runtime
-    that adapts to the load (edgeclf's default) is timed in the condition, not in its change.
+    ``settle_s``: every turn first runs 1-1.5x that long untimed, single frames then batches, so a
+    runtime that adapts to the load (edgeclf's default) is timed in the condition, not in its change.
     """
     conditions = conditions or {"idle": lambda: None}
     out = {c: ({r.name: [] for r in runners}, {r.name: [] for r in runners}) for c in conditions}
@@ -257,13 +258,18 @@ def interleaved_timings(runners: list[Runner], x: np.ndarray, batch: np.ndarray,
     return out
 
 
+_SETTLE_RNG = random.Random(0)
+
+
 def _turns(runners: list[Runner], x: np.ndarray, batch: np.ndarray, turn_s: float, max_calls: int,
            per_frame: dict, per_batch: dict, i: int, settle_s: float = 0.0) -> int:
     """One turn of every runner; returns the next image index."""
     for r in runners:
         if settle_s > 0:
             for call, arg in ((r.one, x[:1]), (r.predict, batch)):
-                end = time.perf_counter() + settle_s
+                # 1-1.5x, drawn per turn: a fixed length would line the timed calls up with
+                # anything periodic in a runtime (edgeclf's probes every 1-2 s)
+                end = time.perf_counter() + settle_s * (1 + 0.5 * _SETTLE_RNG.random())
                 while True:
                     call(arg)
                     if time.perf_counter() >= end:
@@ -513,7 +519,7 @@ def markdown(report: dict) -> str:
         + (" but edgeclf's, which adapts (its default: all cores while free, one when they are not)"
            if s.get("edgeclf_threads") == "adaptive" else "")
         + f"; {s['rounds']} interleaved rounds of ~{s['turn_s']} s turns per format"
-        + (f", each after {s['settle_s']:g} s untimed of single frames and {s['settle_s']:g} s of batches in its condition"
+        + (f", each after {s['settle_s']:g}-{1.5 * s['settle_s']:g} s untimed of single frames and as long of batches in its condition"
            if s.get("settle_s") else "")
         + f"; batch throughput on batches of {s['batch']}; medians reported",
         f"- Date: {report['date']}", "",

@@ -15,9 +15,10 @@ a core taken away costs only its own slices). Every ``PROBE_EVERY_S`` a few call
 arm to see whether the machine changed (the first of them not counted: a session that sat idle
 starts cold, 3.4 ms instead of 2.3 ms here); the current arm's own calls show at once when it
 slows down. Probes are 3 calls every 1-2 s at most, and only where they can pay: an arm on more
-threads than other processes leave cores for (``FreeCores``, from /proc/stat) is not tried, nor
-one on fewer threads while the current arm runs as fast as it ever has; those probes were the
-slowest calls of all, under load and at rest. Timings are kept per batch size.
+cores than other processes leave free (``FreeCores``, from /proc/stat) is not tried, nor one on
+fewer cores while the current arm runs as fast as it has since it was chosen; those probes were
+the slowest calls of all, under load and at rest. (Split batches are tried regardless.) Timings
+are kept per batch size, and per timing mode (per call, or per cycle beside a reader thread).
 """
 
 from __future__ import annotations
@@ -54,36 +55,59 @@ def session_plan(threads: int) -> list[tuple[str, int, dict[str, str]]]:
 
 
 class FreeCores:
-    """Cores that other processes left free since the last call (this process's own use counts as
-    free: it is what the arms compete for), from /proc/stat; None where that cannot be read."""
+    """Of the cores this process may run on, how many other processes left free since the last
+    call, from /proc/stat's per-CPU lines (Linux); None where that cannot be read.
 
-    def __init__(self, stat: str = "/proc/stat") -> None:
+    This process's own use counts as free (it is what the arms compete for), and so does niced
+    work (the scheduler gives way to the classifier). Windows under ``MIN_WINDOW_S`` return the
+    previous answer: a few ticks are too coarse to tell. A CPU quota (cgroup ``cpu.max``) is not
+    seen; on other systems there is no answer, and arms are then probed without this check.
+    """
+
+    MIN_WINDOW_S = 0.2
+
+    def __init__(self, stat: str = "/proc/stat", cpus: set[int] | None = None) -> None:
         self._stat = stat
         self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        self._cpus = os.cpu_count() or 1
+        if cpus is None:
+            cpus = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+        self._cpus = cpus
+        self._answer: float | None = None
         self._last = self._sample()
 
     def _sample(self) -> tuple[int, int, float] | None:
+        total = busy = 0
+        seen = 0
         try:
             with open(self._stat, "rb") as f:
-                fields = [int(v) for v in f.readline().split()[1:9]]
+                for line in f:
+                    name, *values = line.split()
+                    if not (name.startswith(b"cpu") and name[3:].isdigit() and int(name[3:]) in self._cpus):
+                        continue
+                    user, _nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in values[:8])
+                    cpu_busy = user + system + irq + softirq + steal  # steal: a hypervisor's other guests
+                    busy += cpu_busy
+                    total += cpu_busy + _nice + idle + iowait
+                    seen += 1
         except (OSError, ValueError):
             return None
-        if len(fields) < 8:
+        if seen != len(self._cpus):
             return None
-        user, nice, system, idle, iowait, irq, softirq, steal = fields
-        busy = user + nice + system + irq + softirq + steal  # steal: a hypervisor's other guests
         own = os.times()
-        return busy + idle + iowait, busy, own.user + own.system
+        return total, busy, own.user + own.system
 
     def __call__(self) -> float | None:
         now, last = self._sample(), self._last
-        self._last = now
-        if now is None or last is None or now[0] <= last[0]:
+        if now is None or last is None:
+            self._last = now
             return None
-        wall = (now[0] - last[0]) / self._tick / self._cpus
+        wall = (now[0] - last[0]) / self._tick / len(self._cpus)
+        if wall < self.MIN_WINDOW_S:
+            return self._answer
+        self._last = now
         others = max(0.0, (now[1] - last[1]) / self._tick - (now[2] - last[2]))
-        return self._cpus - others / wall
+        self._answer = len(self._cpus) - others / wall
+        return self._answer
 
 
 @dataclass(frozen=True)
@@ -151,16 +175,25 @@ class AdaptiveSession:
         self._clock = clock
         self._free_cores = free_cores or FreeCores()
         self._lock = threading.Lock()
-        self._timings: dict[int, _Timing] = {}
-        self._warm: set[tuple[int, int]] = set()
+        self._timings: dict[tuple[bool, int], _Timing] = {}
+        self._warm: set[tuple[tuple[bool, int], int]] = set()
         self._pool: ThreadPoolExecutor | None = None
-        #: Time each call from the end of the one before instead of from its start: for a caller
-        #: that feeds frames as fast as a thread beside it decodes them (``edgeclf predict`` on a
-        #: file), where an arm that takes that thread's core is fast itself but slows the stream.
-        self.per_cycle = False
-        self._last_end: float | None = None
+        self._local = threading.local()  # per calling thread: per_cycle and the last call's end
         #: calls so far per arm label, for reports
         self.calls: dict[str, int] = {a.label: 0 for a in self.arms}
+
+    @property
+    def per_cycle(self) -> bool:
+        """In this thread, time each call from the end of the one before instead of from its
+        start: for a caller fed frames as fast as a thread beside it decodes them (``edgeclf
+        predict`` on a file), where an arm that takes that thread's core is fast itself but slows
+        the stream. Timings learnt this way are kept apart from per-call ones."""
+        return getattr(self._local, "per_cycle", False)
+
+    @per_cycle.setter
+    def per_cycle(self, on: bool) -> None:
+        self._local.per_cycle = bool(on)
+        self._local.last_end = None
 
     @property
     def sessions(self) -> list[Any]:
@@ -174,22 +207,25 @@ class AdaptiveSession:
     def _eligible(self, n: int) -> list[int]:
         return [i for i, a in enumerate(self.arms) if a.split == 1 or n > 1]
 
-    def _choose(self, n: int) -> int:
+    def _choose(self, key: tuple[bool, int]) -> int:
         with self._lock:
-            t = self._timings.setdefault(n, _Timing(next_probe=self._clock() + self.PROBE_EVERY_S / 4))
-            eligible = self._eligible(n)
+            t = self._timings.setdefault(key, _Timing(next_probe=self._clock() + self.PROBE_EVERY_S / 4))
+            eligible = self._eligible(key[1])
             if t.probing is None and len(eligible) > 1 and self._clock() >= t.next_probe:
-                others = [i for i in eligible if i != t.current]
+                others = [i for i in eligible if i != t.current and t.per_image.get(i) != float("inf")]
                 mine = self.arms[t.current]
-                # Fewer threads: worth a try only while the current arm runs slower than it has run
+                # Fewer cores: worth a try only while the current arm runs slower than it has run
                 # (at rest those probes were the idle tail); always once, to have a figure.
                 slowed = t.per_image.get(t.current, 0.0) > self.SLOWED * t.best.get(t.current, float("inf"))
-                others = [i for i in others if self.arms[i].split > 1 or self.arms[i].threads >= mine.threads
+                others = [i for i in others if self.arms[i].split > 1 or self.arms[i].cores >= mine.cores
                           or slowed or i not in t.per_image]
-                if any(self.arms[i].split == 1 and self.arms[i].threads > mine.threads for i in others):
+                # More threads: only while other processes leave the cores. Split batches are tried
+                # regardless: their slices do not wait for each other, so a taken core costs little
+                # (beside the co-tenant they were the fastest way to run a batch).
+                if any(self.arms[i].split == 1 and self.arms[i].cores > mine.cores for i in others):
                     free = self._free_cores()
-                    if free is not None:  # more threads: only when other processes leave the cores
-                        others = [i for i in others if self.arms[i].split > 1 or self.arms[i].threads <= max(mine.threads, free + 0.5)]
+                    if free is not None:
+                        others = [i for i in others if self.arms[i].split > 1 or self.arms[i].cores <= max(mine.cores, free + 0.5)]
                 if others:
                     t.probing = others[t.next_other % len(others)]
                     t.next_other += 1
@@ -198,10 +234,10 @@ class AdaptiveSession:
                     t.next_probe = self._clock() + (t.interval or self.PROBE_EVERY_S)
             return t.current if t.probing is None else t.probing
 
-    def _learn(self, n: int, arm: int, seconds: float) -> None:
+    def _learn(self, key: tuple[bool, int], n: int, arm: int, seconds: float) -> None:
         with self._lock:
             self.calls[self.arms[arm].label] += 1
-            t = self._timings.setdefault(n, _Timing())
+            t = self._timings.setdefault(key, _Timing())
             per_image = seconds / n
             if arm == t.probing:
                 t.probe_samples.append(per_image)
@@ -211,9 +247,12 @@ class AdaptiveSession:
                 t.probing = None
                 t.interval = min(self.PROBE_MAX_S, 2 * t.interval) if t.interval else self.PROBE_EVERY_S
                 t.next_probe = self._clock() + t.interval
+                if self.arms[arm].cores < self.arms[t.current].cores and t.current in t.per_image:
+                    # the slowdown that allowed this probe is the new normal unless a switch follows
+                    t.best[t.current] = t.per_image[t.current]
             elif arm == t.current:
-                if (n, arm) not in self._warm:  # the first call of a session allocates: not its speed
-                    self._warm.add((n, arm))
+                if (key, arm) not in self._warm:  # the first call of a session allocates: not its speed
+                    self._warm.add((key, arm))
                     return
                 old = t.per_image.get(arm)
                 t.per_image[arm] = per_image if old is None else old + self.EWMA * (per_image - old)
@@ -223,27 +262,44 @@ class AdaptiveSession:
                 return
             mine = t.per_image.get(t.current)
             best = min(t.per_image, key=t.per_image.__getitem__)
-            if mine is None or t.per_image[best] < self.SWITCH_BELOW * mine:
-                if best != t.current:
-                    t.interval = 0.0  # the machine changed: probe at the first rate again
+            if mine is not None and t.per_image[best] < self.SWITCH_BELOW * mine:
+                t.interval = 0.0  # the machine changed: probe at the first rate again
+                t.best.pop(best, None)
                 t.current = best
+
+    def _failed(self, key: tuple[bool, int], arm: int) -> None:
+        """A call raised: a probe arm that fails is not tried again for this batch size."""
+        with self._lock:
+            t = self._timings.get(key)
+            if t is not None and arm == t.probing:
+                t.probing = None
+                t.per_image[arm] = float("inf")
+                t.next_probe = self._clock() + self.PROBE_MAX_S
 
     def run(self, output_names: Sequence[str] | None, feeds: dict, run_options: Any = None) -> list:
         """``InferenceSession.run`` on the arm chosen for this batch size."""
-        n = len(next(iter(feeds.values())))
-        key = _bucket(n)
+        n = max(1, len(next(iter(feeds.values()))))
+        per_cycle = self.per_cycle
+        key = (per_cycle, _bucket(n))
         i = self._choose(key)
         arm = self.arms[i]
         start = self._clock()
-        if arm.split > 1 and n > 1:
-            out = self._run_split(arm, output_names, feeds, run_options, n)
-        else:
-            out = arm.session.run(output_names, feeds, run_options)
+        try:
+            if arm.split > 1 and n > 1:
+                out = self._run_split(arm, output_names, feeds, run_options, n)
+            else:
+                out = arm.session.run(output_names, feeds, run_options)
+        except BaseException:
+            self._failed(key, i)
+            raise
         end = self._clock()
-        last, self._last_end = self._last_end, end
-        # A long gap is the caller's own business (a pause, a slow sink), not this arm's doing.
-        cycle = self.per_cycle and last is not None and start - last < max(0.05, 10 * (end - start))
-        self._learn(key, i, end - (last if cycle else start))
+        seconds = end - start
+        if per_cycle:
+            last, self._local.last_end = getattr(self._local, "last_end", None), end
+            # A long gap is the caller's own business (a pause, a slow sink), not this arm's doing.
+            if last is not None and 0 <= start - last < max(0.05, 10 * seconds):
+                seconds = end - last
+        self._learn(key, n, i, seconds)
         return out
 
     def _run_split(self, arm: Arm, output_names, feeds: dict, run_options: Any, n: int) -> list:
@@ -275,9 +331,9 @@ class AdaptiveSession:
         return [np.concatenate([r[j] for r in results]) for j in range(len(results[0]))]
 
     def arm_now(self, n: int = 1) -> Arm:
-        """The arm this batch size runs on at the moment."""
+        """The arm this batch size runs on at the moment (in this thread's timing mode)."""
         with self._lock:
-            t = self._timings.get(_bucket(n))
+            t = self._timings.get((self.per_cycle, _bucket(n)))
             return self.arms[t.current if t else 0]
 
     def threads_now(self, n: int = 1) -> int:
