@@ -39,6 +39,11 @@ import numpy as np
 SPIN_WITHIN_RUN = {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"}
 
 
+def threads_label(t: int) -> str:
+    """"1 thread", "2 threads": how arms and reports name a thread count."""
+    return f"{t} thread{'s' * (t > 1)}"
+
+
 def thread_arms(threads: int) -> list[int]:
     """Thread counts to keep a session for, on ``threads`` usable cores: all, half, one."""
     return sorted({threads, max(1, threads // 2), 1}, reverse=True)
@@ -48,7 +53,7 @@ def session_plan(threads: int) -> list[tuple[str, int, dict[str, str]]]:
     """(label, threads, session config) of each session ``AdaptiveSession`` keeps: every thread
     count of ``thread_arms`` with workers that spin within a run, and all cores once more without
     spinning, which a stream decoded beside it runs fastest on (its waits leave the reader a core)."""
-    plan = [(f"{t} thread{'s' * (t > 1)}", t, dict(SPIN_WITHIN_RUN) if t > 1 else {}) for t in thread_arms(threads)]
+    plan = [(threads_label(t), t, dict(SPIN_WITHIN_RUN) if t > 1 else {}) for t in thread_arms(threads)]
     if threads > 1:
         plan.insert(1, (f"{threads} threads, no spin", threads, {"session.intra_op.allow_spinning": "0"}))
     return plan
@@ -166,7 +171,7 @@ class AdaptiveSession:
                  labels: Sequence[str] | None = None) -> None:
         if len(sessions) != len(threads) or not sessions or (labels is not None and len(labels) != len(sessions)):
             raise ValueError("one session per thread count")
-        labels = labels or [f"{t} thread{'s' * (t > 1)}" for t in threads]
+        labels = labels or [threads_label(t) for t in threads]
         self.arms = [Arm(label, s, t) for s, t, label in zip(sessions, threads, labels)]
         cores = max(threads)
         one = next((s for s, t in zip(sessions, threads) if t == 1), None)

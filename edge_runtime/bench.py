@@ -21,6 +21,7 @@ from rich.table import Table
 
 from . import __version__, cvplot, peak, sysinfo
 from . import metadata as md
+from .adaptive import threads_label
 from .classifier import Classifier
 from .errors import EdgeclfError, OutputError, safe_text
 from .macs import count_macs, runs_integer_kernels
@@ -212,10 +213,10 @@ def benchmark(
 
 
 def _threads_label(t: int | None) -> str:
-    return "adaptive threads" if t is None else f"{t} thread{'s' * (t > 1)}"
+    return "adaptive threads" if t is None else threads_label(t)
 
 
-def _threads_used(setting: int | None, clf: Classifier, before: dict[int, int]) -> dict:
+def _threads_used(setting: int | None, clf: Classifier, before: dict[str, int]) -> dict:
     """A result's thread fields: the count that ran most of its calls (the only one when fixed),
     whether the classifier adapted, and its calls per thread count since ``before``."""
     calls = {k: v - before.get(k, 0) for k, v in clf.thread_calls().items() if v > before.get(k, 0)}

@@ -131,9 +131,10 @@ class Classifier:
     ``provider``: "auto" (TensorRT, then CUDA, then CPU, whichever is installed), "cpu", "cuda" or
     "tensorrt"; a missing one falls back to CPU with a warning, or raises with ``strict``.
     ``threads``: CPU intra-op threads. By default (None) on the CPU the classifier adapts: it keeps
-    a session on the usable cores (at most 4), one on half of them and one on a single thread, and
-    runs whichever has been fastest lately (``edgeclf.adaptive``): all cores on an idle device, one
-    when capture, decoding or another process holds the rest. A number fixes it. ``device_id``: the GPU.
+    sessions on the usable cores (at most 4; with and without workers that busy-wait inside a run),
+    on half of them and on a single thread, and runs whichever has been fastest lately
+    (``edgeclf.adaptive``): all cores on an idle device, one when capture, decoding or another
+    process holds the rest. A number fixes it. ``device_id``: the GPU.
     ``spin``: let idle worker threads busy-wait between runs too (onnxruntime's default); off by
     default, as a device shares its cores with capture, decoding and serving
     (benchmarks/results/ort_session.md). With ``spin`` the thread count is fixed.
@@ -165,7 +166,6 @@ class Classifier:
         if plan.warning:
             warn(plan.warning)
         self.threads = threads or prov.default_threads()
-        #: the thread counts the session adapts between (``[self.threads]`` when fixed)
         adaptive = threads is None and not spin and plan.names == [prov.CPU] and self.threads > 1
         #: the thread counts the session adapts between (``[self.threads]`` when fixed)
         self.thread_arms = thread_arms(self.threads) if adaptive else [self.threads]

@@ -262,7 +262,7 @@ def run_predict(opts: PredictOptions, out: Callable[[str], None] = print_line) -
     check_sinks(opts, inputs=[opts.model] + ([Path(opts.source)] if Path(opts.source).is_file() else []))
     # No workers that busy-wait between frames: they would take the core the reader/capture thread
     # decodes on (measured: int8, 2 threads, video pipeline 690 frames/s without spinning, 525 with).
-    # By default the thread count adapts (edgeclf.adaptive): one thread while decoding holds a core.
+    # By default the thread count adapts (edgeclf.adaptive), judged on a file by the stream's rate.
     clf = Classifier(opts.model, provider=opts.provider, threads=opts.threads, device_id=opts.device_id,
                      strict=opts.strict, spin=False)
     clf.check_batch(opts.batch)
