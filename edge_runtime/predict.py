@@ -1,8 +1,9 @@
 """``edgeclf predict MODEL SOURCE``: classify images, folders, videos, cameras and streams.
 
 Stages overlap so throughput approaches the slowest one: for files, a reader thread decodes and
-resizes the next frames while the main thread runs the model (in batches with ``--batch``); live
-sources already decode in their capture thread, and the main thread always takes the newest frame.
+resizes the next frames while the main thread runs the model on the frames already waiting, up to
+8 per call on the CPU (or exactly ``--batch``); live sources already decode in their capture
+thread, and the main thread always takes the newest frame.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .classifier import Classifier, Prediction
 from .errors import EdgeclfError, OutputError, warn
 from .outpaths import check_output
 from .outputs import print_line
-from .providers import short_names
+from .providers import CPU, short_names
 from .predict_types import PredictOptions, Result
 from .sinks import LiveSink, Sink, check_sinks, file_outputs, open_sinks
 from .sources import Frame, ImageFiles, Source, check_timeout, open_source
@@ -98,12 +99,39 @@ def _read_ahead(source: Source, clf: Classifier, out: queue.Queue, stop: threadi
         put(e)
 
 
-def classify(clf: Classifier, source: Source, batch: int = 1, smooth: Smoother | None = None,
+#: Most frames per inference call on a file source by default. The model then runs on the frames
+#: the reader has already decoded and never waits for more, so batches form only when inference is
+#: the slower stage, which is when they pay: on 2 cores a batch runs split one slice per core, with
+#: no thread waiting on another inside a layer (int8 EfficientNet-Lite0, 640x480 video: 524-554
+#: frames/s in calls of up to 4-8 against 377 one frame at a time; benchmarks/README.md).
+AUTO_BATCH = 8
+#: ... as long as the frames held for it stay under this (frames kept for --save at 4K are 25 MB).
+AUTO_BATCH_BYTES = 256 * 2**20
+
+
+def frames_held(batch: int) -> int:
+    """Frames in memory at once for a batch size: the read-ahead queue, the batch being gathered
+    and its stacked copy."""
+    return max(4, 2 * batch) + 2 * batch
+
+
+def auto_batch(clf: Classifier, src: Source, keep_images: bool) -> int:
+    """The default ``--batch`` for a file source: up to ``AUTO_BATCH`` frames on the CPU, within
+    ``AUTO_BATCH_BYTES`` of held frames; 1 on a GPU provider (TensorRT builds an engine for every
+    new range of batch sizes: minutes each on a Jetson) and for a graph fixed at one image."""
+    if src.live or clf.max_batch == 1 or clf.providers[0] != CPU:
+        return 1
+    per_frame = _frame_bytes(clf, src, keep_images)
+    return next((b for b in range(AUTO_BATCH, 1, -1) if frames_held(b) * per_frame <= AUTO_BATCH_BYTES), 1)
+
+
+def classify(clf: Classifier, source: Source, batch: int | None = None, smooth: Smoother | None = None,
              keep_images: bool = True) -> Iterator[Result]:
-    """Results for every frame ``source`` gives, in order. File sources are read ahead in a thread
-    and classified ``batch`` at a time; live sources one newest frame at a time. Without
-    ``keep_images``, results of file sources carry no image (``frame.image`` is None)."""
-    if batch < 1:
+    """Results for every frame ``source`` gives, in order. File sources are read ahead in a thread;
+    each inference call takes exactly ``batch`` frames (the last call fewer), or by default (None)
+    the frames already waiting, up to ``auto_batch``. Live sources: one newest frame at a time.
+    Without ``keep_images``, results of file sources carry no image (``frame.image`` is None)."""
+    if batch is not None and batch < 1:
         raise EdgeclfError(f"--batch must be at least 1 (got {batch})")
 
     def results(items: list[tuple[Frame, np.ndarray, float]]) -> Iterator[Result]:
@@ -113,7 +141,7 @@ def classify(clf: Classifier, source: Source, batch: int = 1, smooth: Smoother |
         for (frame, _, prep_ms), p in zip(items, probs):
             if smooth is not None:
                 p = smooth(p)
-            yield Result(frame, Prediction.from_probs(p, clf.class_names), prep_ms + share)
+            yield Result(frame, Prediction.from_probs(p, clf.class_names), prep_ms + share, len(items))
 
     if source.live:
         for frame in source:
@@ -122,7 +150,9 @@ def classify(clf: Classifier, source: Source, batch: int = 1, smooth: Smoother |
             yield from results([(frame, tensor, (time.perf_counter() - t0) * 1000)])
         return
 
-    q: queue.Queue = queue.Queue(maxsize=max(4, 2 * batch))
+    fill = batch is not None  # a given --batch is filled (steady shapes); the default takes what is there
+    most = batch if fill else auto_batch(clf, source, keep_images)
+    q: queue.Queue = queue.Queue(maxsize=max(4, 2 * most))
     stop = threading.Event()
     reader = threading.Thread(target=_read_ahead, args=(source, clf, q, stop, keep_images), name="reader", daemon=True)
     reader.start()
@@ -131,8 +161,11 @@ def classify(clf: Classifier, source: Source, batch: int = 1, smooth: Smoother |
             done = False
             while not done:
                 items = []
-                while len(items) < batch:
-                    item = q.get()
+                while len(items) < most:
+                    try:
+                        item = q.get(block=fill or not items)
+                    except queue.Empty:
+                        break
                     if item is _END:
                         done = True
                         break
@@ -174,17 +207,23 @@ class _DeferCtrlC:
                 raise KeyboardInterrupt
 
 
-def check_batch_memory(batch: int, clf: Classifier, src: Source, keep_images: bool) -> None:
-    """A one-line error when ``batch`` frames (and the ``2 * batch`` read ahead of them) would need
-    more than half of the memory available: bytes per frame are the model's input, plus the decoded
-    frame where it is kept for display (a video's frame size; photos at display size)."""
+def _frame_bytes(clf: Classifier, src: Source, keep_images: bool) -> int:
+    """Bytes one waiting frame holds: the model's input, plus the decoded frame where it is kept
+    for display (a video's frame size; photos at display size)."""
     per_frame = clf.size[0] * clf.size[1] * 3 * np.dtype(clf.input_dtype).itemsize
     if keep_images:
         if src.kind == "video" and hasattr(src, "cap"):
             per_frame += int(src.cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0) * int(src.cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0) * 3
         elif isinstance(src, ImageFiles):
             per_frame += DISPLAY_MAX * DISPLAY_MAX * 3
-    held = max(4, 2 * batch) + 2 * batch  # the read-ahead queue, the batch being gathered, its stacked copy
+    return per_frame
+
+
+def check_batch_memory(batch: int, clf: Classifier, src: Source, keep_images: bool) -> None:
+    """A one-line error when ``batch`` frames (and the ``2 * batch`` read ahead of them) would need
+    more than half of the memory available."""
+    per_frame = _frame_bytes(clf, src, keep_images)
+    held = frames_held(batch)
     budget = sysinfo.available_memory_bytes() // 2
     if held * per_frame > budget:
         most = max(1, budget // per_frame // 4)
@@ -236,7 +275,7 @@ def _open_checked_source(opts: PredictOptions, clf: Classifier) -> Source:
             for option, path in file_outputs(opts):
                 if path.exists():
                     check_output(path, option, src.paths, opts.force)
-        if not src.live:
+        if not src.live and opts.batch is not None:
             check_batch_memory(opts.batch, clf, src, opts.needs_images)
     except BaseException:
         src.close()
@@ -255,7 +294,7 @@ def run_predict(opts: PredictOptions, out: Callable[[str], None] = print_line) -
     # Options are checked before the model loads: a typo must not cost a run.
     if opts.top < 1:
         raise EdgeclfError(f"--top must be at least 1 (got {opts.top})")
-    if opts.batch < 1:
+    if opts.batch is not None and opts.batch < 1:
         raise EdgeclfError(f"--batch must be at least 1 (got {opts.batch})")
     smoother = Smoother(opts.smooth_alpha) if opts.smooth else None  # validates alpha
     check_timeout(opts.timeout)
@@ -265,14 +304,15 @@ def run_predict(opts: PredictOptions, out: Callable[[str], None] = print_line) -
     # By default the thread count adapts (edgeclf.adaptive), judged on a file by the stream's rate.
     clf = Classifier(opts.model, provider=opts.provider, threads=opts.threads, device_id=opts.device_id,
                      strict=opts.strict, spin=False)
-    clf.check_batch(opts.batch)
+    if opts.batch is not None:
+        clf.check_batch(opts.batch)
     src = _open_checked_source(opts, clf)
     if smoother is not None and src.kind in ("image", "folder", "glob"):
         warn("--smooth applies to videos, cameras and streams; ignored for images")
         smoother = None
     if opts.loop and src.kind != "video":
         warn("--loop applies to video files; ignored")
-    batch = 1 if src.live else opts.batch  # batching would make live frames wait for each other
+    batch = 1 if src.live else opts.batch  # batching would make live frames wait for each other; None: automatic
 
     summary = Summary(providers=clf.providers)
     sinks: list[Sink] = []

@@ -16,6 +16,7 @@ class Result:
     frame: Frame
     prediction: Prediction
     latency_ms: float  # preprocessing + this frame's share of the inference call
+    batch: int = 1  # frames in the inference call that classified it
 
 
 @dataclass
@@ -30,7 +31,7 @@ class PredictOptions:
     threads: int | None = None
     device_id: int = 0
     strict: bool = False  # also: fail when a file is skipped
-    batch: int = 1
+    batch: int | None = None  # None: the frames already decoded, up to predict.AUTO_BATCH (CPU)
     smooth: bool = False
     smooth_alpha: float = 0.3
     # What is read.

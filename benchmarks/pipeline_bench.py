@@ -1,0 +1,101 @@
+"""Does ``edgeclf predict``'s file pipeline reach its slowest stage? Issue 14's goal: the video
+pipeline at the default threads >= 90% of its slowest stage alone.
+
+    python benchmarks/pipeline_bench.py MODEL.onnx VIDEO [--rounds 5] [--name pipeline]
+
+Each round runs ``edgeclf bench MODEL --source VIDEO`` (the stages one after another, then
+predict's own pipeline at its defaults) and, in the same round, the pipeline with each inference
+call fixed at one frame (``--batch 1``): at the default threads, and at 2 and 1 fixed threads.
+Every pipeline is held against that round's slowest stage alone (inference, one frame per call, at
+the default threads). Modes alternate in order within rounds (reversed on odd rounds).
+Writes benchmarks/results/NAME.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgeclf import sysinfo
+from edgeclf.atomic import write_json, write_text
+from edgeclf.bench import benchmark, open_bench_source
+from edgeclf.classifier import Classifier
+from edgeclf.predict import classify
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = "default (frames waiting, up to 8 per call)"
+FIXED = {"--batch 1": None, "--batch 1 --threads 2": 2, "--batch 1 --threads 1": 1}
+
+
+def pipeline(model: Path, video: Path, threads: int | None, frames: int) -> dict:
+    """predict's pipeline on ``video``, one frame per inference call: frames/s."""
+    clf = Classifier(model, threads=threads, spin=False)  # as edgeclf predict opens it
+    clf.predict_arrays(np.zeros((1, *clf.size, 3), np.uint8))
+    with open_bench_source(video, frames) as src:
+        t0 = time.perf_counter()
+        n = sum(1 for _ in classify(clf, src, batch=1, keep_images=False))
+        return {"fps": n / (time.perf_counter() - t0), "frames": n}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", type=Path)
+    ap.add_argument("video", type=Path)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--frames", type=int, default=1000, help="frames per run at most")
+    ap.add_argument("--name", default="pipeline")
+    args = ap.parse_args()
+
+    modes = [DEFAULT, *FIXED]
+    rounds: list[dict] = []
+    for r in range(args.rounds):
+        row: dict = {}
+        for mode in (modes if r % 2 == 0 else modes[::-1]):
+            if mode == DEFAULT:
+                rep = benchmark(args.model, runs=args.frames, source=args.video, show_progress=False)
+                p = rep["pipeline"]
+                row["stage_fps"] = p["stage_fps"]
+                row["slowest_stage"] = p["slowest_stage"]
+                row[mode] = {"fps": p["fps"], "frames": p["frames"], "frames_per_call": p["frames_per_call"],
+                             "thread_calls": p.get("thread_calls")}
+            else:
+                row[mode] = pipeline(args.model, args.video, FIXED[mode], args.frames)
+        ref = row["stage_fps"][row["slowest_stage"]]
+        for mode in modes:
+            row[mode]["vs_slowest_stage"] = row[mode]["fps"] / ref
+        rounds.append(row)
+        print(f"round {r + 1}: slowest stage ({row['slowest_stage']}) {ref:.0f} frames/s; "
+              + "; ".join(f"{m}: {row[m]['fps']:.0f} ({100 * row[m]['vs_slowest_stage']:.0f}%)" for m in modes), flush=True)
+
+    summary = {m: {"fps_median": statistics.median(x[m]["fps"] for x in rounds),
+                   "vs_slowest_median": statistics.median(x[m]["vs_slowest_stage"] for x in rounds),
+                   "vs_slowest_range": [min(x[m]["vs_slowest_stage"] for x in rounds), max(x[m]["vs_slowest_stage"] for x in rounds)]}
+               for m in modes}
+    summary[DEFAULT]["frames_per_call_median"] = statistics.median(x[DEFAULT]["frames_per_call"] for x in rounds)
+    machine = sysinfo.describe()
+    out = ROOT / "benchmarks" / "results" / args.name
+    write_json(out.with_suffix(".json"), {
+        "model": args.model.name, "video": args.video.name, "rounds": rounds, "summary": summary,
+        "machine": {"cpu": machine["cpu"], "cores": machine["cores"]},
+        "command": f"python benchmarks/pipeline_bench.py {args.model.name} {args.video.name} --rounds {args.rounds}",
+    })
+    ref = [x["stage_fps"][x["slowest_stage"]] for x in rounds]
+    lines = [f"# edgeclf predict's file pipeline vs its slowest stage ({args.model.name}, {args.video.name})", "",
+             f"{args.rounds} rounds on {machine['cpu']}, {machine['cores']} cores. Slowest stage alone "
+             f"(inference, one frame per call, default threads): {min(ref):.0f}-{max(ref):.0f} frames/s.", "",
+             "| pipeline | frames/s (median) | vs slowest stage, median | range |", "|---|---:|---:|---:|"]
+    for m in modes:
+        s = summary[m]
+        label = m + (f", {s['frames_per_call_median']:.1f} frames per call" if m == DEFAULT else "")
+        lines.append(f"| {label} | {s['fps_median']:.0f} | {100 * s['vs_slowest_median']:.0f}% | "
+                     f"{100 * s['vs_slowest_range'][0]:.0f}-{100 * s['vs_slowest_range'][1]:.0f}% |")
+    write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
