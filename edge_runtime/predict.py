@@ -102,10 +102,11 @@ def _read_ahead(source: Source, clf: Classifier, out: queue.Queue, stop: threadi
 #: Most frames per inference call on a file source by default. The model then runs on the frames
 #: the reader has already decoded and never waits for more, so batches form only when inference is
 #: the slower stage, which is when they pay: on 2 cores a batch runs split one slice per core, with
-#: no thread waiting on another inside a layer (int8 EfficientNet-Lite0, 640x480 video: 524-554
-#: frames/s in calls of up to 4-8 against 377 one frame at a time; benchmarks/README.md).
+#: no thread waiting on another inside a layer (int8 EfficientNet-Lite0, 640x480 video, 2 cores:
+#: 524 frames/s against 431 one frame per call; benchmarks/results/pipeline.md).
 AUTO_BATCH = 8
-#: ... as long as the frames held for it stay under this (frames kept for --save at 4K are 25 MB).
+#: ... as long as the frames held for it stay under this and an eighth of the memory available
+#: (frames kept for --save are 6 MB each at 1080p, 25 MB at 4K; a Pi Zero 2 has 512 MB in all).
 AUTO_BATCH_BYTES = 256 * 2**20
 
 
@@ -117,12 +118,13 @@ def frames_held(batch: int) -> int:
 
 def auto_batch(clf: Classifier, src: Source, keep_images: bool) -> int:
     """The default ``--batch`` for a file source: up to ``AUTO_BATCH`` frames on the CPU, within
-    ``AUTO_BATCH_BYTES`` of held frames; 1 on a GPU provider (TensorRT builds an engine for every
+    the memory bound above; 1 on a GPU provider (TensorRT builds an engine for every
     new range of batch sizes: minutes each on a Jetson) and for a graph fixed at one image."""
     if src.live or clf.max_batch == 1 or clf.providers[0] != CPU:
         return 1
     per_frame = _frame_bytes(clf, src, keep_images)
-    return next((b for b in range(AUTO_BATCH, 1, -1) if frames_held(b) * per_frame <= AUTO_BATCH_BYTES), 1)
+    budget = min(AUTO_BATCH_BYTES, sysinfo.available_memory_bytes() // 8)
+    return next((b for b in range(AUTO_BATCH, 1, -1) if frames_held(b) * per_frame <= budget), 1)
 
 
 def classify(clf: Classifier, source: Source, batch: int | None = None, smooth: Smoother | None = None,
