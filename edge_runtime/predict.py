@@ -101,9 +101,10 @@ def _read_ahead(source: Source, clf: Classifier, out: queue.Queue, stop: threadi
 
 #: Most frames per inference call on a file source by default. The model then runs on the frames
 #: the reader has already decoded and never waits for more, so batches form only when inference is
-#: the slower stage, which is when they pay: on 2 cores a batch runs split one slice per core, with
-#: no thread waiting on another inside a layer (int8 EfficientNet-Lite0, 640x480 video, 2 cores:
-#: 524 frames/s against 431 one frame per call; benchmarks/results/pipeline.md).
+#: the slower stage, which is when they pay: a call's fixed costs (waking the worker threads, layers
+#: too small to split across them) are paid once per batch, leaving the reader more of the cores
+#: (int8 EfficientNet-Lite0, 640x480 video, 2 cores: 524 frames/s against 431 one frame per call;
+#: benchmarks/results/pipeline.md).
 AUTO_BATCH = 8
 #: ... as long as the frames held for it stay under this and an eighth of the memory available
 #: (frames kept for --save are 6 MB each at 1080p, 25 MB at 4K; a Pi Zero 2 has 512 MB in all).
