@@ -278,12 +278,18 @@ class Classifier:
         if self.max_batch == 1 and batch > 1:
             raise EdgeclfError(f"{option} {batch}: {self.path} takes one image per call (its graph fixes the batch at 1); use {option} 1")
         h, w = self.size
-        per_frame = h * w * 3 * (1 + np.dtype(self.input_dtype).itemsize + 4 * ACTIVATION_FACTOR)
+        per_frame = self.run_bytes_per_image()
         budget = sysinfo.available_memory_bytes() // 2
         if batch * per_frame > budget:
             raise EdgeclfError(f"{option} {batch}: needs about {batch * per_frame / 2**30:.1f} GiB for a {h}x{w} model, "
                                f"more than half of the {2 * budget / 2**30:.1f} GiB of memory available; "
                                f"use {option} {max(1, budget // per_frame)} or less")
+
+    def run_bytes_per_image(self) -> int:
+        """Memory one more image in a call costs, roughly: the input, its float copy, and
+        ``ACTIVATION_FACTOR`` x the float input for activations."""
+        h, w = self.size
+        return h * w * 3 * (1 + np.dtype(self.input_dtype).itemsize + 4 * ACTIVATION_FACTOR)
 
     def preprocess(self, image_bgr: np.ndarray) -> np.ndarray:
         """BGR image as OpenCV reads it -> RGB uint8 at the model's input size (training's resize)."""

@@ -68,7 +68,7 @@ def predict(
     save: Optional[Path] = typer.Option(None, "--save", help="Write the annotated frames to this video (.mp4, .avi)."),
     smooth: bool = typer.Option(False, "--smooth", help="Average probabilities over frames (EMA) so a live label does not flicker."),
     smooth_alpha: float = typer.Option(0.3, "--smooth-alpha", help="EMA weight of the newest frame with --smooth (0-1]."),
-    batch: Optional[int] = typer.Option(None, "--batch", help="Images per inference call for folders and videos (default: those already decoded, up to 8, on the CPU; 1 on a GPU)."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Images per inference call for folders and videos (default: those already decoded, up to 8 on the CPU within an eighth of the free memory; 1 on a GPU or for a graph fixed at one image)."),
     every: int = typer.Option(1, "--every", help="Classify every N-th frame or file only."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after N frames or images."),
     provider: str = typer.Option("auto", "--provider", help="auto (TensorRT, CUDA, CPU: the first installed), cpu, cuda or tensorrt."),

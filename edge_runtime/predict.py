@@ -119,13 +119,14 @@ def frames_held(batch: int) -> int:
 
 def auto_batch(clf: Classifier, src: Source, keep_images: bool) -> int:
     """The default ``--batch`` for a file source: up to ``AUTO_BATCH`` frames on the CPU, within
-    the memory bound above; 1 on a GPU provider (TensorRT builds an engine for every
+    the memory bound above (the frames held, and the run's own estimate, ``check_batch``'s); 1 on a GPU provider (TensorRT builds an engine for every
     new range of batch sizes: minutes each on a Jetson) and for a graph fixed at one image."""
     if src.live or clf.max_batch == 1 or clf.providers[0] != CPU:
         return 1
-    per_frame = _frame_bytes(clf, src, keep_images)
+    per_frame, per_run = _frame_bytes(clf, src, keep_images), clf.run_bytes_per_image()
     budget = min(AUTO_BATCH_BYTES, sysinfo.available_memory_bytes() // 8)
-    return next((b for b in range(AUTO_BATCH, 1, -1) if frames_held(b) * per_frame <= budget), 1)
+    return next((b for b in range(AUTO_BATCH, 1, -1)
+                 if frames_held(b) * per_frame <= budget and b * per_run <= budget), 1)
 
 
 def classify(clf: Classifier, source: Source, batch: int | None = None, smooth: Smoother | None = None,
@@ -161,22 +162,22 @@ def classify(clf: Classifier, source: Source, batch: int | None = None, smooth: 
     reader.start()
     try:
         with clf.paced_by_reader():
-            done = False
-            while not done:
+            end: object = None  # _END, or the reader's error: raised once the frames before it are out
+            while end is None:
                 items = []
                 while len(items) < most:
                     try:
                         item = q.get(block=fill or not items)
                     except queue.Empty:
                         break
-                    if item is _END:
-                        done = True
+                    if item is _END or isinstance(item, BaseException):
+                        end = item
                         break
-                    if isinstance(item, BaseException):
-                        raise item
                     items.append(item)
                 if items:
                     yield from results(items)
+            if isinstance(end, BaseException):
+                raise end
     finally:
         stop.set()
         reader.join(timeout=5)

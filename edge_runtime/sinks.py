@@ -14,6 +14,7 @@ are in ``outputs.py``; the web server is ``serve.py``'s ``LiveServer``.
 
 from __future__ import annotations
 
+import collections
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -85,22 +86,27 @@ class CsvSink(Sink):
 
 class Annotator:
     """The annotated frame (label, score and frames per second drawn on it) that ``--save`` and
-    ``--show`` share: drawn once per result however many sinks show it. The frame rate is a
-    running average of the time between results."""
+    ``--show`` share: drawn once per result however many sinks show it. The frame rate is results
+    over the last ``WINDOW_S`` seconds: results come in bursts when frames are classified in
+    batches, and a mean of the gaps between them would count each burst's near-zero gaps."""
 
-    def __init__(self, top: int) -> None:
+    WINDOW_S = 1.0
+
+    def __init__(self, top: int, clock: Callable[[], float] = time.perf_counter) -> None:
         self.top = top
         self.fps: float | None = None
-        self._last_t = time.perf_counter()
+        self._clock = clock
+        self._times: collections.deque[float] = collections.deque([clock()])
         self._result: Result | None = None
         self._image: np.ndarray | None = None
 
     def __call__(self, result: Result) -> np.ndarray:
         if result is not self._result:
-            now = time.perf_counter()
-            inst = 1.0 / max(now - self._last_t, 1e-6)
-            self.fps = inst if self.fps is None else 0.9 * self.fps + 0.1 * inst
-            self._last_t = now
+            t = self._times
+            t.append(self._clock())
+            while len(t) > 2 and t[-1] - t[1] >= self.WINDOW_S:
+                t.popleft()
+            self.fps = (len(t) - 1) / max(t[-1] - t[0], 1e-6)
             self._result = result
             self._image = annotate(result.frame.image, result.prediction, self.fps, self.top)
         return self._image

@@ -68,6 +68,8 @@ def test_slow_inference_takes_the_waiting_frames_together_and_gives_the_same_res
     assert sum(sizes) == N and max(sizes) > 1 and max(sizes) <= AUTO_BATCH
     assert [r.frame.index for r in together] == list(range(N)) == [r.frame.index for r in alone]
     assert [r.batch for r in together] == [s for s in sizes for _ in range(s)]
+    # Each frame's latency_ms is its preprocessing plus its share of the call (30 ms or more).
+    assert all(r.latency_ms >= 0.9 * 30 / r.batch for r in together)
     for a, b in zip(alone, together):
         assert a.prediction.label == b.prediction.label == COLOURS[a.frame.index % 3]
         assert a.prediction.probs == pytest.approx(b.prediction.probs, abs=1e-6)
@@ -76,10 +78,14 @@ def test_slow_inference_takes_the_waiting_frames_together_and_gives_the_same_res
 def test_a_slow_reader_is_never_waited_for_by_default_but_a_given_batch_is_filled(model, monkeypatch):
     clf = Classifier(model, threads=1)
     sizes = _counting(clf, monkeypatch)
+    wall, cpu = time.perf_counter(), time.thread_time()
     assert len(list(classify(clf, Frames(delay=0.01)))) == N
+    wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
     # Frames arrive 10 ms apart and the model takes well under 1 ms: calls of one, now and then two
-    # when the machine holds this thread up.
+    # when the machine holds this thread up; and between frames this thread sleeps on the queue
+    # (polling it would burn the core the reader decodes on).
     assert np.mean(sizes) < 1.5
+    assert cpu < 0.25 * wall, (cpu, wall)
     sizes.clear()
     assert len(list(classify(clf, Frames(delay=0.002), batch=6))) == N
     assert sizes == [6] * (N // 6) + [N % 6]
@@ -107,3 +113,38 @@ def test_automatic_batches_only_on_the_cpu_with_a_batch_axis_and_within_memory(m
         assert 1 <= kept < AUTO_BATCH and frames_held(kept + 1) * per_frame > budget
         assert kept == 1 or frames_held(kept) * per_frame <= budget
         assert auto_batch(clf, src, keep_images=False) == AUTO_BATCH
+
+
+def test_automatic_batches_fit_an_eighth_of_the_free_memory_and_the_runs_own_estimate(model, monkeypatch):
+    clf = Classifier(model, threads=1)
+    folder = Frames()
+    # 1.2 GB free: 150 MB for batches. 1080p frames kept for --save (6.2 MB + the input): at most 24
+    # held, so batches of 6 (12 queued, 6 gathered, 6 stacked); the 256 MB cap alone allows 8.
+    monkeypatch.setattr(sysinfo, "available_memory_bytes", lambda: 1_200_000_000)
+    monkeypatch.setattr("edgeclf.predict._frame_bytes", lambda clf, src, keep: 1920 * 1080 * 3 + 32 * 32 * 3 if keep else 32 * 32 * 3)
+    assert frames_held(6) == 24 and frames_held(7) == 28
+    assert auto_batch(clf, folder, keep_images=True) == 6
+    assert auto_batch(clf, folder, keep_images=False) == AUTO_BATCH
+    # A model whose run needs 30 MB per image (check_batch's estimate): 5 fit in 150 MB.
+    monkeypatch.setattr(clf, "run_bytes_per_image", lambda: 30_000_000)
+    assert auto_batch(clf, folder, keep_images=False) == 5
+
+
+class Failing(Frames):
+    """Gives 16 frames, then its reader fails (a stream that breaks, a disk that goes away)."""
+
+    def __iter__(self) -> Iterator[Frame]:
+        for i, frame in enumerate(super().__iter__()):
+            if i == 16:
+                raise OSError("the disk went away")
+            yield frame
+
+
+def test_a_reader_error_comes_after_every_frame_read_before_it(model, monkeypatch):
+    clf = Classifier(model, threads=1)
+    sizes = _counting(clf, monkeypatch, sleep=0.02)  # the reader is ahead: batches are gathered
+    got = []
+    with pytest.raises(OSError, match="went away"):
+        for r in classify(clf, Failing()):
+            got.append(r.frame.index)
+    assert got == list(range(16)) and max(sizes) > 1

@@ -100,16 +100,17 @@ def test_top_k_human_lines(data):
 
 
 def test_video_every_frame_in_order_batched_or_not(data):
-    r1 = run_cli("predict", data["model"], data["video"], "--json")
-    r4 = run_cli("predict", data["model"], data["video"], "--json", "--batch", "4")
-    assert r1.returncode == 0 and r4.returncode == 0, r1.stderr + r4.stderr
-    one, four = _json_lines(r1.stdout), _json_lines(r4.stdout)
+    """One frame per call, the default (the frames waiting, up to 8) and 4 per call agree."""
+    runs = [run_cli("predict", data["model"], data["video"], "--json", *extra) for extra in (["--batch", "1"], [], ["--batch", "4"])]
+    assert all(r.returncode == 0 for r in runs), "".join(r.stderr for r in runs)
+    one, auto, four = (_json_lines(r.stdout) for r in runs)
     n = HOLD * len(VIDEO_COLOURS)
-    assert [x["frame"] for x in one] == list(range(n)) == [x["frame"] for x in four]
+    assert [x["frame"] for x in one] == list(range(n)) == [x["frame"] for x in four] == [x["frame"] for x in auto]
     assert [x["label"] for x in one] == [c for c in VIDEO_COLOURS for _ in range(HOLD)]
-    for a, b in zip(one, four):
-        assert a["label"] == b["label"] and a["probs"] == pytest.approx(b["probs"], abs=1e-5)
-    assert f"{n} processed, 0 skipped" in r1.stderr
+    for a, b, c in zip(one, four, auto):
+        assert a["label"] == b["label"] == c["label"]
+        assert a["probs"] == pytest.approx(b["probs"], abs=1e-5) and a["probs"] == pytest.approx(c["probs"], abs=1e-5)
+    assert all(f"{n} processed, 0 skipped" in r.stderr for r in runs)
 
 
 def test_every_and_max_frames(data):

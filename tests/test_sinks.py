@@ -240,3 +240,26 @@ def test_a_full_disk_on_the_first_row_is_the_one_line_a_failed_run_prints(inputs
         run_predict(opts)
     assert capsys.readouterr().err == ""  # the caller prints the error: nothing else before it
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_drawn_frame_rate_counts_results_not_the_gaps_inside_a_batch(results):
+    """Batched results come in bursts: 8 at once every 80 ms is 100 frames/s, not the ~600 a mean
+    of the gaps between them gave."""
+    from edgeclf.sinks import Annotator
+
+    now = [0.0]
+    a = Annotator(top=1, clock=lambda: now[0])
+    shown = []
+    for burst in range(40):  # 3.2 s
+        now[0] = 0.08 * (burst + 1)
+        for k in range(8):
+            now[0] += 1e-5  # the burst's own near-zero gaps
+            a(results[(8 * burst + k) % len(results)])
+            shown.append(a.fps)
+    assert all(90 <= fps <= 110 for fps in shown[-200:]), (min(shown[-200:]), max(shown[-200:]))  # a window's edges
+    # One result per second: 1 frame/s.
+    b = Annotator(top=1, clock=lambda: now[0])
+    for r in results[:4]:
+        now[0] += 1.0
+        b(r)
+    assert b.fps == pytest.approx(1.0)
