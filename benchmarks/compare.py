@@ -468,9 +468,10 @@ def check_goals(rows: list[dict], loaded: list[dict] | None = None) -> list[dict
         if not group:
             continue
         hi, lo = max(group, key=group.get), min(group, key=group.get)
-        spread = 100 * (group[hi] - group[lo])
-        goals.append({"goal": text, "met": bool(spread <= 1.0), "spread_points": spread,
-                      "figure": f"{spread:.2f} points between {hi} ({100 * group[hi]:.2f}%) and {lo} ({100 * group[lo]:.2f}%)"})
+        spread = round(100 * (group[hi] - group[lo]), 6)  # 80.5% - 79.5% is 1.0000000000000009 in floats
+        figure = (f"{spread:.2f} points between {hi} ({100 * group[hi]:.2f}%) and {lo} ({100 * group[lo]:.2f}%)" if spread
+                  else f"every one scores {100 * group[hi]:.2f}%")
+        goals.append({"goal": text, "met": bool(spread <= 1.0), "spread_points": spread, "figure": figure})
     if loaded is not None:
         goals += loaded_goals(loaded)
     return goals

@@ -108,3 +108,20 @@ def test_compare_bad_run_folder(tmp_path):
                        capture_output=True, text=True)
     assert p.returncode == 2
     assert p.stderr.strip() == f"compare.py: error: {tmp_path}: not a run folder (no run.json)"
+
+
+def test_the_accuracy_goal_holds_at_exactly_one_point_and_names_a_tie():
+    from benchmarks.compare import check_goals
+
+    def rows(accs: dict[str, float]) -> list[dict]:
+        return [{"format": k, "accuracy": v, "p50_ms": 1.0, "p99_ms": 1.5} for k, v in accs.items()]
+
+    def accuracy_goals(accs: dict[str, float]) -> list[dict]:
+        return [g for g in check_goals(rows(accs)) if "point" in g["goal"]]
+
+    one_point = accuracy_goals({"keras_predict": 0.805, "onnx_int8": 0.80, "litert_int8": 0.795})  # 161, 160, 159 of 200
+    assert one_point[0]["met"] and one_point[0]["spread_points"] == 1.0
+    over = accuracy_goals({"keras_predict": 0.81, "litert_int8": 0.795})
+    assert over[0]["met"] is False
+    tie = accuracy_goals({"keras_predict": 0.99, "onnx_int8": 0.99})
+    assert all(g["met"] and g["figure"] == "every one scores 99.00%" for g in tie)
