@@ -212,9 +212,19 @@ class AdaptiveSession:
     def _eligible(self, n: int) -> list[int]:
         return [i for i, a in enumerate(self.arms) if a.split == 1 or n > 1]
 
+    def _first(self, n: int) -> int:
+        """The arm a batch size starts on: all cores for single images; for batches the split arm
+        where there is one (no worker waits on a core another process or the reader holds: beside
+        the co-tenant and in predict's file pipeline it ran batches fastest; idle, probes find
+        anything faster within seconds)."""
+        return next((i for i, a in enumerate(self.arms) if a.split > 1), 0) if n > 1 else 0
+
     def _choose(self, key: tuple[bool, int]) -> int:
         with self._lock:
-            t = self._timings.setdefault(key, _Timing(next_probe=self._clock() + self.PROBE_EVERY_S / 4))
+            t = self._timings.get(key)
+            if t is None:
+                first = self._first(key[1])
+                t = self._timings[key] = _Timing(current=first, next_probe=self._clock() + self.PROBE_EVERY_S / 4)
             eligible = self._eligible(key[1])
             if t.probing is None and len(eligible) > 1 and self._clock() >= t.next_probe:
                 others = [i for i in eligible if i != t.current and t.per_image.get(i) != float("inf")]
@@ -242,7 +252,7 @@ class AdaptiveSession:
     def _learn(self, key: tuple[bool, int], n: int, arm: int, seconds: float) -> None:
         with self._lock:
             self.calls[self.arms[arm].label] += 1
-            t = self._timings.setdefault(key, _Timing())
+            t = self._timings.setdefault(key, _Timing(current=self._first(key[1])))
             per_image = seconds / n
             if arm == t.probing:
                 t.probe_samples.append(per_image)

@@ -139,6 +139,20 @@ def test_batch_sizes_learn_apart():
     assert s.calls["2 x 1 thread"] > 0  # batches also try the split arm; single images never do
 
 
+def test_batches_start_on_split_slices_and_leave_them_when_another_arm_is_faster():
+    clock = Clock()
+    wide, narrow = Timed(clock, 0.0015), Timed(clock, 0.0024)
+    s = AdaptiveSession([wide, narrow], [2, 1], clock=clock, free_cores=lambda: None)
+    s.run(None, {"x": np.zeros((1, 1))})
+    s.run(None, {"x": np.zeros((8, 1))})
+    assert s.calls == {"2 threads": 1, "1 thread": 0, "2 x 1 thread": 1}
+    assert s.arm_now(1).label == "2 threads" and s.arm_now(8).label == "2 x 1 thread"
+    # On this fake clock the slices add up (2 x 2.4 ms per image, no parallelism): probes find the
+    # all-cores arm faster and the batches move to it.
+    drive(s, 5.0, n=8)
+    assert s.arm_now(8).label == "2 threads"
+
+
 def test_passes_the_session_through():
     clock = Clock()
     a, b = Timed(clock, 0.001), Timed(clock, 0.001)
