@@ -103,7 +103,7 @@ def _read_ahead(source: Source, clf: Classifier, out: queue.Queue, stop: threadi
 #: the reader has already decoded and never waits for more, so batches form only when inference is
 #: the slower stage, which is when they pay: a call's fixed costs (waking the worker threads, layers
 #: too small to split across them) are paid once per batch, leaving the reader more of the cores
-#: (int8 EfficientNet-Lite0, 640x480 video, 2 cores: 524 frames/s against 431 one frame per call;
+#: (int8 EfficientNet-Lite0, 640x480 video, 2 cores: 514 frames/s against 377 one frame per call;
 #: benchmarks/results/pipeline.md).
 AUTO_BATCH = 8
 #: ... as long as the frames held for it stay under this and an eighth of the memory available
