@@ -100,9 +100,10 @@ def _read_ahead(source: Source, clf: Classifier, out: queue.Queue, stop: threadi
 
 
 #: Most frames per inference call on a file source by default. The model then runs on the frames
-#: the reader has already decoded and never waits for more, so batches form only when inference is
-#: the slower stage, which is when they pay: a call's fixed costs (waking the worker threads, layers
-#: too small to split across them) are paid once per batch, leaving the reader more of the cores
+#: the reader has already decoded and never waits for more, so batches form only when the main
+#: thread (inference, then the outputs) is the slower stage, which is when they pay: a call's fixed
+#: costs (waking the worker threads, layers too small to split across them) are paid once per
+#: batch, leaving the reader more of the cores
 #: (int8 EfficientNet-Lite0, 640x480 video, 2 cores: 514 frames/s against 377 one frame per call;
 #: benchmarks/results/pipeline.md).
 AUTO_BATCH = 8
@@ -118,9 +119,10 @@ def frames_held(batch: int) -> int:
 
 
 def auto_batch(clf: Classifier, src: Source, keep_images: bool) -> int:
-    """The default ``--batch`` for a file source: up to ``AUTO_BATCH`` frames on the CPU, within
-    the memory bound above (the frames held, and the run's own estimate, ``check_batch``'s); 1 on a GPU provider (TensorRT builds an engine for every
-    new range of batch sizes: minutes each on a Jetson) and for a graph fixed at one image."""
+    """The default ``--batch`` for a file source: up to ``AUTO_BATCH`` frames on the CPU, the
+    frames held and the run's own memory (``Classifier.check_batch``'s estimate) each within the
+    bound above; 1 on a GPU provider (TensorRT builds an engine for every new range of batch
+    sizes: minutes each on a Jetson) and for a graph fixed at one image."""
     if src.live or clf.max_batch == 1 or clf.providers[0] != CPU:
         return 1
     per_frame, per_run = _frame_bytes(clf, src, keep_images), clf.run_bytes_per_image()
