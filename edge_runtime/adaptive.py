@@ -349,7 +349,7 @@ class AdaptiveSession:
         """The arm this batch size runs on at the moment (in this thread's timing mode)."""
         with self._lock:
             t = self._timings.get((self.per_cycle, _bucket(n)))
-            return self.arms[t.current if t else 0]
+            return self.arms[t.current if t else self._first(n)]
 
     def threads_now(self, n: int = 1) -> int:
         """The cores this batch size keeps busy at the moment."""

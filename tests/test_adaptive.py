@@ -143,6 +143,7 @@ def test_batches_start_on_split_slices_and_leave_them_when_another_arm_is_faster
     clock = Clock()
     wide, narrow = Timed(clock, 0.0015), Timed(clock, 0.0024)
     s = AdaptiveSession([wide, narrow], [2, 1], clock=clock, free_cores=lambda: None)
+    assert s.arm_now(1).label == "2 threads" and s.arm_now(8).label == "2 x 1 thread"  # before any call, as it will run
     s.run(None, {"x": np.zeros((1, 1))})
     s.run(None, {"x": np.zeros((8, 1))})
     assert s.calls == {"2 threads": 1, "1 thread": 0, "2 x 1 thread": 1}
