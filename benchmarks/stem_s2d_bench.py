@@ -93,9 +93,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         variant = Path(tmp) / "s2d.onnx"
         onnx.save(space_to_depth_stem(onnx.load(str(args.model))), str(variant))
-        x = np.random.default_rng(0).integers(0, 256, (8, *session(args.model, 1).get_inputs()[0].shape[1:]), dtype=np.uint8)
-        name = session(args.model, 1).get_inputs()[0].name
-        diff = float(np.abs(session(args.model, 1).run(None, {name: x})[0] - session(variant, 1).run(None, {name: x})[0]).max())
+        base = session(args.model, 1)
+        image = base.get_inputs()[0]
+        name = image.name
+        x = np.random.default_rng(0).integers(0, 256, (8, *image.shape[1:]), dtype=np.uint8)
+        diff = float(np.abs(base.run(None, {name: x})[0] - session(variant, 1).run(None, {name: x})[0]).max())
         timings: dict = {}
         for threads in (1, 2):
             runs = {"as exported": session(args.model, threads), "space-to-depth stem": session(variant, threads)}

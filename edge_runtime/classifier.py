@@ -273,8 +273,8 @@ class Classifier:
 
     def check_batch(self, batch: int, option: str = "--batch") -> None:
         """A one-line error when ``batch`` images per call cannot run: above 1 for a graph that
-        fixes the batch at 1, or more than half the available memory by a rough estimate (the
-        input, its float copy, and ``ACTIVATION_FACTOR`` x the float input for activations)."""
+        fixes the batch at 1, or more than half the available memory by a rough estimate
+        (``run_bytes_per_image`` per image)."""
         if self.max_batch == 1 and batch > 1:
             raise EdgeclfError(f"{option} {batch}: {self.path} takes one image per call (its graph fixes the batch at 1); use {option} 1")
         h, w = self.size
