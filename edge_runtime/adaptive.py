@@ -13,11 +13,14 @@ per image: a session on all, half or one of the cores, or, for a batch, the one-
 on several slices of the batch at once (one per core: no thread waits for another between ops, so
 a core taken away costs only its own slices). Every ``PROBE_EVERY_S`` a few calls go to another
 arm to see whether the machine changed (the first of them not counted: a session that sat idle
-starts cold, 3.4 ms instead of 2.3 ms here); the current arm's own calls show at once when it
-slows down. Probes are 3 calls every 1-2 s at most, and only where they can pay: an arm on more
-cores than other processes leave free (``FreeCores``, from /proc/stat) is not tried, nor one on
-fewer cores while the current arm runs as fast as it has since it was chosen; those probes were
-the slowest calls of all, under load and at rest. (Split batches are tried regardless.) Timings
+starts cold, 3.4 ms instead of 2.3 ms here); the current arm's own calls show within a few calls
+when it slows down (its speed is the median of its last ``WINDOW`` calls: a mean let the
+co-tenant's rare 10-17 ms stalls of one call push the classifier off its fastest arm). Probes
+are 3 calls every 1-2 s at most, and only where they can pay: an arm on more cores than other
+processes leave free (``FreeCores``, from /proc/stat) is not tried, nor one on fewer cores while
+the current arm runs as fast as it has since it was chosen, nor (timed per call) one whose workers
+sleep between ops while no other process wants a core; those probes were the slowest calls of
+all, under load and at rest. (Split batches are tried regardless.) Timings
 are kept per batch size, and per timing mode (per call, or per cycle beside a reader thread).
 """
 
@@ -28,6 +31,7 @@ import os
 import statistics
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -118,12 +122,15 @@ class FreeCores:
 @dataclass(frozen=True)
 class Arm:
     """One way to run: ``session`` on ``threads`` intra-op threads, or (``split`` > 1) a one-thread
-    session on ``split`` slices of the batch at once. ``cores``: how many it keeps busy."""
+    session on ``split`` slices of the batch at once. ``cores``: how many it keeps busy.
+    ``yields``: its workers sleep between ops instead of busy-waiting (slower alone, faster when
+    something else wants the cores)."""
 
     label: str
     session: Any
     threads: int
     split: int = 1
+    yields: bool = False
 
     @property
     def cores(self) -> int:
@@ -135,6 +142,7 @@ class _Timing:
     """What one batch size has learnt: seconds per image for each arm, and when to probe."""
 
     per_image: dict[int, float] = field(default_factory=dict)
+    recent: dict[int, deque] = field(default_factory=dict)  # per arm: its last calls while current
     best: dict[int, float] = field(default_factory=dict)
     current: int = 0
     next_probe: float = 0.0
@@ -156,23 +164,27 @@ class AdaptiveSession:
     #: seconds between probes, doubled up to ``PROBE_MAX_S`` while probes find nothing better
     #: (under a long load, probing the all-cores arm is what stretches the tail); calls per probe
     #: (the first is not counted, the others' median is the arm's estimate); how much faster
-    #: another arm must be before switching (hysteresis against flapping on noise); weight of the
-    #: newest call in the current arm's running mean.
+    #: another arm must be before switching (hysteresis against flapping on noise); how many of
+    #: the current arm's last calls its speed is the median of (a stall of one call, which under
+    #: a co-tenant happens to 1-2% of them at 4-7x the median, moves it little; a lasting change
+    #: shows after half of them).
     PROBE_EVERY_S = 1.0
     PROBE_MAX_S = 2.0
     PROBE_CALLS = 3
     SWITCH_BELOW = 0.9
     SLOWED = 1.2
-    EWMA = 0.3
+    WINDOW = 9
 
     def __init__(self, sessions: Sequence[Any], threads: Sequence[int],
                  clock: Callable[[], float] = time.perf_counter,
                  free_cores: Callable[[], float | None] | None = None,
-                 labels: Sequence[str] | None = None) -> None:
-        if len(sessions) != len(threads) or not sessions or (labels is not None and len(labels) != len(sessions)):
+                 labels: Sequence[str] | None = None, yields: Sequence[bool] | None = None) -> None:
+        if len(sessions) != len(threads) or not sessions or any(
+                v is not None and len(v) != len(sessions) for v in (labels, yields)):
             raise ValueError("one session per thread count")
         labels = labels or [threads_label(t) for t in threads]
-        self.arms = [Arm(label, s, t) for s, t, label in zip(sessions, threads, labels)]
+        yields = yields or [False] * len(sessions)
+        self.arms = [Arm(label, s, t, yields=y) for s, t, label, y in zip(sessions, threads, labels, yields)]
         cores = max(threads)
         one = next((s for s, t in zip(sessions, threads) if t == 1), None)
         if one is not None and cores > 1:
@@ -225,8 +237,7 @@ class AdaptiveSession:
             if t is None:
                 first = self._first(key[1])
                 t = self._timings[key] = _Timing(current=first, next_probe=self._clock() + self.PROBE_EVERY_S / 4)
-            eligible = self._eligible(key[1])
-            if t.probing is None and len(eligible) > 1 and self._clock() >= t.next_probe:
+            if t.probing is None and self._clock() >= t.next_probe and len(eligible := self._eligible(key[1])) > 1:
                 others = [i for i in eligible if i != t.current and t.per_image.get(i) != float("inf")]
                 mine = self.arms[t.current]
                 # Fewer cores: worth a try only while the current arm runs slower than it has run
@@ -237,10 +248,16 @@ class AdaptiveSession:
                 # More threads: only while other processes leave the cores. Split batches are tried
                 # regardless: their slices do not wait for each other, so a taken core costs little
                 # (beside the co-tenant they were the fastest way to run a batch).
-                if any(self.arms[i].split == 1 and self.arms[i].cores > mine.cores for i in others):
-                    free = self._free_cores()
-                    if free is not None:
-                        others = [i for i in others if self.arms[i].split > 1 or self.arms[i].cores <= max(mine.cores, free + 0.5)]
+                # Workers that sleep between ops: timed per call they win only while another
+                # process holds a core (idle, their probes were slow calls and wrong switches on
+                # noise). Per cycle they are always tried: the reader beside them is this process.
+                more = any(self.arms[i].split == 1 and self.arms[i].cores > mine.cores for i in others)
+                yielding = not key[0] and any(self.arms[i].yields for i in others)
+                free = self._free_cores() if more or yielding else None
+                if free is not None:
+                    others = [i for i in others if self.arms[i].split > 1 or self.arms[i].cores <= max(mine.cores, free + 0.5)]
+                    if yielding:
+                        others = [i for i in others if not self.arms[i].yields or free < self.arms[i].cores - 0.5]
                 if others:
                     t.probing = others[t.next_other % len(others)]
                     t.next_other += 1
@@ -252,7 +269,9 @@ class AdaptiveSession:
     def _learn(self, key: tuple[bool, int], n: int, arm: int, seconds: float) -> None:
         with self._lock:
             self.calls[self.arms[arm].label] += 1
-            t = self._timings.setdefault(key, _Timing(current=self._first(key[1])))
+            t = self._timings.get(key)
+            if t is None:
+                t = self._timings[key] = _Timing(current=self._first(key[1]))
             per_image = seconds / n
             if arm == t.probing:
                 t.probe_samples.append(per_image)
@@ -269,9 +288,10 @@ class AdaptiveSession:
                 if (key, arm) not in self._warm:  # the first call of a session allocates: not its speed
                     self._warm.add((key, arm))
                     return
-                old = t.per_image.get(arm)
-                t.per_image[arm] = per_image if old is None else old + self.EWMA * (per_image - old)
-                if old is not None:
+                window = t.recent.setdefault(arm, deque(maxlen=self.WINDOW))
+                window.append(per_image)
+                t.per_image[arm] = statistics.median(window)
+                if len(window) == self.WINDOW:
                     t.best[arm] = min(t.best.get(arm, float("inf")), t.per_image[arm])
             else:  # a probe another thread's call already finished
                 return
@@ -280,6 +300,10 @@ class AdaptiveSession:
             if mine is not None and t.per_image[best] < self.SWITCH_BELOW * mine:
                 t.interval = 0.0  # the machine changed: probe at the first rate again
                 t.best.pop(best, None)
+                # its calls from when it was last current are stale: start from the probe just
+                # made, or from the figure that won the switch
+                seed = t.probe_samples[1:] if best == arm and t.probe_samples else [t.per_image[best]]
+                t.recent[best] = deque(seed, maxlen=self.WINDOW)
                 t.current = best
 
     def _failed(self, key: tuple[bool, int], arm: int) -> None:

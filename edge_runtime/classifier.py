@@ -177,7 +177,8 @@ class Classifier:
                     arms = session_plan(self.threads)
                     self.session = AdaptiveSession(
                         [open_session(self.path, t, spin=True, providers=plan.providers, config=config) for _, t, config in arms],
-                        [t for _, t, _ in arms], labels=[label for label, _, _ in arms])
+                        [t for _, t, _ in arms], labels=[label for label, _, _ in arms],
+                        yields=[config.get("session.intra_op.allow_spinning") == "0" for _, _, config in arms])
                 else:
                     self.session = open_session(self.path, self.threads, spin, plan.providers)
         except Exception as e:  # onnxruntime raises several types for a bad file

@@ -115,6 +115,33 @@ def test_noise_below_the_hysteresis_does_not_flap():
     assert narrow.calls <= AdaptiveSession.PROBE_CALLS
 
 
+def test_a_stall_of_one_call_does_not_move_it_off_the_faster_arm():
+    """Beside a co-tenant 1-2% of calls stall at 4-7x the median (the scheduler gives the core
+    away mid-call); whichever arm runs gets them. A running mean read each stall as the arm slowing
+    down and moved the classifier to a slower arm; the median of the last calls does not."""
+    clock = Clock()
+
+    class Stalling(Timed):
+        def run(self, names, feeds, options=None):
+            self.seconds_per_image = 0.0150 if self.calls % 50 == 49 else 0.0015
+            return super().run(names, feeds, options)
+
+    wide, narrow = Stalling(clock, 0.0015), Timed(clock, 0.0017)
+    s = AdaptiveSession([wide, narrow], [2, 1], clock=clock, free_cores=lambda: None)
+    for _ in range(2000):
+        s.run(None, {"x": np.zeros((1, 1))})
+        assert s.threads_now() == 2
+    assert narrow.calls == AdaptiveSession.PROBE_CALLS  # its one probe for a figure, no switch
+
+    wide.seconds_per_image = 0.0035  # ... while a lasting slowdown still shows within a few calls
+    wide.run = lambda names, feeds, options=None: Timed.run(wide, names, feeds, options)
+    for calls in range(1, 20):
+        s.run(None, {"x": np.zeros((1, 1))})
+        if s.threads_now() == 1:
+            break
+    assert calls <= AdaptiveSession.WINDOW // 2 + 1
+
+
 def test_batch_sizes_learn_apart():
     clock = Clock()
 
@@ -178,6 +205,7 @@ def test_classifier_adapts_by_default_and_a_number_fixes_it(colour_model, monkey
     for key, value in SPIN_WITHIN_RUN.items():
         assert arms["2 threads"].session.get_session_options().get_session_config_entry(key) == value
     assert arms["2 threads, no spin"].session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert [label for label, a in arms.items() if a.yields] == ["2 threads, no spin"]
     assert arms["2 x 1 thread"].session is arms["1 thread"].session
     fixed = Classifier(colour_model, provider="cpu", threads=2)
     assert fixed.thread_arms == [2] and fixed.thread_calls() == {}
@@ -226,6 +254,31 @@ def test_no_probe_of_more_cores_than_other_processes_leave_free():
     free["cores"], wide.seconds_per_image = 1.95, 0.0015
     drive(s, AdaptiveSession.PROBE_MAX_S + 0.1)
     assert s.threads_now() == 2
+
+
+def test_workers_that_sleep_are_probed_per_call_only_while_another_process_holds_a_core():
+    """The all-cores arm whose workers sleep between ops is slower alone; timed per call, idle, its
+    probes were slow calls (and, on noise, wrong switches). Per cycle (beside this process's own
+    reader) and under load it is tried as before."""
+    def make(free):
+        clock = Clock()
+        spin, sleep, one = Timed(clock, 0.0015), Timed(clock, 0.0019), Timed(clock, 0.0024)
+        s = AdaptiveSession([spin, sleep, one], [2, 2, 1], clock=clock, free_cores=lambda: free,
+                            labels=["2 threads", "2 threads, no spin", "1 thread"], yields=[False, True, False])
+        return s, sleep
+
+    s, sleep = make(free=2.0)
+    drive(s, 10.0)
+    assert sleep.calls == 0 and s.calls["1 thread"] == AdaptiveSession.PROBE_CALLS
+    s.per_cycle = True
+    drive(s, 3.0)
+    assert sleep.calls >= AdaptiveSession.PROBE_CALLS
+    for free in (1.05, None):  # a co-tenant holds a core; or /proc/stat cannot be read
+        s, sleep = make(free)
+        drive(s, 3.0)
+        assert sleep.calls >= AdaptiveSession.PROBE_CALLS
+    with pytest.raises(ValueError):
+        AdaptiveSession([sleep], [2], yields=[True, False])
 
 
 def test_paced_by_a_reader_it_judges_the_stream_not_the_call():
