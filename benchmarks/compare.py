@@ -169,6 +169,20 @@ def convert_litert(model, calib: np.ndarray, out_dir: Path) -> tuple[Path, Path]
     return fp32, int8
 
 
+def litert_calibration(run: dict, fallback: np.ndarray | None, n: int,
+                       rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """``n`` images to calibrate LiteRT int8 on, and a note saying which: from the run's training
+    split, else the first of ``fallback`` (the evaluation images)."""
+    train_paths = [Path(p) for p in run.get("splits", {}).get("train", [])]
+    if train_paths:
+        pick = rng.choice(len(train_paths), size=min(n, len(train_paths)), replace=False)
+        calib, _, _ = load_files([train_paths[i] for i in pick], tuple(run["input_size"]))
+        return calib, f"LiteRT int8 calibrated on {len(calib)} training images"
+    if fallback is None or len(fallback) == 0:
+        raise EdgeclfError("run.json has no training split to calibrate LiteRT int8 on")
+    return fallback[:n], f"LiteRT int8 calibrated on {len(fallback[:n])} of the evaluation images (run has no training split)"
+
+
 def litert_interpreter_class() -> tuple[type, str]:
     try:
         from ai_edge_litert import __version__ as v
@@ -660,14 +674,8 @@ def main(argv: list[str] | None = None) -> dict:
     add("onnx_int8", lambda: onnx_runner("onnx_int8", onnx_int8, args.threads))
     tmp = Path(tempfile.mkdtemp(prefix="edgeclf-compare-"))
     log("converting to LiteRT ...")
-    train_paths = [Path(p) for p in run.get("splits", {}).get("train", [])]
-    if train_paths:
-        pick = rng.choice(len(train_paths), size=min(args.calib, len(train_paths)), replace=False)
-        calib, _, _ = load_files([train_paths[i] for i in pick], size)
-        notes.append(f"LiteRT int8 calibrated on {len(calib)} training images")
-    else:
-        calib = x[: args.calib]
-        notes.append(f"LiteRT int8 calibrated on {len(calib)} of the evaluation images (run has no training split)")
+    calib, note = litert_calibration(run, x, args.calib, rng)
+    notes.append(note)
     tfl_fp32 = tfl_int8 = None
     try:
         tfl_fp32, tfl_int8 = convert_litert(keras_model, calib, tmp)
