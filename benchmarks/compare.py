@@ -65,6 +65,7 @@ class Runner:
     predict: Callable[[np.ndarray], np.ndarray]  # uint8 RGB NHWC batch (any N) -> probs [N, C]
     one: Callable[[np.ndarray], np.ndarray] | None = None  # fastest path for one frame [1, H, W, 3]
     notes: list[str] = field(default_factory=list)
+    arm_calls: Callable[[], dict[str, int]] | None = None  # an adaptive runner's calls so far per way of running
 
     def __post_init__(self) -> None:
         if self.one is None:
@@ -141,7 +142,7 @@ def onnx_runner(name: str, path: Path, threads: int) -> Runner:
     from edgeclf.classifier import Classifier
 
     clf = Classifier(path, threads=threads)
-    return Runner(name, f"onnxruntime {ort.__version__}", path, clf.predict_arrays)
+    return Runner(name, f"onnxruntime {ort.__version__}", path, clf.predict_arrays, arm_calls=clf.thread_calls)
 
 
 def convert_litert(model, calib: np.ndarray, out_dir: Path) -> tuple[Path, Path]:
@@ -301,6 +302,39 @@ def _turns(runners: list[Runner], x: np.ndarray, batch: np.ndarray, turn_s: floa
         r.predict(batch)
         per_batch[r.name].append(time.perf_counter() - t0)
     return i
+
+
+class ArmLog:
+    """Calls per way of running (edgeclf's adaptive arms) of each adaptive runner, per condition,
+    its untimed settling included: which arm the timed figures came from."""
+
+    def __init__(self, runners: list[Runner]) -> None:
+        self.runners = [r for r in runners if r.arm_calls is not None and r.arm_calls()]
+        self.by: dict[str, dict[str, dict[str, int]]] = {}
+        self.cond: str | None = None
+        self.snap = self._now()
+
+    def _now(self) -> dict[str, dict[str, int]]:
+        return {r.name: r.arm_calls() for r in self.runners}
+
+    def enter(self, cond: str | None) -> None:
+        """The turns of ``cond`` start (None: the timing is over)."""
+        now = self._now()
+        if self.cond is not None:
+            for name, calls in now.items():
+                into = self.by.setdefault(self.cond, {}).setdefault(name, {})
+                for arm, n in calls.items():
+                    into[arm] = into.get(arm, 0) + n - self.snap[name].get(arm, 0)
+        self.cond, self.snap = cond, now
+
+    def notes(self) -> list[str]:
+        out = []
+        for cond, per in self.by.items():
+            for name, calls in per.items():
+                total = sum(calls.values()) or 1
+                shares = ", ".join(f"{arm} {100 * n / total:.0f}%" for arm, n in sorted(calls.items(), key=lambda kv: -kv[1]) if n)
+                out.append(f"{LABELS.get(name, name)}, {cond}: calls per way of running (untimed settling included): {shares}")
+        return out
 
 
 # ------------------------------------------------------------------------------------ co-tenant
@@ -709,9 +743,13 @@ def main(argv: list[str] | None = None) -> dict:
         video = args.cotenant_video or cotenant_video(tmp / "cotenant.mp4")
         cotenant = CoTenant(video)
         conditions = {"idle": cotenant.idle, "loaded": cotenant.load}
+    arms = ArmLog(runners)
+    conditions = {c: (lambda c=c, f=f: (arms.enter(c), f())) for c, f in (conditions or {"idle": lambda: None}).items()}
     try:
         timings = interleaved_timings(runners, x, batch, args.rounds, args.turn, args.max_calls,
                                       lambda m: log(f"  {m}"), conditions, settle)
+        arms.enter(None)
+        notes.extend(arms.notes())
     finally:
         if cotenant is not None:
             cotenant_info = {"what": f"OpenCV decoding {video.name} in a loop, 1 thread, + resize and colour conversion",
@@ -745,6 +783,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "max_calls": args.max_calls},
         "results": rows,
         "results_loaded": loaded_rows,
+        "adaptive_arm_calls": arms.by,
         "cotenant": cotenant_info,
         "baseline_rss_mb": baseline,
         "goals": check_goals(rows, loaded_rows),
