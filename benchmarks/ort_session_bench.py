@@ -123,7 +123,7 @@ def thread_scaling(path: Path, size: tuple[int, int], cores: int, repeats: int =
         return f"{o[1]}x{o[2]}" if body else "head (pool, transpose, dense, softmax)"
 
     total_1, total_n = round(sum(r["us"] for r in one), 1), round(sum(many.values()), 1)
-    return {"threads": cores, "nodes": len(one), "us_1": total_1, "us_n": total_n,
+    return {"threads": cores, "repeats": repeats, "nodes": len(one), "us_1": total_1, "us_n": total_n,
             "speedup": round(total_1 / total_n, 2), "by_op": group(lambda r: r["op"]), "by_feature_map": group(fmap)}
 
 
@@ -198,7 +198,7 @@ def main() -> None:
                      f"{r['batch32_fps']:.0f} | {r['frames']} |")
     lines += ["", f"Where the time goes, and where the second core pays: onnxruntime's own profile, median kernel "
               f"time per node over 250 batch-1 runs, 1 thread against {cores} (workers spinning within a run), "
-              f"median of 5 profiles of each taken in turns, summed. {scaling['nodes']} nodes: {scaling['us_1'] / 1e3:.2f} ms on 1 thread, {scaling['us_n'] / 1e3:.2f} ms "
+              f"median of {scaling['repeats']} profiles of each taken in turns, summed. {scaling['nodes']} nodes: {scaling['us_1'] / 1e3:.2f} ms on 1 thread, {scaling['us_n'] / 1e3:.2f} ms "
               f"on {cores}, {scaling['speedup']:.2f}x. The profile's own cost per node inflates small nodes; "
               "compare the ratios, not the totals with the timings above.", ""]
     for title, key in (("by op type", "by_op"), ("by the feature map a node writes (height x width)", "by_feature_map")):

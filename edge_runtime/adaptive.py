@@ -20,8 +20,8 @@ are 3 calls every 1-2 s at most, and only where they can pay: an arm on more cor
 processes leave free (``FreeCores``, from /proc/stat) is not tried, nor one on fewer cores while
 the current arm runs as fast as it has since it was chosen, nor (timed per call) one whose workers
 sleep between ops while no other process wants a core; those probes were the slowest calls of
-all, under load and at rest. (Split batches are tried regardless.) Timings
-are kept per batch size, and per timing mode (per call, or per cycle beside a reader thread).
+all, under load and at rest. (Split batches are tried regardless.) Timings are kept per batch
+size, and per timing mode (per call, or per cycle beside a reader thread).
 """
 
 from __future__ import annotations
