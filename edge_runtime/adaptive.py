@@ -14,12 +14,13 @@ on several slices of the batch at once (one per core: no thread waits for anothe
 a core taken away costs only its own slices). Every ``PROBE_EVERY_S`` a few calls go to another
 arm to see whether the machine changed (the first of them not counted: a session that sat idle
 starts cold, 3.4 ms instead of 2.3 ms here); the current arm's own calls show within a few calls
-when it slows down (its speed is the median of its last ``WINDOW`` calls: a mean let the
-co-tenant's rare 10-17 ms stalls of one call push the classifier off its fastest arm). Probes
+when it slows down (its speed is the mean of its last ``WINDOW`` calls without the slowest
+``TRIM``: a plain mean let the co-tenant's rare 10-17 ms stalls of one call push the classifier
+off its fastest arm, a median hid a tail that hits a third of the calls). Probes
 are 3 calls every 1-2 s at most, and only where they can pay: an arm on more cores than other
 processes leave free (``FreeCores``, from /proc/stat) is not tried, nor one on fewer cores while
-the current arm runs as fast as it has since it was chosen, nor (timed per call) one whose workers
-sleep between ops while no other process wants a core; those probes were the slowest calls of
+the current arm runs as fast as it has since it was chosen, nor (timed per call, after its first
+probe) one whose workers sleep between ops while no other process wants a core; those probes were the slowest calls of
 all, under load and at rest. (Split batches are tried regardless.) Timings are kept per batch
 size, and per timing mode (per call, or per cycle beside a reader thread).
 """
@@ -164,16 +165,19 @@ class AdaptiveSession:
     #: seconds between probes, doubled up to ``PROBE_MAX_S`` while probes find nothing better
     #: (under a long load, probing the all-cores arm is what stretches the tail); calls per probe
     #: (the first is not counted, the others' median is the arm's estimate); how much faster
-    #: another arm must be before switching (hysteresis against flapping on noise); how many of
-    #: the current arm's last calls its speed is the median of (a stall of one call, which under
-    #: a co-tenant happens to 1-2% of them at 4-7x the median, moves it little; a lasting change
-    #: shows after half of them).
+    #: another arm on as many cores or more must be before switching to it (hysteresis against
+    #: flapping on noise; an arm on fewer cores wins ties: beside a co-tenant, all cores spinning
+    #: ran as fast at the median as 1 thread, with a 2.5x worse p99); how many of the current
+    #: arm's last calls its speed is taken from, and how many of the slowest of them are left out
+    #: (a call that stalls, which beside a co-tenant happens to 1-2% of them at 4-7x the median,
+    #: moves it little; a tail on a third of the calls, or a lasting change, shows).
     PROBE_EVERY_S = 1.0
     PROBE_MAX_S = 2.0
     PROBE_CALLS = 3
     SWITCH_BELOW = 0.9
     SLOWED = 1.2
     WINDOW = 9
+    TRIM = 2
 
     def __init__(self, sessions: Sequence[Any], threads: Sequence[int],
                  clock: Callable[[], float] = time.perf_counter,
@@ -221,6 +225,13 @@ class AdaptiveSession:
             raise AttributeError(name)
         return getattr(self.arms[0].session, name)
 
+    def _typical(self, window: deque) -> float:
+        """An arm's time per image from its last calls: their mean without the slowest
+        ``TRIM / WINDOW`` of them (a call that stalls now and then is not the arm's speed; a tail
+        that hits a third of the calls is)."""
+        kept = sorted(window)[:len(window) - len(window) * self.TRIM // self.WINDOW]
+        return sum(kept) / len(kept)
+
     def _eligible(self, n: int) -> list[int]:
         return [i for i, a in enumerate(self.arms) if a.split == 1 or n > 1]
 
@@ -257,7 +268,8 @@ class AdaptiveSession:
                 if free is not None:
                     others = [i for i in others if self.arms[i].split > 1 or self.arms[i].cores <= max(mine.cores, free + 0.5)]
                     if yielding:
-                        others = [i for i in others if not self.arms[i].yields or free < self.arms[i].cores - 0.5]
+                        others = [i for i in others if not self.arms[i].yields or free < self.arms[i].cores - 0.5
+                                  or i not in t.per_image]  # once, to have a figure when a load comes
                 if others:
                     t.probing = others[t.next_other % len(others)]
                     t.next_other += 1
@@ -290,14 +302,15 @@ class AdaptiveSession:
                     return
                 window = t.recent.setdefault(arm, deque(maxlen=self.WINDOW))
                 window.append(per_image)
-                t.per_image[arm] = statistics.median(window)
+                t.per_image[arm] = self._typical(window)
                 if len(window) == self.WINDOW:
                     t.best[arm] = min(t.best.get(arm, float("inf")), t.per_image[arm])
             else:  # a probe another thread's call already finished
                 return
             mine = t.per_image.get(t.current)
             best = min(t.per_image, key=t.per_image.__getitem__)
-            if mine is not None and t.per_image[best] < self.SWITCH_BELOW * mine:
+            need = 1.0 if self.arms[best].cores < self.arms[t.current].cores else self.SWITCH_BELOW
+            if mine is not None and t.per_image[best] < need * mine:
                 t.interval = 0.0  # the machine changed: probe at the first rate again
                 t.best.pop(best, None)
                 # its calls from when it was last current are stale: start from the probe just
