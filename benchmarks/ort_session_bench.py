@@ -91,15 +91,15 @@ def node_times(path: Path, size: tuple[int, int], threads: int, runs: int = 300)
             for k, v in times.items()]
 
 
-def thread_scaling(path: Path, size: tuple[int, int], cores: int, repeats: int = 5) -> dict:
+def thread_scaling(path: Path, size: tuple[int, int], cores: int, repeats: int = 5, runs: int = 300) -> dict:
     """Per-node time on 1 thread and on all cores, summed by op type and by the size of the
     feature map a node writes: where the second core pays and where it does not. Each node's
     figure is its median over ``repeats`` profiles of each, taken in turns (on this shared machine
     one profile's total moves by 20% from one minute to the next)."""
     ones, manys = [], []
     for _ in range(repeats):
-        ones.append(node_times(path, size, 1))
-        manys.append({r["node"]: r["us"] for r in node_times(path, size, cores)})
+        ones.append(node_times(path, size, 1, runs))
+        manys.append({r["node"]: r["us"] for r in node_times(path, size, cores, runs)})
     by_node = [{r["node"]: r["us"] for r in o} for o in ones]
     one = [{**r, "us": float(np.median([b.get(r["node"], 0.0) for b in by_node]))} for r in ones[0]]
     many = {k: float(np.median([m.get(k, 0.0) for m in manys])) for k in manys[0]}
@@ -120,10 +120,11 @@ def thread_scaling(path: Path, size: tuple[int, int], cores: int, repeats: int =
     def fmap(r: dict) -> str:  # onnxruntime runs the int8 graph channels-last: [N, H, W, C]
         o = r["output"]
         body = r["op"] in ("QLinearConv", "QLinearAdd") and len(o) == 4
-        return f"{o[1]}x{o[2]}" if body else "head (pool, transpose, dense, softmax)"
+        return f"{o[1]}x{o[2]}" if body else "head (the nodes after the last convolution)"
 
     total_1, total_n = round(sum(r["us"] for r in one), 1), round(sum(many.values()), 1)
-    return {"threads": cores, "repeats": repeats, "nodes": len(one), "us_1": total_1, "us_n": total_n,
+    return {"threads": cores, "repeats": repeats, "runs_timed": max(0, runs - 50) or runs, "nodes": len(one),
+            "us_1": total_1, "us_n": total_n,
             "speedup": round(total_1 / total_n, 2), "by_op": group(lambda r: r["op"]), "by_feature_map": group(fmap)}
 
 
@@ -190,14 +191,14 @@ def main() -> None:
               "command": "python benchmarks/ort_session_bench.py " + " ".join(sys.argv[1:])}
     lines = [f"# onnxruntime session settings, int8 `{args.model.name}`, idle and next to a co-tenant", "",
              f"{report['machine']['cpu']}, {cores} cores usable, onnxruntime {ort.__version__}; {args.rounds} rounds x "
-             f"{args.turn} s turns per variant and condition, interleaved, each after {args.settle}-{1.5 * args.settle:g} s untimed in its condition; co-tenant used {100 * (info['core_share'] or 0):.0f}% "
+             f"{args.turn} s turns per variant and condition, interleaved, each after {args.settle:g}-{1.5 * args.settle:g} s untimed of single frames and as long of batches in its condition; co-tenant used {100 * (info['core_share'] or 0):.0f}% "
              f"of a core while running; load average at the end {report['load_average_at_end'][0]:.1f}.", "",
              "| condition | variant | p50 ms | p99 ms | p99/p50 | batch-32 frames/s | frames timed |", "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['condition']} | {r['variant']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['p99_over_p50']:.2f} | "
                      f"{r['batch32_fps']:.0f} | {r['frames']} |")
     lines += ["", f"Where the time goes, and where the second core pays: onnxruntime's own profile, median kernel "
-              f"time per node over 250 batch-1 runs, 1 thread against {cores} (workers spinning within a run), "
+              f"time per node over {scaling['runs_timed']} batch-1 runs, 1 thread against {cores} (workers spinning within a run), "
               f"median of {scaling['repeats']} profiles of each taken in turns, summed. {scaling['nodes']} nodes: {scaling['us_1'] / 1e3:.2f} ms on 1 thread, {scaling['us_n'] / 1e3:.2f} ms "
               f"on {cores}, {scaling['speedup']:.2f}x. The profile's own cost per node inflates small nodes; "
               "compare the ratios, not the totals with the timings above.", ""]
@@ -205,7 +206,7 @@ def main() -> None:
         lines += [f"{title[0].upper()}{title[1:]}:", "", f"| {'op' if key == 'by_op' else 'feature map'} | nodes | "
                   f"us on 1 thread | us on {cores} | speed-up |", "|---|---:|---:|---:|---:|"]
         lines += [f"| {g['group']} | {g['nodes']} | {g['us_1']:.0f} | {g['us_n']:.0f} | "
-                  f"{g['speedup'] if g['speedup'] is not None else '-'}x |" for g in scaling[key]]
+                  + (f"{g['speedup']:.2f}x" if g["speedup"] is not None else "-") + " |" for g in scaling[key]]
         lines.append("")
     lines += ["", f"Reproduce: `{report['command']}`", ""]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -51,10 +51,7 @@ def test_thread_scaling_groups_every_node_once(int8_conv, monkeypatch):
         assert sum(g["nodes"] for g in s[key]) == s["nodes"]
         assert sum(g["us_1"] for g in s[key]) == pytest.approx(s["us_1"], abs=0.2 * len(s[key]))
         assert sum(g["us_n"] for g in s[key]) == pytest.approx(s["us_n"], abs=0.2 * len(s[key]))
-        for g in s[key]:
-            assert g["speedup"] == pytest.approx(g["us_1"] / g["us_n"], rel=0.02)
     maps = {g["group"]: g["nodes"] for g in s["by_feature_map"]}
     # channels-last outputs of the three convolutions: 64 -> 32 -> 16 -> 8; the rest is the head
     assert {k: maps[k] for k in ("32x32", "16x16", "8x8")} == {"32x32": 1, "16x16": 1, "8x8": 1}
-    assert set(maps) - {"32x32", "16x16", "8x8"} == {"head (pool, transpose, dense, softmax)"}
-    assert s["speedup"] == pytest.approx(s["us_1"] / s["us_n"], rel=0.02)
+    assert set(maps) - {"32x32", "16x16", "8x8"} == {"head (the nodes after the last convolution)"}
