@@ -16,13 +16,13 @@ arm to see whether the machine changed (the first of them not counted: a session
 starts cold, 3.4 ms instead of 2.3 ms here); the current arm's own calls show within a few calls
 when it slows down (its speed is the mean of its last ``WINDOW`` calls without the slowest
 ``TRIM``: a plain mean let the co-tenant's rare 10-17 ms stalls of one call push the classifier
-off its fastest arm, a median hid a tail that hits a third of the calls). Probes
-are 3 calls every 1-2 s at most, and only where they can pay: an arm on more cores than other
-processes leave free (``FreeCores``, from /proc/stat) is not tried, nor one on fewer cores while
-the current arm runs as fast as it has since it was chosen, nor (timed per call, after its first
-probe) one whose workers sleep between ops while no other process wants a core; those probes were the slowest calls of
-all, under load and at rest. (Split batches are tried regardless.) Timings are kept per batch
-size, and per timing mode (per call, or per cycle beside a reader thread).
+off its fastest arm, a median hid a tail that hits a third of the calls). Probes are 3 calls
+every 1-2 s at most, and only where they can pay: an arm on more cores than other processes leave
+free (``FreeCores``, from /proc/stat) is not tried, nor one on fewer cores while the current arm
+runs as fast as it has since it was chosen, nor (timed per call, after its first probe) one whose
+workers sleep between ops while no other process wants a core; those probes were the slowest
+calls of all, under load and at rest. (Split batches are tried regardless.) Timings are kept per
+batch size, and per timing mode (per call, or per cycle beside a reader thread).
 """
 
 from __future__ import annotations
