@@ -259,14 +259,14 @@ class AdaptiveSession:
                 # More threads: only while other processes leave the cores. Split batches are tried
                 # regardless: their slices do not wait for each other, so a taken core costs little
                 # (beside the co-tenant they were the fastest way to run a batch).
-                # Workers that sleep between ops: timed per call they win only while another
-                # process holds a core (idle, their probes were slow calls and wrong switches on
-                # noise). Per cycle they are always tried: the reader beside them is this process.
                 more = any(self.arms[i].split == 1 and self.arms[i].cores > mine.cores for i in others)
                 yielding = not key[0] and any(self.arms[i].yields for i in others)
                 free = self._free_cores() if more or yielding else None
                 if free is not None:
                     others = [i for i in others if self.arms[i].split > 1 or self.arms[i].cores <= max(mine.cores, free + 0.5)]
+                    # Workers that sleep between ops: timed per call they win only while another
+                    # process holds a core (idle, their probes were slow calls and wrong switches
+                    # on noise). Per cycle they are always tried: the reader is this process.
                     if yielding:
                         others = [i for i in others if not self.arms[i].yields or free < self.arms[i].cores - 0.5
                                   or i not in t.per_image]  # once, to have a figure when a load comes
