@@ -36,11 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 import numpy as np
 
-from edgeclf import cvplot, peak, sysinfo
-from edgeclf.atomic import write_json, write_text
-from edgeclf.batching import in_batches
-from edgeclf.dataset import load_files, load_labelled
+from edgeclf import sysinfo
+from edgeclf.bench import charts as cvplot, peak
+from edgeclf.data.labelled import load_files, load_labelled
 from edgeclf.errors import EdgeclfError, first_line
+from edgeclf.model.batching import in_batches
+from edgeclf.outfiles import write_json, write_text
 
 REFERENCE = "onnx_int8"
 LABELS = {
@@ -139,7 +140,7 @@ def keras_runners(run_dir: Path, threads: int) -> tuple[list[Runner], object]:
 def onnx_runner(name: str, path: Path, threads: int) -> Runner:
     import onnxruntime as ort
 
-    from edgeclf.classifier import Classifier
+    from edgeclf.model.classifier import Classifier
 
     clf = Classifier(path, threads=threads)
     return Runner(name, f"onnxruntime {ort.__version__}", path, clf.predict_arrays, arm_calls=clf.thread_calls)
@@ -401,7 +402,7 @@ class CoTenant:
 
 def cotenant_video(path: Path) -> Path:
     """A 480x480 MP4 of shapes (240 frames), long enough that decoding it is steady work."""
-    from edgeclf.synthetic import make_shapes_video
+    from edgeclf.data.synthetic import make_shapes_video
 
     make_shapes_video(path, frames=240, size=480, fps=30.0, hold=8)
     return path

@@ -22,8 +22,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from edgeclf.atomic import write_json, write_text
-from edgeclf.classifier import Classifier
+from edgeclf.model.classifier import Classifier
+from edgeclf.outfiles import write_json, write_text
 
 DATA = ROOT.parent / "shared" / "data" / "cats_dogs" / "train"
 
@@ -69,7 +69,7 @@ def optimized_ops(model: Path) -> dict[str, int]:
     """Operator counts after onnxruntime's graph optimisation (what actually runs)."""
     import onnx
 
-    from edgeclf.session import open_session
+    from edgeclf.model.session import open_session
 
     with tempfile.TemporaryDirectory() as tmp:
         optimized = Path(tmp) / "opt.onnx"
@@ -105,7 +105,7 @@ def main() -> None:
 
     run_json = read_run_record(Path(run) / "run.json").to_dict()
     val_paths = [Path(p) for p in run_json["splits"]["val"]]
-    from edgeclf.images import read_image
+    from edgeclf.image import read_image
 
     frame = Classifier(fp32).preprocess(read_image(val_paths[0]))
     lat = {f"threads_{n or 'default'}": interleaved_latency({"fp32": fp32, "int8": int8}, frame, n, args.rounds, args.runs)

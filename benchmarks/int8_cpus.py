@@ -43,8 +43,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
 
-    from edgeclf.sysinfo import cpu_family
     from edgeclf.export import api, quantize
+    from edgeclf.sysinfo import cpu_family
 
     work = Path(tempfile.mkdtemp(prefix="edgeclf-int8-cpus-"))
     run = json.loads((args.run / "run.json").read_text())
@@ -88,7 +88,7 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['weights']} | {names[r['cpu']]} | {r['top1_agreement']:.1%} | {r['max_abs_diff']:.3g} | "
                      f"{r['accuracy']:.1%} | {r['accuracy_at_export']:.1%} |")
-    lines += ["", f"Reproduce: `.ci/aarch64 setup && python benchmarks/int8_cpus.py --run RUN_DIR`"]
+    lines += ["", "Reproduce: `.ci/aarch64 setup && python benchmarks/int8_cpus.py --run RUN_DIR`"]
     (args.out / "int8_cpus.md").write_text("\n".join(lines) + "\n")
 
 

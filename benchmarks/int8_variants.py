@@ -19,13 +19,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
-
 from compare import ROOT, Runner, convert_litert, interleaved_timings, litert_runner, load_images, load_run, log
+
 from edgeclf import sysinfo
-from edgeclf.atomic import write_json, write_text
-from edgeclf.dataset import load_files
-from edgeclf.providers import default_threads
-from edgeclf.session import open_session
+from edgeclf.data.labelled import load_files
+from edgeclf.model.providers import default_threads
+from edgeclf.model.session import open_session
+from edgeclf.outfiles import write_json, write_text
 
 
 def ort_runner(name: str, path: Path, threads: int, config: dict | None = None, level: str = "all",

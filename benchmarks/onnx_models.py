@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from edgeclf.metadata import model_metadata
+from edgeclf.model.metadata import model_metadata
 
 # onnx.proto's TensorProto.DataType values used here.
 FLOAT, UINT8, INT8, INT32 = 1, 2, 3, 6
@@ -95,7 +95,7 @@ def save(data: bytes, path: Path) -> Path:
 
 # ------------------------------------------------------------------------------------ the models
 def edgeclf_metadata(class_names: Sequence[str], size: tuple[int, int], precision: str = "fp32") -> dict[str, str]:
-    """The metadata ``edgeclf export`` writes (``edgeclf.metadata.model_metadata``), for a test model of ``size``."""
+    """The metadata ``edgeclf export`` writes (``edgeclf.model.metadata.model_metadata``), for a test model of ``size``."""
     return model_metadata(list(class_names), size, "colour-test", precision)
 
 

@@ -1,5 +1,5 @@
 """Which onnxruntime session settings give the int8 model a low median AND a short tail, idle
-and next to a busy co-tenant? Evidence for the settings ``edgeclf.classifier`` uses.
+and next to a busy co-tenant? Evidence for the settings ``edgeclf.model.classifier`` uses.
 
     python benchmarks/ort_session_bench.py MODEL.int8.onnx [--rounds 12] [--turn 0.3]
         [--tflite MODEL.int8.tflite | --run RUN_DIR]
@@ -26,13 +26,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 import numpy as np
 import onnxruntime as ort
+from compare import (
+    CoTenant,
+    Runner,
+    convert_litert,
+    cotenant_video,
+    interleaved_timings,
+    keras_runners,
+    litert_calibration,
+    litert_runner,
+    load_run,
+)
 
-from compare import (CoTenant, Runner, convert_litert, cotenant_video, interleaved_timings, keras_runners,
-                     litert_calibration, litert_runner, load_run)
 from edgeclf import sysinfo
-from edgeclf.atomic import write_json, write_text
-from edgeclf.classifier import Classifier
-from edgeclf.session import open_session
+from edgeclf.model.classifier import Classifier
+from edgeclf.model.session import open_session
+from edgeclf.outfiles import write_json, write_text
 
 
 def session(path: Path, threads: int, config: dict[str, str]) -> ort.InferenceSession:

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from edgeclf import sysinfo
-from edgeclf.atomic import write_json, write_text
-from edgeclf.bench import benchmark, open_bench_source
-from edgeclf.classifier import Classifier
-from edgeclf.predict import AUTO_BATCH, classify
+from edgeclf.bench.run import benchmark, open_bench_source
+from edgeclf.model.classifier import Classifier
+from edgeclf.outfiles import write_json, write_text
+from edgeclf.predict.loop import AUTO_BATCH, classify
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = "default (frames waiting, up to 8 per call)"

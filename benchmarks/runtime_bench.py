@@ -153,11 +153,11 @@ def bench_video(onnx_path: Path, video: Path, rounds: int) -> dict:
     count and for one inference thread (which leaves the second core to the reader thread)."""
     import numpy as np
 
-    from edgeclf.batching import in_batches
-    from edgeclf.classifier import Classifier
-    from edgeclf.predict import PredictOptions, run_predict
-    from edgeclf.providers import default_threads
-    from edgeclf.sources import open_source
+    from edgeclf.model.batching import in_batches
+    from edgeclf.model.classifier import Classifier
+    from edgeclf.model.providers import default_threads
+    from edgeclf.predict.loop import PredictOptions, run_predict
+    from edgeclf.sources.open import open_source
 
     configs = sorted({default_threads(), 1}, reverse=True)
     # The stages alone run with the settings `edgeclf predict` uses (no spinning worker threads);
@@ -229,7 +229,7 @@ def make_video(path: Path, frames: int) -> None:
     import cv2
     import numpy as np
 
-    from edgeclf.synthetic import draw_shape, SHAPES
+    from edgeclf.data.synthetic import SHAPES, draw_shape
 
     rng = np.random.default_rng(0)
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 480))
@@ -305,7 +305,7 @@ def prepare(work: Path, frames: int) -> None:
     if photos:
         image = photos[0]
     else:
-        from edgeclf.synthetic import draw_shape
+        from edgeclf.data.synthetic import draw_shape
 
         image = work / "image.jpg"
         cv2.imwrite(str(image), draw_shape("circle", 400, np.random.default_rng(0)))
@@ -326,7 +326,7 @@ def main() -> None:
         prepare(args.prepare, args.frames)
         return
     if args.markdown_only:
-        from edgeclf.atomic import write_text
+        from edgeclf.outfiles import write_text
 
         write_text(args.out / "runtime.md", to_markdown(json.loads((args.out / "runtime.json").read_text())))
         return
@@ -361,7 +361,7 @@ def main() -> None:
         res["video"] = bench_video(onnx_path, work / "video.mp4", args.video_rounds)
         res["loadavg_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
 
-    from edgeclf.atomic import write_json, write_text
+    from edgeclf.outfiles import write_json, write_text
 
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "runtime.json", res)

@@ -32,7 +32,7 @@ CATS_DOGS = Path(os.environ.get("EDGECLF_CATS_DOGS", ROOT.parent / "shared" / "d
 
 from benchmarks.live_client import ServeProcess, StreamCounter, get  # noqa: E402
 from benchmarks.onnx_models import make_conv_model  # noqa: E402
-from edgeclf.synthetic import make_shapes_video  # noqa: E402
+from edgeclf.data.synthetic import make_shapes_video  # noqa: E402
 
 
 def photo_video(path: Path, photos: Path, n: int = 40, hold: int = 5, size: tuple[int, int] = (640, 480)) -> Path:

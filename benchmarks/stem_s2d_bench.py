@@ -25,7 +25,7 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from edgeclf import sysinfo
-from edgeclf.atomic import write_json, write_text
+from edgeclf.outfiles import write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,8 +25,8 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 
-from edgeclf.atomic import write_json, write_text
-from edgeclf.classifier import Classifier
+from edgeclf.model.classifier import Classifier
+from edgeclf.outfiles import write_json, write_text
 
 RESULTS = ROOT / "benchmarks" / "results"
 MAX_MACS = 250e6
@@ -55,7 +55,7 @@ def flip_tta_accuracy(out: Path, run: dict) -> float:
     with its mirror image's (test-time augmentation, at twice the inference cost)."""
     import keras
 
-    from edgeclf.dataset import load_files
+    from edgeclf.data.labelled import load_files
 
     paths = [Path(p) for p in run["splits"]["val"]]
     x, ok, _ = load_files(paths, tuple(run["input_size"]))

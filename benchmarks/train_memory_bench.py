@@ -29,8 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from edgeclf.atomic import write_json, write_text
-from edgeclf.images import scan_class_folders
+from edgeclf.image import scan_class_folders
+from edgeclf.outfiles import write_json, write_text
 
 RESULTS = ROOT / "benchmarks" / "results"
 

@@ -4,18 +4,17 @@ __version__ = "0.1.0"
 
 import os as _os
 
-#: The most pixels edgeclf decodes in one image (see ``images.read_image``). Also handed to OpenCV's
-#: own check, for formats whose header edgeclf does not read: OpenCV reads that setting once, when
-#: it loads, so it is set here, before any edgeclf module imports cv2 (a program that imported
-#: cv2 before edgeclf keeps OpenCV's default).
-PIXEL_LIMIT = 40_000_000
+from edgeclf.limits import PIXEL_LIMIT
+
+# OpenCV reads its pixel limit once, when it loads, so it is set here, before any edgeclf module
+# imports cv2 (a program that imported cv2 before edgeclf keeps OpenCV's default).
 _os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(PIXEL_LIMIT))
 
 # The runtime's public face: ``from edgeclf import Classifier, open_source``. Loaded on first use,
 # so ``import edgeclf`` (and ``edgeclf --help``) does not pay for OpenCV and onnxruntime.
 _PUBLIC = {
-    "Classifier": "classifier",
-    "Prediction": "classifier",
+    "Classifier": "model.classifier",
+    "Prediction": "model.classifier",
     "open_source": "sources",
     "LiveServer": "serve",
 }
@@ -39,6 +38,6 @@ def __dir__() -> list[str]:
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 if _TYPE_CHECKING:  # for type checkers and IDEs
-    from .classifier import Classifier, Prediction  # noqa: F401
-    from .serve import LiveServer  # noqa: F401
-    from .sources import open_source  # noqa: F401
+    from edgeclf.model.classifier import Classifier, Prediction  # noqa: F401
+    from edgeclf.serve.server import LiveServer  # noqa: F401
+    from edgeclf.sources.open import open_source  # noqa: F401

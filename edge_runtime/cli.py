@@ -15,9 +15,9 @@ from typing import Optional
 
 import typer
 
-from . import __version__
-from .errors import EdgeclfError, safe_text
-from .plugins import command_name, load_commands
+from edgeclf import __version__
+from edgeclf.errors import EdgeclfError, safe_text
+from edgeclf.plugins import command_name, load_commands
 
 app = typer.Typer(
     name="edgeclf",
@@ -51,7 +51,7 @@ def eval_(
     batch_size: int = typer.Option(32, "--batch-size", help="Images per inference batch."),
 ) -> None:
     """Accuracy, per-class precision and recall, and the confusion matrix of MODEL on DATA_DIR."""
-    from .evaluate import run_eval
+    from edgeclf.evaluate import run_eval
 
     run_eval(model, data_dir, json_out=json_out, batch_size=batch_size)
 
@@ -84,7 +84,7 @@ def predict(
 ) -> None:
     """Classify images, folders, videos, cameras and streams with an ONNX model (no TensorFlow)."""
     options = dict(locals())  # the parameters above are PredictOptions' fields, by name
-    from .predict import PredictOptions, run_predict
+    from edgeclf.predict.loop import PredictOptions, run_predict
 
     summary = run_predict(PredictOptions(**options))
     if summary.interrupted:
@@ -106,7 +106,7 @@ def bench(
     force: bool = typer.Option(False, "--force", help="Let --plot replace an existing file that edgeclf did not write."),
 ) -> None:
     """Benchmark latency and throughput of an ONNX model on this device."""
-    from .bench import run_bench
+    from edgeclf.bench.run import run_bench
 
     run_bench(model, runs, warmup, batch, threads, provider, source, json_out, plot, force=force)
 

@@ -61,3 +61,8 @@ def warn(msg: str) -> None:
     import sys
 
     print(f"warning: {safe_text(msg)}", file=sys.stderr, flush=True)
+
+
+def warn_skip(path: object, reason: str) -> None:
+    """The default ``on_skip``: one warning line on stderr for an unreadable file."""
+    warn(f"skipped {path}: {reason}")

@@ -10,14 +10,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import sysinfo
-from .batching import in_batches
-from .dataset import load_labelled
-from .errors import EdgeclfError, require_train_extra, safe_text
-from .images import scan_class_folders
-from .metrics import classification_report
-from .plugins import model_loader
-from .progress import Bars
+from edgeclf import sysinfo
+from edgeclf.data.labelled import load_labelled
+from edgeclf.errors import EdgeclfError, require_train_extra, safe_text
+from edgeclf.image import scan_class_folders
+from edgeclf.metrics import classification_report
+from edgeclf.model.batching import in_batches
+from edgeclf.plugins import model_loader
+from edgeclf.progress import Bars
 
 console = Console(stderr=True, highlight=False)
 
@@ -25,7 +25,7 @@ console = Console(stderr=True, highlight=False)
 def _open(model: Path, data_dir: Path, batch_size: int = 32):
     """(class_names, size, predict(batch) -> probs, kind) for an .onnx, a .keras or a run folder."""
     if model.suffix == ".onnx":
-        from .classifier import Classifier
+        from edgeclf.model.classifier import Classifier
 
         clf = Classifier(model)
         clf.check_batch(1 if clf.max_batch == 1 else batch_size, "--batch-size")  # fixed batch 1: image by image

@@ -20,7 +20,7 @@ import sys
 from importlib.metadata import EntryPoint, distributions
 from typing import Any, Callable
 
-from .errors import EdgeclfError, first_line, safe_text
+from edgeclf.errors import EdgeclfError, first_line, safe_text
 
 COMMANDS = "edgeclf.commands"
 MODEL_LOADERS = "edgeclf.model_loaders"

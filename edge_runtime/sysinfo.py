@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 
-
 def cpu_model() -> str:
     """The CPU's marketing name ("AMD EPYC 9B14", "Cortex-A72 (Raspberry Pi 4 Model B)", ...)."""
     name = board = ""

@@ -14,19 +14,18 @@ from typing import Callable, Iterator
 import numpy as np
 
 from edgeclf import __version__
-from edgeclf import metadata as md
-from edgeclf.atomic import atomic_path, remove_stale_temps, sha256_of, write_json
-from edgeclf.batching import in_batches
 from edgeclf.errors import EdgeclfError, first_line
-from edgeclf.images import scan_class_folders
+from edgeclf.image import scan_class_folders
+from edgeclf.model import metadata as md
+from edgeclf.model.batching import in_batches
+from edgeclf.model.session import open_session
+from edgeclf.outfiles import atomic_path, remove_stale_temps, sha256_of, write_json
 from edgeclf.progress import Bars
-from edgeclf.session import open_session
-
+from edgeclf.train.keras_model import RunSource, input_size_of, load_keras_model, resolve_source
 from edgeclf.train.run_record import check_class_names
 
 from . import data, parity, quantize
 from .convert import DEFAULT_OPSET, keras_to_onnx, set_metadata
-from edgeclf.train.keras_model import RunSource, input_size_of, load_keras_model, resolve_source
 
 FP32_NAME, INT8_NAME, FP16_NAME, REPORT_NAME = "model.onnx", "model.int8.onnx", "model.fp16.onnx", "export.json"
 DEFAULT_CALIB_SIZE = 200

@@ -12,9 +12,8 @@ import logging
 
 import onnx
 
-from edgeclf import metadata as md
 from edgeclf.errors import EdgeclfError, first_line
-
+from edgeclf.model import metadata as md
 from edgeclf.train.keras_model import input_size_of
 
 DEFAULT_OPSET = 17

@@ -8,9 +8,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from edgeclf.dataset import load_files
 from edgeclf.errors import EdgeclfError
-from edgeclf.images import list_images
+from edgeclf.image import list_images
+from edgeclf.train.imagecache import load_files
 
 
 @dataclass
@@ -54,8 +54,8 @@ def sample(paths: Sequence[Path], n: int, seed: int) -> list[Path]:
 
 def generated_images(n: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
     """Synthetic shapes, only for parity when a model comes with no real image at all."""
-    from edgeclf.preprocess import resize_rgb
-    from edgeclf.synthetic import SHAPES, draw_shape
+    from edgeclf.data.synthetic import SHAPES, draw_shape
+    from edgeclf.image import resize_rgb
 
     rng = np.random.default_rng(seed)
     side = max(size)

@@ -15,9 +15,8 @@ from pathlib import Path
 
 from rich.markup import escape
 
+from edgeclf.data.synthetic import make_shapes_dataset, make_shapes_video
 from edgeclf.errors import EdgeclfError
-from edgeclf.synthetic import make_shapes_dataset, make_shapes_video
-
 from edgeclf.train.config import TrainConfig, check_writable_folder
 
 DEMO_IMAGES_PER_CLASS = 300
@@ -58,14 +57,13 @@ def check_demo_out(out: Path, force: bool) -> None:
 
 def run_demo(out: Path, force: bool = False, epochs: int = DEMO_EPOCHS, per_class: int = DEMO_IMAGES_PER_CLASS) -> dict:
     """Run every stage into ``out``; returns the headline figures."""
-    from .api import export_model
-
-    from edgeclf.classifier import Classifier
-    from edgeclf.predict import classify
-    from edgeclf.sources import open_source
-
+    from edgeclf.model.classifier import Classifier
+    from edgeclf.predict.loop import classify
+    from edgeclf.sources.open import open_source
     from edgeclf.train.progress import console
     from edgeclf.train.trainer import train
+
+    from .api import export_model
 
     out = Path(out)
     check_demo_out(out, force)
@@ -139,9 +137,8 @@ def _bench(export_dir: Path, video: Path) -> dict:
     """``edgeclf bench`` on the fp32 and int8 models, batch 1 and 8, the video end to end."""
     from rich.console import Console
 
+    from edgeclf.bench.run import render
     from edgeclf.train.progress import console
-
-    from edgeclf.bench import render
 
     reports = {}
     for name in ("model.onnx", "model.int8.onnx"):

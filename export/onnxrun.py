@@ -1,6 +1,6 @@
 """Running exported ONNX models in onnxruntime for the export checks (parity, accuracy, latency).
 
-Sessions come from ``edgeclf.session.open_session``: the checks measure the models as the runtime
+Sessions come from ``edgeclf.model.session.open_session``: the checks measure the models as the runtime
 runs them (same optimisation, threads and spinning)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Callable
 import numpy as np
 import onnxruntime as ort
 
-from edgeclf import metadata as md
-from edgeclf.batching import in_batches
+from edgeclf.model import metadata as md
+from edgeclf.model.batching import in_batches
 
 
 def predict(sess: ort.InferenceSession, x: np.ndarray, batch_size: int = 32, progress: Callable[[int], None] | None = None) -> np.ndarray:

@@ -19,12 +19,12 @@ from typing import Callable
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnx import numpy_helper
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.calibrate import TensorData, create_calibrator, save_tensors_data
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from edgeclf import metadata as md
+from edgeclf.model import metadata as md
 from edgeclf.sysinfo import CPU_FAMILIES
 
 METHODS: dict[str, CalibrationMethod] = {

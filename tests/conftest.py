@@ -5,8 +5,8 @@ from __future__ import annotations
 import atexit
 import importlib.util
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -55,7 +55,7 @@ def error_line(res: subprocess.CompletedProcess, *, after_skip_warnings: bool = 
 @pytest.fixture(scope="session")
 def shapes_dir(tmp_path_factory) -> Path:
     """A generated 3-class data set (circle, square, triangle), 40 images a class at 64x64."""
-    from edgeclf.synthetic import make_shapes_dataset
+    from edgeclf.data.synthetic import make_shapes_dataset
 
     return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), per_class=40, size=64, seed=0)
 

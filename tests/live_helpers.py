@@ -13,9 +13,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from onnx_fixtures import BGR, COLOURS
 
 from benchmarks.live_client import ServeProcess, StreamCounter, StreamReader, get, get_json  # noqa: F401
-from onnx_fixtures import BGR, COLOURS
 
 
 def make_colour_video(path: Path, frames: int = 60, fps: float = 20.0, hold: int = 10, size: tuple[int, int] = (160, 120),

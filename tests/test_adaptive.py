@@ -1,4 +1,4 @@
-"""The adaptive thread count (edgeclf.adaptive): which session it runs as the machine changes.
+"""The adaptive thread count (edgeclf.model.adaptive): which session it runs as the machine changes.
 
 The policy is tested on sessions whose run time is set by the test (a fake clock: a real one on
 this shared machine would make the test as noisy as a benchmark); the Classifier tests use real
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from edgeclf import providers as prov
-from edgeclf.adaptive import SPIN_WITHIN_RUN, AdaptiveSession, FreeCores, thread_arms
-from edgeclf.classifier import Classifier
 from onnx_fixtures import make_colour_model
+
+from edgeclf.model import providers as prov
+from edgeclf.model.adaptive import SPIN_WITHIN_RUN, AdaptiveSession, FreeCores, thread_arms
+from edgeclf.model.classifier import Classifier
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,14 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from conftest import ROOT, error_line, run_cli
 
 from benchmarks import onnx_models as om
-from conftest import ROOT, error_line, run_cli
-from edgeclf import bench, cvplot, sysinfo
+from edgeclf import sysinfo
+from edgeclf.bench import charts as cvplot, run as bench
+from edgeclf.data.synthetic import make_shapes_dataset, make_shapes_video
 from edgeclf.errors import EdgeclfError
-from edgeclf.macs import count_macs, node_macs
-from edgeclf.synthetic import make_shapes_dataset, make_shapes_video
+from edgeclf.model.macs import count_macs, node_macs
 
 SIZE = 32
 # Conv 3x3, 3->8 channels, no padding on 32x32: 30*30*8 outputs x 27 weights; Gemm 8->3.
@@ -166,7 +167,7 @@ def test_benchmark_figures_are_sane(tiny_onnx, tmp_path):
 def test_benchmark_default_threads_adapt_and_say_how_they_ran(tiny_onnx, video, monkeypatch):
     """No --threads: the classifier's adaptive default, as edgeclf predict runs it; every result
     says which thread counts its timed calls ran on, and the threads shown are the most used."""
-    from edgeclf import providers as prov
+    from edgeclf.model import providers as prov
 
     monkeypatch.setattr(prov, "default_threads", lambda cpu_count=None: 2)
     r = bench.benchmark(tiny_onnx, runs=40, warmup=2, batches=[1, 4], source=video, show_progress=False)
@@ -288,7 +289,7 @@ def test_cli_bad_model(tmp_path, kind):
 
 
 def test_bench_imports_no_tensorflow():
-    code = "import sys, edgeclf.cli, edgeclf.bench; assert 'tensorflow' not in sys.modules; assert 'onnx' not in sys.modules"
+    code = "import sys, edgeclf.cli, edgeclf.bench.run; assert 'tensorflow' not in sys.modules; assert 'onnx' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
@@ -299,10 +300,9 @@ def test_int8_probe_model_is_the_helper_built_matmul_integer():
     import onnxruntime as ort
 
     onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto as T
-    from onnx import helper as h
+    from onnx import TensorProto as T, helper as h
 
-    from edgeclf import peak
+    from edgeclf.bench import peak
 
     g = h.make_graph(
         [h.make_node("MatMulInteger", ["a", "b", "a_zp", "b_zp"], ["y"])], "int8_matmul_probe",
@@ -324,8 +324,8 @@ def test_int8_probe_model_is_the_helper_built_matmul_integer():
 def test_precision_run_picks_the_peak_probe(tiny_onnx, tiny_int8):
     """An int8 model is held against the int8 matmul peak, a float one against float32: the
     precision is what onnxruntime runs (the quantizer here copied the fp32 model's metadata)."""
-    from edgeclf.macs import runs_integer_kernels
-    from edgeclf.peak import PEAK_PROBES
+    from edgeclf.bench.peak import PEAK_PROBES
+    from edgeclf.model.macs import runs_integer_kernels
 
     assert not runs_integer_kernels(tiny_onnx, (1, SIZE, SIZE, 3))
     assert runs_integer_kernels(tiny_int8, (1, SIZE, SIZE, 3))

@@ -12,7 +12,6 @@ import sys
 
 import cv2
 import pytest
-
 from conftest import ROOT
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]

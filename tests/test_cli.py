@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, error_line, run_cli
 
 COMMANDS = ["train", "eval", "export", "predict", "bench", "demo"]

@@ -20,10 +20,10 @@ import pytest
 from conftest import error_line, run_cli
 from onnx_fixtures import make_colour_model
 
-from edgeclf import sources
-from edgeclf.classifier import Classifier
 from edgeclf.errors import EdgeclfError
-from edgeclf.sources import jetson_pipeline, open_source, parse_csi, picamera2_to_bgr
+from edgeclf.model.classifier import Classifier
+from edgeclf.sources import open as sources
+from edgeclf.sources.open import jetson_pipeline, open_source, parse_csi, picamera2_to_bgr
 
 STAND_IN = textwrap.dedent('''
     """Stand-in for picamera2 (tests only): solid frames of RGB colour COLOUR in the configured

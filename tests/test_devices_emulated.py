@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
@@ -129,7 +128,7 @@ def reference(exported) -> dict:
 def test_export_says_what_int8_was_made_for(exported):
     import onnx
 
-    from edgeclf import metadata as md
+    from edgeclf.model import metadata as md
     from edgeclf.sysinfo import CPU_FAMILIES
 
     made_for = exported["report"]["int8"]["made_for"]

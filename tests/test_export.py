@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
 
 pytestmark = pytest.mark.tf
@@ -20,11 +19,11 @@ import_tensorflow_quietly()
 
 import onnx  # noqa: E402
 
-from edgeclf import metadata as md  # noqa: E402
-from edgeclf.classifier import Classifier  # noqa: E402
 from edgeclf.errors import EdgeclfError  # noqa: E402
 from edgeclf.export import data  # noqa: E402
 from edgeclf.export.api import ExportCheckError, export_model  # noqa: E402
+from edgeclf.model import metadata as md  # noqa: E402
+from edgeclf.model.classifier import Classifier  # noqa: E402
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -38,8 +37,8 @@ def make_run(arch: str, size: int, data_dir: Path, out: Path, epochs: int = 1, s
     tests want a model that is right on its validation images so that an int8 accuracy drop shows."""
     import keras
 
-    from edgeclf.dataset import load_labelled
-    from edgeclf.preprocess import COLOR_ORDER, RESIZE
+    from edgeclf.data.labelled import load_labelled
+    from edgeclf.image import COLOR_ORDER, RESIZE
     from edgeclf.train.models import ARCHITECTURES
 
     data = load_labelled(data_dir, (size, size))
@@ -131,7 +130,7 @@ def test_metadata_and_runtime(seed_run, tmp_path, shapes_dir):
 
         clf = Classifier(out / name)
         assert clf.class_names == run["class_names"] and clf.size == (32, 32)
-        from edgeclf.dataset import load_labelled
+        from edgeclf.data.labelled import load_labelled
 
         data = load_labelled(shapes_dir, clf.size, clf.class_names)
         probs = clf.predict_arrays(data.x[:7])
@@ -208,8 +207,9 @@ def test_guard_trips_on_destroyed_calibration(seed_run, tmp_path):
 
 def test_parity_failure_writes_nothing(seed_run, tmp_path, monkeypatch):
     """An ONNX graph that drifts from Keras fails the export with the figures; no model.onnx."""
-    import edgeclf.export.api as api
     from onnx import numpy_helper
+
+    import edgeclf.export.api as api
 
     real = api.keras_to_onnx
 

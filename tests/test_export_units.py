@@ -9,9 +9,9 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
-from edgeclf import metadata as md  # noqa: E402
 from edgeclf import sysinfo  # noqa: E402
 from edgeclf.export import parity, quantize  # noqa: E402
+from edgeclf.model import metadata as md  # noqa: E402
 
 
 def test_parity_figures():
@@ -69,9 +69,7 @@ def test_calibration_reader_batches_and_rewinds():
 def _rescale_model(path, a: float, b: float):
     """uint8 image -> Cast -> Mul(a) -> Add(b) -> Transpose -> Conv 3x3 -> Relu -> GAP -> Gemm -> Softmax."""
     import onnx
-    from onnx import TensorProto as T
-    from onnx import helper as h
-    from onnx import numpy_helper as nh
+    from onnx import TensorProto as T, helper as h, numpy_helper as nh
 
     rng = np.random.default_rng(0)
     inits = [nh.from_array(np.array(a, np.float32), "a"), nh.from_array(np.array(b, np.float32), "b"),

@@ -30,12 +30,12 @@ from onnx_fixtures import COLOURS, edgeclf_metadata, make_colour_model, solid
 
 from edgeclf import sysinfo
 from edgeclf.errors import EdgeclfError
-from edgeclf.outputs import CsvOutput, VideoOutput
-from edgeclf.serve import LiveServer
+from edgeclf.serve.server import LiveServer
+from edgeclf.sinks.outputs import CsvOutput, VideoOutput
 
 try:  # what the fixes added (imported softly so that this suite runs, and fails, against the old code)
     from edgeclf.errors import OutputError
-    from edgeclf.outpaths import written_by_edgeclf
+    from edgeclf.outfiles import written_by_edgeclf
 except ImportError:
     OutputError = EdgeclfError
     written_by_edgeclf = None
@@ -185,7 +185,7 @@ def test_save_without_a_full_disk_holds_every_frame_and_edgeclfs_mark(d, tmp_pat
 
 def test_video_writer_failure_is_detected_by_fault_injection(d, tmp_path, monkeypatch):
     """Where no tmpfs can be mounted: the same check with the free space faked to run out."""
-    import edgeclf.outputs as outputs
+    import edgeclf.sinks.outputs as outputs
 
     out = tmp_path / "v.avi"
     video = VideoOutput(out, 10, check_every=4)
@@ -202,7 +202,7 @@ def test_video_writer_failure_is_detected_by_fault_injection(d, tmp_path, monkey
 def test_a_short_video_file_is_not_kept(tmp_path, monkeypatch):
     """The final re-open: a file holding fewer frames than were written (what a full disk leaves
     when the free-space check misses it) is an error, not a result."""
-    import edgeclf.outputs as outputs
+    import edgeclf.sinks.outputs as outputs
 
     out = tmp_path / "v.avi"
     video = VideoOutput(out, 10)
@@ -326,7 +326,7 @@ def _get(port: int, path: str, host: str | None) -> tuple[int, dict, bytes]:
 
 
 def test_live_view_answers_only_to_its_own_host_names(d):
-    from edgeclf.classifier import Prediction
+    from edgeclf.model.classifier import Prediction
 
     pred = Prediction("red", 0, 0.9, {"red": 0.9, "green": 0.05, "blue": 0.05})
     with LiveServer("127.0.0.1:0", allow_hosts=["pi.example.org"], log=lambda m: None) as view:

@@ -22,9 +22,9 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-
 from conftest import error_line, run_cli
-from edgeclf.synthetic import make_shapes_dataset
+
+from edgeclf.data.synthetic import make_shapes_dataset
 
 pytestmark = pytest.mark.tf
 pytest.importorskip("tensorflow")
@@ -394,7 +394,7 @@ def test_export_onto_a_full_disk_keeps_what_was_written(odd_run, tmp_path):
     with tmpfs(disk, (fp32 + fp16 // 2) // 1024):  # model.onnx fits, model.fp16.onnx does not
         line = error_line(run_cli("export", odd_run[0], "--out", disk / "x", "--fp16", "--json"))
         assert "model.fp16.onnx: cannot write (No space left on device)" in line and "model.onnx" in line, line
-        from edgeclf.classifier import Classifier
+        from edgeclf.model.classifier import Classifier
 
         assert Classifier(disk / "x" / "model.onnx").class_names == ["[bold]dogs", "[cats]", "plain"]  # whole, usable
         assert not hidden(disk / "x") and not (disk / "x" / "model.fp16.onnx").exists()

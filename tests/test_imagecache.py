@@ -14,11 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeclf.dataset import load_files
-from edgeclf.imagecache import cached_images
-from edgeclf.images import list_images, read_image
-from edgeclf.preprocess import resize_rgb
-from edgeclf.synthetic import make_shapes_dataset
+from edgeclf.data.synthetic import make_shapes_dataset
+from edgeclf.image import list_images, read_image, resize_rgb
+from edgeclf.train.imagecache import cached_images, load_files
 
 
 @pytest.fixture()
@@ -108,8 +106,8 @@ def test_truncated_cache_is_a_clear_error(tmp_path, data):
 @pytest.mark.tf
 def test_training_streams_batches_from_the_cache(tmp_path, data, monkeypatch):
     """The tf.data pipeline yields every training row once per epoch, reshuffled, from disk."""
+    from edgeclf.image import scan_class_folders
     from edgeclf.train.data import load_cached_splits, split_dataset, stratified_split
-    from edgeclf.images import scan_class_folders
 
     monkeypatch.setenv("EDGECLF_CACHE_DIR", str(tmp_path / "cache"))
     _, files = scan_class_folders(data)

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from edgeclf.errors import EdgeclfError, ImageReadError
-from edgeclf.images import list_images, read_image, scan_class_folders
+from edgeclf.image import list_images, read_image, resize_rgb, scan_class_folders
 from edgeclf.metrics import classification_report
-from edgeclf.preprocess import resize_rgb
 
 
 def _jpeg_bytes(h=40, w=50) -> bytes:

@@ -10,8 +10,8 @@ import json
 import pytest
 from onnx_fixtures import COLOURS, edgeclf_metadata, make_colour_model
 
-from edgeclf import metadata as md
-from edgeclf.classifier import Classifier, int8_cpu_warning
+from edgeclf.model import metadata as md
+from edgeclf.model.classifier import Classifier, int8_cpu_warning
 from edgeclf.sysinfo import CPU_FAMILIES, cpu_family
 
 ZEN4 = "flags\t\t: fpu vme sse sse2 avx avx2 fma avx512f avx512bw avx512_vnni avx512_bf16"

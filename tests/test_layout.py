@@ -40,8 +40,13 @@ def imported_modules(path: Path, package: str) -> set[str]:
     return found
 
 
+def package_of(path: Path, folder: Path) -> str:
+    """The package a source file's relative imports resolve against (its subpackage, if any)."""
+    return ".".join([PACKAGE_OF[folder], *path.parent.relative_to(folder).parts])
+
+
 def imports_of(folder: Path) -> dict[str, set[str]]:
-    return {str(p.relative_to(ROOT)): imported_modules(p, PACKAGE_OF[folder]) for p in sorted(folder.glob("*.py"))}
+    return {str(p.relative_to(ROOT)): imported_modules(p, package_of(p, folder)) for p in sorted(folder.rglob("*.py"))}
 
 
 def reaching(imports: dict[str, set[str]], *packages: str) -> list[str]:
@@ -104,10 +109,11 @@ def test_public_face_and_no_workstation_module_loaded_by_the_runtime():
     code = (
         "import sys, pkgutil, importlib, edgeclf\n"
         "from edgeclf import Classifier, Prediction, open_source, LiveServer\n"
-        "assert Classifier.__module__ == 'edgeclf.classifier' and open_source.__module__ == 'edgeclf.sources'\n"
-        "assert Prediction.__module__ == 'edgeclf.classifier' and LiveServer.__module__ == 'edgeclf.serve'\n"
-        "for m in pkgutil.iter_modules(edgeclf.__path__):\n"
-        "    if not m.ispkg and m.name != 'cli': importlib.import_module('edgeclf.' + m.name)\n"
+        "assert Classifier.__module__ == 'edgeclf.model.classifier' and open_source.__module__ == 'edgeclf.sources.open'\n"
+        "assert Prediction.__module__ == 'edgeclf.model.classifier' and LiveServer.__module__ == 'edgeclf.serve.server'\n"
+        "for m in pkgutil.walk_packages(edgeclf.__path__, 'edgeclf.'):\n"
+        "    if not m.name.startswith(('edgeclf.train', 'edgeclf.export')) and m.name != 'edgeclf.cli':\n"
+        "        importlib.import_module(m.name)\n"
         + LOADED
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT.parent)
@@ -147,7 +153,7 @@ def test_built_wheel_installs_one_top_level_name(tmp_path):
         meta = {n.split("/")[-1]: z.read(n).decode() for n in names if ".dist-info/" in n}
     assert meta["top_level.txt"].split() == ["edgeclf"]
     assert {n.split("/")[0] for n in names if not n.startswith("edgeclf-")} == {"edgeclf"}
-    for inside in ("edgeclf/classifier.py", "edgeclf/live.html", "edgeclf/train/trainer.py", "edgeclf/export/api.py"):
+    for inside in ("edgeclf/model/classifier.py", "edgeclf/serve/live.html", "edgeclf/train/trainer.py", "edgeclf/export/api.py"):
         assert inside in names
     assert "[edgeclf.commands]" in meta["entry_points.txt"] and "edgeclf.train.commands:register" in meta["entry_points.txt"]
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from live_helpers import ServeProcess, make_colour_video
 from onnx_fixtures import COLOURS, make_colour_model
 

@@ -10,9 +10,11 @@ import pytest
 from onnx_fixtures import COLOURS, edgeclf_metadata, make_colour_model, make_conv_model, make_vector_model
 
 onnx = pytest.importorskip("onnx", reason="checking the hand-written ONNX models needs onnx (pip install 'edgeclf[train]')")
-from onnx import TensorProto as T  # noqa: E402
-from onnx import helper as h  # noqa: E402
-from onnx import numpy_helper as nh  # noqa: E402
+from onnx import (
+    TensorProto as T,  # noqa: E402
+    helper as h,  # noqa: E402
+    numpy_helper as nh,  # noqa: E402
+)
 
 
 def _helper_model(nodes, name, inputs, outputs, inits=(), metadata=None):

@@ -14,10 +14,10 @@ import pytest
 from onnx_fixtures import COLOURS, make_colour_model, solid
 
 from edgeclf import sysinfo
-from edgeclf.classifier import Classifier
-from edgeclf.predict import AUTO_BATCH, AUTO_BATCH_BYTES, auto_batch, classify, frames_held
-from edgeclf.providers import CPU
-from edgeclf.sources import Frame, Source, open_source
+from edgeclf.model.classifier import Classifier
+from edgeclf.model.providers import CPU
+from edgeclf.predict.loop import AUTO_BATCH, AUTO_BATCH_BYTES, auto_batch, classify, frames_held
+from edgeclf.sources.open import Frame, Source, open_source
 
 N = 40
 
@@ -121,7 +121,7 @@ def test_automatic_batches_fit_an_eighth_of_the_free_memory_and_the_runs_own_est
     # 1.2 GB free: 150 MB for batches. 1080p frames kept for --save (6.2 MB + the input): at most 24
     # held, so batches of 6 (12 queued, 6 gathered, 6 stacked); the 256 MB cap alone allows 8.
     monkeypatch.setattr(sysinfo, "available_memory_bytes", lambda: 1_200_000_000)
-    monkeypatch.setattr("edgeclf.predict._frame_bytes", lambda clf, src, keep: 1920 * 1080 * 3 + 32 * 32 * 3 if keep else 32 * 32 * 3)
+    monkeypatch.setattr("edgeclf.predict.loop._frame_bytes", lambda clf, src, keep: 1920 * 1080 * 3 + 32 * 32 * 3 if keep else 32 * 32 * 3)
     assert frames_held(6) == 24 and frames_held(7) == 28
     assert auto_batch(clf, folder, keep_images=True) == 6
     assert auto_batch(clf, folder, keep_images=False) == AUTO_BATCH

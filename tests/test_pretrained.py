@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
 
 pytestmark = pytest.mark.tf
@@ -120,7 +119,7 @@ def test_packaged_weights_convert_to_imagenet_classes(cats_dogs_dir):
     """The converted backbone, with its own ImageNet head and no training, tells the shared cats
     (ImageNet classes 281-285) from the dogs (151-268): a wrong transpose, padding or
     normalisation shows at once here."""
-    from edgeclf.dataset import load_files
+    from edgeclf.data.labelled import load_files
     from edgeclf.train.efficientnet_lite import build_imagenet_classifier
 
     model = build_imagenet_classifier(224)
@@ -139,7 +138,7 @@ def test_packaged_weights_convert_to_imagenet_classes(cats_dogs_dir):
 def test_default_network_fine_tunes_on_real_photos(tmp_path, cats_dogs_dir):
     """A short fine-tune of the default network (head, then one fine-tuning epoch) on the shared
     photos is already far better than chance; its run.json says where the weights came from."""
-    from edgeclf.atomic import sha256_of
+    from edgeclf.outfiles import sha256_of
     from edgeclf.train.efficientnet_lite import packaged_weights
 
     out = tmp_path / "run"

@@ -15,7 +15,7 @@ import pytest
 from mjpeg_server import check_reconnects, free_port
 from rtsp_server import RtspServer, available
 
-from edgeclf.sources import open_source
+from edgeclf.sources.open import open_source
 
 if not available():
     if os.environ.get("EDGECLF_REQUIRE_RTSP") == "1":

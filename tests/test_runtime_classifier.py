@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from onnx_fixtures import COLOURS, make_colour_model, make_vector_model, solid
 
-from edgeclf.classifier import Classifier, Prediction
 from edgeclf.errors import EdgeclfError
+from edgeclf.model.classifier import Classifier, Prediction
 
 
 @pytest.fixture(scope="module")
@@ -149,14 +149,14 @@ def test_workers_do_not_spin_by_default_and_predict_keeps_it_so(colour_model, mo
     assert spinning(Classifier(colour_model, threads=2, spin=True)) in ("default", "1")
 
     # `edgeclf predict` runs a reader thread beside inference, so its workers must not busy-wait.
-    import edgeclf.predict as predict_mod
+    import edgeclf.predict.loop as predict_mod
 
     made: list[Classifier] = []
     monkeypatch.setattr(predict_mod, "Classifier", lambda *a, **k: made.append(Classifier(*a, **k)) or made[-1])
     img = colour_model.parent / "red.png"
     cv2.imwrite(str(img), solid("red"))
     predict_mod.run_predict(predict_mod.PredictOptions(colour_model, str(img), quiet=True))
-    # The default adapts its threads (edgeclf.adaptive): its workers may spin inside a run, never
+    # The default adapts its threads (edgeclf.model.adaptive): its workers may spin inside a run, never
     # between runs, when the reader thread decodes the next frame.
     sessions = getattr(made[0].session, "sessions", [made[0].session])
     for sess in sessions:

@@ -1,4 +1,4 @@
-"""The runtime's shared helpers: the batch loop (edgeclf.batching) and the progress bars
+"""The runtime's shared helpers: the batch loop (edgeclf.model.batching) and the progress bars
 (edgeclf.progress) that the runtime, the export and training all use."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from edgeclf.batching import in_batches
+from edgeclf.model.batching import in_batches
 from edgeclf.progress import Bars, progress_bar
 
 

@@ -24,16 +24,14 @@ SIZE = 128
 def exported(tmp_path_factory, cats_dogs_dir):
     pytest.importorskip("tensorflow")
     tf2onnx = pytest.importorskip("tf2onnx")
+    import keras
     import onnx
     import tensorflow as tf
-
-    from edgeclf.train.models import ARCHITECTURES
     from onnx_fixtures import edgeclf_metadata
 
-    import keras
-
-    from edgeclf.dataset import load_files
-    from edgeclf.images import list_images
+    from edgeclf.data.labelled import load_files
+    from edgeclf.image import list_images
+    from edgeclf.train.models import ARCHITECTURES
 
     keras_model = ARCHITECTURES["edgenet"].build(2, SIZE)
     # A head fitted by least squares on the random features of 200 photos: a model with a real
@@ -64,12 +62,12 @@ def exported(tmp_path_factory, cats_dogs_dir):
 
 
 def test_runtime_top1_agrees_with_keras_on_real_jpegs(exported, cats_dogs_dir):
-    from edgeclf.classifier import Classifier
-    from edgeclf.dataset import load_labelled
-    from edgeclf.images import read_image
+    from edgeclf.data.labelled import load_labelled
+    from edgeclf.image import read_image
+    from edgeclf.model.classifier import Classifier
 
     keras_model, onnx_path = exported
-    # Keras, fed as training feeds it (edgeclf.dataset is what train/data.py reads through).
+    # Keras, fed as training feeds it (edgeclf.data.labelled is what train/data.py reads through).
     data = load_labelled(cats_dogs_dir, (SIZE, SIZE))
     keras_probs = keras_model.predict(data.x.astype(np.float32), batch_size=64, verbose=0)
 
@@ -94,8 +92,8 @@ def test_runtime_top1_agrees_with_keras_on_real_jpegs(exported, cats_dogs_dir):
 
 def test_edgeclf_predict_folder_matches_keras(exported, cats_dogs_dir):
     """The whole CLI pipeline (reader thread, batches) on one class folder gives the same labels."""
-    from edgeclf.dataset import load_files
-    from edgeclf.images import list_images
+    from edgeclf.data.labelled import load_files
+    from edgeclf.image import list_images
 
     keras_model, onnx_path = exported
     paths = list_images(cats_dogs_dir / "cats")[:120]

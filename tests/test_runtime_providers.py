@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeclf import providers as prov
 from edgeclf.errors import EdgeclfError
+from edgeclf.model import providers as prov
 
 JETSON = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 CUDA_ONLY = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -91,7 +91,7 @@ def test_short_names():
 def test_classifier_reports_what_runs_and_falls_back(tmp_path):
     from onnx_fixtures import make_colour_model
 
-    from edgeclf.classifier import Classifier
+    from edgeclf.model.classifier import Classifier
 
     model = make_colour_model(tmp_path / "m.onnx")
     warnings: list[str] = []
@@ -111,14 +111,14 @@ def test_cpu_session_config_turns_spinning_off_unless_asked():
 
 
 def test_session_factory_gives_every_session_the_classifiers_defaults(tmp_path):
-    """One factory (edgeclf.session): a bare session for export checks or benchmarks runs with the
+    """One factory (edgeclf.model.session): a bare session for export checks or benchmarks runs with the
     threads, spinning and optimisation the classifier itself runs with."""
     import numpy as np
     import onnxruntime as ort
     from onnx_fixtures import make_colour_model
 
-    from edgeclf.classifier import Classifier
-    from edgeclf.session import open_session
+    from edgeclf.model.classifier import Classifier
+    from edgeclf.model.session import open_session
 
     model = make_colour_model(tmp_path / "m.onnx")
     # a fixed thread count: the default's adaptive sessions are tested in test_adaptive.py
@@ -137,7 +137,7 @@ def test_session_factory_takes_explicit_overrides(tmp_path):
     import onnxruntime as ort
     from onnx_fixtures import make_colour_model
 
-    from edgeclf.session import open_session
+    from edgeclf.model.session import open_session
 
     model = make_colour_model(tmp_path / "m.onnx")
     sess = open_session(model, threads=1, spin=True, config={"session.intra_op.spin_duration_us": "100"},

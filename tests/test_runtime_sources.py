@@ -13,8 +13,8 @@ import pytest
 from onnx_fixtures import solid
 
 from edgeclf.errors import EdgeclfError
-from edgeclf.images import jpeg_size, read_image
-from edgeclf.sources import ImageFiles, LiveSource, VideoFile, open_source
+from edgeclf.image import jpeg_size, read_image
+from edgeclf.sources.open import ImageFiles, LiveSource, VideoFile, open_source
 
 
 def _write(path: Path, img: np.ndarray) -> Path:
@@ -124,7 +124,7 @@ def test_huge_png_is_handled(tmp_path):
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory) -> tuple[Path, list[str]]:
-    from edgeclf.synthetic import make_shapes_video
+    from edgeclf.data.synthetic import make_shapes_video
 
     path = tmp_path_factory.mktemp("video") / "shapes.mp4"
     labels = make_shapes_video(path, frames=30, size=64, fps=15, hold=5)
@@ -170,7 +170,7 @@ def test_bad_specs(tmp_path):
 
 
 def test_gstreamer_pipeline_without_gstreamer():
-    from edgeclf.sources import has_gstreamer
+    from edgeclf.sources.open import has_gstreamer
 
     if has_gstreamer():
         pytest.skip("this OpenCV has GStreamer")

@@ -22,7 +22,7 @@ from mjpeg_server import MjpegServer, check_reconnects, free_port
 from onnx_fixtures import make_colour_model
 
 from edgeclf.errors import EdgeclfError
-from edgeclf.sources import open_source
+from edgeclf.sources.open import open_source
 
 FPS = 25
 SLOW_MODEL_S = 0.2  # five times slower than the stream

@@ -14,15 +14,24 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import error_line, run_cli
-from edgeclf.classifier import Prediction
-from edgeclf.errors import EdgeclfError
-from edgeclf.serve import LiveServer, parse_address
-from edgeclf.sources import open_source
-from live_helpers import (EventsViewer, MjpegViewer, ServeProcess, get, get_json, make_colour_video, port_is_free,
-                          raw_request, stalled_viewer)
+from live_helpers import (
+    EventsViewer,
+    MjpegViewer,
+    ServeProcess,
+    get,
+    get_json,
+    make_colour_video,
+    port_is_free,
+    raw_request,
+    stalled_viewer,
+)
 from onnx_fixtures import COLOURS, make_colour_model, solid
+
+from edgeclf.errors import EdgeclfError
+from edgeclf.model.classifier import Prediction
+from edgeclf.serve.server import LiveServer, parse_address
+from edgeclf.sources.open import open_source
 
 
 @pytest.fixture(scope="module")

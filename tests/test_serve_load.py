@@ -19,7 +19,6 @@ import statistics
 import time
 
 import pytest
-
 from live_helpers import ServeProcess, StreamCounter, make_colour_video, stalled_viewer
 from onnx_fixtures import make_conv_model
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import error_line, run_cli
-from edgeclf.synthetic import make_shapes_dataset
+
+from edgeclf.data.synthetic import make_shapes_dataset
 
 pytestmark = pytest.mark.tf
 

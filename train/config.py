@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeclf.errors import EdgeclfError, first_line
-from edgeclf.images import scan_class_folders
+from edgeclf.image import scan_class_folders
 
 from .run_record import check_class_names
 

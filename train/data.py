@@ -1,7 +1,7 @@
 """Reading a class-per-folder data set for training: a seeded stratified split, then batches.
 
 Images are decoded and resized once, through the runtime's own preprocessing, into the disk
-cache (``edgeclf.imagecache``); the input pipeline reads shuffled batches of rows from it,
+cache (``edgeclf.train.imagecache``); the input pipeline reads shuffled batches of rows from it,
 so memory stays flat whether the data set has 1,000 or 25,000 photos, and a second run on the
 same photos at the same size decodes nothing.
 """
@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeclf.dataset import warn_skip
-from edgeclf.errors import EdgeclfError
-from edgeclf.imagecache import ImageCache, cached_images, default_cache_dir
-from edgeclf.images import IMAGE_EXTS, is_image_file, scan_class_folders
+from edgeclf.errors import EdgeclfError, warn_skip
+from edgeclf.image import IMAGE_EXTS, is_image_file, scan_class_folders
+from edgeclf.train.imagecache import ImageCache, cached_images, default_cache_dir
 
 from .run_record import check_class_names
 

@@ -16,8 +16,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from edgeclf.atomic import sha256_of
 from edgeclf.errors import EdgeclfError
+from edgeclf.outfiles import sha256_of
 
 from .torch_weights import read_state_dict
 

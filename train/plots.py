@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from edgeclf.atomic import atomic_path
+from edgeclf.outfiles import atomic_path
 
 
 def _pyplot():

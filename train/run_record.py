@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from edgeclf.atomic import write_text
 from edgeclf.errors import EdgeclfError
+from edgeclf.outfiles import write_text
 
 RUN_JSON = "run.json"
 MAX_RUN_JSON_BYTES = 256 << 20  # 100,000 split paths take ~10 MB; a bigger file is not edgeclf's

@@ -16,7 +16,7 @@ def import_tensorflow_quietly() -> None:
     # TensorFlow's C++ logging writes straight to file descriptor 2 before any Python-level
     # setting applies (TF_CPP_MIN_LOG_LEVEL does not silence the absl/oneDNN start-up lines).
     with stderr_to_devnull():
-        import tensorflow as tf  # noqa: F401
         import keras  # noqa: F401
+        import tensorflow as tf  # noqa: F401
 
     tf.get_logger().setLevel("ERROR")

@@ -25,15 +25,15 @@ import numpy as np
 from rich.markup import escape
 
 from edgeclf import __version__
-from edgeclf.atomic import atomic_path, remove_stale_temps, write_json
 from edgeclf.errors import EdgeclfError, first_line
+from edgeclf.image import COLOR_ORDER, RESIZE
 from edgeclf.metrics import classification_report
-from edgeclf.preprocess import COLOR_ORDER, RESIZE
+from edgeclf.outfiles import atomic_path, remove_stale_temps, write_json
 
 from .config import DEFAULTS, RUN_FILES, RUN_OPTIONS, TrainConfig, check_options, precheck, read_state, spelling
-from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, count_macs
 from .data import check_classes, data_fingerprint, load_cached_splits, plan_splits, split_dataset, unsupported_files
 from .distribute import describe as describe_distribution, distribution
+from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE, count_macs
 from .progress import EpochProgress, console, load_progress
 from .run_record import RUN_JSON, RunRecord
 

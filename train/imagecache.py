@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -27,14 +26,13 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from .errors import EdgeclfError, ImageReadError
-from .images import read_image
-from .preprocess import COLOR_ORDER, RESIZE, resize_rgb
-from .sources import warn_skip
+from edgeclf.data import labelled
+from edgeclf.data.labelled import decode_chunks
+from edgeclf.errors import EdgeclfError, warn_skip
+from edgeclf.image import COLOR_ORDER, RESIZE
 
 CACHE_VERSION = 1
 CACHE_ENV = "EDGECLF_CACHE_DIR"
-CHUNK = 256  # images decoded per write: bounds the decoding buffer (256 x 224x224x3 = 38 MB)
 
 
 def default_cache_dir() -> Path | None:
@@ -99,29 +97,16 @@ class ImageCache:
 
 
 def _write_npy(path: Path, paths: Sequence[Path], size: tuple[int, int], progress) -> list[str | None]:
-    """Decode ``paths`` in parallel, CHUNK at a time, into a new .npy at ``path``; reasons per file."""
+    """Decode ``paths`` (``decode_chunks``) into a new .npy at ``path``; reasons per file."""
     h, w = size
-    reasons: list[str | None] = [None] * len(paths)
-    buf = np.zeros((min(CHUNK, max(1, len(paths))), h, w, 3), np.uint8)
-
-    def load(i: int, j: int) -> None:
-        try:
-            buf[j] = resize_rgb(read_image(paths[i]), size)
-        except ImageReadError as e:
-            buf[j] = 0
-            reasons[i] = e.reason
-
+    reasons: list[str | None] = []
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f, ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            # OpenCV decodes and resizes without the GIL: one thread per core keeps every core busy.
+        with os.fdopen(fd, "wb") as f:
             np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": (len(paths), h, w, 3)})
-            for start in range(0, len(paths), CHUNK):
-                n = min(CHUNK, len(paths) - start)
-                for _ in pool.map(lambda j: load(start + j, j), range(n)):
-                    if progress:
-                        progress(1)
-                f.write(buf[:n].tobytes())
+            for images, chunk_reasons in decode_chunks(paths, size, progress):
+                f.write(images.tobytes())
+                reasons += chunk_reasons
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -205,3 +190,17 @@ def cached_images(
             skipped.append({"path": str(paths[i]), "reason": reason})
             on_skip(paths[i], reason)
     return ImageCache(npy, _npy_offset(npy), size, np.asarray(rows, np.int64), ok, skipped, built)
+
+
+def load_files(
+    paths: Sequence[Path],
+    size: tuple[int, int],
+    on_skip: Callable[[object, str], None] = warn_skip,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, list[int], list[dict]]:
+    """``edgeclf.data.labelled.load_files`` through the disk cache unless it is off, so a data set
+    that training, eval or export has already decoded at this size is read back, not decoded again."""
+    if paths and default_cache_dir() is not None:
+        cache = cached_images(paths, size, on_skip=on_skip, progress=progress)
+        return cache.load(), cache.ok, cache.skipped
+    return labelled.load_files(paths, size, on_skip, progress)

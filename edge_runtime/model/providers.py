@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from . import sysinfo
-from .errors import EdgeclfError
+from edgeclf import sysinfo
+from edgeclf.errors import EdgeclfError
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .classifier import Prediction
-from .sources import Frame
+from edgeclf.model.classifier import Prediction
+from edgeclf.sources.open import Frame
 
 
 @dataclass

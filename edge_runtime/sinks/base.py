@@ -23,14 +23,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .classifier import Classifier
-from .errors import safe_text, warn
-from .outpaths import check_distinct, check_output
-from .outputs import CsvOutput, Display, VideoOutput, annotate, human_line, json_line, print_line, record
-from .predict_types import PredictOptions, Result
-from .providers import short_names
-from .serve import LiveServer, parse_address
-from .sources import Source, quiet_opencv
+from edgeclf.errors import safe_text, warn
+from edgeclf.model.classifier import Classifier
+from edgeclf.model.providers import short_names
+from edgeclf.outfiles import check_distinct, check_output
+from edgeclf.predict.options import PredictOptions, Result
+from edgeclf.serve.server import LiveServer, parse_address
+from edgeclf.sinks.outputs import CsvOutput, Display, VideoOutput, annotate, human_line, json_line, print_line, record
+from edgeclf.sources.open import Source, quiet_opencv
 
 
 class Sink(ABC):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .session import open_session
+from edgeclf.model.session import open_session
 
 # Ops whose work is  output elements x (weights per output channel); the weight is the 4-D input.
 CONV_OPS = {"Conv", "ConvInteger", "QLinearConv", "FusedConv", "NhwcConv", "NhwcFusedConv"}

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import EdgeclfError
+from edgeclf.errors import EdgeclfError
 
 SHAPES = ("circle", "square", "triangle")
 

@@ -15,12 +15,11 @@ from typing import IO, Any, Sequence
 import cv2
 import numpy as np
 
-from .atomic import atomic_path
-from .classifier import Prediction
-from .errors import EdgeclfError, OutputError, safe_text
-from .images import IMAGE_EXTS
-from .outpaths import CSV_HEADER, MIN_FREE_BYTES, disk_error, free_bytes, video_mark
-from .quiet import stderr_to_devnull
+from edgeclf.errors import EdgeclfError, OutputError, safe_text
+from edgeclf.image import IMAGE_EXTS
+from edgeclf.model.classifier import Prediction
+from edgeclf.outfiles import CSV_HEADER, MIN_FREE_BYTES, atomic_path, disk_error, free_bytes, video_mark
+from edgeclf.quiet import stderr_to_devnull
 
 
 def record(source: str, frame: int | None, pred: Prediction, latency_ms: float, top: int = 1) -> dict[str, Any]:

@@ -18,16 +18,14 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from . import metadata as md
-from . import providers as prov
-from . import sysinfo
-from .adaptive import AdaptiveSession, session_plan, thread_arms
-from .batching import in_batches
-from .errors import EdgeclfError, first_line, safe_text, warn
-from .images import to_bgr8
-from .preprocess import resize_rgb
-from .quiet import captured_output
-from .session import open_session
+from edgeclf import sysinfo
+from edgeclf.errors import EdgeclfError, first_line, safe_text, warn
+from edgeclf.image import resize_rgb, to_bgr8
+from edgeclf.model import metadata as md, providers as prov
+from edgeclf.model.adaptive import AdaptiveSession, session_plan, thread_arms
+from edgeclf.model.batching import in_batches
+from edgeclf.model.session import open_session
+from edgeclf.quiet import captured_output
 
 _DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -133,7 +131,7 @@ class Classifier:
     ``threads``: CPU intra-op threads. By default (None) on the CPU the classifier adapts: it keeps
     sessions on the usable cores (at most 4; with and without workers that busy-wait inside a run),
     on half of them and on a single thread, and runs whichever has been fastest lately
-    (``edgeclf.adaptive``): all cores on an idle device, one when capture, decoding or another
+    (``edgeclf.model.adaptive``): all cores on an idle device, one when capture, decoding or another
     process holds the rest. A number fixes it. ``device_id``: the GPU.
     ``spin``: let idle worker threads busy-wait between runs too (onnxruntime's default); off by
     default, as a device shares its cores with capture, decoding and serving

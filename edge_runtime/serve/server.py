@@ -34,9 +34,9 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
-from .classifier import Prediction
-from .errors import EdgeclfError, safe_text
-from .outputs import annotate, record
+from edgeclf.errors import EdgeclfError, safe_text
+from edgeclf.model.classifier import Prediction
+from edgeclf.sinks.outputs import annotate, record
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -446,7 +446,7 @@ class LiveServer:
 @functools.lru_cache(maxsize=1)
 def page_html() -> bytes:
     """The live view page: plain HTML, CSS and JavaScript, nothing fetched from elsewhere."""
-    return resources.files("edgeclf").joinpath("live.html").read_bytes()
+    return resources.files("edgeclf.serve").joinpath("live.html").read_bytes()
 
 
 class _Handler(BaseHTTPRequestHandler):

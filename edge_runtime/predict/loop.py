@@ -21,15 +21,15 @@ from typing import Any, Callable, Iterator
 import cv2
 import numpy as np
 
-from . import sysinfo
-from .classifier import Classifier, Prediction
-from .errors import EdgeclfError, OutputError, warn
-from .outpaths import check_output
-from .outputs import print_line
-from .providers import CPU, short_names
-from .predict_types import PredictOptions, Result
-from .sinks import LiveSink, Sink, check_sinks, file_outputs, open_sinks
-from .sources import Frame, ImageFiles, Source, check_timeout, open_source
+from edgeclf import sysinfo
+from edgeclf.errors import EdgeclfError, OutputError, warn
+from edgeclf.model.classifier import Classifier, Prediction
+from edgeclf.model.providers import CPU, short_names
+from edgeclf.outfiles import check_output
+from edgeclf.predict.options import PredictOptions, Result
+from edgeclf.sinks.base import LiveSink, Sink, check_sinks, file_outputs, open_sinks
+from edgeclf.sinks.outputs import print_line
+from edgeclf.sources.open import Frame, ImageFiles, Source, check_timeout, open_source
 
 #: Photos kept for display (``--save``, ``--show``, ``--serve``) are scaled down to this many pixels
 #: on their longer side once classified, so a folder of 40-megapixel photos queued ahead of the
@@ -307,7 +307,7 @@ def run_predict(opts: PredictOptions, out: Callable[[str], None] = print_line) -
     check_sinks(opts, inputs=[opts.model] + ([Path(opts.source)] if Path(opts.source).is_file() else []))
     # No workers that busy-wait between frames: they would take the core the reader/capture thread
     # decodes on (measured: int8, 2 threads, video pipeline 690 frames/s without spinning, 525 with).
-    # By default the thread count adapts (edgeclf.adaptive), judged on a file by the stream's rate.
+    # By default the thread count adapts (edgeclf.model.adaptive), judged on a file by the stream's rate.
     clf = Classifier(opts.model, provider=opts.provider, threads=opts.threads, device_id=opts.device_id,
                      strict=opts.strict, spin=False)
     if opts.batch is not None:

@@ -34,13 +34,9 @@ from typing import Any, Callable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from . import PIXEL_LIMIT
-from .errors import EdgeclfError, ImageReadError, warn
-from .images import is_image_file, read_image
-
-#: JPEGs above this many pixels are decoded at reduced scale (see ``images.read_image``); far above
-#: any camera, so ordinary photos are decoded exactly as training decoded them.
-MAX_PIXELS = 40_000_000
+from edgeclf.limits import PIXEL_LIMIT
+from edgeclf.errors import EdgeclfError, ImageReadError, warn, warn_skip
+from edgeclf.image import is_image_file, read_image
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mjpeg", ".mjpg", ".gif")
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -49,11 +45,6 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 SkipHandler = Callable[[str, str], None]
 #: ``capture_factory(target, api_preference, params)`` -> an object like ``cv2.VideoCapture``.
 CaptureFactory = Callable[[Any, int, Sequence[int]], Any]
-
-
-def warn_skip(path: object, reason: str) -> None:
-    """The default ``on_skip``: one warning line on stderr for an unreadable file."""
-    warn(f"skipped {path}: {reason}")
 
 
 _warn = warn
@@ -153,7 +144,7 @@ class ImageFiles(Source):
             try:
                 if not is_image_file(path):
                     raise ImageReadError(path, f"not an image file ({path.suffix or 'no extension'})")
-                image = read_image(path, max_pixels=MAX_PIXELS)
+                image = read_image(path, max_pixels=PIXEL_LIMIT)
             except ImageReadError as e:
                 self.skipped.append({"path": e.path, "reason": e.reason})
                 self.on_skip(e.path, e.reason)

@@ -8,9 +8,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .atomic import write_bytes
-from .outpaths import png_with_mark
-from .errors import EdgeclfError
+from edgeclf.errors import EdgeclfError
+from edgeclf.outfiles import png_with_mark, write_bytes
 
 # BGR, colour-blind friendly (Okabe-Ito).
 PALETTE = [(178, 114, 0), (0, 159, 230), (115, 158, 0), (167, 121, 204), (66, 228, 240), (0, 94, 213), (233, 180, 86)]

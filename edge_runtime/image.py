@@ -1,4 +1,9 @@
-"""Finding and reading image files robustly (any size, grey, 16-bit, alpha, corrupt)."""
+"""Images in: finding, bounding and decoding image files robustly (any size, grey, 16-bit, alpha,
+corrupt), and the one preprocessing function shared by training, export calibration and the runtime.
+
+Training reads images through exactly ``resize_rgb``, so the device sees the same pixels the model
+was trained on. Rescaling/normalisation lives inside the model; this only resizes and reorders.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,12 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from . import PIXEL_LIMIT  # noqa: F401 (re-exported: images.PIXEL_LIMIT)
-from .errors import EdgeclfError, ImageReadError
+from edgeclf.limits import PIXEL_LIMIT
+from edgeclf.errors import EdgeclfError, ImageReadError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
-# PIXEL_LIMIT (from the package's __init__, which also hands it to OpenCV): images above it are
+# PIXEL_LIMIT (``limits``; the package's __init__ also hands it to OpenCV): images above it are
 # refused by their header before decoding, except JPEGs, which are decoded at 1/2, 1/4 or 1/8
 # scale to fit (decompression bombs: a 1 MB PNG can declare 20000x20000 pixels).
 #: Image files above this size are refused before they are read.
@@ -234,3 +239,17 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
     except OSError as e:
         raise ImageReadError(path, f"cannot read ({e.strerror or e})") from None
     return decode_image(data, path, max_pixels)
+
+
+COLOR_ORDER = "RGB"
+RESIZE = "stretch to input size; cv2.INTER_AREA when shrinking, cv2.INTER_LINEAR when enlarging"
+
+
+def resize_rgb(image_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """BGR uint8 image of any size -> RGB uint8 array of shape (height, width, 3)."""
+    h, w = size
+    src_h, src_w = image_bgr.shape[:2]
+    if (src_h, src_w) != (h, w):
+        interp = cv2.INTER_AREA if src_h >= h and src_w >= w else cv2.INTER_LINEAR
+        image_bgr = cv2.resize(image_bgr, (w, h), interpolation=interp)
+    return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)

@@ -19,16 +19,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__, cvplot, peak, sysinfo
-from . import metadata as md
-from .adaptive import threads_label
-from .classifier import Classifier
-from .errors import EdgeclfError, OutputError, safe_text
-from .macs import count_macs, runs_integer_kernels
-from .outpaths import check_output
-from .progress import Bars
-from .providers import check_threads
-from .sources import Source, open_source
+from edgeclf import __version__, sysinfo
+from edgeclf.bench import charts as cvplot, peak
+from edgeclf.errors import EdgeclfError, OutputError, safe_text
+from edgeclf.model import metadata as md
+from edgeclf.model.adaptive import threads_label
+from edgeclf.model.classifier import Classifier
+from edgeclf.model.macs import count_macs, runs_integer_kernels
+from edgeclf.model.providers import check_threads
+from edgeclf.outfiles import check_output
+from edgeclf.progress import Bars
+from edgeclf.sources.open import Source, open_source
 
 STAGES = ("read", "preprocess", "inference", "total")
 
@@ -229,7 +230,7 @@ def _threads_used(setting: int | None, clf: Classifier, before: dict[str, int]) 
 def _run_pipeline(model: Path, provider: str, threads: int | None, src: Path, limit: int, stages: dict) -> dict:
     """``edgeclf predict``'s own pipeline on the source (a reader thread decoding and resizing
     ahead, inference in this thread, the stages overlapping), against its slowest stage alone."""
-    from .predict import classify  # the device's real loop, not a copy of it
+    from edgeclf.predict.loop import classify  # the device's real loop, not a copy of it
 
     clf = Classifier(model, provider=provider, threads=threads, spin=False)  # as edgeclf predict opens it
     clf.predict_arrays(np.zeros((1, *clf.size, 3), np.uint8))

@@ -32,7 +32,10 @@ def model_metadata(
     weights: dict | None = None,
 ) -> dict[str, str]:
     """The metadata the edge runtime reads, for a model of ``size`` (height, width)."""
-    from . import __version__, preprocess  # here: this module is otherwise only names
+    from edgeclf import (
+        __version__,  # here: this module is otherwise only names
+        image as preprocess,
+    )
 
     return {
         **({WEIGHTS: json.dumps(weights)} if weights else {}),

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import onnxruntime as ort
 
-from . import providers as prov
+from edgeclf.model import providers as prov
 
 
 def session_options(

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from .sysinfo import cpu_cores
+from edgeclf.sysinfo import cpu_cores
 
 
 def matmul_peak_gflops(n: int = 512, seconds: float = 0.3) -> float:
@@ -52,7 +52,7 @@ PEAK_PROBES = {
 
 def int8_matmul_peak_gops(n: int = 512, seconds: float = 0.3) -> float:
     """Measured uint8 x int8 matrix-multiply speed of onnxruntime on one thread (2 ops per MAC)."""
-    from .session import open_session  # imports onnxruntime, which only this probe needs
+    from edgeclf.model.session import open_session  # imports onnxruntime, which only this probe needs
 
     sess = open_session(INT8_MATMUL_ONNX, threads=1, inter_op_num_threads=1)
     rng = np.random.default_rng(0)

@@ -1,0 +1,2 @@
+"""``edgeclf predict``: what it is asked to do (``options``) and the frame loop that does it
+(``loop``)."""
