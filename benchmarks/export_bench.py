@@ -22,6 +22,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from provenance import provenance, stamp_json, stamp_markdown
+
 from edgeclf.model.classifier import Classifier
 from edgeclf.outfiles import write_json, write_text
 
@@ -77,7 +79,7 @@ def optimized_ops(model: Path) -> dict[str, int]:
         return dict(collections.Counter(n.op_type for n in onnx.load(str(optimized)).graph.node))
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, help="an edgenet run folder from `edgeclf train` (default: train one)")
     ap.add_argument("--data", type=Path, default=DATA)
@@ -87,35 +89,32 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    work = args.work or Path(tempfile.mkdtemp(prefix="edgeclf-export-bench-"))
-    run = args.run or train_default(args.data, work / "run", args.epochs)
-    from edgeclf.export.api import export_model
-    from edgeclf.sysinfo import cpu_family
 
-    t = time.time()
-    # max_drop=1: the benchmark measures; it does not gate (the figures say whether the goal is met).
-    report = export_model(run, work / "export", int8=True, calib_size=args.calib_size, max_drop=1.0)
-    export_s = time.time() - t
-    fp32, int8 = work / "export" / "model.onnx", work / "export" / "model.int8.onnx"
-    q = report["int8"]
-
-    from edgeclf.train.run_record import read_run_record
-
-    run_json = read_run_record(Path(run) / "run.json").to_dict()
-    val_paths = [Path(p) for p in run_json["splits"]["val"]]
+def time_fp32_int8(fp32: Path, int8: Path, run_json: dict, args: argparse.Namespace) -> dict:
+    """Interleaved per-frame latency of both models on one validation image, on 1 thread and the default threads."""
     from edgeclf.image import read_image
 
+    val_paths = [Path(p) for p in run_json["splits"]["val"]]
     frame = Classifier(fp32).preprocess(read_image(val_paths[0]))
-    lat = {f"threads_{n or 'default'}": interleaved_latency({"fp32": fp32, "int8": int8}, frame, n, args.rounds, args.runs)
-           for n in (1, None)}
+    return {f"threads_{n or 'default'}": interleaved_latency({"fp32": fp32, "int8": int8}, frame, n, args.rounds, args.runs)
+            for n in (1, None)}
+
+
+def make_result(args: argparse.Namespace, run: Path, run_json: dict, report: dict, lat: dict, export_s: float,
+                export_dir: Path) -> dict:
+    """The figures, and whether issue 3's goals are met."""
+    import onnxruntime
+
+    from edgeclf.sysinfo import cpu_family
+
+    fp32, int8 = export_dir / "model.onnx", export_dir / "model.int8.onnx"
+    q = report["int8"]
     size_ratio = int8.stat().st_size / fp32.stat().st_size
     acc_drop_points = 100 * (q["accuracy_fp32"] - q["accuracy_int8"])
     speed = lat["threads_default"]["speedup_median"]
-    import onnxruntime
-
-    result = {
+    return {
         "architecture": report["architecture"],
         "input_size": report["input_size"],
         "run": str(Path(run).resolve()),
@@ -138,9 +137,26 @@ def main() -> None:
         },
         "command": "python benchmarks/export_bench.py " + " ".join(sys.argv[1:]),
     }
+
+
+def main() -> None:
+    args = parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="edgeclf-export-bench-"))
+    run = args.run or train_default(args.data, work / "run", args.epochs)
+    from edgeclf.export.api import export_model
+    from edgeclf.train.run_record import read_run_record
+
+    t = time.time()
+    # max_drop=1: the benchmark measures; it does not gate (the figures say whether the goal is met).
+    report = export_model(run, work / "export", int8=True, calib_size=args.calib_size, max_drop=1.0)
+    export_s = time.time() - t
+    run_json = read_run_record(Path(run) / "run.json").to_dict()
+    lat = time_fp32_int8(work / "export" / "model.onnx", work / "export" / "model.int8.onnx", run_json, args)
+    result = make_result(args, run, run_json, report, lat, export_s, work / "export")
     args.results.mkdir(parents=True, exist_ok=True)
-    write_json(args.results / "export.json", result)
-    write_text(args.results / "export.md", to_markdown(result))
+    prov = provenance()
+    write_json(args.results / "export.json", stamp_json(result, prov))
+    write_text(args.results / "export.md", stamp_markdown(to_markdown(result), prov))
     print(to_markdown(result))
 
 

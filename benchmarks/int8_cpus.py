@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from provenance import provenance, stamp_json, stamp_markdown
+
 ROOT = Path(__file__).resolve().parents[1]
 CPUS = ("cortex-a72", "cortex-a76", "haswell")
 
@@ -35,6 +37,24 @@ def predict(cpu: str, model: Path, images: Path) -> dict[str, dict]:
         cmd = [str(ROOT / ".ci" / "aarch64"), "run", cpu, *args]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
     return {r["source"]: r for r in map(json.loads, (line for line in out.splitlines() if line.startswith("{")))}
+
+
+def to_markdown(result: dict) -> str:
+    lines = [
+        f"# int8 on every CPU family ({result['architecture']} {result['input_size'][0]}x{result['input_size'][1]}, "
+        f"{result['rows'][0]['n']} validation images)", "",
+        f"Exported on this host ({result['host']}); each CPU compared with it (`edgeclf predict --json`, "
+        "probabilities at 6 decimals). Emulated with qemu 7.2 user mode; " + result["date"], "",
+        "| int8 weights | CPU | top-1 agreement with host | largest probability difference | accuracy | guard's accuracy at export |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    names = {"cortex-a72": "Cortex-A72 (Pi 4, NEON)", "cortex-a76": "Cortex-A76 (Pi 5, dot product)",
+             "haswell": "x86 AVX2, no VNNI (Haswell)"}
+    for r in result["rows"]:
+        lines.append(f"| {r['weights']} | {names[r['cpu']]} | {r['top1_agreement']:.1%} | {r['max_abs_diff']:.3g} | "
+                     f"{r['accuracy']:.1%} | {r['accuracy_at_export']:.1%} |")
+    lines += ["", "Reproduce: `.ci/aarch64 setup && python benchmarks/int8_cpus.py --run RUN_DIR`"]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -74,22 +94,9 @@ def main() -> None:
     result = {"run": args.run.name, "architecture": run.get("architecture"), "input_size": run.get("input_size"),
               "host": cpu_family(), "rows": rows, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "int8_cpus.json").write_text(json.dumps(result, indent=2))
-    lines = [
-        f"# int8 on every CPU family ({result['architecture']} {result['input_size'][0]}x{result['input_size'][1]}, "
-        f"{rows[0]['n']} validation images)", "",
-        f"Exported on this host ({result['host']}); each CPU compared with it (`edgeclf predict --json`, "
-        "probabilities at 6 decimals). Emulated with qemu 7.2 user mode; " + result["date"], "",
-        "| int8 weights | CPU | top-1 agreement with host | largest probability difference | accuracy | guard's accuracy at export |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    names = {"cortex-a72": "Cortex-A72 (Pi 4, NEON)", "cortex-a76": "Cortex-A76 (Pi 5, dot product)",
-             "haswell": "x86 AVX2, no VNNI (Haswell)"}
-    for r in rows:
-        lines.append(f"| {r['weights']} | {names[r['cpu']]} | {r['top1_agreement']:.1%} | {r['max_abs_diff']:.3g} | "
-                     f"{r['accuracy']:.1%} | {r['accuracy_at_export']:.1%} |")
-    lines += ["", "Reproduce: `.ci/aarch64 setup && python benchmarks/int8_cpus.py --run RUN_DIR`"]
-    (args.out / "int8_cpus.md").write_text("\n".join(lines) + "\n")
+    prov = provenance()
+    (args.out / "int8_cpus.json").write_text(json.dumps(stamp_json(result, prov), indent=2))
+    (args.out / "int8_cpus.md").write_text(stamp_markdown(to_markdown(result), prov))
 
 
 if __name__ == "__main__":

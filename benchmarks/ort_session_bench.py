@@ -26,17 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 import numpy as np
 import onnxruntime as ort
-from compare import (
-    CoTenant,
-    Runner,
-    convert_litert,
-    cotenant_video,
-    interleaved_timings,
-    keras_runners,
-    litert_calibration,
-    litert_runner,
-    load_run,
-)
+from compare_runners import Runner, convert_litert, keras_runners, litert_calibration, litert_runner, load_run
+from compare_timing import interleaved_timings
+from cotenant import CoTenant, cotenant_video
+from provenance import provenance, stamp_json, stamp_markdown
 
 from edgeclf import sysinfo
 from edgeclf.model.classifier import Classifier
@@ -137,7 +130,7 @@ def thread_scaling(path: Path, size: tuple[int, int], cores: int, repeats: int =
             "speedup": round(total_1 / total_n, 2), "by_op": group(lambda r: r["op"]), "by_feature_map": group(fmap)}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", type=Path)
     ap.add_argument("--tflite", type=Path, help="the LiteRT int8 file of the same model, timed alongside")
@@ -149,31 +142,34 @@ def main() -> None:
                          "shipped classifier adapts to the load, and is timed in it, not while it changes")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--name", default="ort_session")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    cores = sysinfo.cpu_cores()
-    clf = Classifier(args.model)  # edgeclf's own session, as `edgeclf predict`/`bench` open it
+
+def make_runners(args: argparse.Namespace, clf: Classifier, cores: int, tmp: Path) -> list[Runner]:
+    """The shipped classifier, every fixed session variant, and LiteRT int8 when there is one (converted into ``tmp``)."""
     name = clf.input_name
     runners = [Runner("edgeclf Classifier (as shipped)", "", args.model, clf.predict_arrays)]
     for label, (threads, config) in variant_configs(cores).items():
         s = session(args.model, threads, config)
         runners.append(Runner(label, "", args.model, (lambda s: lambda x: s.run(None, {name: x})[0])(s)))
-    tflite_tmp = tempfile.TemporaryDirectory(prefix="edgeclf-ort-session-")
-    tflite = args.tflite or (litert_int8_of_run(args.run, Path(tflite_tmp.name)) if args.run else None)
+    tflite = args.tflite or (litert_int8_of_run(args.run, tmp) if args.run else None)
     if tflite:
         runners.append(litert_runner(f"LiteRT int8 ({cores} threads)", tflite, cores))
         if cores > 1:
             runners.append(litert_runner("LiteRT int8 (1 thread)", tflite, 1))
+    return runners
 
+
+def time_idle_and_loaded(runners: list[Runner], size: tuple[int, int], args: argparse.Namespace) -> tuple[dict, dict]:
+    """compare.py's interleaved timings, idle and beside the co-tenant; and what the co-tenant used."""
     rng = np.random.default_rng(0)
-    h, w = clf.size
+    h, w = size
     frames = rng.integers(0, 256, (64, h, w, 3), dtype=np.uint8)
     batch = rng.integers(0, 256, (32, h, w, 3), dtype=np.uint8)
     for r in runners:  # warm-up
         for _ in range(10):
             r.one(frames[:1])
         r.predict(batch)
-
     with tempfile.TemporaryDirectory() as tmp:
         tenant = CoTenant(cotenant_video(Path(tmp) / "cotenant.mp4"))
         try:
@@ -183,7 +179,10 @@ def main() -> None:
                                           {"idle": tenant.idle, "loaded": tenant.load}, args.settle)
         finally:
             info = tenant.close()
+    return timings, info
 
+
+def timing_rows(timings: dict, runners: list[Runner]) -> list[dict]:
     rows = []
     for c, (per, bat) in timings.items():
         for k in (r.name for r in runners):
@@ -192,18 +191,17 @@ def main() -> None:
             rows.append({"condition": c, "variant": k, "p50_ms": round(p50, 3), "p99_ms": round(p99, 3),
                          "p99_over_p50": round(p99 / p50, 2), "frames": len(a),
                          "batch32_fps": round(32 / float(np.median(bat[k])), 1)})
-    tflite_tmp.cleanup()
-    scaling = thread_scaling(args.model, clf.size, cores)
-    report = {"model": args.model.name, "thread_scaling": scaling, "cores": cores, "machine": sysinfo.describe(), "onnxruntime": ort.__version__,
-              "rounds": args.rounds, "turn_s": args.turn, "settle_s": args.settle, "cotenant": info, "rows": rows,
-              "load_average_at_end": os.getloadavg(),
-              "command": "python benchmarks/ort_session_bench.py " + " ".join(sys.argv[1:])}
+    return rows
+
+
+def to_markdown(report: dict, args: argparse.Namespace) -> str:
+    cores, info, scaling = report["cores"], report["cotenant"], report["thread_scaling"]
     lines = [f"# onnxruntime session settings, int8 `{args.model.name}`, idle and next to a co-tenant", "",
              f"{report['machine']['cpu']}, {cores} cores usable, onnxruntime {ort.__version__}; {args.rounds} rounds x "
              f"{args.turn} s turns per variant and condition, interleaved, each after {args.settle:g}-{1.5 * args.settle:g} s untimed of single frames and as long of batches in its condition; co-tenant used {100 * (info['core_share'] or 0):.0f}% "
              f"of a core while running; load average at the end {report['load_average_at_end'][0]:.1f}.", "",
              "| condition | variant | p50 ms | p99 ms | p99/p50 | batch-32 frames/s | frames timed |", "|---|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
+    for r in report["rows"]:
         lines.append(f"| {r['condition']} | {r['variant']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['p99_over_p50']:.2f} | "
                      f"{r['batch32_fps']:.0f} | {r['frames']} |")
     lines += ["", f"Where the time goes, and where the second core pays: onnxruntime's own profile, median kernel "
@@ -218,10 +216,28 @@ def main() -> None:
                   + (f"{g['speedup']:.2f}x" if g["speedup"] is not None else "-") + " |" for g in scaling[key]]
         lines.append("")
     lines += ["", f"Reproduce: `{report['command']}`", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
+    cores = sysinfo.cpu_cores()
+    clf = Classifier(args.model)  # edgeclf's own session, as `edgeclf predict`/`bench` open it
+    with tempfile.TemporaryDirectory(prefix="edgeclf-ort-session-") as tflite_tmp:
+        runners = make_runners(args, clf, cores, Path(tflite_tmp))
+        timings, info = time_idle_and_loaded(runners, clf.size, args)
+    rows = timing_rows(timings, runners)
+    scaling = thread_scaling(args.model, clf.size, cores)
+    report = {"model": args.model.name, "thread_scaling": scaling, "cores": cores, "machine": sysinfo.describe(), "onnxruntime": ort.__version__,
+              "rounds": args.rounds, "turn_s": args.turn, "settle_s": args.settle, "cotenant": info, "rows": rows,
+              "load_average_at_end": os.getloadavg(),
+              "command": "python benchmarks/ort_session_bench.py " + " ".join(sys.argv[1:])}
+    md = to_markdown(report, args)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / f"{args.name}.json", report)
-    write_text(args.out / f"{args.name}.md", "\n".join(lines))
-    print("\n".join(lines))
+    prov = provenance()
+    write_json(args.out / f"{args.name}.json", stamp_json(report, prov))
+    write_text(args.out / f"{args.name}.md", stamp_markdown(md, prov))
+    print(md)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from provenance import provenance, stamp_json, stamp_markdown
 
 from edgeclf import sysinfo
 from edgeclf.bench.run import benchmark, open_bench_source
@@ -60,39 +61,42 @@ def inference_alone(model: Path, video: Path, batch: int, frames: int) -> dict:
     return {"fps": calls * len(x) / (time.perf_counter() - t0), "batch": len(x)}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", type=Path)
     ap.add_argument("video", type=Path)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--frames", type=int, default=1000, help="frames per run at most")
     ap.add_argument("--name", default="pipeline")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    modes = [DEFAULT, *FIXED]
-    rounds: list[dict] = []
-    for r in range(args.rounds):
-        row: dict = {}
-        for mode in (modes if r % 2 == 0 else modes[::-1]):
-            if mode == DEFAULT:
-                rep = benchmark(args.model, runs=args.frames, source=args.video, show_progress=False)
-                p = rep["pipeline"]
-                row["stage_fps"] = p["stage_fps"]
-                row["slowest_stage"] = p["slowest_stage"]
-                row[mode] = {"fps": p["fps"], "frames": p["frames"], "frames_per_call": p["frames_per_call"],
-                             "thread_calls": p.get("thread_calls")}
-            else:
-                row[mode] = pipeline(args.model, args.video, FIXED[mode], args.frames)
-        row["inference_batched"] = inference_alone(args.model, args.video, BATCHED, args.frames)
-        ref, ref8 = row["stage_fps"][row["slowest_stage"]], row["inference_batched"]["fps"]
-        for mode in modes:
-            row[mode]["vs_slowest_stage"] = row[mode]["fps"] / ref
-            row[mode]["vs_inference_batched"] = row[mode]["fps"] / ref8
-        rounds.append(row)
-        print(f"round {r + 1}: slowest stage ({row['slowest_stage']}) {ref:.0f} frames/s, at {BATCHED} per call {ref8:.0f}; "
-              + "; ".join(f"{m}: {row[m]['fps']:.0f} ({100 * row[m]['vs_slowest_stage']:.0f}%, "
-                          f"{100 * row[m]['vs_inference_batched']:.0f}%)" for m in modes), flush=True)
 
+def measure_round(args: argparse.Namespace, modes: list[str], r: int) -> dict:
+    """Every pipeline once (in reverse order on odd rounds), and inference alone at BATCHED frames per call."""
+    row: dict = {}
+    for mode in (modes if r % 2 == 0 else modes[::-1]):
+        if mode == DEFAULT:
+            rep = benchmark(args.model, runs=args.frames, source=args.video, show_progress=False)
+            p = rep["pipeline"]
+            row["stage_fps"] = p["stage_fps"]
+            row["slowest_stage"] = p["slowest_stage"]
+            row[mode] = {"fps": p["fps"], "frames": p["frames"], "frames_per_call": p["frames_per_call"],
+                         "thread_calls": p.get("thread_calls")}
+        else:
+            row[mode] = pipeline(args.model, args.video, FIXED[mode], args.frames)
+    row["inference_batched"] = inference_alone(args.model, args.video, BATCHED, args.frames)
+    ref, ref8 = row["stage_fps"][row["slowest_stage"]], row["inference_batched"]["fps"]
+    for mode in modes:
+        row[mode]["vs_slowest_stage"] = row[mode]["fps"] / ref
+        row[mode]["vs_inference_batched"] = row[mode]["fps"] / ref8
+    print(f"round {r + 1}: slowest stage ({row['slowest_stage']}) {ref:.0f} frames/s, at {BATCHED} per call {ref8:.0f}; "
+          + "; ".join(f"{m}: {row[m]['fps']:.0f} ({100 * row[m]['vs_slowest_stage']:.0f}%, "
+                      f"{100 * row[m]['vs_inference_batched']:.0f}%)" for m in modes), flush=True)
+    return row
+
+
+def summarise(rounds: list[dict], modes: list[str]) -> dict:
+    """Per pipeline: median frames/s, and the median and range of its share of each reference."""
     def med_range(m: str, key: str) -> tuple[float, list[float]]:
         v = [x[m][key] for x in rounds]
         return statistics.median(v), [min(v), max(v)]
@@ -103,13 +107,10 @@ def main() -> None:
         summary[m] = {"fps_median": statistics.median(x[m]["fps"] for x in rounds), "vs_slowest_median": a,
                       "vs_slowest_range": ar, "vs_inference_batched_median": b, "vs_inference_batched_range": br}
     summary[DEFAULT]["frames_per_call_median"] = statistics.median(x[DEFAULT]["frames_per_call"] for x in rounds)
-    machine = sysinfo.describe()
-    out = ROOT / "benchmarks" / "results" / args.name
-    write_json(out.with_suffix(".json"), {
-        "model": args.model.name, "video": args.video.name, "rounds": rounds, "summary": summary,
-        "machine": {"cpu": machine["cpu"], "cores": machine["cores"]},
-        "command": f"python benchmarks/pipeline_bench.py {args.model.name} {args.video.name} --rounds {args.rounds}",
-    })
+    return summary
+
+
+def to_markdown(args: argparse.Namespace, rounds: list[dict], summary: dict, modes: list[str], machine: dict) -> str:
     ref = [x["stage_fps"][x["slowest_stage"]] for x in rounds]
     ref8 = [x["inference_batched"]["fps"] for x in rounds]
     lines = [f"# edgeclf predict's file pipeline vs its slowest stage ({args.model.name}, {args.video.name})", "",
@@ -125,8 +126,25 @@ def main() -> None:
         lines.append(f"| {label} | {s['fps_median']:.0f} | {pct(s['vs_slowest_median'])} ({pct(s['vs_slowest_range'][0])}-"
                      f"{pct(s['vs_slowest_range'][1])}) | {pct(s['vs_inference_batched_median'])} "
                      f"({pct(s['vs_inference_batched_range'][0])}-{pct(s['vs_inference_batched_range'][1])}) |")
-    write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    args = parse_args()
+    modes = [DEFAULT, *FIXED]
+    rounds = [measure_round(args, modes, r) for r in range(args.rounds)]
+    summary = summarise(rounds, modes)
+    machine = sysinfo.describe()
+    out = ROOT / "benchmarks" / "results" / args.name
+    prov = provenance()
+    write_json(out.with_suffix(".json"), stamp_json({
+        "model": args.model.name, "video": args.video.name, "rounds": rounds, "summary": summary,
+        "machine": {"cpu": machine["cpu"], "cores": machine["cores"]},
+        "command": f"python benchmarks/pipeline_bench.py {args.model.name} {args.video.name} --rounds {args.rounds}",
+    }, prov))
+    md = to_markdown(args, rounds, summary, modes, machine)
+    write_text(out.with_suffix(".md"), stamp_markdown(md, prov))
+    print(md, end="")
 
 
 if __name__ == "__main__":

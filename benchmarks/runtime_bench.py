@@ -123,23 +123,15 @@ def bench_cold(onnx_path: Path, keras_path: Path, image: Path, rounds: int, work
             wall, rss, cpu, _ = timed_run(cmds[name])
             runs[name].append((wall, rss, cpu))
         print(f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {runs[n][-1][0]:.2f}s" for n in cmds), file=sys.stderr)
-    res = {}
-    for name, vals in runs.items():
-        res[name] = {
-            "wall_s_median": round(statistics.median(v[0] for v in vals), 3),
-            "wall_s_min": round(min(v[0] for v in vals), 3),
-            "peak_rss_mib_median": round(statistics.median(v[1] for v in vals), 1),
-            "cpu_s_median": round(statistics.median(v[2] for v in vals), 3),
-            "output": outputs[name],
-        }
+    res = {name: {"wall_s_median": round(statistics.median(v[0] for v in vals), 3),
+                  "wall_s_min": round(min(v[0] for v in vals), 3),
+                  "peak_rss_mib_median": round(statistics.median(v[1] for v in vals), 1),
+                  "cpu_s_median": round(statistics.median(v[2] for v in vals), 3), "output": outputs[name]}
+           for name, vals in runs.items()}
     e, b, k = (res[n]["wall_s_median"] for n in cmds)
     ce, cb, ck = (res[n]["cpu_s_median"] for n in cmds)
-    res["ratios"] = {
-        "edgeclf_vs_bare": round(e / b, 2),
-        "keras_vs_edgeclf": round(k / e, 2),
-        "cpu_edgeclf_vs_bare": round(ce / cb, 2),
-        "cpu_keras_vs_edgeclf": round(ck / ce, 2),
-    }
+    res["ratios"] = {"edgeclf_vs_bare": round(e / b, 2), "keras_vs_edgeclf": round(k / e, 2),
+                     "cpu_edgeclf_vs_bare": round(ce / cb, 2), "cpu_keras_vs_edgeclf": round(ck / ce, 2)}
     res["goals"] = {
         "edgeclf within 2x of bare": e / b <= 2.0,
         "edgeclf at least 8x faster than keras": k / e >= 8.0,
@@ -148,62 +140,76 @@ def bench_cold(onnx_path: Path, keras_path: Path, image: Path, rounds: int, work
     return res
 
 
-def bench_video(onnx_path: Path, video: Path, rounds: int) -> dict:
-    """Frames per second of each stage alone and of the whole pipeline, for the default thread
-    count and for one inference thread (which leaves the second core to the reader thread)."""
+def _decode_alone(clf, video: Path) -> tuple[float, list]:
+    from edgeclf.sources.open import open_source
+
+    t0 = time.perf_counter()
+    tensors = [clf.preprocess(f.image) for f in open_source(video)]
+    return len(tensors) / (time.perf_counter() - t0), tensors
+
+
+def _infer_alone(clf, tensors: list, batch: int = 1) -> float:
     import numpy as np
 
     from edgeclf.model.batching import in_batches
-    from edgeclf.model.classifier import Classifier
-    from edgeclf.model.providers import default_threads
-    from edgeclf.predict.loop import PredictOptions, run_predict
+
+    t0 = time.perf_counter()
+    in_batches(lambda b: clf.predict_arrays(np.stack(b)), tensors, batch)
+    return len(tensors) / (time.perf_counter() - t0)
+
+
+def _sequential(clf, video: Path) -> float:
+    """A plain read-then-infer loop, for reference."""
     from edgeclf.sources.open import open_source
+
+    t0 = time.perf_counter()
+    n = 0
+    for f in open_source(video):
+        clf.predict_arrays(clf.preprocess(f.image)[None])
+        n += 1
+    return n / (time.perf_counter() - t0)
+
+
+def _end_to_end(onnx_path: Path, video: Path, threads: int, batch: int) -> float:
+    from edgeclf.predict.loop import PredictOptions, run_predict
+
+    s = run_predict(PredictOptions(onnx_path, str(video), provider="cpu", threads=threads, batch=batch, quiet=True))
+    return s.processed / s.seconds
+
+
+def bench_video(onnx_path: Path, video: Path, rounds: int) -> dict:
+    """Frames per second of each stage alone and of the whole pipeline, for the default thread
+    count and for one inference thread (which leaves the second core to the reader thread)."""
+    from edgeclf.model.classifier import Classifier
+    from edgeclf.model.threads import default_threads
 
     configs = sorted({default_threads(), 1}, reverse=True)
     # The stages alone run with the settings `edgeclf predict` uses (no spinning worker threads);
     # onnxruntime's default (spinning) is measured too: faster alone, slower in the pipeline.
     clfs = {t: Classifier(onnx_path, provider="cpu", threads=t, spin=False) for t in configs}
     spinning = Classifier(onnx_path, provider="cpu", threads=configs[0], spin=True)
-
-    def decode_alone() -> tuple[float, list[np.ndarray]]:
-        t0 = time.perf_counter()
-        tensors = [clfs[1].preprocess(f.image) for f in open_source(video)]
-        return len(tensors) / (time.perf_counter() - t0), tensors
-
-    def infer_alone(clf: Classifier, tensors: list[np.ndarray], batch: int = 1) -> float:
-        t0 = time.perf_counter()
-        in_batches(lambda b: clf.predict_arrays(np.stack(b)), tensors, batch)
-        return len(tensors) / (time.perf_counter() - t0)
-
-    def sequential(clf: Classifier) -> float:  # a plain read-then-infer loop, for reference
-        t0 = time.perf_counter()
-        n = 0
-        for f in open_source(video):
-            clf.predict_arrays(clf.preprocess(f.image)[None])
-            n += 1
-        return n / (time.perf_counter() - t0)
-
-    def end_to_end(threads: int, batch: int) -> float:
-        s = run_predict(PredictOptions(onnx_path, str(video), provider="cpu", threads=threads, batch=batch, quiet=True))
-        return s.processed / s.seconds
-
     rows: dict[str, list[float]] = {}
 
     def add(key: str, value: float) -> None:
         rows.setdefault(key, []).append(value)
 
     for r in range(rounds):
-        fps_dec, tensors = decode_alone()
+        fps_dec, tensors = _decode_alone(clfs[1], video)
         add("decode+resize alone", fps_dec)
         for t in configs:
-            add(f"inference alone, {t} thread(s)", infer_alone(clfs[t], tensors))
-            add(f"sequential loop, {t} thread(s)", sequential(clfs[t]))
-            add(f"predict pipeline, {t} thread(s)", end_to_end(t, 1))
+            add(f"inference alone, {t} thread(s)", _infer_alone(clfs[t], tensors))
+            add(f"sequential loop, {t} thread(s)", _sequential(clfs[t], video))
+            add(f"predict pipeline, {t} thread(s)", _end_to_end(onnx_path, video, t, 1))
         t = configs[0]
-        add(f"inference alone, {t} thread(s), spinning", infer_alone(spinning, tensors))
-        add(f"inference alone, {t} thread(s), batch 8", infer_alone(clfs[t], tensors, 8))
-        add(f"predict pipeline, {t} thread(s), batch 8", end_to_end(t, 8))
+        add(f"inference alone, {t} thread(s), spinning", _infer_alone(spinning, tensors))
+        add(f"inference alone, {t} thread(s), batch 8", _infer_alone(clfs[t], tensors, 8))
+        add(f"predict pipeline, {t} thread(s), batch 8", _end_to_end(onnx_path, video, t, 8))
         print("  video round", r + 1, {k: round(v[-1], 1) for k, v in rows.items()}, file=sys.stderr)
+    return _video_summary(rows, configs)
+
+
+def _video_summary(rows: dict[str, list[float]], configs: list[int]) -> dict:
+    """Medians, and each pipeline against its slowest stage (median, and the median of per-round ratios)."""
     med = {k: round(statistics.median(v), 1) for k, v in rows.items()}
     out: dict = {"fps_median": med, "threads_default": configs[0], "per_config": {}}
     dec = "decode+resize alone"
@@ -240,25 +246,34 @@ def make_video(path: Path, frames: int) -> None:
     w.release()
 
 
+NOTE = """Reading these figures: with a load average above the number of CPUs, other processes take
+cores from every measurement at random, and the pipeline (two busy threads) loses more to that
+than a stage measured alone. On 2 cores, decoding and inference also compete for the same
+cores, so the pipeline can reach the slowest stage only when that stage leaves a core free.
+Compare ratios within one run; check the goals on an idle machine (`--rounds`, `--video-rounds`).
+Stages alone and pipelines use the session settings of `edgeclf predict` (worker threads do not
+spin); the `spinning` row is onnxruntime's default, faster alone but slower next to a reader thread.
+"""
+
+
 def to_markdown(res: dict) -> str:
-    c, v = res["cold"], res["video"]
-    names = ["edgeclf predict", "bare onnxruntime script", "keras model.predict"]
     lines = [
-        "# Edge runtime benchmark (issue 4)",
-        "",
+        "# Edge runtime benchmark (issue 4)", "",
         f"Measured {res['date']} on {res['machine']} ({res['cpus']} CPUs usable; load average at start "
         f"{res['loadavg_start']}), Python {res['python']}, onnxruntime {res['versions']['onnxruntime']}, "
         f"OpenCV {res['versions']['cv2']}. Model: edgenet {SIZE}x{SIZE}, 2 classes, fp32 ONNX "
-        f"(tf2onnx, uint8 input). Reproduce: `{res['command']}`.",
-        "",
-        f"## Cold start: one image, process start to printed label ({res['rounds']} interleaved rounds, medians)",
-        "",
-        "| | wall (s) | best wall (s) | CPU user+sys (s) | peak RSS (MiB) |",
-        "|---|---:|---:|---:|---:|",
+        f"(tf2onnx, uint8 input). Reproduce: `{res['command']}`.", "",
     ]
-    for n in names:
+    return "\n".join(lines + _cold_lines(res) + _video_lines(res) + ["", NOTE])
+
+
+def _cold_lines(res: dict) -> list[str]:
+    c = res["cold"]
+    lines = [f"## Cold start: one image, process start to printed label ({res['rounds']} interleaved rounds, medians)", "",
+             "| | wall (s) | best wall (s) | CPU user+sys (s) | peak RSS (MiB) |", "|---|---:|---:|---:|---:|"]
+    for n in ["edgeclf predict", "bare onnxruntime script", "keras model.predict"]:
         lines.append(f"| {n} | {c[n]['wall_s_median']:.3f} | {c[n]['wall_s_min']:.3f} | {c[n]['cpu_s_median']:.3f} | {c[n]['peak_rss_mib_median']:.0f} |")
-    lines += [
+    return lines + [
         "",
         f"- edgeclf / bare script: **{c['ratios']['edgeclf_vs_bare']}x** (goal <= 2x: {'met' if c['goals']['edgeclf within 2x of bare'] else 'NOT met'})",
         f"- keras / edgeclf: **{c['ratios']['keras_vs_edgeclf']}x** faster (goal >= 8x: {'met' if c['goals']['edgeclf at least 8x faster than keras'] else 'NOT met'})",
@@ -266,13 +281,14 @@ def to_markdown(res: dict) -> str:
         f"keras / edgeclf {c['ratios']['cpu_keras_vs_edgeclf']}x",
         f"- edgeclf peak RSS {c['edgeclf predict']['peak_rss_mib_median']:.0f} MiB (goal < 130 MB: {'met' if c['goals']['edgeclf peak RSS under 130 MB'] else 'NOT met'})",
         "",
-        f"## Video file: {res['frames']} frames 640x480 MP4, frames per second ({res['rounds_video']} rounds, medians)",
-        "",
-        "| stage / pipeline | frames/s |",
-        "|---|---:|",
     ]
-    for k, val in v["fps_median"].items():
-        lines.append(f"| {k} | {val} |")
+
+
+def _video_lines(res: dict) -> list[str]:
+    v = res["video"]
+    lines = [f"## Video file: {res['frames']} frames 640x480 MP4, frames per second ({res['rounds_video']} rounds, medians)", "",
+             "| stage / pipeline | frames/s |", "|---|---:|"]
+    lines += [f"| {k} | {val} |" for k, val in v["fps_median"].items()]
     lines.append("")
     for t, pc in v["per_config"].items():
         ok = pc["end_to_end_vs_slowest"] >= 0.9
@@ -280,19 +296,7 @@ def to_markdown(res: dict) -> str:
             f"- {t} inference thread(s): slowest stage alone {pc['slowest_stage_fps']} frames/s, pipeline "
             f"{pc['end_to_end_fps']} frames/s = **{pc['end_to_end_vs_slowest']:.0%}** of it (per-round median "
             f"{pc['end_to_end_vs_slowest_per_round_median']:.0%}; goal >= 90%: {'met' if ok else 'NOT met'})")
-    lines += [
-        f"- batch 8 pipeline / slowest batch-8 stage: {v['batch8_vs_slowest']:.0%}",
-        "",
-        "Reading these figures: with a load average above the number of CPUs, other processes take",
-        "cores from every measurement at random, and the pipeline (two busy threads) loses more to that",
-        "than a stage measured alone. On 2 cores, decoding and inference also compete for the same",
-        "cores, so the pipeline can reach the slowest stage only when that stage leaves a core free.",
-        "Compare ratios within one run; check the goals on an idle machine (`--rounds`, `--video-rounds`).",
-        "Stages alone and pipelines use the session settings of `edgeclf predict` (worker threads do not",
-        "spin); the `spinning` row is onnxruntime's default, faster alone but slower next to a reader thread.",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines + [f"- batch 8 pipeline / slowest batch-8 stage: {v['batch8_vs_slowest']:.0%}"]
 
 
 def prepare(work: Path, frames: int) -> None:
@@ -313,7 +317,7 @@ def prepare(work: Path, frames: int) -> None:
     (work / "prepared.json").write_text(json.dumps({"keras": str(keras_path), "onnx": str(onnx_path), "image": str(image)}))
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--video-rounds", type=int, default=7)
@@ -321,16 +325,22 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--prepare", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--markdown-only", action="store_true", help="Rewrite runtime.md from runtime.json, measuring nothing.")
-    args = ap.parse_args()
-    if args.prepare:
-        prepare(args.prepare, args.frames)
-        return
-    if args.markdown_only:
-        from edgeclf.outfiles import write_text
+    return ap.parse_args()
 
-        write_text(args.out / "runtime.md", to_markdown(json.loads((args.out / "runtime.json").read_text())))
-        return
 
+def rewrite_markdown(out: Path) -> None:
+    """runtime.md again from runtime.json, measuring nothing."""
+    from provenance import stamp_markdown
+
+    from edgeclf.outfiles import write_text
+
+    res = json.loads((out / "runtime.json").read_text())
+    md = to_markdown(res)
+    write_text(out / "runtime.md", stamp_markdown(md, res["provenance"]) if "provenance" in res else md)
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Builds the model in a child process, then the cold starts (before this process imports anything big) and the video."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         print("building and exporting the model...", file=sys.stderr)
@@ -361,12 +371,27 @@ def main() -> None:
         res["video"] = bench_video(onnx_path, work / "video.mp4", args.video_rounds)
         res["loadavg_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
 
+    return res
+
+
+def main() -> None:
+    args = parse_args()
+    if args.prepare:
+        prepare(args.prepare, args.frames)
+        return
+    if args.markdown_only:
+        rewrite_markdown(args.out)
+        return
+    res = measure(args)
+    from provenance import provenance, stamp_json, stamp_markdown  # here: the cold start runs before any import
+
     from edgeclf.outfiles import write_json, write_text
 
+    prov = provenance()
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "runtime.json", res)
+    write_json(args.out / "runtime.json", stamp_json(res, prov))
     md = to_markdown(res)
-    write_text(args.out / "runtime.md", md)
+    write_text(args.out / "runtime.md", stamp_markdown(md, prov))
     print(md)
 
 

@@ -32,6 +32,7 @@ CATS_DOGS = Path(os.environ.get("EDGECLF_CATS_DOGS", ROOT.parent / "shared" / "d
 
 from benchmarks.live_client import ServeProcess, StreamCounter, get  # noqa: E402
 from benchmarks.onnx_models import make_conv_model  # noqa: E402
+from benchmarks.provenance import provenance, stamp_json, stamp_markdown  # noqa: E402
 from edgeclf.data.synthetic import make_shapes_video  # noqa: E402
 
 
@@ -71,27 +72,27 @@ def measure(sp: ServeProcess, viewers: int, window: float) -> dict:
     }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, help="an exported edgeclf .onnx model (default: a stand-in CNN)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--window", type=float, default=1.5, help="seconds per measuring window")
     ap.add_argument("--viewers", default="1,5,20,50")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="edgeclf-serve-bench-"))
-    if args.model is None:
-        args.model = make_conv_model(tmp / "conv.onnx")
+
+def serving_video(tmp: Path) -> tuple[Path, str]:
+    """The shared photos as a video when they are there, else generated shapes; and what it shows."""
     if (CATS_DOGS / "cats").is_dir():
-        video = photo_video(tmp / "photos.mp4", CATS_DOGS)
-        video_desc = "40 shared cat and dog photos at 640x480, 5 frames each"
-    else:
-        video = tmp / "shapes.mp4"
-        make_shapes_video(video, frames=100, size=480, fps=25, hold=5)
-        video_desc = "generated shapes at 480x480 (shared photos not found)"
-    counts = [int(x) for x in args.viewers.split(",")]
+        return photo_video(tmp / "photos.mp4", CATS_DOGS), "40 shared cat and dog photos at 640x480, 5 frames each"
+    video = tmp / "shapes.mp4"
+    make_shapes_video(video, frames=100, size=480, fps=25, hold=5)
+    return video, "generated shapes at 480x480 (shared photos not found)"
 
+
+def measure_rounds(args: argparse.Namespace, video: Path, counts: list[int]) -> tuple[dict[int, list[dict]], int]:
+    """Every viewer count once per round against one serving process; and the snapshot's JPEG size."""
     rows: dict[int, list[dict]] = {n: [] for n in counts}
     with ServeProcess(args.model, video, "--loop", "--no-realtime") as sp:
         sp.wait_frames(100)
@@ -102,37 +103,55 @@ def main() -> None:
                 rows[n].append(measure(sp, n, args.window))
                 print(f"round {r + 1}/{args.rounds}, {n:>2} viewers: ratio {rows[n][-1]['ratio']:.3f}", file=sys.stderr)
         sp.stop()
+    return rows, jpeg
 
-    results = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores", "model": str(args.model), "video": video_desc,
-        "rounds": args.rounds, "window_s": args.window, "jpeg_bytes": jpeg,
-        "viewers": {
-            str(n): {
-                "ratio_median": statistics.median(x["ratio"] for x in rs),
-                "ratio_min": min(x["ratio"] for x in rs),
-                "fps_without_median": statistics.median(x["fps_without"] for x in rs),
-                "fps_with_median": statistics.median(x["fps_with"] for x in rs),
-                "viewer_video_fps_min": min(x["viewer_video_fps_min"] for x in rs),
-                "viewer_video_fps_median": statistics.median(x["viewer_video_fps_median"] for x in rs),
-                "viewer_events_hz_min": min(x["viewer_events_hz_min"] for x in rs),
-            }
-            for n, rs in rows.items()
-        },
+
+def viewer_summary(rows: dict[int, list[dict]]) -> dict[str, dict]:
+    return {
+        str(n): {
+            "ratio_median": statistics.median(x["ratio"] for x in rs),
+            "ratio_min": min(x["ratio"] for x in rs),
+            "fps_without_median": statistics.median(x["fps_without"] for x in rs),
+            "fps_with_median": statistics.median(x["fps_with"] for x in rs),
+            "viewer_video_fps_min": min(x["viewer_video_fps_min"] for x in rs),
+            "viewer_video_fps_median": statistics.median(x["viewer_video_fps_median"] for x in rs),
+            "viewer_events_hz_min": min(x["viewer_events_hz_min"] for x in rs),
+        }
+        for n, rs in rows.items()
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serve.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def to_markdown(results: dict) -> str:
     lines = [
         "# Live view (`--serve`): cost to the inference loop", "",
-        f"Machine: {results['machine']}. Model: `{Path(results['model']).name}`. Video: {video_desc}, classified as fast as possible.",
-        f"Annotated JPEG sent to viewers: {jpeg / 1000:.0f} KB. {args.rounds} rounds; each window with viewers ({args.window:g} s) is compared with the mean of a window before and after it without.", "",
+        f"Machine: {results['machine']}. Model: `{Path(results['model']).name}`. Video: {results['video']}, classified as fast as possible.",
+        f"Annotated JPEG sent to viewers: {results['jpeg_bytes'] / 1000:.0f} KB. {results['rounds']} rounds; each window with viewers ({results['window_s']:g} s) is compared with the mean of a window before and after it without.", "",
         "| viewers | inference frames/s without | with | ratio (median) | ratio (worst round) | video frames/s per viewer (worst / median) | events/s per viewer (worst) |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n, v in results["viewers"].items():
         lines.append(f"| {n} | {v['fps_without_median']:.0f} | {v['fps_with_median']:.0f} | {v['ratio_median']:.3f} | {v['ratio_min']:.3f} | "
                      f"{v['viewer_video_fps_min']:.1f} / {v['viewer_video_fps_median']:.1f} | {v['viewer_events_hz_min']:.1f} |")
-    (args.out / "serve.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    args = parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="edgeclf-serve-bench-"))
+    if args.model is None:
+        args.model = make_conv_model(tmp / "conv.onnx")
+    video, video_desc = serving_video(tmp)
+    rows, jpeg = measure_rounds(args, video, [int(x) for x in args.viewers.split(",")])
+    results = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores", "model": str(args.model), "video": video_desc,
+        "rounds": args.rounds, "window_s": args.window, "jpeg_bytes": jpeg, "viewers": viewer_summary(rows),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    prov = provenance()
+    (args.out / "serve.json").write_text(json.dumps(stamp_json(results, prov), indent=2) + "\n")
+    md = to_markdown(results)
+    (args.out / "serve.md").write_text(stamp_markdown(md, prov))
+    print(md, end="")
 
 
 if __name__ == "__main__":

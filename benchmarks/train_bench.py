@@ -25,6 +25,8 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 
+from provenance import provenance, stamp_json, stamp_markdown
+
 from edgeclf.model.classifier import Classifier
 from edgeclf.outfiles import write_json, write_text
 
@@ -66,7 +68,7 @@ def flip_tta_accuracy(out: Path, run: dict) -> float:
     return float((probs.argmax(1) == y).mean())
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "cats_dogs" / "train")
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgeclf-train-bench"))
@@ -75,56 +77,52 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--reuse", action="store_true", help="reuse finished runs and exports in --work (delete a run's export/ to export it again)")
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def train_and_export(name: str, size: int | None, args: argparse.Namespace) -> dict:
+    """One architecture at one size, trained and exported to int8 (or reused with --reuse): its row."""
     from edgeclf.export.api import ExportCheckError, export_model
-    from edgeclf.train.models import DEFAULT_ARCHITECTURE
     from edgeclf.train.trainer import TrainConfig, train
 
-    jobs = [(DEFAULT_ARCHITECTURE, int(s)) for s in args.sizes.split(",") if s]
-    jobs += [(m, None) for m in args.models.split(",") if m]
-    rows = []
-    for name, size in jobs:
-        out = args.work / f"{name}-{size or 'default'}"
-        # --reuse: a finished run (run.json) is not trained again, an export (export.json) not redone.
-        if args.reuse and (out / "run.json").is_file():
-            run = json.loads((out / "run.json").read_text())
-        else:
-            run = train(TrainConfig(data_dir=args.data, out=out, model=name, img_size=size, seed=args.seed, force=True, quiet=True))
-        if args.reuse and (out / "export" / "export.json").is_file():
+    out = args.work / f"{name}-{size or 'default'}"
+    # --reuse: a finished run (run.json) is not trained again, an export (export.json) not redone.
+    if args.reuse and (out / "run.json").is_file():
+        run = json.loads((out / "run.json").read_text())
+    else:
+        run = train(TrainConfig(data_dir=args.data, out=out, model=name, img_size=size, seed=args.seed, force=True, quiet=True))
+    if args.reuse and (out / "export" / "export.json").is_file():
+        report = json.loads((out / "export" / "export.json").read_text())
+    else:
+        try:
+            report = export_model(out, int8=True, show_progress=False)
+        except ExportCheckError:  # rejected by the int8 guard: export.json still says how far off
             report = json.loads((out / "export" / "export.json").read_text())
-        else:
-            try:
-                report = export_model(out, int8=True, show_progress=False)
-            except ExportCheckError:  # rejected by the int8 guard: export.json still says how far off
-                report = json.loads((out / "export" / "export.json").read_text())
-        q = report["int8"]
-        rows.append({
-            "model": name, "size": run["input_size"][0], "val_accuracy": run["best"]["val_accuracy"],
-            "best_epoch": run["best"]["epoch"], "epochs": run["epochs_run"], "train_s": round(run["train_seconds"], 1),
-            "flip_tta_accuracy": flip_tta_accuracy(out, run), "macs_m": round(run["macs"] / 1e6, 1), "params": run["params"],
-            "fp32_onnx_accuracy": q["accuracy_fp32"], "int8_accuracy": q["accuracy_int8"], "int8_drop_pt": round(q["drop"] * 100, 2),
-            "calibration": q["method"], "weights_bits": 7 if q["reduce_range"] else 8, "int8_accepted": q["accepted"],
-            "int8_cpus": q["made_for"]["cpus"], "n_val": run["n_val"], "run": out.name,
-        })
-        print(rows[-1], flush=True)
-    lat = int8_latency_ms({f"{r['model']}-{r['size']}": args.work / r["run"] / "export" / "model.int8.onnx" for r in rows}, args.threads)
-    for r in rows:
-        r["int8_ms"] = round(lat[f"{r['model']}-{r['size']}"], 3)
+    q = report["int8"]
+    return {
+        "model": name, "size": run["input_size"][0], "val_accuracy": run["best"]["val_accuracy"],
+        "best_epoch": run["best"]["epoch"], "epochs": run["epochs_run"], "train_s": round(run["train_seconds"], 1),
+        "flip_tta_accuracy": flip_tta_accuracy(out, run), "macs_m": round(run["macs"] / 1e6, 1), "params": run["params"],
+        "fp32_onnx_accuracy": q["accuracy_fp32"], "int8_accuracy": q["accuracy_int8"], "int8_drop_pt": round(q["drop"] * 100, 2),
+        "calibration": q["method"], "weights_bits": 7 if q["reduce_range"] else 8, "int8_accepted": q["accepted"],
+        "int8_cpus": q["made_for"]["cpus"], "n_val": run["n_val"], "run": out.name,
+    }
 
-    table = [r for r in rows if r["model"] == DEFAULT_ARCHITECTURE]
-    chosen = None
-    if table:
-        best = max(r["val_accuracy"] for r in table)
-        budget = [r for r in table if r["macs_m"] * 1e6 <= MAX_MACS]
-        fits = [r for r in budget if r["val_accuracy"] >= best - WITHIN - 1e-9]
-        # The MAC budget wins over accuracy: without a size near the best within it, the most
-        # accurate size that fits (the smallest on a tie).
-        fits = fits or [r for r in budget if r["val_accuracy"] == max(b["val_accuracy"] for b in budget)]
-        chosen = min(fits, key=lambda r: r["size"])["size"] if fits else None
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    write_json(RESULTS / "train.json", {"machine": machine, "data": "../shared/data/cats_dogs/train", "seed": args.seed,
-                                        "chosen_size": chosen, "rows": rows})
+
+def choose_size(table: list[dict]) -> int | None:
+    """The default input size by rule: the smallest within WITHIN of the best accuracy, at most MAX_MACS."""
+    if not table:
+        return None
+    best = max(r["val_accuracy"] for r in table)
+    budget = [r for r in table if r["macs_m"] * 1e6 <= MAX_MACS]
+    fits = [r for r in budget if r["val_accuracy"] >= best - WITHIN - 1e-9]
+    # The MAC budget wins over accuracy: without a size near the best within it, the most
+    # accurate size that fits (the smallest on a tie).
+    fits = fits or [r for r in budget if r["val_accuracy"] == max(b["val_accuracy"] for b in budget)]
+    return min(fits, key=lambda r: r["size"])["size"] if fits else None
+
+
+def to_markdown(args: argparse.Namespace, rows: list[dict], chosen: int | None, machine: str) -> str:
     lines = ["# Training benchmark\n",
              f"Data: the 1,000 shared photos (validation split 20%, seed {args.seed}; 800 train / 200 val). Machine: {machine}.",
              f"Reproduce: `python benchmarks/train_bench.py --data ../shared/data/cats_dogs/train --sizes {args.sizes}"
@@ -140,8 +138,30 @@ def main() -> None:
               f"int8 latency: batch 1, {args.threads} threads, median of 15 interleaved rounds of 50 frames.",
               f"Default input size rule: the smallest size within {WITHIN * 100:.1f} pt of the best validation accuracy with "
               f"at most {MAX_MACS / 1e6:.0f} M MACs per frame: **{chosen}**."]
-    write_text(RESULTS / "train.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    args = parse_args()
+    from edgeclf.train.models import DEFAULT_ARCHITECTURE
+
+    jobs = [(DEFAULT_ARCHITECTURE, int(s)) for s in args.sizes.split(",") if s]
+    jobs += [(m, None) for m in args.models.split(",") if m]
+    rows = []
+    for name, size in jobs:
+        rows.append(train_and_export(name, size, args))
+        print(rows[-1], flush=True)
+    lat = int8_latency_ms({f"{r['model']}-{r['size']}": args.work / r["run"] / "export" / "model.int8.onnx" for r in rows}, args.threads)
+    for r in rows:
+        r["int8_ms"] = round(lat[f"{r['model']}-{r['size']}"], 3)
+    chosen = choose_size([r for r in rows if r["model"] == DEFAULT_ARCHITECTURE])
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    prov = provenance()
+    write_json(RESULTS / "train.json", stamp_json({"machine": machine, "data": "../shared/data/cats_dogs/train",
+                                                   "seed": args.seed, "chosen_size": chosen, "rows": rows}, prov))
+    md = to_markdown(args, rows, chosen, machine)
+    write_text(RESULTS / "train.md", stamp_markdown(md, prov))
+    print(md, end="")
 
 
 if __name__ == "__main__":

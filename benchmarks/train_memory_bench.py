@@ -29,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from provenance import provenance, stamp_json, stamp_markdown
+
 from edgeclf.image import scan_class_folders
 from edgeclf.outfiles import write_json, write_text
 
@@ -63,9 +65,8 @@ def measured(data: Path, out: Path, cache: Path, args) -> dict:
         _, status, usage = os.wait4(child.pid, 0)  # reaps the child: no Popen.wait afterwards
         child.returncode = status = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - t
-        so.seek(0)
         se.seek(0)
-        stdout, stderr = so.read().decode(), se.read().decode()
+        stderr = se.read().decode()
     if status != 0:
         raise SystemExit(f"train failed on {data}: {stderr.strip().splitlines()[-1:] }")
     run = json.loads((out / "run.json").read_text())
@@ -76,7 +77,7 @@ def measured(data: Path, out: Path, cache: Path, args) -> dict:
             "val_accuracy": round(run["best"]["val_accuracy"], 4)}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "cats_dogs" / "train")
     ap.add_argument("--counts", default="1000,5000,20000")
@@ -86,39 +87,31 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--out", type=Path, default=RESULTS)
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    rows = []
-    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-        for n in (int(c) for c in args.counts.split(",")):
-            data = Path(tmp) / f"data{n}"
-            n_made = make_dataset(args.data, n, data)
-            cache = Path(tmp) / f"cache{n}"
-            cold = measured(data, Path(tmp) / f"run{n}", cache, args)
-            warm = measured(data, Path(tmp) / f"run{n}", cache, args)
-            cache_mb = sum(p.stat().st_size for p in cache.glob("*.npy")) / 2**20
-            steady = warm["epoch_seconds"][1:] or warm["epoch_seconds"]
-            row = {"images": n_made, "cold": cold, "warm": warm, "cache_mb": round(cache_mb, 1),
-                   "train_images_per_s": round(warm["n_train"] / (sum(steady) / len(steady)), 1),
-                   # None where background load made the warm run slower than the cold one.
-                   "decode_images_per_s": round(n_made / (cold["wall_s"] - warm["wall_s"]), 1)
-                   if cold["wall_s"] > warm["wall_s"] else None,
-                   "in_memory_array_mb": round(n_made * args.size * args.size * 3 / 2**20, 1)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            shutil.rmtree(data)
-            shutil.rmtree(cache)
-    peaks = [r["cold"]["peak_rss_mb"] for r in rows] + [r["warm"]["peak_rss_mb"] for r in rows]
-    base = rows[0]["warm"]["peak_rss_mb"]
-    result = {
-        "what": f"edgeclf train --model {args.model} --img-size {args.size} --epochs {args.epochs} --batch-size {args.batch} "
-                "--no-augment, in a child process; cold = empty image cache (decode + train), warm = cache reused",
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "rows": rows,
-        "peak_spread_vs_smallest_warm": round(max(abs(p / base - 1) for p in peaks), 3),
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "train_memory.json", result)
+
+def measure_count(args: argparse.Namespace, n: int, tmp: Path) -> dict:
+    """Train twice on ``n`` photos: with an empty image cache (cold), then reusing it (warm)."""
+    data = tmp / f"data{n}"
+    n_made = make_dataset(args.data, n, data)
+    cache = tmp / f"cache{n}"
+    cold = measured(data, tmp / f"run{n}", cache, args)
+    warm = measured(data, tmp / f"run{n}", cache, args)
+    cache_mb = sum(p.stat().st_size for p in cache.glob("*.npy")) / 2**20
+    steady = warm["epoch_seconds"][1:] or warm["epoch_seconds"]
+    row = {"images": n_made, "cold": cold, "warm": warm, "cache_mb": round(cache_mb, 1),
+           "train_images_per_s": round(warm["n_train"] / (sum(steady) / len(steady)), 1),
+           # None where background load made the warm run slower than the cold one.
+           "decode_images_per_s": round(n_made / (cold["wall_s"] - warm["wall_s"]), 1)
+           if cold["wall_s"] > warm["wall_s"] else None,
+           "in_memory_array_mb": round(n_made * args.size * args.size * 3 / 2**20, 1)}
+    shutil.rmtree(data)
+    shutil.rmtree(cache)
+    return row
+
+
+def to_markdown(result: dict) -> str:
+    rows = result["rows"]
     lines = [
         "# Training peak memory vs data set size",
         "",
@@ -132,8 +125,31 @@ def main() -> None:
                      f"{r['cache_mb']} | {r['in_memory_array_mb']} | {r['train_images_per_s']} | {r['decode_images_per_s'] or 'n/a'} | "
                      f"{r['cold']['wall_s']} | {r['warm']['wall_s']} |")
     lines += ["", f"Largest peak deviation from the smallest run's warm peak: {result['peak_spread_vs_smallest_warm']:.1%} (goal: within 20%).", ""]
-    write_text(args.out / "train_memory.md", "\n".join(lines))
-    print("\n".join(lines))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+        for n in (int(c) for c in args.counts.split(",")):
+            rows.append(measure_count(args, n, Path(tmp)))
+            print(json.dumps(rows[-1]), flush=True)
+    peaks = [r["cold"]["peak_rss_mb"] for r in rows] + [r["warm"]["peak_rss_mb"] for r in rows]
+    base = rows[0]["warm"]["peak_rss_mb"]
+    result = {
+        "what": f"edgeclf train --model {args.model} --img-size {args.size} --epochs {args.epochs} --batch-size {args.batch} "
+                "--no-augment, in a child process; cold = empty image cache (decode + train), warm = cache reused",
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "rows": rows,
+        "peak_spread_vs_smallest_warm": round(max(abs(p / base - 1) for p in peaks), 3),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    prov = provenance()
+    write_json(args.out / "train_memory.json", stamp_json(result, prov))
+    md = to_markdown(result)
+    write_text(args.out / "train_memory.md", stamp_markdown(md, prov))
+    print(md)
 
 
 if __name__ == "__main__":

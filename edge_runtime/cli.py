@@ -84,7 +84,8 @@ def predict(
 ) -> None:
     """Classify images, folders, videos, cameras and streams with an ONNX model (no TensorFlow)."""
     options = dict(locals())  # the parameters above are PredictOptions' fields, by name
-    from edgeclf.predict.loop import PredictOptions, run_predict
+    from edgeclf.predict.loop import run_predict
+    from edgeclf.predict.options import PredictOptions
 
     summary = run_predict(PredictOptions(**options))
     if summary.interrupted:

@@ -17,8 +17,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from edgeclf.limits import PIXEL_LIMIT
 from edgeclf.errors import EdgeclfError, ImageReadError
+from edgeclf.limits import PIXEL_LIMIT
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 

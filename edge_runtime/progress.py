@@ -4,7 +4,7 @@ so ``--json`` output is never mixed with a bar)."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskID, TextColumn, TimeElapsedColumn
@@ -85,3 +85,23 @@ def progress_bar(description: str, total: int, quiet: bool = False, transient: b
     yields the ``Bar``, which is called as ``advance(n)``."""
     with Bars(quiet=quiet, transient=transient, console=console) as bars:
         yield bars.add(description, total)
+
+
+#: ``step(description, total)``: adds a bar of ``total`` steps and returns it (see ``steps``).
+Step = Callable[[str, int], Bar]
+
+
+@contextlib.contextmanager
+def steps(quiet: bool = False, width: int = 0) -> Iterator[Step]:
+    """Bars that stay on stderr as a record of what ran, one per step of the work: yields
+    ``step(description, total)``. A step of at most one unit (a measurement, an empty set) shows
+    as done at once."""
+    with Bars(quiet=quiet, transient=False, width=width) as bars:
+
+        def step(description: str, total: int) -> Bar:
+            bar = bars.add(description, max(total, 1))
+            if total <= 1:
+                bar.update(completed=1)
+            return bar
+
+        yield step

@@ -53,12 +53,18 @@ def cpu_family(cpuinfo: str | None = None, machine: str | None = None) -> str:
     return machine
 
 
-def cpu_cores() -> int:
-    """Cores this process may run on (respects taskset / container CPU sets)."""
+def usable_cpus() -> set[int]:
+    """The ids of the CPUs this process may run on (respects taskset / container CPU sets)."""
     try:
-        return len(os.sched_getaffinity(0))
+        return set(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        return set(range(os.cpu_count() or 1))
+
+
+def cpu_cores() -> int:
+    """How many cores this process may run on: the one count every thread and worker default
+    starts from (``edgeclf.model.threads``)."""
+    return len(usable_cpus())
 
 
 def available_memory_bytes() -> int:

@@ -9,12 +9,21 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edgeclf.errors import EdgeclfError
-from edgeclf.image import list_images
+from edgeclf.image import list_images, scan_class_folders
+from edgeclf.progress import Step
 from edgeclf.train.imagecache import load_files
+from edgeclf.train.keras_model import RunSource
+
+from .options import ExportOptions
+
+MIN_PARITY_IMAGES = 100  # the issue's floor for the Keras/ONNX parity check
+HOLDOUT_FRACTION = 0.3  # of a labelled --calib folder, when the run has no validation split
 
 
 @dataclass
 class Images:
+    """Images read for a check, with the files they came from."""
+
     x: np.ndarray  # uint8 RGB NHWC
     paths: list[Path]
     y: np.ndarray | None = None  # class indices when labelled
@@ -60,3 +69,106 @@ def generated_images(n: int, size: tuple[int, int], seed: int = 0) -> np.ndarray
     rng = np.random.default_rng(seed)
     side = max(size)
     return np.stack([resize_rgb(draw_shape(SHAPES[i % len(SHAPES)], side, rng), size) for i in range(n)])
+
+
+@dataclass
+class CheckImages:
+    """The images every check runs on, all read before anything is written."""
+
+    val: Images  # labelled: the int8 model is judged on them
+    calib: Images | None  # with --int8: calibration images, never judged on
+    parity: np.ndarray  # for the Keras/ONNX parity check: validation first, then calibration / training
+    real: bool  # False when the model came with no image at all and the parity images are generated
+
+
+def read_check_images(src: RunSource, class_names: list[str], size: tuple[int, int], opts: ExportOptions,
+                      calib_files: list[Path] | None, step: Step) -> CheckImages:
+    """The validation split, the calibration set (with --int8) and the parity images of ``src``."""
+    val_paths, val_labels = _labelled_split(src)
+    calib = None
+    if opts.int8:
+        calib_paths, val_paths, val_labels = _calibration_and_eval_paths(src, opts, calib_files, class_names,
+                                                                         val_paths, val_labels)
+        calib = load_images(calib_paths, size, progress=step("reading calibration images", len(calib_paths)))
+        if len(calib.x) == 0:
+            where = opts.calib_dir if opts.calib_dir is not None else "the run's training split"
+            raise EdgeclfError(f"{where}: no readable calibration image")
+    val = load_images(val_paths, size, val_labels, progress=step("reading validation images", len(val_paths)))
+    if opts.int8 and len(val.x) == 0:
+        raise EdgeclfError(f"{src.model_path}: no readable validation image to judge the int8 model on")
+    parity = _parity_images(src, val, calib, size, opts, step)
+    real = len(val.x) > 0 or (calib is not None and len(calib.x) > 0) or bool(src.split_paths("train"))
+    return CheckImages(val, calib, parity, real)
+
+
+def is_labelled(folder: Path) -> bool:
+    """Whether ``folder`` holds one sub-folder of images per class."""
+    try:
+        scan_class_folders(folder)
+        return True
+    except EdgeclfError:
+        return False
+
+
+def _labelled_split(src: RunSource) -> tuple[list[Path], list[int]]:
+    paths, labels = [], []
+    for p in src.split_paths("val"):
+        label = src.label_of(p)
+        if label is not None:
+            paths.append(p)
+            labels.append(label)
+    return paths, labels
+
+
+def _calibration_and_eval_paths(src: RunSource, opts: ExportOptions, calib_files: list[Path] | None,
+                                class_names: list[str], val_paths: list[Path], val_labels: list[int]):
+    """Calibration files (never judged on) and the labelled files the int8 model is judged on."""
+    if calib_files is None:
+        pool = src.split_paths("train")
+        if not pool:
+            raise EdgeclfError(f"{src.model_path}: no training images recorded in run.json; pass --calib DATA_DIR")
+    else:
+        pool = calib_files
+    if not val_paths and opts.calib_dir is not None and is_labelled(opts.calib_dir):
+        held = _held_out(opts.calib_dir, class_names, opts.seed)
+        if held is not None:
+            val_paths, val_labels = held
+            taken = set(val_paths)
+            pool = [p for p in pool if p not in taken]
+    if not val_paths:
+        raise EdgeclfError(
+            f"{src.model_path}: --int8 needs labelled validation images (the run has no validation split); "
+            "pass --calib with one sub-folder per class"
+        )
+    judged = {p.resolve() for p in val_paths}
+    pool = [p for p in pool if p.resolve() not in judged]
+    if not pool:
+        raise EdgeclfError(f"{opts.calib_dir or src.model_path}: no calibration image left outside the validation split")
+    return sample(pool, opts.calib_size, opts.seed), val_paths, val_labels
+
+
+def _held_out(calib_dir: Path, class_names: list[str], seed: int) -> tuple[list[Path], list[int]] | None:
+    """No validation split: part of each class of the labelled calibration folder, to judge on
+    (None when its classes are not the model's)."""
+    found, files = scan_class_folders(calib_dir)
+    if not all(c in class_names for c in found):
+        return None
+    held = {p for c in found for p in sample(files[c], max(1, int(len(files[c]) * HOLDOUT_FRACTION)), seed)}
+    paths = sorted(held)
+    return paths, [class_names.index(p.relative_to(calib_dir).parts[0]) for p in paths]
+
+
+def _parity_images(src: RunSource, val: Images, calib: Images | None, size: tuple[int, int], opts: ExportOptions,
+                   step: Step) -> np.ndarray:
+    """Real images for the parity check: validation first, then calibration / training images."""
+    x = np.concatenate([val.x] + ([calib.x] if calib is not None else []))[: opts.parity_size]
+    want = min(opts.parity_size, MIN_PARITY_IMAGES)
+    if len(x) < want:
+        used = set(val.paths) | set(calib.paths if calib is not None else [])
+        extra = sample([p for p in src.split_paths("train") if p not in used], want - len(x), opts.seed)
+        if extra:
+            more = load_images(extra, size, progress=step("reading parity images", len(extra)))
+            x = np.concatenate([x, more.x])
+    if len(x) == 0:
+        x = generated_images(want, size, opts.seed)
+    return x

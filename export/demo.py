@@ -27,7 +27,7 @@ DEMO_ENTRIES = {"data", "run", "export", "shapes.mp4", "annotated.mp4"}  # what 
 
 
 def _step(i: int, title: str) -> None:
-    from edgeclf.train.progress import console
+    from edgeclf.train.epochs import console
 
     console.rule(f"[bold]{i}/{STEPS} {title}")
 
@@ -57,14 +57,6 @@ def check_demo_out(out: Path, force: bool) -> None:
 
 def run_demo(out: Path, force: bool = False, epochs: int = DEMO_EPOCHS, per_class: int = DEMO_IMAGES_PER_CLASS) -> dict:
     """Run every stage into ``out``; returns the headline figures."""
-    from edgeclf.model.classifier import Classifier
-    from edgeclf.predict.loop import classify
-    from edgeclf.sources.open import open_source
-    from edgeclf.train.progress import console
-    from edgeclf.train.trainer import train
-
-    from .api import export_model
-
     out = Path(out)
     check_demo_out(out, force)
     if any(out.iterdir()):
@@ -76,53 +68,91 @@ def run_demo(out: Path, force: bool = False, epochs: int = DEMO_EPOCHS, per_clas
     results: dict = {"out": str(out)}
 
     _step(1, "generate data")
+    data = _generate(out, per_class)
+    _step(2, "train")
+    results["val_accuracy"] = _train(data, out, epochs)
+    _step(3, "export to ONNX and int8 ONNX")
+    results["int8"], model = _export(out)
+    _step(4, "classify a video on the edge runtime (no TensorFlow)")
+    video = out / "shapes.mp4"
+    results["video"] = _classify_video(model, video)
+    _step(5, "benchmark")
+    results["bench"] = _bench(out / "export", video)
+
+    _summary(out, time.time() - t0)
+    return results
+
+
+def _generate(out: Path, per_class: int) -> Path:
+    """The shapes data set; returns its folder."""
+    from edgeclf.train.epochs import console
+
     data = make_shapes_dataset(out / "data", per_class=per_class, size=DEMO_SIZE, seed=0)
     console.print(f"{3 * per_class} images of circles, squares and triangles on noisy backgrounds in {escape(str(data))}")
+    return data
 
-    _step(2, "train")
+
+def _train(data: Path, out: Path, epochs: int) -> float:
+    """edgenet on ``data`` into out/run; returns its validation accuracy."""
+    from edgeclf.train.epochs import console
+    from edgeclf.train.trainer import train
+
     # The demo trains edgenet from scratch, not the pretrained default: generated shapes need no
     # ImageNet features, and it keeps the whole demo offline and within about 1.5 minutes.
     run = train(TrainConfig(data_dir=data, out=out / "run", model="edgenet", img_size=DEMO_SIZE, epochs=epochs,
                             batch_size=32, patience=epochs, seed=0))
     if run["interrupted"]:
         raise KeyboardInterrupt  # the rest of the chain needs a finished model
-    results["val_accuracy"] = run["best"]["val_accuracy"]
     console.print(f"edgenet (from scratch) {DEMO_SIZE}x{DEMO_SIZE}: validation accuracy {run['best']['val_accuracy']:.1%}, "
                   f"{run['macs'] / 1e6:.1f} M MACs/frame")
+    return run["best"]["val_accuracy"]
 
-    _step(3, "export to ONNX and int8 ONNX")
+
+def _export(out: Path) -> tuple[dict, Path]:
+    """fp32 and int8 ONNX into out/export; returns export.json's int8 entry and the model the
+    video step runs (int8, or fp32 when the int8 model was rejected)."""
+    from edgeclf.train.epochs import console
+
+    from .api import export_model
+
     exported = export_model(out / "run", out / "export", int8=True, max_drop=0.03)
     q = exported.get("int8") or {}
-    results["int8"] = q
     console.print(f"parity Keras vs ONNX: {exported['parity']['top1_agreement']:.1%} top-1 agreement, "
                   f"max |Δp| {exported['parity']['max_abs_diff']:.1e} on {exported['parity']['n']} images")
     if q.get("accepted", True) and (out / "export" / "model.int8.onnx").exists():
         console.print(f"int8 ({q['method']}): accuracy {q['accuracy_int8']:.1%} vs fp32 {q['accuracy_fp32']:.1%}, "
                       f"{q['size_ratio']:.0%} of the size, {1 / q['latency_ratio']:.1f}x faster per frame")
-        model = out / "export" / "model.int8.onnx"
-    else:
-        console.print("[yellow]int8 model rejected by its accuracy check; the video step uses fp32")
-        model = out / "export" / "model.onnx"
+        return q, out / "export" / "model.int8.onnx"
+    console.print("[yellow]int8 model rejected by its accuracy check; the video step uses fp32")
+    return q, out / "export" / "model.onnx"
 
-    _step(4, "classify a video on the edge runtime (no TensorFlow)")
-    video = out / "shapes.mp4"
+
+def _classify_video(model: Path, video: Path) -> dict:
+    """Generate ``video`` and classify it with ``model`` through the edge runtime; frames, accuracy, fps."""
+    from edgeclf.model.classifier import Classifier
+    from edgeclf.predict.loop import classify
+    from edgeclf.sources.open import open_source
+    from edgeclf.train.epochs import console
+
     truth = make_shapes_video(video, frames=90, size=160, fps=15, hold=15, seed=1)
     clf = Classifier(model, provider="cpu")
     t = time.perf_counter()
     preds = [r.prediction.label for r in classify(clf, open_source(str(video)), batch=8)]
     seconds = time.perf_counter() - t
     agree = sum(p == g for p, g in zip(preds, truth)) / max(1, len(truth))
-    results["video"] = {"frames": len(preds), "accuracy": agree, "fps": len(preds) / seconds}
     console.print(f"{model.name} on {video.name}: {len(preds)} frames, {agree:.1%} labelled correctly, "
                   f"{len(preds) / seconds:.0f} frames/s end to end")
+    out = video.parent
     console.print(escape(f"  try: edgeclf predict {model} {video} --save {out / 'annotated.mp4'}"))
     console.print(escape(f"   or: edgeclf predict {model} {video} --serve 8080 --loop   (then open http://127.0.0.1:8080/)"))
+    return {"frames": len(preds), "accuracy": agree, "fps": len(preds) / seconds}
 
-    _step(5, "benchmark")
-    results["bench"] = _bench(out / "export", video)
+
+def _summary(out: Path, seconds: float) -> None:
+    from edgeclf.train.epochs import console
 
     console.rule("[bold]done")
-    console.print(f"finished in {time.time() - t0:.0f} s. Everything is in {escape(str(out))}/:")
+    console.print(f"finished in {seconds:.0f} s. Everything is in {escape(str(out))}/:")
     for name, what in (
         ("data/", "generated training images (3 classes)"),
         ("run/", "model.keras, run.json, history.csv, curves.png, confusion.png"),
@@ -130,15 +160,14 @@ def run_demo(out: Path, force: bool = False, epochs: int = DEMO_EPOCHS, per_clas
         ("shapes.mp4", "the generated test video"),
     ):
         console.print(f"  {name:<12} {what}")
-    return results
 
 
 def _bench(export_dir: Path, video: Path) -> dict:
     """``edgeclf bench`` on the fp32 and int8 models, batch 1 and 8, the video end to end."""
     from rich.console import Console
 
-    from edgeclf.bench.run import render
-    from edgeclf.train.progress import console
+    from edgeclf.bench.report import render
+    from edgeclf.train.epochs import console
 
     reports = {}
     for name in ("model.onnx", "model.int8.onnx"):

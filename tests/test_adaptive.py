@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from onnx_fixtures import make_colour_model
 
-from edgeclf.model import providers as prov
+from edgeclf.model import threads as thr
 from edgeclf.model.adaptive import SPIN_WITHIN_RUN, AdaptiveSession, FreeCores, thread_arms
 from edgeclf.model.classifier import Classifier
 
@@ -225,7 +225,7 @@ def test_passes_the_session_through():
 
 
 def test_classifier_adapts_by_default_and_a_number_fixes_it(colour_model, monkeypatch):
-    monkeypatch.setattr(prov, "default_threads", lambda cpu_count=None: 2)
+    monkeypatch.setattr(thr, "default_threads", lambda cpu_count=None: 2)
     auto = Classifier(colour_model, provider="cpu")
     assert auto.thread_arms == [2, 1] and isinstance(auto.session, AdaptiveSession)
     arms = {a.label: a for a in auto.session.arms}
@@ -254,7 +254,7 @@ def test_classifier_adapts_by_default_and_a_number_fixes_it(colour_model, monkey
 
 def test_a_split_batch_gives_every_row_in_order(colour_model, monkeypatch):
     """The split arm: slices of the batch on the one-thread session in two threads at once."""
-    monkeypatch.setattr(prov, "default_threads", lambda cpu_count=None: 2)
+    monkeypatch.setattr(thr, "default_threads", lambda cpu_count=None: 2)
     auto = Classifier(colour_model, provider="cpu")
     fixed = Classifier(colour_model, provider="cpu", threads=1)
     split = next(i for i, a in enumerate(auto.session.arms) if a.split == 2)
@@ -265,7 +265,7 @@ def test_a_split_batch_gives_every_row_in_order(colour_model, monkeypatch):
 
 
 def test_one_core_is_one_plain_session(colour_model, monkeypatch):
-    monkeypatch.setattr(prov, "default_threads", lambda cpu_count=None: 1)
+    monkeypatch.setattr(thr, "default_threads", lambda cpu_count=None: 1)
     clf = Classifier(colour_model, provider="cpu")
     assert clf.thread_arms == [1] and not isinstance(clf.session, AdaptiveSession)
 
@@ -351,7 +351,7 @@ def test_paced_by_a_reader_it_judges_the_stream_not_the_call():
 
 
 def test_classifier_paced_by_reader_only_while_inside(colour_model, monkeypatch):
-    monkeypatch.setattr(prov, "default_threads", lambda cpu_count=None: 2)
+    monkeypatch.setattr(thr, "default_threads", lambda cpu_count=None: 2)
     clf = Classifier(colour_model, provider="cpu")
     with clf.paced_by_reader():
         assert clf.session.per_cycle is True

@@ -167,9 +167,9 @@ def test_benchmark_figures_are_sane(tiny_onnx, tmp_path):
 def test_benchmark_default_threads_adapt_and_say_how_they_ran(tiny_onnx, video, monkeypatch):
     """No --threads: the classifier's adaptive default, as edgeclf predict runs it; every result
     says which thread counts its timed calls ran on, and the threads shown are the most used."""
-    from edgeclf.model import providers as prov
+    from edgeclf.model import threads as thr
 
-    monkeypatch.setattr(prov, "default_threads", lambda cpu_count=None: 2)
+    monkeypatch.setattr(thr, "default_threads", lambda cpu_count=None: 2)
     r = bench.benchmark(tiny_onnx, runs=40, warmup=2, batches=[1, 4], source=video, show_progress=False)
     for x in [*r["results"], r["source"], r["pipeline"]]:
         assert x["adaptive"] is True and x["threads_setting"] is None

@@ -22,8 +22,9 @@ from onnx_fixtures import make_colour_model
 
 from edgeclf.errors import EdgeclfError
 from edgeclf.model.classifier import Classifier
-from edgeclf.sources import open as sources
-from edgeclf.sources.open import jetson_pipeline, open_source, parse_csi, picamera2_to_bgr
+from edgeclf.sources import csi
+from edgeclf.sources.csi import jetson_pipeline, parse_csi, picamera2_to_bgr
+from edgeclf.sources.open import open_source
 
 STAND_IN = textwrap.dedent('''
     """Stand-in for picamera2 (tests only): solid frames of RGB colour COLOUR in the configured
@@ -168,9 +169,9 @@ class FakeJetsonCamera:
 
 
 def test_jetson_opens_the_nvargus_pipeline(monkeypatch):
-    monkeypatch.setattr(sources, "picamera2_module", lambda: None)
-    monkeypatch.setattr(sources, "is_jetson", lambda: True)
-    monkeypatch.setattr(sources, "has_gstreamer", lambda: True)
+    monkeypatch.setattr(csi, "picamera2_module", lambda: None)
+    monkeypatch.setattr(csi, "is_jetson", lambda: True)
+    monkeypatch.setattr(csi, "has_gstreamer", lambda: True)
     opened = []
 
     def factory(target, api, params):
@@ -188,9 +189,9 @@ def test_jetson_opens_the_nvargus_pipeline(monkeypatch):
 
 
 def test_jetson_without_gstreamer_opencv_is_one_line(monkeypatch):
-    monkeypatch.setattr(sources, "picamera2_module", lambda: None)
-    monkeypatch.setattr(sources, "is_jetson", lambda: True)
-    monkeypatch.setattr(sources, "has_gstreamer", lambda: False)
+    monkeypatch.setattr(csi, "picamera2_module", lambda: None)
+    monkeypatch.setattr(csi, "is_jetson", lambda: True)
+    monkeypatch.setattr(csi, "has_gstreamer", lambda: False)
     with pytest.raises(EdgeclfError, match="csi://0: a Jetson CSI camera needs an OpenCV built with GStreamer"):
         open_source("csi://0")
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from edgeclf.errors import EdgeclfError
-from edgeclf.sources.open import has_gstreamer, open_source
+from edgeclf.sources.capture import has_gstreamer
+from edgeclf.sources.open import open_source
 
 if not has_gstreamer():
     if os.environ.get("EDGECLF_REQUIRE_GSTREAMER") == "1":

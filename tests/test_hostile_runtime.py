@@ -31,7 +31,8 @@ from onnx_fixtures import COLOURS, edgeclf_metadata, make_colour_model, solid
 from edgeclf import sysinfo
 from edgeclf.errors import EdgeclfError
 from edgeclf.serve.server import LiveServer
-from edgeclf.sinks.outputs import CsvOutput, VideoOutput
+from edgeclf.sinks.csvfile import CsvOutput
+from edgeclf.sinks.video import VideoOutput
 
 try:  # what the fixes added (imported softly so that this suite runs, and fails, against the old code)
     from edgeclf.errors import OutputError
@@ -185,13 +186,13 @@ def test_save_without_a_full_disk_holds_every_frame_and_edgeclfs_mark(d, tmp_pat
 
 def test_video_writer_failure_is_detected_by_fault_injection(d, tmp_path, monkeypatch):
     """Where no tmpfs can be mounted: the same check with the free space faked to run out."""
-    import edgeclf.sinks.outputs as outputs
+    import edgeclf.sinks.video as video_mod
 
     out = tmp_path / "v.avi"
     video = VideoOutput(out, 10, check_every=4)
     for _ in range(5):
         video.write(solid("red", 240, 320))
-    monkeypatch.setattr(outputs, "free_bytes", lambda path: 1000)
+    monkeypatch.setattr(video_mod, "free_bytes", lambda path: 1000)
     with pytest.raises(OutputError, match="disk is full"):
         for _ in range(8):
             video.write(solid("red", 240, 320))
@@ -202,7 +203,7 @@ def test_video_writer_failure_is_detected_by_fault_injection(d, tmp_path, monkey
 def test_a_short_video_file_is_not_kept(tmp_path, monkeypatch):
     """The final re-open: a file holding fewer frames than were written (what a full disk leaves
     when the free-space check misses it) is an error, not a result."""
-    import edgeclf.sinks.outputs as outputs
+    import edgeclf.sinks.video as video_mod
 
     out = tmp_path / "v.avi"
     video = VideoOutput(out, 10)
@@ -212,7 +213,7 @@ def test_a_short_video_file_is_not_kept(tmp_path, monkeypatch):
     with pytest.raises(OutputError, match="holds 5 of 8 frames"):
         video.close()
     assert list(tmp_path.iterdir()) == []
-    assert outputs  # (module imported for the monkeypatch-free variant)
+    assert video_mod  # (module imported for the monkeypatch-free variant)
 
 
 # --------------------------------------------------------------------- 2. outputs never overwrite inputs

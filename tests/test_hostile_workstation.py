@@ -429,7 +429,7 @@ def test_output_folder_below_a_file_is_a_one_line_error(odd_run, odd_data, tmp_p
 KILLED_MID_WRITE = """
 import os, sys
 from pathlib import Path
-from edgeclf.atomic import atomic_path
+from edgeclf.outfiles import atomic_path
 writes = [atomic_path(Path(sys.argv[1]) / name) for name in sys.argv[2:]]
 for w in writes:
     w.__enter__()  # the temporary file exists now, empty, as when a write is under way

@@ -17,7 +17,8 @@ from edgeclf import sysinfo
 from edgeclf.model.classifier import Classifier
 from edgeclf.model.providers import CPU
 from edgeclf.predict.loop import AUTO_BATCH, AUTO_BATCH_BYTES, auto_batch, classify, frames_held
-from edgeclf.sources.open import Frame, Source, open_source
+from edgeclf.sources.base import Frame, Source
+from edgeclf.sources.open import open_source
 
 N = 40
 

@@ -235,7 +235,7 @@ def test_predict_runs_without_tensorflow_or_onnx(data, tmp_path):
 def test_import_edgeclf_loads_no_tensorflow():
     code = (
         "import sys, edgeclf, edgeclf.cli, edgeclf.predict.loop, edgeclf.sources.open, "
-        "edgeclf.model.classifier, edgeclf.sinks.outputs, edgeclf.model.providers;"
+        "edgeclf.model.classifier, edgeclf.sinks.open, edgeclf.model.providers;"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx', 'onnx'));"
         "print(bad)"
     )

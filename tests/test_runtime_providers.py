@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edgeclf.errors import EdgeclfError
-from edgeclf.model import providers as prov
+from edgeclf.model import providers as prov, threads as thr
 
 JETSON = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 CUDA_ONLY = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -73,14 +73,14 @@ def test_cuda_device_id():
 
 @pytest.mark.parametrize("cores, expected", [(1, 1), (2, 2), (4, 4), (6, 4), (64, 4)])
 def test_default_threads_suits_small_boards(cores, expected):
-    assert prov.default_threads(cores) == expected
+    assert thr.default_threads(cores) == expected
 
 
 def test_default_threads_follows_this_process_affinity():
     import os
 
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert prov.default_threads() == max(1, min(4, usable))
+    assert thr.default_threads() == max(1, min(4, usable))
 
 
 def test_short_names():
@@ -101,7 +101,7 @@ def test_classifier_reports_what_runs_and_falls_back(tmp_path):
     with pytest.raises(EdgeclfError):
         Classifier(model, provider="cuda", strict=True)
     assert Classifier(model, provider="cpu", threads=1).threads == 1
-    assert Classifier(model).threads == prov.default_threads()
+    assert Classifier(model).threads == thr.default_threads()
 
 
 
@@ -122,10 +122,10 @@ def test_session_factory_gives_every_session_the_classifiers_defaults(tmp_path):
 
     model = make_colour_model(tmp_path / "m.onnx")
     # a fixed thread count: the default's adaptive sessions are tested in test_adaptive.py
-    clf = Classifier(model, provider="cpu", threads=prov.default_threads())
+    clf = Classifier(model, provider="cpu", threads=thr.default_threads())
     for sess in (open_session(model), open_session(model.read_bytes()), clf.session):
         opts = sess.get_session_options()
-        assert opts.intra_op_num_threads == clf.threads == prov.default_threads()
+        assert opts.intra_op_num_threads == clf.threads == thr.default_threads()
         assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
         assert sess.get_providers() == ["CPUExecutionProvider"]

@@ -14,7 +14,9 @@ from onnx_fixtures import solid
 
 from edgeclf.errors import EdgeclfError
 from edgeclf.image import jpeg_size, read_image
-from edgeclf.sources.open import ImageFiles, LiveSource, VideoFile, open_source
+from edgeclf.sources.files import ImageFiles, VideoFile
+from edgeclf.sources.live import LiveSource
+from edgeclf.sources.open import open_source
 
 
 def _write(path: Path, img: np.ndarray) -> Path:
@@ -170,7 +172,7 @@ def test_bad_specs(tmp_path):
 
 
 def test_gstreamer_pipeline_without_gstreamer():
-    from edgeclf.sources.open import has_gstreamer
+    from edgeclf.sources.capture import has_gstreamer
 
     if has_gstreamer():
         pytest.skip("this OpenCV has GStreamer")

@@ -30,7 +30,8 @@ from onnx_fixtures import COLOURS, make_colour_model, solid
 
 from edgeclf.errors import EdgeclfError
 from edgeclf.model.classifier import Prediction
-from edgeclf.serve.server import LiveServer, parse_address
+from edgeclf.serve.address import parse_address
+from edgeclf.serve.server import LiveServer
 from edgeclf.sources.open import open_source
 
 

@@ -20,7 +20,13 @@ from edgeclf.errors import EdgeclfError
 from edgeclf.model.classifier import Classifier
 from edgeclf.outfiles import written_by_edgeclf
 from edgeclf.predict.loop import PredictOptions, Result, classify, run_predict
-from edgeclf.sinks.base import ConsoleSink, CsvSink, LiveSink, Sink, VideoSink, WindowSink, open_sinks
+from edgeclf.sinks.base import Sink
+from edgeclf.sinks.console import ConsoleSink
+from edgeclf.sinks.csvfile import CsvSink
+from edgeclf.sinks.live import LiveSink
+from edgeclf.sinks.open import open_sinks
+from edgeclf.sinks.video import VideoSink
+from edgeclf.sinks.window import WindowSink
 from edgeclf.sources.open import open_source
 
 COLOURS_IN_VIDEO = ["red"] * 4 + ["green"] * 4 + ["blue"] * 4
@@ -80,9 +86,9 @@ class StandInDisplay:
 
 # ------------------------------------------------------------------------------- the interface itself
 def test_every_output_is_a_sink_opened_from_the_options_written_and_closed_alike(inputs, results, tmp_path, monkeypatch):
-    import edgeclf.sinks.base as sinks_mod
+    import edgeclf.sinks.window as window_mod
 
-    monkeypatch.setattr(sinks_mod, "Display", StandInDisplay)
+    monkeypatch.setattr(window_mod, "Display", StandInDisplay)
     lines: list[str] = []
     opts = PredictOptions(inputs["model"], str(inputs["video"]), json_out=True, csv=tmp_path / "r.csv",
                           save=tmp_path / "r.avi", show=True, serve="127.0.0.1:0")
@@ -132,7 +138,7 @@ def test_close_keeps_the_complete_files_or_leaves_nothing(inputs, results, tmp_p
 
 
 def test_a_video_sink_without_frames_writes_nothing_and_says_so(tmp_path, capsys):
-    from edgeclf.sinks.base import Annotator
+    from edgeclf.sinks.annotation import Annotator
 
     sink = VideoSink(tmp_path / "none.mp4", 10.0, Annotator(top=1))
     sink.close(keep=True)
@@ -201,9 +207,9 @@ def _interrupt_at_the_5th_line(inputs, tmp_path, signum) -> None:
 
 
 def test_closing_the_window_ends_the_run_and_keeps_the_outputs(inputs, tmp_path, monkeypatch):
-    import edgeclf.sinks.base as sinks_mod
+    import edgeclf.sinks.window as window_mod
 
-    monkeypatch.setattr(sinks_mod, "Display", StandInDisplay)
+    monkeypatch.setattr(window_mod, "Display", StandInDisplay)
     opts = PredictOptions(inputs["model"], str(inputs["video"]), show=True, csv=tmp_path / "r.csv", quiet=True)
     summary = run_predict(opts)
     assert summary.processed == StandInDisplay.close_at and not summary.interrupted
@@ -225,7 +231,7 @@ def test_a_full_disk_on_the_first_row_is_the_one_line_a_failed_run_prints(inputs
     import errno
 
     from edgeclf.errors import OutputError
-    from edgeclf.sinks.outputs import CsvOutput
+    from edgeclf.sinks.csvfile import CsvOutput
 
     def no_space(row):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -245,7 +251,7 @@ def test_a_full_disk_on_the_first_row_is_the_one_line_a_failed_run_prints(inputs
 def test_the_drawn_frame_rate_counts_results_not_the_gaps_inside_a_batch(results):
     """Batched results come in bursts: 8 at once every 80 ms is 100 frames/s, not the ~600 a mean
     of the gaps between them gave."""
-    from edgeclf.sinks.base import Annotator
+    from edgeclf.sinks.annotation import Annotator
 
     now = [0.0]
     a = Annotator(top=1, clock=lambda: now[0])

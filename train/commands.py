@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def run_train(cfg: TrainConfig, json_out: bool = False) -> dict:
     """Train (TensorFlow loads here); print the summary on stdout (JSON with ``json_out``)."""
-    from .progress import console
+    from .epochs import console
     from .trainer import train
 
     run = train(cfg)

@@ -122,6 +122,18 @@ class CachedSplit:
         return len(self.rows)
 
 
+@dataclass
+class TrainingData:
+    """A run's data as read: its classes, both splits from the image cache, the files left out
+    (unreadable or unsupported) and the digest of the file list that --resume checks."""
+
+    class_names: list[str]
+    train: CachedSplit
+    val: CachedSplit
+    skipped: list[dict]
+    fingerprint: str
+
+
 def load_cached_splits(train: Split, val: Split, size: tuple[int, int], skipped: list[dict],
                        progress=None) -> tuple[CachedSplit, CachedSplit]:
     """Both splits through one cache entry (the whole data set, so eval and export reuse it).

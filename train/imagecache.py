@@ -150,31 +150,13 @@ def cached_images(
 
     Unreadable files are reported through ``on_skip`` (every call, cached or not) and listed in
     ``skipped``; ``progress(n)`` advances once per file decoded, or by all at once on a hit."""
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if cache_dir is None:
-        raise EdgeclfError(f"image cache is off (${CACHE_ENV}=none); cannot open a cache entry")
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise EdgeclfError(f"{cache_dir}: cannot create the image cache folder ({e.strerror or e}); set ${CACHE_ENV}") from None
+    cache_dir = _cache_folder(cache_dir)
     size = (int(size[0]), int(size[1]))
     prefix = f"{size[0]}x{size[1]}"
     stamps, prep = _stamps(paths), _preprocessing()
     found = _find(cache_dir, prefix, stamps, prep)
-    built = found is None
     if found is None:
-        digest = hashlib.sha256(json.dumps([prep, size, stamps]).encode()).hexdigest()[:20]
-        npy, meta_path = cache_dir / f"{prefix}-{digest}.npy", cache_dir / f"{prefix}-{digest}.json"
-        try:
-            reasons = _write_npy(npy, paths, size, progress)
-            meta = {"preprocessing": prep, "size": list(size),
-                    "files": [[*s, r] for s, r in zip(stamps, reasons)]}
-            fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{meta_path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump(meta, f)
-            os.replace(tmp, meta_path)  # the entry exists from here on
-        except OSError as e:
-            raise EdgeclfError(f"{cache_dir}: cannot write the image cache ({e.strerror or e}); free space or set ${CACHE_ENV}") from None
+        npy, meta = _build(cache_dir, prefix, paths, size, stamps, prep, progress)
     else:
         npy, meta = found
         if progress:
@@ -189,7 +171,36 @@ def cached_images(
         else:
             skipped.append({"path": str(paths[i]), "reason": reason})
             on_skip(paths[i], reason)
-    return ImageCache(npy, _npy_offset(npy), size, np.asarray(rows, np.int64), ok, skipped, built)
+    return ImageCache(npy, _npy_offset(npy), size, np.asarray(rows, np.int64), ok, skipped, built=found is None)
+
+
+def _cache_folder(cache_dir: Path | None) -> Path:
+    """``cache_dir`` (default: ``default_cache_dir()``), created if need be."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if cache_dir is None:
+        raise EdgeclfError(f"image cache is off (${CACHE_ENV}=none); cannot open a cache entry")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EdgeclfError(f"{cache_dir}: cannot create the image cache folder ({e.strerror or e}); set ${CACHE_ENV}") from None
+    return cache_dir
+
+
+def _build(cache_dir: Path, prefix: str, paths: Sequence[Path], size: tuple[int, int], stamps: list[list], prep: dict,
+           progress: Callable[[int], None] | None) -> tuple[Path, dict]:
+    """Decode ``paths`` into a new entry; its .npy and its metadata (written last, as the commit mark)."""
+    digest = hashlib.sha256(json.dumps([prep, size, stamps]).encode()).hexdigest()[:20]
+    npy, meta_path = cache_dir / f"{prefix}-{digest}.npy", cache_dir / f"{prefix}-{digest}.json"
+    try:
+        reasons = _write_npy(npy, paths, size, progress)
+        meta = {"preprocessing": prep, "size": list(size), "files": [[*s, r] for s, r in zip(stamps, reasons)]}
+        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{meta_path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(meta, f)
+        os.replace(tmp, meta_path)  # the entry exists from here on
+    except OSError as e:
+        raise EdgeclfError(f"{cache_dir}: cannot write the image cache ({e.strerror or e}); free space or set ${CACHE_ENV}") from None
+    return npy, meta
 
 
 def load_files(

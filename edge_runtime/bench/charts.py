@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -30,6 +31,91 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
 
 
+#: Height of one bar, and the gap between label groups, in pixels.
+BAR_H, GAP = 16, 12
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """Where a chart's parts go: the legend at ``top``, the groups of bars from ``y0`` to ``y1``,
+    bars starting at ``left`` and at most ``plot_w`` pixels long."""
+
+    top: int
+    left: int
+    plot_w: int
+    y0: int
+    y1: int
+    group_h: int
+
+
+def _frame(labels: Sequence[str], n_series: int, subtitle: bool, width: int) -> _Frame:
+    top = 58 if subtitle else 44
+    legend_h = 26 if n_series > 1 else 0
+    left = max([_text_width(s) for s in labels] + [60]) + 20
+    right = 80
+    group_h = BAR_H * n_series + GAP
+    y0 = top + legend_h
+    return _Frame(top, left, width - left - right, y0, y0 + group_h * len(labels), group_h)
+
+
+def _scale(series: dict[str, Sequence[float | None]], left: int, plot_w: int,
+           log: bool) -> tuple[Callable[[float], int], list[float]]:
+    """Value -> x pixel, and the values to draw grid lines at (decades on a log scale)."""
+    values = [v for s in series.values() for v in s if v is not None and np.isfinite(v)]
+    vmax = max(values) if values else 1.0
+    vmin = min([v for v in values if v > 0], default=1e-3)
+    if log:
+        lo = 10 ** np.floor(np.log10(vmin))
+        hi = 10 ** np.ceil(np.log10(vmax)) if vmax > lo else lo * 10
+        span = np.log10(hi) - np.log10(lo)
+
+        def x_of(v: float) -> int:
+            return left + int(plot_w * (np.log10(max(v, lo)) - np.log10(lo)) / span)
+
+        return x_of, [lo * 10**k for k in range(int(round(span)) + 1)]
+    hi = vmax * 1.05 if vmax > 0 else 1.0
+
+    def x_of(v: float) -> int:
+        return left + int(plot_w * max(v, 0.0) / hi)
+
+    step = 10 ** np.floor(np.log10(hi / 5)) if hi > 0 else 1
+    return x_of, list(np.arange(0, hi, step * (2 if hi / step > 10 else 1)))
+
+
+def _draw_grid(img: np.ndarray, f: _Frame, x_of: Callable[[float], int], ticks: Sequence[float], unit: str) -> None:
+    for t in ticks:
+        x = x_of(t)
+        cv2.line(img, (x, f.y0 - 4), (x, f.y1), GRID, 1)
+        s = _fmt(float(t))
+        _text(img, s, (x - _text_width(s, 0.38) // 2, f.y1 + 16), 0.38, (110, 110, 110))
+    _text(img, unit, (f.left, f.y1 + 34), 0.42, (90, 90, 90))
+
+
+def _draw_legend(img: np.ndarray, f: _Frame, names: Sequence[str]) -> None:
+    x = f.left
+    for k, name in enumerate(names):
+        cv2.rectangle(img, (x, f.top + 4), (x + 14, f.top + 16), PALETTE[k % len(PALETTE)], -1)
+        _text(img, name, (x + 20, f.top + 15), 0.42)
+        x += _text_width(name, 0.42) + 44
+
+
+def _draw_bars(img: np.ndarray, f: _Frame, labels: Sequence[str], series: dict[str, Sequence[float | None]],
+               x_of: Callable[[float], int]) -> None:
+    names = list(series)
+    for i, label in enumerate(labels):
+        gy = f.y0 + i * f.group_h + GAP // 2
+        _text(img, label, (f.left - 10 - _text_width(label), gy + (BAR_H * len(names)) // 2 + 5))
+        for k, name in enumerate(names):
+            v = series[name][i]
+            by = gy + k * BAR_H
+            if v is None or not np.isfinite(v):
+                _text(img, "n/a", (f.left + 4, by + BAR_H - 4), 0.4, (120, 120, 120))
+                continue
+            x = x_of(v)
+            cv2.rectangle(img, (f.left, by + 1), (max(x, f.left + 1), by + BAR_H - 2), PALETTE[k % len(PALETTE)], -1)
+            _text(img, _fmt(v), (x + 4, by + BAR_H - 4), 0.4)
+
+
 def bar_chart(
     title: str,
     labels: Sequence[str],
@@ -43,70 +129,17 @@ def bar_chart(
 
     ``None`` values are drawn as "n/a". ``log`` uses a log scale (for values spanning decades).
     """
-    names = list(series)
-    bar_h, gap = 16, 12
-    group_h = bar_h * len(names) + gap
-    top = 58 if subtitle else 44
-    legend_h = 26 if len(names) > 1 else 0
-    left = max([_text_width(s) for s in labels] + [60]) + 20
-    right = 80
-    height = top + legend_h + group_h * len(labels) + 40
-    img = np.full((height, width, 3), 255, np.uint8)
+    f = _frame(labels, len(series), bool(subtitle), width)
+    img = np.full((f.y1 + 40, width, 3), 255, np.uint8)
     _text(img, title, (12, 24), 0.6, INK, 2)
     if subtitle:
         _text(img, subtitle, (12, 46), 0.42, (90, 90, 90))
-
-    values = [v for s in series.values() for v in s if v is not None and np.isfinite(v)]
-    vmax = max(values) if values else 1.0
-    vmin = min([v for v in values if v > 0], default=1e-3)
-    plot_w = width - left - right
-    if log:
-        lo = 10 ** np.floor(np.log10(vmin))
-        hi = 10 ** np.ceil(np.log10(vmax)) if vmax > lo else lo * 10
-        span = np.log10(hi) - np.log10(lo)
-
-        def x_of(v: float) -> int:
-            return left + int(plot_w * (np.log10(max(v, lo)) - np.log10(lo)) / span)
-
-        ticks = [lo * 10**k for k in range(int(round(span)) + 1)]
-    else:
-        hi = vmax * 1.05 if vmax > 0 else 1.0
-
-        def x_of(v: float) -> int:
-            return left + int(plot_w * max(v, 0.0) / hi)
-
-        step = 10 ** np.floor(np.log10(hi / 5)) if hi > 0 else 1
-        ticks = list(np.arange(0, hi, step * (2 if hi / step > 10 else 1)))
-
-    y0 = top + legend_h
-    y1 = y0 + group_h * len(labels)
-    for t in ticks:
-        x = x_of(t)
-        cv2.line(img, (x, y0 - 4), (x, y1), GRID, 1)
-        s = _fmt(float(t))
-        _text(img, s, (x - _text_width(s, 0.38) // 2, y1 + 16), 0.38, (110, 110, 110))
-    _text(img, unit + (" (log scale)" if log else ""), (left, y1 + 34), 0.42, (90, 90, 90))
-
-    if len(names) > 1:
-        x = left
-        for k, name in enumerate(names):
-            cv2.rectangle(img, (x, top + 4), (x + 14, top + 16), PALETTE[k % len(PALETTE)], -1)
-            _text(img, name, (x + 20, top + 15), 0.42)
-            x += _text_width(name, 0.42) + 44
-
-    for i, label in enumerate(labels):
-        gy = y0 + i * group_h + gap // 2
-        _text(img, label, (left - 10 - _text_width(label), gy + (bar_h * len(names)) // 2 + 5))
-        for k, name in enumerate(names):
-            v = series[name][i]
-            by = gy + k * bar_h
-            if v is None or not np.isfinite(v):
-                _text(img, "n/a", (left + 4, by + bar_h - 4), 0.4, (120, 120, 120))
-                continue
-            x = x_of(v)
-            cv2.rectangle(img, (left, by + 1), (max(x, left + 1), by + bar_h - 2), PALETTE[k % len(PALETTE)], -1)
-            _text(img, _fmt(v), (x + 4, by + bar_h - 4), 0.4)
-    cv2.line(img, (left, y0 - 4), (left, y1), INK, 1)
+    x_of, ticks = _scale(series, f.left, f.plot_w, log)
+    _draw_grid(img, f, x_of, ticks, unit + (" (log scale)" if log else ""))
+    if len(series) > 1:
+        _draw_legend(img, f, list(series))
+    _draw_bars(img, f, labels, series, x_of)
+    cv2.line(img, (f.left, f.y0 - 4), (f.left, f.y1), INK, 1)
     return img
 
 

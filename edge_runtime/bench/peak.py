@@ -80,7 +80,7 @@ def core_peak_gflops(seconds: float = 0.3, precision: str = "float32") -> float:
     """
     probe = {"float32": "matmul_peak_gflops", "int8": "int8_matmul_peak_gops"}[precision]
     env = {**os.environ, **{k: "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
-    code = f"from edgeclf.peak import {probe} as m; print(m(seconds={seconds}))"
+    code = f"from {__name__} import {probe} as m; print(m(seconds={seconds}))"  # this module, wherever it lives
     try:
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
         return float(out.stdout.strip().splitlines()[-1])

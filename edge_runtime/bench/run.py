@@ -17,19 +17,19 @@ import numpy as np
 import onnxruntime as ort
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from edgeclf import __version__, sysinfo
-from edgeclf.bench import charts as cvplot, peak
+from edgeclf.bench import peak
+from edgeclf.bench.report import plot, render
 from edgeclf.errors import EdgeclfError, OutputError, safe_text
-from edgeclf.model import metadata as md
+from edgeclf.model import metadata as md, threads as thr
 from edgeclf.model.adaptive import threads_label
 from edgeclf.model.classifier import Classifier
 from edgeclf.model.macs import count_macs, runs_integer_kernels
-from edgeclf.model.providers import check_threads
 from edgeclf.outfiles import check_output
 from edgeclf.progress import Bars
-from edgeclf.sources.open import Source, open_source
+from edgeclf.sources.base import Source
+from edgeclf.sources.open import open_source
 
 STAGES = ("read", "preprocess", "inference", "total")
 
@@ -88,96 +88,130 @@ def benchmark(
     show_progress: bool = True,
 ) -> dict:
     """Measure ``model`` and return the report as a JSON-ready dict (see ``edgeclf bench --help``)."""
-    model = Path(model)
-    check_count(runs, "--runs", 1)
-    check_count(warmup, "--warmup", 0)
-    # None: the classifier's own default, as edgeclf predict opens it (adapts between all cores and one).
-    settings: list[int | None] = [check_threads(t) for t in threads] if threads else [None]
+    model, settings, src = _checked_inputs(model, runs, warmup, threads, source)
     batches = list(batches)
-    if not model.is_file():
-        raise EdgeclfError(f"{model}: model file does not exist")
-    src = Path(source) if source is not None else None
-    if src is not None and not src.exists():
-        raise EdgeclfError(f"{src}: source does not exist")
-
     machine = sysinfo.describe()
     results: list[dict] = []
-    rng = np.random.default_rng(0)
     # Opened before any timing, so a source that cannot be read fails at once.
     frames = open_bench_source(src, runs) if src is not None else None
     n_frames = (frames.total or 0) if frames is not None else 0  # 0 also when a video does not say
     with frames or contextlib.nullcontext():
-        # Cold start: the first session of this process, as a device sees it after boot (file cache aside).
-        t0 = time.perf_counter()
-        clf = Classifier(model, provider=provider, threads=settings[0])
-        t1 = time.perf_counter()
-        clf.check_batch(max(batches), "--batch")
-        h, w = clf.size
-        x = rng.integers(0, 256, (max(batches), h, w, 3), dtype=np.uint8)
-        clf.predict_arrays(x[:1])
-        cold = {"session_ms": (t1 - t0) * 1e3, "first_result_ms": (time.perf_counter() - t1) * 1e3}
-
-        total_steps = len(settings) * len(batches) * (warmup + runs) + n_frames
+        clf, x, cold = _cold_start(model, provider, settings[0], max(batches))
         with Bars(quiet=not show_progress) as bars:
-            step = bars.add("benchmarking", total_steps)
+            step = bars.add("benchmarking", len(settings) * len(batches) * (warmup + runs) + n_frames)
             for t in settings:
                 if t != settings[0]:
                     clf = Classifier(model, provider=provider, threads=t)
-                for b in batches:
-                    step.describe(f"{_threads_label(t)}, batch {b}")
-                    xb = np.ascontiguousarray(x[:b])
-                    for _ in range(warmup):
-                        clf.predict_arrays(xb)
-                        step()
-                    times = []
-                    before = clf.thread_calls()
-                    for _ in range(runs):
-                        s = time.perf_counter()
-                        clf.predict_arrays(xb)
-                        times.append(time.perf_counter() - s)
-                        step()
-                    per_frame_ms = np.asarray(times) * 1e3 / b
-                    results.append({
-                        **_threads_used(t, clf, before), "batch": b,
-                        "latency_ms": latency_stats(per_frame_ms),
-                        "batch_latency_ms": latency_stats(np.asarray(times) * 1e3),
-                        "throughput_fps": b * runs / float(np.sum(times)),
-                    })
-
-            # The headline: the best per-frame latency at the smallest batch (how fast one frame can go).
-            smallest = min(batches)
-            head = min((r for r in results if r["batch"] == smallest), key=lambda r: r["latency_ms"]["p50"])
+                results += _time_batches(clf, t, x, batches, warmup, runs, step)
+            head = _headline(results, min(batches))
             stages = None
             if src is not None:
                 step.describe(f"end to end: {src.name}")
                 stages = _run_source(model, provider, head["threads_setting"], frames, warmup, step)
                 step.describe(f"pipeline: {src.name}")
                 stages["pipeline"] = _run_pipeline(model, provider, head["threads_setting"], src, runs, stages)
+    report = {**_report(model, provider, clf, results, head, cold, machine, runs, warmup), **(stages or {})}
+    report["rss_mb"] = sysinfo.peak_rss_mb()
+    return report
 
+
+def _checked_inputs(model: str | os.PathLike, runs: int, warmup: int, threads: Sequence[int] | None,
+                    source: str | os.PathLike | None) -> tuple[Path, list[int | None], Path | None]:
+    """The model's path, the thread settings to measure and the source's path, each checked."""
+    model = Path(model)
+    check_count(runs, "--runs", 1)
+    check_count(warmup, "--warmup", 0)
+    # None: the classifier's own default, as edgeclf predict opens it (adapts between all cores and one).
+    settings: list[int | None] = [thr.check_threads(t) for t in threads] if threads else [None]
+    if not model.is_file():
+        raise EdgeclfError(f"{model}: model file does not exist")
+    src = Path(source) if source is not None else None
+    if src is not None and not src.exists():
+        raise EdgeclfError(f"{src}: source does not exist")
+    return model, settings, src
+
+
+def _cold_start(model: Path, provider: str, threads: int | None, batch: int) -> tuple[Classifier, np.ndarray, dict]:
+    """The first classifier, random input images for ``batch`` and how long the first result took."""
+    # Cold start: the first session of this process, as a device sees it after boot (file cache aside).
+    t0 = time.perf_counter()
+    clf = Classifier(model, provider=provider, threads=threads)
+    t1 = time.perf_counter()
+    clf.check_batch(batch, "--batch")
+    h, w = clf.size
+    x = np.random.default_rng(0).integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
+    clf.predict_arrays(x[:1])
+    return clf, x, {"session_ms": (t1 - t0) * 1e3, "first_result_ms": (time.perf_counter() - t1) * 1e3}
+
+
+def _time_batches(clf: Classifier, setting: int | None, x: np.ndarray, batches: Sequence[int], warmup: int,
+                  runs: int, step: Callable[[], None]) -> list[dict]:
+    """One result per batch size: ``warmup`` calls, then ``runs`` timed ones on the first images of ``x``."""
+    results = []
+    for b in batches:
+        step.describe(f"{_threads_label(setting)}, batch {b}")
+        xb = np.ascontiguousarray(x[:b])
+        for _ in range(warmup):
+            clf.predict_arrays(xb)
+            step()
+        times = []
+        before = clf.thread_calls()
+        for _ in range(runs):
+            s = time.perf_counter()
+            clf.predict_arrays(xb)
+            times.append(time.perf_counter() - s)
+            step()
+        results.append({
+            **_threads_used(setting, clf, before), "batch": b,
+            "latency_ms": latency_stats(np.asarray(times) * 1e3 / b),
+            "batch_latency_ms": latency_stats(np.asarray(times) * 1e3),
+            "throughput_fps": b * runs / float(np.sum(times)),
+        })
+    return results
+
+
+def _headline(results: list[dict], batch: int) -> dict:
+    """The best per-frame latency at the smallest batch (how fast one frame can go)."""
+    return min((r for r in results if r["batch"] == batch), key=lambda r: r["latency_ms"]["p50"])
+
+
+def _macs(model: Path, clf: Classifier) -> tuple[int | None, str | None]:
+    """Multiply-adds per frame and where the figure comes from (None, None where unknown)."""
     try:
-        macs, macs_source = count_macs(model, (1, *clf.size, 3), clf.input_dtype), "onnxruntime profile"
+        macs = count_macs(model, (1, *clf.size, 3), clf.input_dtype)
     except Exception:  # noqa: BLE001 - MACs are informative; a model the profiler cannot run reports n/a
         macs = None
-    if macs is None and "macs" in clf.metadata:
-        macs, macs_source = int(clf.metadata["macs"]), "model metadata"
-    if macs is None:
-        macs_source = None
-    # Held against the peak of the arithmetic it runs: an int8 model's integer GEMM is several
-    # times faster than float32, so a float32 peak would put it "above 100%".
-    # Which arithmetic runs is read from onnxruntime's own optimised graph (the metadata may be
-    # missing or copied from the fp32 model by a third-party quantizer).
+    if macs is not None:
+        return macs, "onnxruntime profile"
+    if "macs" in clf.metadata:
+        return int(clf.metadata["macs"]), "model metadata"
+    return None, None
+
+
+def _peak_precision(model: Path, clf: Classifier) -> str:
+    """The arithmetic the model runs in, "int8" or "float32", to hold it against that peak."""
+    # An int8 model's integer GEMM is several times faster than float32, so a float32 peak would put
+    # it "above 100%". Which arithmetic runs is read from onnxruntime's own optimised graph (the
+    # metadata may be missing or copied from the fp32 model by a third-party quantizer).
     try:
         integer = runs_integer_kernels(model, (1, *clf.size, 3), clf.input_dtype)
     except Exception:  # noqa: BLE001 - informative only: fall back to what the file says
         integer = clf.metadata.get(md.PRECISION) == "int8"
-    peak_precision = "int8" if integer else "float32"
+    return "int8" if integer else "float32"
+
+
+def _report(model: Path, provider: str, clf: Classifier, results: list[dict], head: dict, cold: dict,
+            machine: dict, runs: int, warmup: int) -> dict:
+    """The report but for the source's stages and the memory: the model, the headline, the
+    arithmetic against the measured peak (added to every result too) and the machine."""
+    macs, macs_source = _macs(model, clf)
+    peak_precision = _peak_precision(model, clf)
     core_peak = peak.core_peak_gflops(precision=peak_precision)
     for r in results:
         r["peak_gflops"] = core_peak * min(r["threads"], machine["cores"])
         r["gflops"] = 2 * macs * r["throughput_fps"] / 1e9 if macs else None
         r["peak_fraction"] = r["gflops"] / r["peak_gflops"] if macs else None
-
-    report = {
+    return {
         "model": str(model),
         "model_bytes": model.stat().st_size,
         "precision": clf.metadata.get(md.PRECISION),
@@ -207,10 +241,6 @@ def benchmark(
         "onnxruntime": ort.__version__,
         "edgeclf": __version__,
     }
-    if stages is not None:
-        report.update(stages)
-    report["rss_mb"] = sysinfo.peak_rss_mb()
-    return report
 
 
 def _threads_label(t: int | None) -> str:
@@ -292,91 +322,7 @@ def _run_source(model: Path, provider: str, threads: int | None, frames: Source,
     }
 
 
-# ------------------------------------------------------------------------------------------- output
-def _f(v: float | None, fmt: str = ".3f") -> str:
-    return "n/a" if v is None else format(v, fmt)
-
-
-def _thr(r: dict) -> str:
-    """Threads as shown: "2", or "2 (adaptive)" when the classifier chose them (most calls ran on 2)."""
-    return f"{r['threads']} (adaptive)" if r.get("adaptive") else str(r["threads"])
-
-
-def _ops(report: dict) -> str:
-    """FLOP for float models; OP for int8 ones (integer multiply-adds are not floating point)."""
-    return "OP" if report.get("peak_precision") == "int8" else "FLOP"
-
-
-def render(report: dict, console: Console) -> None:
-    """The readable report: one table of latency/throughput, one of stages, and the context."""
-    # Paths go through rich's markup parser: escaped, so a file named "[bold]x.onnx" shows as named.
-    t = Table(title=f"edgeclf bench: {escape(safe_text(Path(report['model']).name))} (latency in ms per frame)", title_justify="left")
-    for col in ("thr", "batch", "p50", "p90", "p99", "mean", "std", "fps", f"G{_ops(report)}/s", f"%{report.get('peak_precision', '')} peak"):
-        t.add_column(col, justify="right")
-    for r in report["results"]:
-        lat = r["latency_ms"]
-        t.add_row(
-            _thr(r), str(r["batch"]), _f(lat["p50"]), _f(lat["p90"]), _f(lat["p99"]), _f(lat["mean"]),
-            _f(lat["std"]), _f(r["throughput_fps"], ".0f"), _f(r["gflops"], ".2f"),
-            "n/a" if r["peak_fraction"] is None else f"{100 * r['peak_fraction']:.1f}",
-        )
-    console.print(t)
-    if "stages_ms" in report:
-        src = report["source"]
-        s = Table(title="end to end, ms per frame", title_justify="left")
-        for col in ("stage (ms)", "p50", "p90", "p99", "mean"):
-            s.add_column(col, justify="right")
-        for name, st in report["stages_ms"].items():
-            s.add_row(name, _f(st["p50"]), _f(st["p90"]), _f(st["p99"]), _f(st["mean"]))
-        console.print(s)
-        console.print(f"end-to-end: {report['end_to_end_fps']:.1f} frames/s ({escape(safe_text(src['path']))}: {src['frames']} frames, "
-                      f"batch 1, {_thr(src)} thread(s))", highlight=False)
-        pipe = report["pipeline"]
-        per_call = pipe.get("frames_per_call")
-        console.print(f"pipeline (edgeclf predict's reader thread + inference on {_thr(pipe)} thread(s), overlapped"
-                      + (f", {per_call:.1f} frames per call" if per_call else "") + f"): {pipe['fps']:.1f} frames/s = "
-                      f"{100 * pipe['vs_slowest_stage']:.0f}% of its slowest stage ({pipe['slowest_stage']} alone, "
-                      f"as above: {pipe['stage_fps'][pipe['slowest_stage']]:.1f} frames/s)", highlight=False)
-    macs = report["macs_per_frame"]
-    lines = [
-        f"model: {escape(safe_text(report['model']))} ({report['model_bytes'] / 1e6:.2f} MB, {report['precision'] or 'unknown precision'}, "
-        f"input {report['input_size'][0]}x{report['input_size'][1]})",
-        f"MACs per frame: {'n/a' if macs is None else f'{macs / 1e6:.1f} M'}"
-        + (f" ({report['macs_source']})" if macs else ""),
-        f"provider: {report['provider']} (onnxruntime {report['onnxruntime']})",
-        f"CPU: {report['cpu']}, {report['cores']} cores; measured {report['peak_precision']} matmul peak "
-        f"{report['core_peak_gflops']:.1f} G{_ops(report)}/s per core",
-        f"cold start (session creation to first result): {report['cold_start_ms']:.1f} ms",
-        f"peak resident memory: {report['rss_mb']:.1f} MiB",
-    ]
-    if report["gflops"] is not None:
-        lines.append(f"achieved: {report['gflops']:.2f} G{_ops(report)}/s at batch {report['headline']['batch']}, "
-                     f"{_thr(report['headline'])} thread(s) = {100 * report['peak_fraction']:.1f}% of the measured "
-                     f"{report['peak_precision']} peak ({report['peak_probe']})")
-    for line in lines:
-        console.print(line, highlight=False)
-
-
-def plot(report: dict, path: str | os.PathLike) -> None:
-    """Write the report's charts as a PNG (OpenCV drawing: no matplotlib on the device)."""
-    labels = [f"{_thr(r)} thr, batch {r['batch']}" for r in report["results"]]
-    sub = f"{report['cpu']} ({report['cores']} cores), {report['provider']}, onnxruntime {report['onnxruntime']}"
-    charts = [
-        cvplot.bar_chart(
-            f"Latency per frame: {Path(report['model']).name}", labels,
-            {k: [r["latency_ms"][k] for r in report["results"]] for k in ("p50", "p90", "p99")}, "ms per frame", sub,
-        ),
-        cvplot.bar_chart("Throughput", labels, {"frames/s": [r["throughput_fps"] for r in report["results"]]}, "frames per second"),
-    ]
-    if "stages_ms" in report:
-        st = report["stages_ms"]
-        charts.append(cvplot.bar_chart(
-            f"End to end, {report['end_to_end_fps']:.1f} frames/s: {Path(report['source']['path']).name}",
-            list(st), {"mean": [v["mean"] for v in st.values()], "p99": [v["p99"] for v in st.values()]}, "ms per frame",
-        ))
-    cvplot.save_png(path, cvplot.stack(charts))
-
-
+# ---------------------------------------------------------------------------------------------- CLI
 def run_bench(
     model: Path, runs: int, warmup: int, batch: str, threads: str | None, provider: str,
     source: Path | None, json_out: bool, plot_path: Path | None, force: bool = False,

@@ -10,6 +10,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from edgeclf import sysinfo
 from edgeclf.errors import EdgeclfError, ImageReadError, warn_skip
 from edgeclf.image import read_image, resize_rgb, scan_class_folders
 
@@ -47,7 +48,7 @@ def decode_chunks(
             return e.reason
 
     # OpenCV decodes and resizes without the GIL: one thread per core keeps every core busy.
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+    with ThreadPoolExecutor(max_workers=sysinfo.cpu_cores()) as pool:
         for start in range(0, len(paths), CHUNK):
             n = min(CHUNK, len(paths) - start)
             reasons = []

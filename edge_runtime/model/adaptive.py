@@ -39,6 +39,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from edgeclf import sysinfo
+
 #: Between the ops of one run, workers busy-wait (waking a sleeping thread per op costs more than
 #: the op on a small CNN); after the run they stop, so nothing spins between frames.
 SPIN_WITHIN_RUN = {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"}
@@ -80,7 +82,7 @@ class FreeCores:
         self._stat = stat
         self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         if cpus is None:
-            cpus = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+            cpus = sysinfo.usable_cpus()
         self._cpus = cpus
         self._answer: float | None = None
         self._last = self._sample()

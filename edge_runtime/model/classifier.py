@@ -13,7 +13,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -21,7 +21,7 @@ import onnxruntime as ort
 from edgeclf import sysinfo
 from edgeclf.errors import EdgeclfError, first_line, safe_text, warn
 from edgeclf.image import resize_rgb, to_bgr8
-from edgeclf.model import metadata as md, providers as prov
+from edgeclf.model import metadata as md, providers as prov, threads as thr
 from edgeclf.model.adaptive import AdaptiveSession, session_plan, thread_arms
 from edgeclf.model.batching import in_batches
 from edgeclf.model.session import open_session
@@ -123,6 +123,16 @@ def int8_cpu_warning(metadata: dict[str, str], family: str) -> str | None:
 _warn = warn
 
 
+def _model_file(model_path: str | os.PathLike) -> Path:
+    """``model_path`` as a Path, or a one-line error when it is missing or not a file."""
+    path = Path(model_path)
+    if not path.exists():
+        raise EdgeclfError(f"{path}: model file does not exist")
+    if not path.is_file():
+        raise EdgeclfError(f"{path}: not a file (expected an .onnx model)")
+    return path
+
+
 class Classifier:
     """An image classifier exported by ``edgeclf export``.
 
@@ -153,37 +163,61 @@ class Classifier:
         spin: bool = False,
         warn: Callable[[str], None] = _warn,
     ) -> None:
-        self.path = Path(model_path)
-        if not self.path.exists():
-            raise EdgeclfError(f"{self.path}: model file does not exist")
-        if not self.path.is_file():
-            raise EdgeclfError(f"{self.path}: not a file (expected an .onnx model)")
+        self.path = _model_file(model_path)
         if threads is not None:
-            prov.check_threads(threads)
+            thr.check_threads(threads)
         plan = prov.plan_providers(provider, ort.get_available_providers(), self.path, device_id, fp16, strict)
         if plan.warning:
             warn(plan.warning)
-        self.threads = threads or prov.default_threads()
+        adaptive = self._plan_threads(threads, spin, plan)
+        self.session, ort_log = self._open_session(plan, adaptive, spin)
+        self.providers: list[str] = self.session.get_providers()
+        self._check_started(plan, provider, ort_log, strict, warn)
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        inp, out = self._read_signature()
+        self.class_names, self.size = self._labels_and_size(labels, size, inp, out)
+        if self.providers[0] == prov.CPU:  # the int8 kernels that differ by CPU family
+            cpu_warning = int8_cpu_warning(self.metadata, sysinfo.cpu_family())
+            if cpu_warning:
+                warn(f"{self.path}: {cpu_warning}")
+
+    # ------------------------------------------------------------------ the steps of __init__
+    def _plan_threads(self, threads: int | None, spin: bool, plan: prov.ProviderPlan) -> bool:
+        """Set ``threads`` and ``thread_arms``; True when the session adapts its threads (the
+        default on the CPU, unless spinning workers or a single core leave nothing to choose)."""
+        self.threads = threads or thr.default_threads()
         adaptive = threads is None and not spin and plan.names == [prov.CPU] and self.threads > 1
         #: the thread counts the session adapts between (``[self.threads]`` when fixed)
         self.thread_arms = thread_arms(self.threads) if adaptive else [self.threads]
+        return adaptive
+
+    def _open_session(self, plan: prov.ProviderPlan, adaptive: bool, spin: bool) -> tuple[Any, list[str]]:
+        """The session (adaptive or plain) and what onnxruntime printed while opening it."""
         if any(name == prov.TENSORRT for name in plan.names):
             prov.tensorrt_cache_dir(self.path).mkdir(parents=True, exist_ok=True)
         try:
             with captured_output() as ort_log:  # a GPU provider that fails prints many lines
                 if adaptive:
-                    arms = session_plan(self.threads)
-                    self.session = AdaptiveSession(
-                        [open_session(self.path, t, spin=True, providers=plan.providers, config=config) for _, t, config in arms],
-                        [t for _, t, _ in arms], labels=[label for label, _, _ in arms],
-                        yields=[config.get("session.intra_op.allow_spinning") == "0" for _, _, config in arms])
+                    session = self._adaptive_session(plan)
                 else:
-                    self.session = open_session(self.path, self.threads, spin, plan.providers)
+                    session = open_session(self.path, self.threads, spin, plan.providers)
         except Exception as e:  # onnxruntime raises several types for a bad file
             raise EdgeclfError(f"{self.path}: not a loadable ONNX model ({first_line(e)})") from None
-        self.providers: list[str] = self.session.get_providers()
+        return session, ort_log
+
+    def _adaptive_session(self, plan: prov.ProviderPlan) -> AdaptiveSession:
+        """One session per way of running in ``session_plan``, for ``AdaptiveSession`` to choose from."""
+        arms = session_plan(self.threads)
+        return AdaptiveSession(
+            [open_session(self.path, t, spin=True, providers=plan.providers, config=config) for _, t, config in arms],
+            [t for _, t, _ in arms], labels=[label for label, _, _ in arms],
+            yields=[config.get("session.intra_op.allow_spinning") == "0" for _, _, config in arms])
+
+    def _check_started(self, plan: prov.ProviderPlan, provider: str, ort_log: list[str], strict: bool,
+                       warn: Callable[[str], None]) -> None:
+        """Warn (``strict``: raise) when a provider listed as available failed to initialise (no GPU,
+        missing CUDA/cuDNN/TensorRT libraries)."""
         wanted = prov.PROVIDERS.get(provider.lower())
-        # Listed as available, but failed to initialise (no GPU, missing CUDA/cuDNN/TensorRT libraries).
         failed = [p for p in plan.names if p != prov.CPU and p not in self.providers and (wanted is None or p == wanted)]
         if failed:
             msg = (f"provider {provider!r}: {', '.join(prov.short_names(failed))} failed to start"
@@ -191,8 +225,10 @@ class Classifier:
             if strict:
                 raise EdgeclfError(msg)
             warn(msg)
-        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
+    def _read_signature(self) -> tuple[Any, Any]:
+        """The graph's one image input and its probabilities output, checked; sets ``input_name``,
+        ``input_dtype``, ``output_name`` and ``max_batch``."""
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise EdgeclfError(f"{self.path}: model has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); "
@@ -214,21 +250,16 @@ class Classifier:
                                "edgeclf needs a dynamic batch or 1")
         #: 1 when the graph takes one image per call (``predict_arrays`` then runs a batch image by image).
         self.max_batch: int | None = 1 if batch_dim == 1 else None
+        return inp, out
 
+    def _labels_and_size(self, labels: Sequence[str] | None, size: tuple[int, int] | None,
+                         inp: Any, out: Any) -> tuple[list[str], tuple[int, int]]:
+        """Class names and input size (height, width): as given, else from the metadata, else (the
+        size) from the graph; checked against the graph and the colour order."""
         if labels is None and md.CLASS_NAMES in self.metadata:
             labels = parse_class_names(self.metadata[md.CLASS_NAMES], self.path)
-        graph_size = tuple(inp.shape[1:3])
-        if size is None and (md.INPUT_HEIGHT in self.metadata or md.INPUT_WIDTH in self.metadata):
-            size = (_metadata_side(self.metadata, md.INPUT_HEIGHT, self.path), _metadata_side(self.metadata, md.INPUT_WIDTH, self.path))
-            for key, meta, graph in zip((md.INPUT_HEIGHT, md.INPUT_WIDTH), size, graph_size):
-                if isinstance(graph, int) and graph != meta:
-                    raise EdgeclfError(f"{self.path}: metadata {key} {meta} differs from the graph's input size "
-                                       f"{graph_size[0]}x{graph_size[1]}")
-        if size is None and all(isinstance(d, int) and d > 0 for d in graph_size):
-            size = (int(graph_size[0]), int(graph_size[1]))
-            if max(size) > MAX_INPUT_SIDE:
-                raise EdgeclfError(f"{self.path}: input size {size[0]}x{size[1]} is above edgeclf's limit of "
-                                   f"{MAX_INPUT_SIDE} pixels a side")
+        if size is None:
+            size = self._declared_size(tuple(inp.shape[1:3]))
         if labels is None or size is None:
             missing = " and ".join(n for n, v in (("class names", labels), ("input size", size)) if v is None)
             raise EdgeclfError(f"{self.path}: model has no edgeclf metadata ({missing}); pass labels and size")
@@ -237,13 +268,27 @@ class Classifier:
         colour = self.metadata.get(md.COLOR_ORDER, "RGB").upper()
         if colour != "RGB":
             raise EdgeclfError(f"{self.path}: colour order {colour!r} is not supported (edgeclf models take RGB)")
-        self.class_names = list(labels)
-        self.size = (int(size[0]), int(size[1]))
-        if self.providers[0] == prov.CPU:  # the int8 kernels that differ by CPU family
-            cpu_warning = int8_cpu_warning(self.metadata, sysinfo.cpu_family())
-            if cpu_warning:
-                warn(f"{self.path}: {cpu_warning}")
+        return list(labels), (int(size[0]), int(size[1]))
 
+    def _declared_size(self, graph_size: tuple) -> tuple[int, int] | None:
+        """The input size the metadata gives (which must match the graph's fixed sides), else the
+        graph's own when both sides are fixed, else None."""
+        if md.INPUT_HEIGHT in self.metadata or md.INPUT_WIDTH in self.metadata:
+            size = (_metadata_side(self.metadata, md.INPUT_HEIGHT, self.path), _metadata_side(self.metadata, md.INPUT_WIDTH, self.path))
+            for key, meta, graph in zip((md.INPUT_HEIGHT, md.INPUT_WIDTH), size, graph_size):
+                if isinstance(graph, int) and graph != meta:
+                    raise EdgeclfError(f"{self.path}: metadata {key} {meta} differs from the graph's input size "
+                                       f"{graph_size[0]}x{graph_size[1]}")
+            return size
+        if all(isinstance(d, int) and d > 0 for d in graph_size):
+            size = (int(graph_size[0]), int(graph_size[1]))
+            if max(size) > MAX_INPUT_SIDE:
+                raise EdgeclfError(f"{self.path}: input size {size[0]}x{size[1]} is above edgeclf's limit of "
+                                   f"{MAX_INPUT_SIDE} pixels a side")
+            return size
+        return None
+
+    # ------------------------------------------------------------------------------ the API
     def __repr__(self) -> str:
         return f"Classifier({str(self.path)!r}, providers={prov.short_names(self.providers)}, size={self.size}, classes={len(self.class_names)})"
 

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import onnxruntime as ort
 
-from edgeclf.model import providers as prov
+from edgeclf.model import providers as prov, threads as thr
 
 
 def session_options(
@@ -20,7 +20,7 @@ def session_options(
 ) -> ort.SessionOptions:
     """``SessionOptions`` with edgeclf's defaults.
 
-    ``threads``: intra-op threads (default ``providers.default_threads()``, as ``Classifier``).
+    ``threads``: intra-op threads (default ``threads.default_threads()``, as ``Classifier``).
     ``spin``: let idle workers busy-wait (see ``providers.cpu_session_config``). ``config``: more
     session config entries, applied after (so overriding) the spinning one. ``overrides``: any
     other ``SessionOptions`` attribute, e.g. ``graph_optimization_level`` or ``enable_profiling``.
@@ -28,7 +28,7 @@ def session_options(
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads or prov.default_threads()
+    opts.intra_op_num_threads = threads or thr.default_threads()
     for key, value in {**prov.cpu_session_config(spin), **(config or {})}.items():
         opts.add_session_config_entry(key, value)
     for name, value in overrides.items():

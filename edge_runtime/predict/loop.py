@@ -14,8 +14,6 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import cv2
@@ -23,27 +21,29 @@ import numpy as np
 
 from edgeclf import sysinfo
 from edgeclf.errors import EdgeclfError, OutputError, warn
+from edgeclf.image import DISPLAY_MAX, fit_within
 from edgeclf.model.classifier import Classifier, Prediction
-from edgeclf.model.providers import CPU, short_names
+from edgeclf.model.providers import CPU
 from edgeclf.outfiles import check_output
-from edgeclf.predict.options import PredictOptions, Result
-from edgeclf.sinks.base import LiveSink, Sink, check_sinks, file_outputs, open_sinks
-from edgeclf.sinks.outputs import print_line
-from edgeclf.sources.open import Frame, ImageFiles, Source, check_timeout, open_source
+from edgeclf.predict.options import PredictOptions, Result, Summary
+from edgeclf.sinks.base import Sink
+from edgeclf.sinks.console import print_line
+from edgeclf.sinks.live import LiveSink
+from edgeclf.sinks.open import file_outputs, open_sinks
+from edgeclf.sources.base import Frame, Source
+from edgeclf.sources.files import ImageFiles
+from edgeclf.sources.open import open_source
 
-#: Photos kept for display (``--save``, ``--show``, ``--serve``) are scaled down to this many pixels
-#: on their longer side once classified, so a folder of 40-megapixel photos queued ahead of the
-#: model stays small. (Classification always sees the full image.)
-DISPLAY_MAX = 1920
+#: Source kinds that are photos, not a stream of frames.
+PHOTO_KINDS = ("image", "folder", "glob")
 
 
 class Smoother:
     """Exponential moving average of the probabilities, so a live label does not flicker:
-    ``avg = alpha * newest + (1 - alpha) * avg``."""
+    ``avg = alpha * newest + (1 - alpha) * avg``, with ``alpha`` in (0, 1] (``--smooth-alpha``,
+    checked by ``PredictOptions.validate``)."""
 
     def __init__(self, alpha: float) -> None:
-        if not 0 < alpha <= 1:
-            raise EdgeclfError(f"--smooth-alpha must be in (0, 1] (got {alpha})")
         self.alpha = alpha
         self.avg: np.ndarray | None = None
 
@@ -62,18 +62,11 @@ def _silence_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
-def _display_copy(image: np.ndarray) -> np.ndarray:
-    h, w = image.shape[:2]
-    if max(h, w) <= DISPLAY_MAX:
-        return image
-    scale = DISPLAY_MAX / max(h, w)
-    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-
-
 def _read_ahead(source: Source, clf: Classifier, out: queue.Queue, stop: threading.Event, keep_images: bool = True) -> None:
     """Reader thread: decode and preprocess frames ahead of the model (OpenCV releases the GIL).
     Without ``keep_images`` the decoded image is dropped once preprocessed (only the model's input
-    waits in the queue); photos are kept at display size at most."""
+    waits in the queue); photos are kept at display size at most (classification sees the full
+    image), so a folder of 40-megapixel photos queued ahead of the model stays small."""
 
     def put(item: Any) -> bool:
         while not stop.is_set():
@@ -91,7 +84,7 @@ def _read_ahead(source: Source, clf: Classifier, out: queue.Queue, stop: threadi
             if not keep_images:
                 frame.image = None
             elif isinstance(source, ImageFiles):
-                frame.image = _display_copy(frame.image)
+                frame.image = fit_within(frame.image, DISPLAY_MAX)
             if not put((frame, tensor, (time.perf_counter() - t0) * 1000)):
                 return
         put(_END)
@@ -137,25 +130,25 @@ def classify(clf: Classifier, source: Source, batch: int | None = None, smooth: 
     each inference call takes exactly ``batch`` frames (the last call fewer), or by default (None)
     the frames already waiting, up to ``auto_batch``. Live sources: one newest frame at a time.
     Without ``keep_images``, results of file sources carry no image (``frame.image`` is None)."""
-    if batch is not None and batch < 1:
+    if batch is not None and batch < 1:  # for callers of the Python API (predict's options are validated already)
         raise EdgeclfError(f"--batch must be at least 1 (got {batch})")
-
-    def results(items: list[tuple[Frame, np.ndarray, float]]) -> Iterator[Result]:
-        t0 = time.perf_counter()
-        probs = clf.predict_arrays(np.stack([t for _, t, _ in items]))
-        share = (time.perf_counter() - t0) * 1000 / len(items)
-        for (frame, _, prep_ms), p in zip(items, probs):
-            if smooth is not None:
-                p = smooth(p)
-            yield Result(frame, Prediction.from_probs(p, clf.class_names), prep_ms + share, len(items))
-
     if source.live:
-        for frame in source:
-            t0 = time.perf_counter()
-            tensor = clf.preprocess(frame.image)
-            yield from results([(frame, tensor, (time.perf_counter() - t0) * 1000)])
-        return
+        yield from _classify_live(clf, source, smooth)
+    else:
+        yield from _classify_read_ahead(clf, source, batch, smooth, keep_images)
 
+
+def _classify_live(clf: Classifier, source: Source, smooth: Smoother | None) -> Iterator[Result]:
+    """One frame per call, as the capture thread gives them (it keeps only the newest)."""
+    for frame in source:
+        t0 = time.perf_counter()
+        tensor = clf.preprocess(frame.image)
+        yield from _classified(clf, [(frame, tensor, (time.perf_counter() - t0) * 1000)], smooth)
+
+
+def _classify_read_ahead(clf: Classifier, source: Source, batch: int | None, smooth: Smoother | None,
+                         keep_images: bool) -> Iterator[Result]:
+    """A file source: a reader thread decodes ahead while the model runs on the frames waiting."""
     fill = batch is not None  # a given --batch is filled (steady shapes); the default takes what is there
     most = batch if fill else auto_batch(clf, source, keep_images)
     q: queue.Queue = queue.Queue(maxsize=max(4, 2 * most))
@@ -164,25 +157,45 @@ def classify(clf: Classifier, source: Source, batch: int | None = None, smooth: 
     reader.start()
     try:
         with clf.paced_by_reader():
-            end: object = None  # _END, or the reader's error: raised once the frames before it are out
-            while end is None:
-                items = []
-                while len(items) < most:
-                    try:
-                        item = q.get(block=fill or not items)
-                    except queue.Empty:
-                        break
-                    if item is _END or isinstance(item, BaseException):
-                        end = item
-                        break
-                    items.append(item)
-                if items:
-                    yield from results(items)
-            if isinstance(end, BaseException):
-                raise end
+            for items in _batches(q, most, fill):
+                yield from _classified(clf, items, smooth)
     finally:
         stop.set()
         reader.join(timeout=5)
+
+
+def _batches(q: queue.Queue, most: int, fill: bool) -> Iterator[list[tuple[Frame, np.ndarray, float]]]:
+    """The reader's frames in lists of at most ``most``: exactly ``most`` when ``fill`` (the last list
+    fewer), else those already waiting (at least one). The reader's error, if it ends with one, is
+    raised once the frames before it are out."""
+    end: object = None  # _END, or the reader's error
+    while end is None:
+        items = []
+        while len(items) < most:
+            try:
+                item = q.get(block=fill or not items)
+            except queue.Empty:
+                break
+            if item is _END or isinstance(item, BaseException):
+                end = item
+                break
+            items.append(item)
+        if items:
+            yield items
+    if isinstance(end, BaseException):
+        raise end
+
+
+def _classified(clf: Classifier, items: list[tuple[Frame, np.ndarray, float]], smooth: Smoother | None) -> Iterator[Result]:
+    """The results of one inference call on ``items`` (frame, model input, preprocessing ms): each
+    frame's latency is its preprocessing plus its share of the call."""
+    t0 = time.perf_counter()
+    probs = clf.predict_arrays(np.stack([t for _, t, _ in items]))
+    share = (time.perf_counter() - t0) * 1000 / len(items)
+    for (frame, _, prep_ms), p in zip(items, probs):
+        if smooth is not None:
+            p = smooth(p)
+        yield Result(frame, Prediction.from_probs(p, clf.class_names), prep_ms + share, len(items))
 
 
 class _DeferCtrlC:
@@ -237,40 +250,6 @@ def check_batch_memory(batch: int, clf: Classifier, src: Source, keep_images: bo
                            f"of the {2 * budget / 2**30:.1f} GiB of memory available; use --batch {most} or less")
 
 
-@dataclass
-class Summary:
-    processed: int = 0
-    skipped: int = 0
-    dropped: int = 0
-    seconds: float = 0.0
-    latency_ms: list[float] = field(default_factory=list)
-    interrupted: bool = False
-    providers: list[str] = field(default_factory=list)
-
-    @property
-    def fps(self) -> float:
-        return self.processed / self.seconds if self.seconds > 0 else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        lat = np.asarray(self.latency_ms) if self.latency_ms else np.zeros(1)
-        return {
-            "processed": self.processed, "skipped": self.skipped, "dropped": self.dropped,
-            "seconds": round(self.seconds, 3), "fps": round(self.fps, 2),
-            "latency_ms_mean": round(float(lat.mean()), 3), "latency_ms_p90": round(float(np.percentile(lat, 90)), 3),
-            "interrupted": self.interrupted, "providers": self.providers,
-        }
-
-    def line(self) -> str:
-        text = f"{self.processed} processed, {self.skipped} skipped"
-        if self.dropped:
-            text += f", {self.dropped} older frames dropped to stay live"
-        text += f" in {self.seconds:.2f} s ({self.fps:.1f} frames/s"
-        if self.latency_ms:
-            text += f", {np.mean(self.latency_ms):.1f} ms/frame"
-        text += f") on {', '.join(short_names(self.providers))}"
-        return text + (" [interrupted]" if self.interrupted else "")
-
-
 def _open_checked_source(opts: PredictOptions, clf: Classifier) -> Source:
     """The source, opened, once no output would replace a file of it and its batches fit in memory."""
     realtime = opts.serve is not None if opts.realtime is None else opts.realtime
@@ -290,21 +269,33 @@ def _open_checked_source(opts: PredictOptions, clf: Classifier) -> Source:
 
 
 def run_predict(opts: PredictOptions, out: Callable[[str], None] = print_line) -> Summary:
-    """The ``edgeclf predict`` command: source -> classify -> every sink (see ``sinks.py``) ->
+    """The ``edgeclf predict`` command: source -> classify -> every sink (see ``edgeclf.sinks``) ->
     summary on stderr. Ctrl-C or SIGTERM stops cleanly with every output flushed (the caller exits
     130 when ``summary.interrupted``); an error discards the files (no half-written file); a full
     disk stops the run, keeps the outputs that did not fail, then raises ``OutputError``.
 
     ``out``: where the console sink's lines go (stdout). With ``serve``, the page stays up after the
     source ends, until Ctrl-C."""
-    # Options are checked before the model loads: a typo must not cost a run.
-    if opts.top < 1:
-        raise EdgeclfError(f"--top must be at least 1 (got {opts.top})")
-    if opts.batch is not None and opts.batch < 1:
-        raise EdgeclfError(f"--batch must be at least 1 (got {opts.batch})")
-    smoother = Smoother(opts.smooth_alpha) if opts.smooth else None  # validates alpha
-    check_timeout(opts.timeout)
-    check_sinks(opts, inputs=[opts.model] + ([Path(opts.source)] if Path(opts.source).is_file() else []))
+    opts.validate()  # before the model loads: a typo must not cost a run
+    clf = _load_classifier(opts)
+    src = _open_checked_source(opts, clf)
+    _warn_ignored_options(opts, src)
+    smoother = Smoother(opts.smooth_alpha) if opts.smooth and src.kind not in PHOTO_KINDS else None
+    summary = Summary(providers=clf.providers)
+    sinks, output_error = _classify_into_sinks(opts, clf, src, smoother, summary, out)
+    if output_error is not None:  # the one error line says how far it got
+        raise output_error
+    for sink in sinks:
+        if sink.warning:
+            warn(sink.warning)
+    print(f"edgeclf: {summary.line()}", file=sys.stderr)
+    if opts.strict and summary.skipped:
+        raise EdgeclfError(f"{summary.skipped} file(s) skipped (--strict)")
+    return summary
+
+
+def _load_classifier(opts: PredictOptions) -> Classifier:
+    """The model, loaded, once it can take the ``--batch`` asked for."""
     # No workers that busy-wait between frames: they would take the core the reader/capture thread
     # decodes on (measured: int8, 2 threads, video pipeline 690 frames/s without spinning, 525 with).
     # By default the thread count adapts (edgeclf.model.adaptive), judged on a file by the stream's rate.
@@ -312,34 +303,35 @@ def run_predict(opts: PredictOptions, out: Callable[[str], None] = print_line) -
                      strict=opts.strict, spin=False)
     if opts.batch is not None:
         clf.check_batch(opts.batch)
-    src = _open_checked_source(opts, clf)
-    if smoother is not None and src.kind in ("image", "folder", "glob"):
+    return clf
+
+
+def _warn_ignored_options(opts: PredictOptions, src: Source) -> None:
+    """A warning for each option given that does not apply to this kind of source."""
+    if opts.smooth and src.kind in PHOTO_KINDS:
         warn("--smooth applies to videos, cameras and streams; ignored for images")
-        smoother = None
     if opts.loop and src.kind != "video":
         warn("--loop applies to video files; ignored")
-    batch = 1 if src.live else opts.batch  # batching would make live frames wait for each other; None: automatic
 
-    summary = Summary(providers=clf.providers)
+
+def _classify_into_sinks(opts: PredictOptions, clf: Classifier, src: Source, smoother: Smoother | None,
+                         summary: Summary, out: Callable[[str], None]) -> tuple[list[Sink], OutputError | None]:
+    """Every result of ``src`` into every sink, until the source ends (then ``--serve`` stays up),
+    a sink asks to stop, Ctrl-C or SIGTERM, or a full disk (that error is returned, not raised, so
+    the outputs that did not fail are kept first). Closes the source and the sinks and fills in
+    ``summary``; an error raised discards the sinks' files."""
     sinks: list[Sink] = []
     results = None
     t_start = time.perf_counter()
     t_end: float | None = None
-    failed = True
+    failed = True  # until the run ends in a way that keeps its outputs
     output_error: OutputError | None = None
     try:
         sinks = open_sinks(opts, clf, src, out)
+        batch = 1 if src.live else opts.batch  # batching would make live frames wait for each other; None: automatic
         results = classify(clf, src, batch=batch, smooth=smoother, keep_images=opts.needs_images)
         try:
-            defer = _DeferCtrlC()
-            for res in results:
-                with defer:
-                    summary.processed += 1
-                    summary.latency_ms.append(res.latency_ms)
-                    for sink in sinks:
-                        sink.write(res)
-                if any(sink.stop_requested for sink in sinks):
-                    break
+            _write_results(results, sinks, summary)
             t_end = time.perf_counter()
             for sink in sinks:
                 if isinstance(sink, LiveSink):
@@ -352,9 +344,6 @@ def run_predict(opts: PredictOptions, out: Callable[[str], None] = print_line) -
         except BrokenPipeError:  # `edgeclf predict ... | head`: the reader has what it wanted
             _silence_stdout()
         failed = False
-    except BaseException:
-        failed = True
-        raise
     finally:
         if results is not None:
             results.close()  # stops the reader thread before its capture is released
@@ -362,17 +351,30 @@ def run_predict(opts: PredictOptions, out: Callable[[str], None] = print_line) -
         summary.seconds = (t_end or time.perf_counter()) - t_start
         summary.skipped = len(src.skipped)
         summary.dropped = src.dropped
-        for sink in sinks:
-            try:
-                sink.close(keep=not failed)  # an error leaves no half-written file; Ctrl-C keeps what was done
-            except OutputError as e:  # the disk filled up as the file was finished
-                output_error = output_error or e
-    if output_error is not None:  # the one error line says how far it got
-        raise output_error
+        output_error = output_error or _close_sinks(sinks, keep=not failed)
+    return sinks, output_error
+
+
+def _write_results(results: Iterator[Result], sinks: list[Sink], summary: Summary) -> None:
+    """Each result to every sink, counted, until the results end or a sink asks to stop."""
+    defer = _DeferCtrlC()
+    for res in results:
+        with defer:
+            summary.processed += 1
+            summary.latency_ms.append(res.latency_ms)
+            for sink in sinks:
+                sink.write(res)
+        if any(sink.stop_requested for sink in sinks):
+            break
+
+
+def _close_sinks(sinks: list[Sink], keep: bool) -> OutputError | None:
+    """Close every sink: an error leaves no half-written file (``keep`` False); Ctrl-C keeps what was
+    done. Returns the first ``OutputError`` (the disk filled up as a file was finished)."""
+    error: OutputError | None = None
     for sink in sinks:
-        if sink.warning:
-            warn(sink.warning)
-    print(f"edgeclf: {summary.line()}", file=sys.stderr)
-    if opts.strict and summary.skipped:
-        raise EdgeclfError(f"{summary.skipped} file(s) skipped (--strict)")
-    return summary
+        try:
+            sink.close(keep=keep)
+        except OutputError as e:
+            error = error or e
+    return error

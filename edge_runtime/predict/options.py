@@ -1,14 +1,21 @@
-"""What ``edgeclf predict`` is asked to do (``PredictOptions``) and what it gives for each frame
-(``Result``): shared by the loop (``predict.py``) and its outputs (``sinks.py``)."""
+"""What ``edgeclf predict`` is asked to do (``PredictOptions``, with every rule its options follow),
+what it gives for each frame (``Result``) and for the run (``Summary``): shared by the loop
+(``predict.loop``) and its outputs (``edgeclf.sinks``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
+import numpy as np
+
+from edgeclf.errors import EdgeclfError
 from edgeclf.model.classifier import Prediction
-from edgeclf.sources.open import Frame
+from edgeclf.model.providers import short_names
+from edgeclf.model.threads import check_threads
+from edgeclf.sources.base import Frame
+from edgeclf.sources.open import check_timeout
 
 
 @dataclass
@@ -56,3 +63,65 @@ class PredictOptions:
         """True when a sink draws or sends the frames (``--save``, ``--show``, ``--serve``), so the
         decoded images must be kept past classification."""
         return bool(self.save or self.show or self.serve is not None)
+
+    def validate(self) -> None:
+        """Every rule for these options, in one place: the values, then the outputs (``check_sinks``:
+        the files, the video format, the ``--serve`` address). Raises a one-line ``EdgeclfError``
+        naming the first option that breaks one. ``run_predict`` calls it before the model loads (a
+        typo must not cost a run); only what depends on the model or the source (a ``--batch`` the
+        graph or the memory cannot take) waits until they are open. ``Classifier``, ``open_source``
+        and ``classify`` check their own arguments again for callers of the Python API."""
+        if self.top < 1:
+            raise EdgeclfError(f"--top must be at least 1 (got {self.top})")
+        if self.batch is not None and self.batch < 1:
+            raise EdgeclfError(f"--batch must be at least 1 (got {self.batch})")
+        if self.smooth and not 0 < self.smooth_alpha <= 1:  # unused without --smooth, so not checked then
+            raise EdgeclfError(f"--smooth-alpha must be in (0, 1] (got {self.smooth_alpha})")
+        check_timeout(self.timeout)
+        if self.threads is not None:
+            check_threads(self.threads)
+        if self.every < 1:
+            raise EdgeclfError(f"--every must be at least 1 (got {self.every})")
+        if self.max_frames is not None and self.max_frames < 0:
+            raise EdgeclfError(f"--max-frames must be 0 or more (got {self.max_frames})")
+        from edgeclf.sinks.open import check_sinks  # imported here: edgeclf.sinks imports this module
+
+        source = Path(self.source)
+        check_sinks(self, inputs=[self.model] + ([source] if source.is_file() else []))
+
+
+@dataclass
+class Summary:
+    """What ``run_predict`` did: frames processed, files skipped, live frames dropped, time taken,
+    the providers that ran; ``line()`` is the summary printed on stderr."""
+
+    processed: int = 0
+    skipped: int = 0
+    dropped: int = 0
+    seconds: float = 0.0
+    latency_ms: list[float] = field(default_factory=list)
+    interrupted: bool = False
+    providers: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        lat = np.asarray(self.latency_ms) if self.latency_ms else np.zeros(1)
+        return {
+            "processed": self.processed, "skipped": self.skipped, "dropped": self.dropped,
+            "seconds": round(self.seconds, 3), "fps": round(self.fps, 2),
+            "latency_ms_mean": round(float(lat.mean()), 3), "latency_ms_p90": round(float(np.percentile(lat, 90)), 3),
+            "interrupted": self.interrupted, "providers": self.providers,
+        }
+
+    def line(self) -> str:
+        text = f"{self.processed} processed, {self.skipped} skipped"
+        if self.dropped:
+            text += f", {self.dropped} older frames dropped to stay live"
+        text += f" in {self.seconds:.2f} s ({self.fps:.1f} frames/s"
+        if self.latency_ms:
+            text += f", {np.mean(self.latency_ms):.1f} ms/frame"
+        text += f") on {', '.join(short_names(self.providers))}"
+        return text + (" [interrupted]" if self.interrupted else "")

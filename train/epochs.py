@@ -1,4 +1,5 @@
-"""Progress display for training: a bar per epoch with an estimate of the time left."""
+"""What training shows on stderr: its console, the bar for reading images, and a line per epoch
+with a live bar and an estimate of the time left (a Keras callback)."""
 
 from __future__ import annotations
 

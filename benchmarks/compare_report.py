@@ -1,0 +1,175 @@
+"""compare.py's report: one row per format, the goals of issues 5 and 14, the markdown and the chart."""
+
+from __future__ import annotations
+
+import numpy as np
+from compare_runners import LABELS, REFERENCE, Runner
+
+from edgeclf.bench import charts as cvplot
+
+
+def pct(a: np.ndarray, q: float) -> float:
+    return float(np.percentile(a, q))
+
+
+def summarise(runners: list[Runner], per_frame: dict, per_batch: dict, batch_n: int, acc: dict, mem: dict,
+              errors: dict) -> list[dict]:
+    rows = []
+    ref = np.median(per_frame[REFERENCE]) if REFERENCE in per_frame else None
+    ref_fps = batch_n / np.median(per_batch[REFERENCE]) if REFERENCE in per_batch else None
+    for r in runners:
+        f = np.asarray(per_frame[r.name]) * 1e3
+        fps = batch_n / float(np.median(per_batch[r.name]))
+        rows.append({
+            "format": r.name, "label": LABELS.get(r.name, r.name), "runtime": r.runtime,
+            "file": r.file.name if r.file else None, "file_bytes": r.file.stat().st_size if r.file else None,
+            "p50_ms": pct(f, 50), "p99_ms": pct(f, 99), "mean_ms": float(f.mean()), "frames_timed": int(len(f)),
+            "vs_onnx_int8": float(np.median(f) / (ref * 1e3)) if ref else None,
+            "batch_fps": fps, "batch_fps_vs_onnx_int8": fps / ref_fps if ref_fps else None,
+            "accuracy": acc.get(r.name), "peak_rss_mb": mem.get(r.name), "notes": r.notes,
+        })
+    for name, err in errors.items():
+        rows.append({"format": name, "label": LABELS.get(name, name), "error": err})
+    return rows
+
+
+def check_goals(rows: list[dict], loaded: list[dict] | None = None) -> list[dict]:
+    by = {r["format"]: r for r in rows if "error" not in r}
+    goals = tail_goals(rows, "idle")
+
+    def goal(text: str, a: str, b: str, need: float, how: str) -> None:
+        if a not in by or b not in by:
+            goals.append({"goal": text, "met": None, "figure": f"not measured ({a if a not in by else b} unavailable)"})
+            return
+        ratio = by[b]["p50_ms"] / by[a]["p50_ms"]
+        goals.append({"goal": text, "met": bool(ratio >= need), "ratio": ratio,
+                      "figure": f"{by[a]['p50_ms']:.3f} ms vs {by[b]['p50_ms']:.3f} ms p50 per frame: {how.format(ratio)}"})
+
+    goal("ONNX int8 at least as fast per frame as LiteRT int8", "onnx_int8", "litert_int8", 1.0,
+         "LiteRT int8 takes {:.2f}x the ONNX int8 time")
+    goal("ONNX int8 at least 100x faster per frame than Keras model.predict", "onnx_int8", "keras_predict", 100.0,
+         "{:.0f}x faster")
+    goal("ONNX int8 at least 2x faster per frame than ONNX fp32", "onnx_int8", "onnx_fp32", 2.0, "{:.2f}x faster")
+    accs = {k: v["accuracy"] for k, v in by.items() if v.get("accuracy") is not None}
+    edgeclf = {k: v for k, v in accs.items() if k in ("keras_predict", "keras_call", "onnx_fp32", "onnx_int8")}
+    for text, group in (("no accuracy difference larger than 1 point between formats", accs),
+                        ("(edgeclf's own: Keras, ONNX fp32, ONNX int8) within 1 point", edgeclf)):
+        if not group:
+            continue
+        hi, lo = max(group, key=group.get), min(group, key=group.get)
+        spread = round(100 * (group[hi] - group[lo]), 6)  # 80.5% - 79.5% is 1.0000000000000009 in floats
+        figure = (f"{spread:.2f} points between {hi} ({100 * group[hi]:.2f}%) and {lo} ({100 * group[lo]:.2f}%)" if spread
+                  else f"every one scores {100 * group[hi]:.2f}%")
+        goals.append({"goal": text, "met": bool(spread <= 1.0), "spread_points": spread, "figure": figure})
+    if loaded is not None:
+        goals += loaded_goals(loaded)
+    return goals
+
+
+def tail_goals(rows: list[dict], condition: str) -> list[dict]:
+    """ONNX int8's p99 within 2x its own p50 (a steady frame rate, not just a fast median)."""
+    by = {r["format"]: r for r in rows if "error" not in r}
+    if "onnx_int8" not in by:
+        return [{"goal": f"ONNX int8 p99 <= 2x its p50 ({condition})", "met": None, "figure": "not measured"}]
+    r = by["onnx_int8"]
+    ratio = r["p99_ms"] / r["p50_ms"]
+    return [{"goal": f"ONNX int8 p99 <= 2x its p50 ({condition})", "met": bool(ratio <= 2.0), "ratio": ratio,
+             "figure": f"p99 {r['p99_ms']:.3f} ms = {ratio:.2f}x p50 {r['p50_ms']:.3f} ms"}]
+
+
+def loaded_goals(rows: list[dict]) -> list[dict]:
+    """Under the co-tenant: the tail, the median and batch throughput against LiteRT int8."""
+    by = {r["format"]: r for r in rows if "error" not in r}
+    goals = tail_goals(rows, "co-tenant")
+    if "onnx_int8" in by and "litert_int8" in by:
+        o, t = by["onnx_int8"], by["litert_int8"]
+        goals.append({"goal": "ONNX int8 p50 <= LiteRT int8 p50 (co-tenant)", "met": bool(o["p50_ms"] <= t["p50_ms"]),
+                      "ratio": t["p50_ms"] / o["p50_ms"],
+                      "figure": f"{o['p50_ms']:.3f} ms vs {t['p50_ms']:.3f} ms p50 per frame"})
+        goals.append({"goal": "ONNX int8 batch throughput >= LiteRT int8 (co-tenant)", "met": bool(o["batch_fps"] >= t["batch_fps"]),
+                      "ratio": o["batch_fps"] / t["batch_fps"],
+                      "figure": f"{o['batch_fps']:.0f} vs {t['batch_fps']:.0f} frames/s"})
+    return goals
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    s = report["settings"]
+    best = report["model"].get("best")
+    lines = [
+        "# edgeclf: the same model through every runtime", "",
+        f"- Machine: {m['cpu']}, {m['cores']} cores ({m['arch']}, {m['os']}), Python {m['python']}; "
+        f"measured float32 matmul peak {report['core_peak_gflops']:.0f} GFLOP/s per core",
+        f"- Model: `{report['model']['run']}` ({report['model']['architecture']}, {report['model']['input_size'][0]}x"
+        f"{report['model']['input_size'][1]}, {report['model']['classes']} classes, "
+        f"{report['model']['macs'] / 1e6 if report['model']['macs'] else float('nan'):.1f} M MACs per frame"
+        + (f"; trained to {100 * best['val_accuracy']:.1f}% val accuracy at epoch {best['epoch']}" if best else "") + ")",
+        f"- Images: {report['data']['images']} labelled images ({report['data']['source']})",
+        f"- Settings: {s['threads']} thread(s) for every runtime"
+        + (" but edgeclf's, which adapts (its default: all cores while free, one when they are not)"
+           if s.get("edgeclf_threads") == "adaptive" else "")
+        + f"; {s['rounds']} interleaved rounds of ~{s['turn_s']} s turns per format"
+        + (f", each after {s['settle_s']:g}-{1.5 * s['settle_s']:g} s untimed of single frames and as long of batches in its condition"
+           if s.get("settle_s") else "")
+        + f"; batch throughput on batches of {s['batch']}; medians reported",
+        f"- Date: {report['date']}", "",
+    ]
+    if report.get("cotenant"):
+        c = report["cotenant"]
+        lines += [f"- Co-tenant: {c['what']}; it used {100 * (c['core_share'] or 0):.0f}% of a core while running "
+                  f"(idle and loaded turns alternate inside every round)", "", "## Idle", ""]
+    lines += results_table(report["results"])
+    if report.get("results_loaded"):
+        lines += ["", "## Under the co-tenant", ""] + results_table(report["results_loaded"])
+    return _markdown_tail(report, lines)
+
+
+def results_table(results: list[dict]) -> list[str]:
+    lines = [
+        "| format | runtime | file | p50 ms/frame | p99 ms/frame | x ONNX int8 time | batch frames/s | accuracy | peak RSS MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['label']} | unavailable: {r['error']} | | | | | | | |")
+            continue
+        size = f"{r['file_bytes'] / 1e6:.2f} MB" if r["file_bytes"] else ""
+        acc = f"{100 * r['accuracy']:.2f}%" if r["accuracy"] is not None else "n/a"
+        mem = f"{r['peak_rss_mb']:.0f}" if r["peak_rss_mb"] else "n/a"
+        vs = f"{r['vs_onnx_int8']:.2f}" if r["vs_onnx_int8"] else "n/a"
+        lines.append(f"| {r['label']} | {r['runtime']} | {size} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {vs} | "
+                     f"{r['batch_fps']:.0f} | {acc} | {mem} |")
+    return lines
+
+
+def _markdown_tail(report: dict, lines: list[str]) -> str:
+    base = report.get("baseline_rss_mb")
+    lines += ["", f"Peak RSS: a fresh process that imports only that runtime, loads the model and runs 20 frames "
+              f"(Python + numpy alone: {base:.0f} MiB)." if base else "", "",
+              "x ONNX int8 time: median per-frame time divided by ONNX int8's (above 1 = slower than ONNX int8).", "",
+              "## Goals", ""]
+    for g in report["goals"]:
+        mark = {True: "MET", False: "MISSED", None: "NOT MEASURED"}[g["met"]]
+        lines.append(f"- **{mark}**: {g['goal']}: {g['figure']}")
+    notes = [f"- {r['label']}: {n}" for r in report["results"] for n in r.get("notes", [])]
+    if notes or report.get("notes"):
+        lines += ["", "## Notes", "", *notes, *[f"- {n}" for n in report.get("notes", [])]]
+    lines += ["", f"Reproduce: `{report['command']}`", ""]
+    return "\n".join(lines)
+
+
+def chart(report: dict) -> np.ndarray:
+    rows = [r for r in report["results"] if "error" not in r]
+    labels = [r["label"] for r in rows]
+    sub = f"{report['machine']['cpu']}, {report['settings']['threads']} thread(s); {report['model']['architecture']} " \
+          f"{report['model']['input_size'][0]}px"
+    return cvplot.stack([
+        cvplot.bar_chart("Latency per frame (batch 1), lower is better", labels,
+                         {"p50": [r["p50_ms"] for r in rows], "p99": [r["p99_ms"] for r in rows]}, "ms", sub, log=True),
+        cvplot.bar_chart(f"Throughput, batches of {report['settings']['batch']}, higher is better", labels,
+                         {"frames/s": [r["batch_fps"] for r in rows]}, "frames per second", log=True),
+        cvplot.bar_chart("Accuracy on the same images", labels,
+                         {"accuracy %": [100 * r["accuracy"] if r["accuracy"] is not None else None for r in rows]}, "%"),
+        cvplot.bar_chart("Peak memory of a process running only this format", labels,
+                         {"MiB": [r["peak_rss_mb"] for r in rows]}, "MiB"),
+    ])

@@ -1,0 +1,67 @@
+"""The annotated frame: label, score and frames per second drawn on it, as ``--save``, ``--show``
+and the live view (``--serve``) show it."""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import TYPE_CHECKING, Callable
+
+import cv2
+import numpy as np
+
+from edgeclf.model.classifier import Prediction
+
+if TYPE_CHECKING:  # for the hints only (see base)
+    from edgeclf.predict.options import Result
+
+
+def annotate(image_bgr: np.ndarray, pred: Prediction, fps: float | None = None, top: int = 1) -> np.ndarray:
+    """A copy of the frame (scaled up to at least 320 px wide so the text is legible) with the
+    label, score and frames per second drawn on it."""
+    img = image_bgr
+    if img.shape[1] < 320:
+        scale = 320 / img.shape[1]
+        img = cv2.resize(img, (320, max(1, round(img.shape[0] * scale))), interpolation=cv2.INTER_NEAREST)
+    else:
+        img = img.copy()
+    lines = [f"{c} {p:.2f}" for c, p in pred.top(max(1, top))]
+    if fps:
+        lines.append(f"{fps:.1f} fps")
+    font, fs, th = cv2.FONT_HERSHEY_SIMPLEX, max(0.5, img.shape[1] / 900), max(1, img.shape[1] // 400)
+    y = 0
+    for i, text in enumerate(lines):
+        (w, h), base = cv2.getTextSize(text, font, fs, th)
+        y += h + base + 6
+        cv2.rectangle(img, (0, y - h - base - 6), (w + 12, y), (0, 0, 0), -1)
+        colour = (80, 255, 80) if i == 0 else (230, 230, 230)
+        cv2.putText(img, text, (6, y - base - 3), font, fs, colour, th, cv2.LINE_AA)
+    return img
+
+
+class Annotator:
+    """The annotated frame that ``--save`` and ``--show`` share: drawn once per result however
+    many sinks show it. The frame rate is results over the last ``WINDOW_S`` seconds: results come
+    in bursts when frames are classified in batches, and a mean of the gaps between them would
+    count each burst's near-zero gaps."""
+
+    WINDOW_S = 1.0
+
+    def __init__(self, top: int, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.top = top
+        self.fps: float | None = None
+        self._clock = clock
+        self._times: collections.deque[float] = collections.deque([clock()])
+        self._result: Result | None = None
+        self._image: np.ndarray | None = None
+
+    def __call__(self, result: Result) -> np.ndarray:
+        if result is not self._result:
+            t = self._times
+            t.append(self._clock())
+            while len(t) > 2 and t[-1] - t[1] >= self.WINDOW_S:
+                t.popleft()
+            self.fps = (len(t) - 1) / max(t[-1] - t[0], 1e-6)
+            self._result = result
+            self._image = annotate(result.frame.image, result.prediction, self.fps, self.top)
+        return self._image

@@ -1,0 +1,44 @@
+"""What ``export_model`` takes besides the model and the output folder, checked before any work."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeclf.errors import EdgeclfError
+
+from .quantize import METHODS
+
+DEFAULT_CALIB_SIZE = 200
+DEFAULT_MAX_DROP = 0.01
+DEFAULT_PARITY_SIZE = 200
+OPSETS = range(13, 19)  # what tf2onnx 1.17 writes
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """The options of one export (``export_model``'s keywords hold their defaults)."""
+
+    int8: bool
+    fp16: bool
+    calib_dir: Path | None  # calibration images; None: the run's training split
+    calib_size: int
+    calib_method: str  # "auto" or one of quantize.METHODS
+    opset: int
+    max_drop: float  # the int8 accuracy guard: largest accepted drop on the validation split
+    parity_size: int
+    seed: int
+
+    def check(self) -> None:
+        """Raise EdgeclfError (as the command line spells the option) for a value out of range."""
+        if not math.isfinite(self.max_drop):  # NaN would reject every int8 model, inf accept any
+            raise EdgeclfError(f"--max-drop {self.max_drop}: must be a finite accuracy drop (0.01 = 1 point)")
+        if self.opset not in OPSETS:
+            raise EdgeclfError(f"--opset {self.opset}: tf2onnx writes opsets {OPSETS.start} to {OPSETS.stop - 1}")
+        if self.calib_size < 1:
+            raise EdgeclfError(f"--calib-size {self.calib_size}: must be at least 1")
+        if self.calib_method != "auto" and self.calib_method not in METHODS:
+            raise EdgeclfError(f"--calib-method {self.calib_method}: expected auto, {', '.join(METHODS)}")
+        if self.parity_size < 1:
+            raise EdgeclfError(f"parity size {self.parity_size}: must be at least 1")
