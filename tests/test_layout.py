@@ -111,9 +111,14 @@ def test_public_face_and_no_workstation_module_loaded_by_the_runtime():
         "from edgeclf import Classifier, Prediction, open_source, LiveServer\n"
         "assert Classifier.__module__ == 'edgeclf.model.classifier' and open_source.__module__ == 'edgeclf.sources.open'\n"
         "assert Prediction.__module__ == 'edgeclf.model.classifier' and LiveServer.__module__ == 'edgeclf.serve.server'\n"
-        "for m in pkgutil.walk_packages(edgeclf.__path__, 'edgeclf.'):\n"
-        "    if not m.name.startswith(('edgeclf.train', 'edgeclf.export')) and m.name != 'edgeclf.cli':\n"
-        "        importlib.import_module(m.name)\n"
+        # walk_packages would import edgeclf.train and edgeclf.export to look inside them
+        "def walk(path, prefix):\n"
+        "    for m in pkgutil.iter_modules(path, prefix):\n"
+        "        if m.name not in ('edgeclf.train', 'edgeclf.export', 'edgeclf.cli'):\n"
+        "            mod = importlib.import_module(m.name)\n"
+        "            if m.ispkg:\n"
+        "                walk(mod.__path__, m.name + '.')\n"
+        "walk(edgeclf.__path__, 'edgeclf.')\n"
         + LOADED
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT.parent)
