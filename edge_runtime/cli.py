@@ -8,6 +8,7 @@ must not import TensorFlow: ``edgeclf predict`` and ``edgeclf --help`` start fas
 
 from __future__ import annotations
 
+import errno
 import signal
 import sys
 from pathlib import Path
@@ -46,11 +47,11 @@ def _root(
 @app.command("eval")
 def eval_(
     model: Path = typer.Argument(..., help="A run folder, a .keras file, or an .onnx file."),
-    data_dir: Path = typer.Argument(..., help="Labelled images: one sub-folder per class."),
+    data_dir: Optional[Path] = typer.Argument(None, help="Labelled images: one sub-folder per class (default, for a run folder: the run's own validation split, as run.json lists it)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per inference batch."),
 ) -> None:
-    """Accuracy, per-class precision and recall, and the confusion matrix of MODEL on DATA_DIR."""
+    """Accuracy, per-class precision and recall, and the confusion matrix of MODEL on DATA_DIR (or on a run's validation split)."""
     from edgeclf.evaluate import run_eval
 
     run_eval(model, data_dir, json_out=json_out, batch_size=batch_size)
@@ -59,7 +60,7 @@ def eval_(
 # ------------------------------------------------------------------------------------------- predict
 @app.command()
 def predict(
-    model: Path = typer.Argument(..., help="An .onnx model exported by edgeclf."),
+    model: Path = typer.Argument(..., help="An .onnx model exported by edgeclf, or a run folder (or export folder) whose export exists."),
     source: str = typer.Argument(..., help="Image, folder, glob, video, camera index, /dev/videoN, rtsp:// or http:// URL, GStreamer pipeline."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per line on stdout (source, frame, label, index, score, probs, latency_ms)."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the results to this CSV file."),
@@ -157,6 +158,13 @@ def main() -> None:
     except EdgeclfError as e:
         typer.echo(f"edgeclf: error: {safe_text(e)}", err=True)  # paths in it may hold control characters
         sys.exit(e.exit_code)
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        # A path given on the command line that the system refuses to look up: pathlib's checks
+        # (exists, is_dir) raise instead of answering, in every command, so it is said here once.
+        typer.echo(f"edgeclf: error: {safe_text(e.filename)}: path longer than this system allows ({e.strerror})", err=True)
+        sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):
         typer.echo("edgeclf: interrupted", err=True)
         sys.exit(130)

@@ -1,4 +1,5 @@
-"""``edgeclf eval``: accuracy of a Keras or ONNX model on a labelled folder, the same way for both."""
+"""``edgeclf eval``: accuracy of a Keras or ONNX model on a labelled folder, the same way for both, or of
+a run on its own validation split."""
 
 from __future__ import annotations
 
@@ -6,30 +7,30 @@ import json
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from edgeclf import sysinfo
-from edgeclf.data.labelled import load_labelled
-from edgeclf.errors import EdgeclfError, require_train_extra, safe_text
+from edgeclf.data.labelled import LabelledImages, load_files, load_labelled
+from edgeclf.errors import EdgeclfError, require_train_extra, safe_text, warn_skip
 from edgeclf.image import scan_class_folders
 from edgeclf.metrics import classification_report
 from edgeclf.model.batching import in_batches
 from edgeclf.plugins import model_loader
-from edgeclf.progress import Bars
+from edgeclf.progress import Bars, console as make_console
 
-console = Console(stderr=True, highlight=False)
+console = make_console(stderr=True)
 
 
-def _open(model: Path, data_dir: Path, batch_size: int = 32):
-    """(class_names, size, predict(batch) -> probs, kind) for an .onnx, a .keras or a run folder."""
+def _open(model: Path, data_dir: Path | None, batch_size: int = 32):
+    """(class_names, size, predict(batch) -> probs, kind, record) for an .onnx, a .keras or a run
+    folder; ``record`` is the run's run.json (what the Keras loader read), None for an .onnx file."""
     if model.suffix == ".onnx":
         from edgeclf.model.classifier import Classifier
 
         clf = Classifier(model)
         clf.check_batch(1 if clf.max_batch == 1 else batch_size, "--batch-size")  # fixed batch 1: image by image
-        return clf.class_names, clf.size, clf.predict_arrays, "onnx"
+        return clf.class_names, clf.size, clf.predict_arrays, "onnx", None
     if not model.exists():
         raise EdgeclfError(f"{model}: no such model file or run folder")
     if not (model.is_dir() or model.suffix == ".keras"):
@@ -42,40 +43,78 @@ def _open(model: Path, data_dir: Path, batch_size: int = 32):
                            "reinstall edgeclf: pip install --force-reinstall 'edgeclf[train]'")
     km = load(model)
     names = km.class_names
-    if names is None:  # a bare .keras file: assume the folder's classes if their number fits
+    if names is None and data_dir is not None:  # a bare .keras file: assume the folder's classes if their number fits
         names, _ = scan_class_folders(data_dir)
         if len(names) != km.num_classes:
             raise EdgeclfError(f"{model}: no run.json beside it and {data_dir} has {len(names)} classes, the model {km.num_classes}")
-    return names, km.size, km.predict, "keras"
+    return names, km.size, km.predict, "keras", getattr(km, "record", None)
 
 
-def evaluate(model: Path, data_dir: Path, batch_size: int = 32, quiet: bool = False) -> dict:
-    """Evaluate ``model`` on ``data_dir`` (one sub-folder per class); returns the report dict."""
+def _check_memory(n: int, size: tuple[int, int], where: object) -> None:
+    """Every image is held at the model's input size: refuse what would take more than half the memory."""
+    need = n * size[0] * size[1] * 3
+    if need > sysinfo.available_memory_bytes() // 2:
+        raise EdgeclfError(f"{where}: {n} images at {size[0]}x{size[1]} need {need / 2**30:.1f} GiB, more than half "
+                           "of the memory available; evaluate on a smaller folder")
+
+
+def _folder(data_dir: Path, class_names: list[str], size: tuple[int, int], bars: Bars) -> LabelledImages:
+    """A labelled folder (one sub-folder per class), read at the model's input size."""
+    n = sum(len(v) for v in scan_class_folders(data_dir)[1].values())
+    _check_memory(n, size, data_dir)
+    return load_labelled(data_dir, size, class_names, progress=bars.add("reading images", n))
+
+
+def _validation_split(model: Path, record, class_names: list[str], size: tuple[int, int], bars: Bars) -> LabelledImages:
+    """The run's own validation images, as run.json lists them; each one's class is the class
+    folder it lies in, below the run's --val folder or data folder."""
+    paths = record.split_paths("val") if record is not None else []
+    if not paths:
+        raise EdgeclfError(f"{model}: {'no run.json records' if record is not None else 'no run.json, so no'} validation "
+                           f"split to score; give a labelled folder: edgeclf eval {model} DATA_DIR")
+    folders = {Path(root) / name: i for root in (record.val_dir, record.data_dir) if root for i, name in enumerate(class_names)}
+    labels = [next((folders[d] for d in p.parents if d in folders), None) for p in paths]
+    if None in labels:
+        stray = paths[labels.index(None)]
+        raise EdgeclfError(f"{model}: run.json's validation file {stray} is in none of the run's class folders")
+    _check_memory(len(paths), size, model)
+    x, ok, skipped = load_files(paths, size, warn_skip, bars.add("reading the validation split", len(paths)))
+    if not ok:
+        raise EdgeclfError(f"{model}: none of the {len(paths)} validation images run.json lists can be read "
+                           f"(moved or deleted?); give a labelled folder: edgeclf eval {model} DATA_DIR")
+    return LabelledImages(x, np.asarray([labels[i] for i in ok], np.int64), [paths[i] for i in ok], class_names, skipped)
+
+
+def evaluate(model: Path, data_dir: Path | None = None, batch_size: int = 32, quiet: bool = False) -> dict:
+    """Evaluate ``model`` on ``data_dir`` (one sub-folder per class), or without it on the run's
+    own validation split (run.json's file list); returns the report dict."""
     if batch_size < 1:
         raise EdgeclfError(f"--batch-size must be at least 1 (got {batch_size})")
-    model, data_dir = Path(model), Path(data_dir)
-    class_names, size, predict, kind = _open(model, data_dir, batch_size)
-    with Bars(quiet=quiet, console=console) as bars:
-        n = sum(len(v) for v in scan_class_folders(data_dir)[1].values())
-        need = n * size[0] * size[1] * 3  # every image is held at the model's input size
-        if need > sysinfo.available_memory_bytes() // 2:
-            raise EdgeclfError(f"{data_dir}: {n} images at {size[0]}x{size[1]} need {need / 2**30:.1f} GiB, more than half "
-                               "of the memory available; evaluate on a smaller folder")
-        data = load_labelled(data_dir, size, class_names, progress=bars.add("reading images", n))
+    model = Path(model)
+    data_dir = None if data_dir is None else Path(data_dir)
+    class_names, size, predict, kind, record = _open(model, data_dir, batch_size)
+    with Bars(quiet=quiet or not console.is_terminal, console=console) as bars:  # a log gets no bar
+        if data_dir is None:
+            data = _validation_split(model, record, class_names, size, bars)
+        else:
+            data = _folder(data_dir, class_names, size, bars)
         probs = in_batches(predict, data.x, batch_size, bars.add("classifying", len(data.x)))
     pred = probs.argmax(1) if len(probs) else np.zeros(0, np.int64)
     report = classification_report(data.y, pred, class_names)
     report.update(
         model=str(model), format=kind, class_names=class_names, n_skipped=len(data.skipped), skipped=data.skipped,
     )
+    if data_dir is None:  # said in the output: a score on other photos would not be comparable
+        report.update(split="val", split_source="run.json")
     return report
 
 
 def print_report(report: dict) -> None:
-    out = Console(highlight=False)
+    out = make_console()
     # Names go through rich's markup parser: escaped, so a class "[cats]" is shown, not eaten as a tag.
     out.print(f"[bold]{escape(safe_text(report['model']))}[/] ({report['format']}): accuracy [bold]{report['accuracy']:.2%}[/] "
-              f"on {report['n_images']} images" + (f", {report['n_skipped']} skipped" if report["n_skipped"] else ""))
+              f"on {report['n_images']} images" + (" of the run's validation split (run.json)" if report.get("split") else "")
+              + (f", {report['n_skipped']} skipped" if report["n_skipped"] else ""))
     t = Table("class", "precision", "recall", "support")
     for name, m in report["per_class"].items():
         t.add_row(escape(name), f"{m['precision']:.3f}", f"{m['recall']:.3f}", str(m["support"]))
@@ -86,7 +125,7 @@ def print_report(report: dict) -> None:
     out.print(cm)
 
 
-def run_eval(model: Path, data_dir: Path, json_out: bool = False, batch_size: int = 32) -> dict:
+def run_eval(model: Path, data_dir: Path | None, json_out: bool = False, batch_size: int = 32) -> dict:
     report = evaluate(model, data_dir, batch_size=batch_size, quiet=json_out)
     if json_out:
         print(json.dumps(report))

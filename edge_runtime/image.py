@@ -8,6 +8,7 @@ was trained on. Rescaling/normalisation lives inside the model; this only resize
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import threading
@@ -60,13 +61,64 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTS
 
 
+def walk_folders(folder: str | os.PathLike, hidden: bool = False) -> Iterator[tuple[Path, list[str]]]:
+    """Each folder under ``folder`` with the names of its files, sorted: ``folder`` first, then
+    depth first in name order (``os.walk``'s order). Links to folders are not walked into; hidden
+    files and folders are left out unless ``hidden``; a folder that cannot be listed is passed over.
+
+    Iterative (``os.walk`` recurses, and Python's stack ends near 1,000 levels of folders), and a
+    folder whose path is longer than the system allows (PATH_MAX) is still listed, opened one name
+    at a time: its files are then skipped one by one, with the reason, when they are read."""
+    stack = [Path(folder)]
+    while stack:
+        here = stack.pop()
+        try:
+            entries = sorted(_entries(here))
+        except OSError:
+            continue
+        shown = [(name, kind) for name, kind in entries if hidden or not name.startswith(".")]
+        yield here, [name for name, kind in shown if kind == "file"]
+        stack.extend(here / name for name, kind in reversed(shown) if kind == "folder")
+
+
+def _entries(folder: Path) -> list[tuple[str, str]]:
+    """(name, kind) of what ``folder`` holds: kind "folder" to walk into, "link" for a link to a
+    folder, "file" for anything else."""
+    fd = None
+    try:
+        listing = os.scandir(folder)
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        fd = _open_long_folder(folder)
+        listing = os.scandir(fd)
+    try:
+        with listing:
+            return [(e.name, ("link" if e.is_symlink() else "folder") if e.is_dir() else "file") for e in listing]
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _open_long_folder(folder: Path) -> int:
+    """A descriptor of ``folder``, whose path is too long to open at once, opened name by name."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    fd = os.open(folder.parts[0], flags)
+    try:
+        for name in folder.parts[1:]:
+            fd, parent = os.open(name, flags, dir_fd=fd), fd
+            os.close(parent)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
     """Image files under ``folder`` by extension, sorted; hidden files and folders are ignored."""
-    folder = Path(folder)
     found: list[Path] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(root) / f for f in files if not f.startswith(".") and is_image_file(f))
+    for root, files in walk_folders(folder):
+        found.extend(root / f for f in files if is_image_file(f))
         if not recursive:
             break
     return sorted(found)

@@ -141,13 +141,15 @@ def written_by_edgeclf(path: str | os.PathLike, kind: str | None = None) -> bool
 
 
 def video_mark(suffix: str) -> bytes:
-    """The bytes appended to a finished video: an MP4 ``free`` box or an AVI ``JUNK`` chunk,
-    both defined as padding that readers skip; empty for containers that have no such thing."""
+    """The bytes appended to a finished video: an MP4 ``free`` box, an AVI ``JUNK`` chunk or a
+    WebM ``Void`` element, all defined as padding that readers skip; empty for containers that have no such thing."""
     suffix = suffix.lower()
     if suffix in (".mp4", ".m4v", ".mov"):
         return struct.pack(">I", 8 + len(VIDEO_MARK)) + b"free" + VIDEO_MARK
     if suffix == ".avi":
         return b"JUNK" + struct.pack("<I", len(VIDEO_MARK)) + VIDEO_MARK  # even length: no pad byte
+    if suffix == ".webm":  # an EBML Void element (ID 0xEC, a one-byte size)
+        return b"\xec" + bytes([0x80 | len(VIDEO_MARK)]) + VIDEO_MARK
     return b""
 
 

@@ -1,7 +1,9 @@
-"""``export_model``: a trained run -> verified ONNX files (fp32, optionally int8 and fp16) + export.json."""
+"""``export_model``: a trained run -> verified ONNX files (fp32, optionally int8 and fp16) + export.json,
+written all or nothing (``outfolder``), export.json recording each model file's SHA-256."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import sys
@@ -18,8 +20,9 @@ from edgeclf.errors import EdgeclfError, first_line
 from edgeclf.image import scan_class_folders
 from edgeclf.model import metadata as md
 from edgeclf.model.batching import in_batches
+from edgeclf.model.exported import FP16_NAME, FP32_NAME, INT8_NAME, REPORT_NAME
 from edgeclf.model.session import open_session
-from edgeclf.outfiles import atomic_path, remove_stale_temps, sha256_of, write_json
+from edgeclf.outfiles import remove_stale_temps, sha256_of, write_json
 from edgeclf.progress import Step, steps
 from edgeclf.train.keras_model import RunSource, input_size_of, load_keras_model, resolve_source
 from edgeclf.train.run_record import check_class_names
@@ -30,8 +33,7 @@ from .data import CheckImages
 from .int8 import choose_int8
 from .onnxrun import predict
 from .options import DEFAULT_CALIB_SIZE, DEFAULT_MAX_DROP, DEFAULT_PARITY_SIZE, ExportOptions
-
-FP32_NAME, INT8_NAME, FP16_NAME, REPORT_NAME = "model.onnx", "model.int8.onnx", "model.fp16.onnx", "export.json"
+from .outfolder import check_out_folder, staging, swap_in
 
 
 class ExportCheckError(EdgeclfError):
@@ -79,13 +81,16 @@ def export_model(
     max_drop: float = DEFAULT_MAX_DROP,
     parity_size: int = DEFAULT_PARITY_SIZE,
     seed: int = 0,
+    force: bool = False,
     show_progress: bool = True,
 ) -> dict:
     """Export ``source`` (a run folder or a .keras file) to ``out_dir`` [default: its folder/export].
 
     Always writes ``model.onnx`` after checking parity with Keras; with ``int8`` also
     ``model.int8.onnx`` when its accuracy drop on the validation split is at most ``max_drop``;
-    with ``fp16`` ``model.fp16.onnx``; then ``export.json`` (returned as a dict).
+    with ``fp16`` ``model.fp16.onnx``; then ``export.json`` (returned as a dict). The files are
+    built beside ``out_dir`` and replace it whole at the end; an ``out_dir`` holding an earlier
+    export is replaced only with ``force``.
     Raises EdgeclfError for bad input (nothing written) and ExportCheckError when a check fails.
     """
     opts = ExportOptions(int8=int8, fp16=fp16, calib_dir=Path(calib) if calib is not None else None,
@@ -94,31 +99,36 @@ def export_model(
     src = resolve_source(source)
     out = Path(out_dir) if out_dir is not None else src.model_path.parent / "export"
     opts.check()
-    calib_files = _prepare(out, opts)
+    calib_files = _prepare(out, opts, force)
     model = _load(src, opts.calib_dir)
-    with steps(quiet=not show_progress, width=36) as step:
-        images = data.read_check_images(src, model.class_names, model.size, opts, calib_files, step)
-        fp32 = _convert_and_check(model, opts.opset, images.parity, step)
-        report = _report(model, opts.opset, fp32.parity, images.real)
-        _write(out / FP32_NAME, fp32.payload, report, "fp32")
-        if opts.fp16:
-            _add_fp16(model, fp32, images.parity, out, report, step)
-        if opts.int8:
-            _add_int8(model, fp32, images, opts, out, report, step)
-    _write_report(out, report, model.sha256)
+    try:
+        with staging(out) as new, steps(quiet=not show_progress, width=36) as step:
+            images = data.read_check_images(src, model.class_names, model.size, opts, calib_files, step)
+            fp32 = _convert_and_check(model, opts.opset, images.parity, step)
+            report = _report(model, opts.opset, fp32.parity, images.real)
+            _write(new / FP32_NAME, fp32.payload, report, "fp32")
+            if opts.fp16:
+                _add_fp16(model, fp32, images.parity, new, report, step)
+            if opts.int8:
+                _add_int8(model, fp32, images, opts, new, report, step)
+            _write_report(new, report)
+            swap_in(new, out)
+    except OSError as e:  # disk full, folder made read-only: the earlier export (if any) is untouched
+        raise _write_error(out, e) from None
     if opts.int8 and not report["int8"]["accepted"]:
         raise _rejected(report["int8"], out)
     return report
 
 
 # ----------------------------------------------------------------------------------------- steps
-def _prepare(out: Path, opts: ExportOptions) -> list[Path] | None:
-    """Fail before any work on an unusable --out or --calib; remove what a killed export left.
-    Returns the --calib image files (None without --calib)."""
+def _prepare(out: Path, opts: ExportOptions, force: bool) -> list[Path] | None:
+    """Fail before any work on an unusable or occupied --out or on --calib; remove what a killed
+    export left. Returns the --calib image files (None without --calib)."""
     _check_writable(out)
     removed = [p for name in (FP32_NAME, INT8_NAME, FP16_NAME, REPORT_NAME) for p in remove_stale_temps(out / name)]
-    if removed:  # left by an export killed mid-write (SIGKILL): no finally ran to remove them
+    if removed:  # left by an export (of an earlier edgeclf, which wrote in place) killed mid-write
         print(f"warning: removed {len(removed)} temporary file(s) left in {out} by a killed export", file=sys.stderr)
+    check_out_folder(out, force)
     calib_files = data.calibration_files(opts.calib_dir) if opts.calib_dir is not None else None
     if opts.calib_dir is not None and not opts.int8:
         print("warning: --calib is only used with --int8", file=sys.stderr)
@@ -137,6 +147,7 @@ def _load(src: RunSource, calib_dir: Path | None) -> _Model:
 
 def _convert_and_check(model: _Model, opset: int, parity_x: np.ndarray, step: Step) -> _Fp32:
     """Convert to ONNX fp32; raise ExportCheckError unless it gives Keras' answers on ``parity_x``."""
+    step("converting to ONNX (tf2onnx)", 1)
     proto = keras_to_onnx(model.keras, opset, label=str(model.run.model_path))
     set_metadata(proto, model.metadata("fp32", model.run.val_accuracy))
     payload = proto.SerializeToString()
@@ -161,6 +172,7 @@ def _report(model: _Model, opset: int, figures: dict, real_images: bool) -> dict
         "opset": opset,
         "files": {},
         "sizes_bytes": {},
+        "sha256": {},  # of each model file: the runtime refuses a file of this folder that differs
         "parity": {**figures, "tolerance": parity.PROB_TOLERANCE, "images": "real" if real_images else "generated"},
     }
 
@@ -186,20 +198,13 @@ def _add_int8(model: _Model, fp32: _Fp32, images: CheckImages, opts: ExportOptio
     report["int8"] = result
     if result["accepted"]:
         _write(out / INT8_NAME, payload, report, "int8")
-    else:
-        # A stale int8 model from an earlier export must not pass for this one.
-        (out / INT8_NAME).unlink(missing_ok=True)
 
 
-def _write_report(out: Path, report: dict, sha256: str) -> None:
-    """export.json, last: files of another model's export go first."""
-    _remove_stale(out, report, sha256)
+def _write_report(out: Path, report: dict) -> None:
+    """export.json, last."""
     report["versions"] = _versions()
     report["files"]["report"] = REPORT_NAME
-    try:
-        write_json(out / REPORT_NAME, report)
-    except OSError as e:
-        raise _write_error(out / REPORT_NAME, e, report) from None
+    write_json(out / REPORT_NAME, report)
 
 
 def _rejected(r: dict, out: Path) -> ExportCheckError:
@@ -212,16 +217,17 @@ def _rejected(r: dict, out: Path) -> ExportCheckError:
 
 # ---------------------------------------------------------------------------------------- inputs
 def _check_writable(out: Path) -> None:
-    """Fail before any work when ``out`` cannot become a writable folder (nothing is created)."""
+    """Fail before any work when ``out`` cannot become a writable folder (nothing is created). The
+    export is built beside ``out``, so the folder that holds it must be writable."""
     if out.exists() and not out.is_dir():
         raise EdgeclfError(f"{out}: --out exists and is not a folder")
-    probe = out
+    probe = out.parent
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
         raise EdgeclfError(f"{out}: cannot create the output folder ({probe} is a file)")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise EdgeclfError(f"{out}: output folder is not writable")
+        raise EdgeclfError(f"{out}: output folder is not writable ({probe}, where the export is built, is not)")
 
 
 def _class_names(src: RunSource, model, calib_dir: Path | None) -> list[str]:
@@ -238,41 +244,27 @@ def _class_names(src: RunSource, model, calib_dir: Path | None) -> list[str]:
     return list(names)
 
 
-def _keras_predict(model, x: np.ndarray, progress: Callable[[int], None] | None, batch_size: int = 32) -> np.ndarray:
+# Batches of 8: Keras' activations at 32 images took export's peak memory from 1.5 to 2.1 GB
+# (EfficientNet-Lite0 160x160, benchmarks/results/export_memory.md), for no measurable speed.
+def _keras_predict(model, x: np.ndarray, progress: Callable[[int], None] | None, batch_size: int = 8) -> np.ndarray:
     return in_batches(lambda b: np.asarray(model(b.astype(np.float32), training=False), np.float32), x, batch_size, progress)
 
 
 # ---------------------------------------------------------------------------------------- output
 def _write(path: Path, payload: bytes, report: dict, precision: str) -> None:
     try:
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(payload)
-    except OSError as e:
-        raise _write_error(path, e, report) from None
+        path.write_bytes(payload)
+    except OSError as e:  # a full disk's error names no file: name it for _write_error
+        raise OSError(e.errno, e.strerror, str(path)) from None
     report["files"][precision] = path.name
     report["sizes_bytes"][precision] = len(payload)
+    report["sha256"][precision] = hashlib.sha256(payload).hexdigest()
 
 
-def _write_error(path: Path, e: OSError, report: dict) -> EdgeclfError:
-    """A failed write (disk full, folder made read-only) as one line that says what was written."""
-    done = ", ".join(name for name in report["files"].values() if name != path.name)
-    kept = f"{done} written before it" if done else "nothing written"
-    return EdgeclfError(f"{path}: cannot write ({e.strerror or first_line(e)}); {kept}")
-
-
-def _remove_stale(out: Path, report: dict, sha: str) -> None:
-    """An int8/fp16 file left by an export of another model must not sit beside this one."""
-    for name in (INT8_NAME, FP16_NAME):
-        path = out / name
-        if name in report["files"].values() or not path.is_file():
-            continue
-        try:
-            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        except Exception:
-            props = {}
-        if props.get(md.SOURCE_SHA256) != sha:
-            path.unlink()
-            print(f"warning: removed {path}: it was exported from another model", file=sys.stderr)
+def _write_error(out: Path, e: OSError) -> EdgeclfError:
+    """A failed write (disk full, folder made read-only) as one line: nothing in ``out`` changed."""
+    where = out / Path(e.filename).name if e.filename else out
+    return EdgeclfError(f"{where}: cannot write ({e.strerror or first_line(e)}); {out} is left as it was")
 
 
 def _versions() -> dict:

@@ -26,11 +26,12 @@ def run_export(source: Path, out: Path | None, *, json_out: bool = False, **opti
 
 
 def _print_summary(report: dict, out: Path) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console()
+    from edgeclf.progress import console as make_console
+
+    console = make_console(highlight=True)
     p = report["parity"]
     table = Table(title=f"edgeclf export -> {escape(str(out))}", show_header=True)
     table.add_column("file")
@@ -75,12 +76,13 @@ def register(app: typer.Typer) -> None:
         opset: int = typer.Option(17, "--opset", help="ONNX opset (13-18)."),
         max_drop: float = typer.Option(0.01, "--max-drop", help="Largest accepted int8 accuracy drop on the validation split (0.01 = 1 point)."),
         json_out: bool = typer.Option(False, "--json", help="Print export.json's content as one JSON object."),
+        force: bool = typer.Option(False, "--force", help="Replace an earlier export in the output folder."),
     ) -> None:
         """Export a trained model to ONNX (and a verified int8 ONNX)."""
         require_train_extra("export")
         run_export(
             source, out, json_out=json_out, int8=int8, fp16=fp16, calib=calib, calib_size=calib_size,
-            calib_method=calib_method, opset=opset, max_drop=max_drop,
+            calib_method=calib_method, opset=opset, max_drop=max_drop, force=force,
         )
 
     @app.command()

@@ -164,9 +164,8 @@ def _summary(out: Path, seconds: float) -> None:
 
 def _bench(export_dir: Path, video: Path) -> dict:
     """``edgeclf bench`` on the fp32 and int8 models, batch 1 and 8, the video end to end."""
-    from rich.console import Console
-
     from edgeclf.bench.report import render
+    from edgeclf.progress import console as make_console
     from edgeclf.train.epochs import console
 
     reports = {}
@@ -186,6 +185,6 @@ def _bench(export_dir: Path, video: Path) -> dict:
             raise EdgeclfError(f"{path}: benchmark failed ({last})")
         report = json.loads(proc.stdout)
         console.rule(name)
-        render(report, Console(stderr=True))
+        render(report, make_console(stderr=True, highlight=True))
         reports[name] = report
     return reports

@@ -14,7 +14,7 @@ from edgeclf.model.session import open_session
 from edgeclf.progress import Step
 
 from . import parity, quantize
-from .convert import set_metadata
+from .convert import release_memory, set_metadata
 from .data import CheckImages
 from .onnxrun import latency_ms, predict
 
@@ -29,6 +29,7 @@ def choose_int8(fp32_bytes: bytes, fp32_sess: ort.InferenceSession, images: Chec
     Returns export.json's ``int8`` entry and the chosen model (``metadata(accuracy)`` in it)."""
     import onnx
 
+    release_memory()  # what Keras and the parity check left, before calibration's big arrays
     val = images.val
     fp32_probs = predict(fp32_sess, val.x, progress=step("validation: fp32", len(val.x)))
     acc_fp32 = _accuracy(fp32_probs, val.y)
@@ -36,6 +37,7 @@ def choose_int8(fp32_bytes: bytes, fp32_sess: ort.InferenceSession, images: Chec
     with tempfile.TemporaryDirectory(prefix="edgeclf-quant-") as tmp:
         tmp = Path(tmp)
         (tmp / "fp32.onnx").write_bytes(fp32_bytes)
+        step("preparing the graph for quantization", 1)
         quantize.prepare(tmp / "fp32.onnx", tmp / "prepared.onnx")
         # 7-bit weights first (the same results on every CPU family); full 8-bit ones only when
         # those fail the guard (exact on x86 with VNNI and ARM only: see quantize.FULL_RANGE_CPUS).
@@ -67,8 +69,9 @@ def _candidates(tmp: Path, images: CheckImages, fp32_probs: np.ndarray, methods:
         key = m if reduce_range else f"{m}, 8-bit weights"
         path = tmp / f"int8-{m}-{int(reduce_range)}.onnx"
         quantize.quantize(tmp / "prepared.onnx", path, calib.x, m, reduce_range,
-                          progress=step(f"calibrating ({key})", len(calib.x)))
+                          progress=step(f"calibrating ({key})", quantize.calibration_passes(m) * len(calib.x)))
         probs = predict(open_session(path), val.x, progress=step(f"validation: int8 ({key})", len(val.x)))
+        release_memory()  # the calibrator's and the candidate's sessions, before the next candidate
         found[key] = {
             "accuracy": _accuracy(probs, val.y),
             "top1_agreement": float((probs.argmax(1) == fp32_probs.argmax(1)).mean()),

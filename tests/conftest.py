@@ -29,6 +29,10 @@ if "EDGECLF_CACHE_DIR" not in os.environ:
     atexit.register(shutil.rmtree, os.environ["EDGECLF_CACHE_DIR"], True)
 CATS_DOGS = Path(os.environ.get("EDGECLF_CATS_DOGS", ROOT.parent / "shared" / "data" / "cats_dogs" / "train"))
 
+# What a skipped test says it lacks: the extra or the system package that would run it
+# (``pytest.importorskip(name, reason=TRAIN_EXTRA)``; test_hostile_paths checks every skip says so).
+TRAIN_EXTRA = "needs the train extra: pip install '.[train]'"
+
 
 def run_cli(*args: object, timeout: float = 600, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``edgeclf ARGS`` in a fresh interpreter, as a user would; returns the completed process."""

@@ -77,7 +77,7 @@ class MjpegServer(ServerProcess):
         if shutil.which("ffmpeg") is None:
             import pytest
 
-            pytest.skip("ffmpeg is not installed")
+            pytest.skip("needs ffmpeg (apt-get install ffmpeg)")
         super().__init__(port)
         self.fps = fps
         self.size = size

@@ -12,15 +12,15 @@ import sys
 
 import cv2
 import pytest
-from conftest import ROOT
+from conftest import ROOT, TRAIN_EXTRA
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def tiny_run(shapes_dir, tmp_path_factory):
-    pytest.importorskip("tensorflow")
-    pytest.importorskip("tf2onnx")
+    pytest.importorskip("tensorflow", reason=TRAIN_EXTRA)
+    pytest.importorskip("tf2onnx", reason=TRAIN_EXTRA)
     from edgeclf.train.trainer import TrainConfig, train
 
     out = tmp_path_factory.mktemp("compare_run") / "run"

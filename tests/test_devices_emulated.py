@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, TRAIN_EXTRA
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
-pytest.importorskip("tensorflow")
-pytest.importorskip("tf2onnx")
+pytest.importorskip("tensorflow", reason=TRAIN_EXTRA)
+pytest.importorskip("tf2onnx", reason=TRAIN_EXTRA)
 
 AARCH64 = ROOT / ".ci" / "aarch64"
 ARM_CPUS = ("cortex-a72", "cortex-a76")
@@ -72,7 +72,7 @@ RUNNERS = {"host": host, "cortex-a72": lambda *a: arm("cortex-a72", *a),
 @pytest.fixture(scope="module")
 def emulators() -> None:
     if not shutil.which("qemu-aarch64-static") or not shutil.which("qemu-x86_64-static"):
-        _missing("qemu-user-static is not installed")
+        _missing("needs qemu-user-static (apt-get install qemu-user-static)")
     probe = subprocess.run([str(AARCH64), "python", "cortex-a72", "-c", "import edgeclf, onnxruntime, cv2"],
                            capture_output=True, text=True, timeout=120)
     if probe.returncode != 0:

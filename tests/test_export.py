@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import TRAIN_EXTRA, run_cli
 
 pytestmark = pytest.mark.tf
-pytest.importorskip("tensorflow")
-pytest.importorskip("tf2onnx")
+pytest.importorskip("tensorflow", reason=TRAIN_EXTRA)
+pytest.importorskip("tf2onnx", reason=TRAIN_EXTRA)
 
 from edgeclf.train.tf_quiet import import_tensorflow_quietly  # noqa: E402
 
@@ -98,8 +98,11 @@ def test_stale_files_of_another_model_are_removed(seed_run, tmp_path):
     out = tmp_path / "export"
     export_model(seed_run, out, fp16=True, show_progress=False)
     (out / "model.int8.onnx").write_bytes(b"left over from another model")
-    export_model(seed_run, out, show_progress=False)  # same model, no --fp16: its fp16 file stays
-    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.fp16.onnx", "model.onnx"]
+    # An export is all or nothing: the new one replaces every model file of the old (--force), so
+    # no file of another export is left to be mixed with it; a file of the user's stays.
+    (out / "notes.txt").write_text("mine")
+    export_model(seed_run, out, show_progress=False, force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx", "notes.txt"]
 
 
 def test_metadata_and_runtime(seed_run, tmp_path, shapes_dir):
@@ -164,7 +167,8 @@ def test_guard_trips_and_removes_stale_int8(seed_run, tmp_path):
     out = tmp_path / "export"
     out.mkdir()
     (out / "model.int8.onnx").write_bytes(b"an int8 model from an earlier export")
-    r = run_cli("export", seed_run, "--out", out, "--int8", "--calib-size", 20, "--calib-method", "minmax", "--max-drop", "-1")
+    r = run_cli("export", seed_run, "--out", out, "--int8", "--calib-size", 20, "--calib-method", "minmax", "--max-drop", "-1",
+                "--force")
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert lines[-1].startswith("edgeclf: error: int8 model rejected: accuracy ") and "--max-drop -1" in lines[-1]
@@ -251,7 +255,7 @@ def test_interrupted_quantization_leaves_no_int8(seed_run, tmp_path, monkeypatch
     out = tmp_path / "export"
     with pytest.raises(KeyboardInterrupt):
         export_model(seed_run, out, int8=True, calib_size=10, show_progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["model.onnx"]  # the verified fp32 model only
+    assert not out.exists()  # all or nothing: an interrupted export leaves no folder behind
 
 
 # ------------------------------------------------------------------------------ every architecture

@@ -6,8 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import TRAIN_EXTRA
 
-onnx = pytest.importorskip("onnx")
+onnx = pytest.importorskip("onnx", reason=TRAIN_EXTRA)
 
 from edgeclf import sysinfo  # noqa: E402
 from edgeclf.export import parity, quantize  # noqa: E402

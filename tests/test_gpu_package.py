@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import error_line, run_cli
 
-ort = pytest.importorskip("onnxruntime")
+ort = pytest.importorskip("onnxruntime", reason="needs onnxruntime, a base dependency: pip install .")
 if "CUDAExecutionProvider" not in ort.get_available_providers():
     if os.environ.get("EDGECLF_REQUIRE_ORT_GPU") == "1":
         raise RuntimeError(f"EDGECLF_REQUIRE_ORT_GPU=1 but onnxruntime {ort.__version__} is not the GPU build")

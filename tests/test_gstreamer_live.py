@@ -18,7 +18,8 @@ from edgeclf.sources.open import open_source
 if not has_gstreamer():
     if os.environ.get("EDGECLF_REQUIRE_GSTREAMER") == "1":
         raise RuntimeError("EDGECLF_REQUIRE_GSTREAMER=1 but this OpenCV was built without GStreamer")
-    pytest.skip("this OpenCV has no GStreamer", allow_module_level=True)
+    pytest.skip("needs an OpenCV built with GStreamer: Debian's (apt-get install python3-opencv gstreamer1.0-plugins-good) "
+                "in a venv made with --system-site-packages", allow_module_level=True)
 
 CAPS = "video/x-raw,format=BGR,width=160,height=120,framerate=25/1"
 

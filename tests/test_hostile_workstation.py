@@ -22,12 +22,12 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-from conftest import error_line, run_cli
+from conftest import TRAIN_EXTRA, error_line, run_cli
 
 from edgeclf.data.synthetic import make_shapes_dataset
 
 pytestmark = pytest.mark.tf
-pytest.importorskip("tensorflow")
+pytest.importorskip("tensorflow", reason=TRAIN_EXTRA)
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 FAST = ("--model", "seed", "--img-size", "32", "--batch-size", "8")
@@ -386,18 +386,23 @@ def test_train_write_failure_is_a_one_line_error(tmp_path, odd_data):
     assert not hidden(out) and not (out / "model.keras").exists()
 
 
-def test_export_onto_a_full_disk_keeps_what_was_written(odd_run, tmp_path):
+def test_export_onto_a_full_disk_keeps_what_was_there(odd_run, tmp_path):
+    """An export is all or nothing: the disk fills while the new one is built beside the old, and the
+    old export stays whole and usable, with no temporary folder left."""
     full = tmp_path / "sizes"
     assert run_cli("export", odd_run[0], "--out", full, "--fp16", "--json").returncode == 0
     fp32, fp16 = (full / "model.onnx").stat().st_size, (full / "model.fp16.onnx").stat().st_size
     disk = tmp_path / "disk"
-    with tmpfs(disk, (fp32 + fp16 // 2) // 1024):  # model.onnx fits, model.fp16.onnx does not
-        line = error_line(run_cli("export", odd_run[0], "--out", disk / "x", "--fp16", "--json"))
-        assert "model.fp16.onnx: cannot write (No space left on device)" in line and "model.onnx" in line, line
+    with tmpfs(disk, (2 * fp32 + fp16 // 2) // 1024):  # the old export and a new model.onnx fit, model.fp16.onnx does not
+        assert run_cli("export", odd_run[0], "--out", disk / "x", "--json").returncode == 0
+        before = {p.name: p.read_bytes() for p in (disk / "x").iterdir()}
+        line = error_line(run_cli("export", odd_run[0], "--out", disk / "x", "--fp16", "--json", "--force"))
+        assert "model.fp16.onnx: cannot write (No space left on device)" in line and "left as it was" in line, line
         from edgeclf.model.classifier import Classifier
 
+        assert {p.name: p.read_bytes() for p in (disk / "x").iterdir()} == before
         assert Classifier(disk / "x" / "model.onnx").class_names == ["[bold]dogs", "[cats]", "plain"]  # whole, usable
-        assert not hidden(disk / "x") and not (disk / "x" / "model.fp16.onnx").exists()
+        assert not hidden(disk) and not hidden(disk / "x")
 
 
 def test_demo_into_a_read_only_folder_is_a_one_line_error(tmp_path):

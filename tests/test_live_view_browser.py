@@ -25,9 +25,9 @@ CHROMEDRIVER = shutil.which("chromedriver")
 def _require_browser() -> None:
     missing = []
     if not CHROMIUM:
-        missing.append("chromium")
+        missing.append("chromium (apt-get install chromium)")
     if not CHROMEDRIVER:
-        missing.append("chromedriver")
+        missing.append("chromedriver (apt-get install chromium-driver)")
     try:
         import selenium  # noqa: F401
     except ImportError:
@@ -82,6 +82,7 @@ def test_live_view_in_headless_chromium(browser, tmp_path):
         browser.get(sp.url)
         label = browser.find_element(By.ID, "label")
         _wait(lambda: label.text in COLOURS, 20, "the label to show a class")
+        _wait(lambda: browser.find_element(By.ID, "score").text.startswith("score "), 10, "the score under the label")
 
         seen = set()
         deadline = time.monotonic() + 4
@@ -130,5 +131,80 @@ def test_live_view_in_headless_chromium(browser, tmp_path):
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, errors
         browser.get("about:blank")  # the page's connections close before the server stops
+        assert sp.stop() == 130
+    assert "Traceback" not in sp.stderr
+
+
+class BufferingProxy:
+    """A reverse proxy in front of the live view that passes every response through as it comes,
+    except ``/events``, which it holds back until the server ends it (as a proxy that buffers
+    ``text/event-stream`` does): the video plays, the event stream delivers nothing."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+        import threading
+
+        self.upstream = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client) -> None:
+        import socket
+
+        with client, socket.create_connection(("127.0.0.1", self.upstream)) as up:
+            request = client.recv(65536)
+            up.sendall(request)
+            held = request.startswith(b"GET /events")
+            buffered = []
+            try:
+                while chunk := up.recv(65536):
+                    if held:
+                        buffered.append(chunk)
+                    else:
+                        client.sendall(chunk)
+                client.sendall(b"".join(buffered))
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_the_panel_follows_the_video_when_the_event_stream_is_held_back(browser, tmp_path):
+    """Issue 26 item 18: the side panel stayed at "waiting for the first frame" while the video and
+    its overlay played, when the page's event stream delivered nothing; it now falls back to
+    polling /api/health and /api/prediction."""
+    from selenium.webdriver.common.by import By
+
+    model = make_colour_model(tmp_path / "colour.onnx")
+    video = make_colour_video(tmp_path / "colours.mp4", frames=60, fps=20, hold=10)
+    with ServeProcess(model, video, "--loop") as sp:
+        proxy = BufferingProxy(sp.port)
+        try:
+            browser.get(f"http://127.0.0.1:{proxy.port}/")
+            _wait(lambda: browser.execute_script(
+                "const v = document.getElementById('video'); return v.complete && v.naturalWidth > 0;"),
+                15, "the video to play through the proxy")
+            score = browser.find_element(By.ID, "score")
+            _wait(lambda: score.text.startswith("score "), 10, f"the panel to leave {score.text!r}")
+            assert browser.find_element(By.ID, "label").text in COLOURS
+            _wait(lambda: float(browser.find_element(By.ID, "fps").text or 0) > 5, 10, "frames per second")
+            assert browser.find_element(By.ID, "fps-label").text == "results/s over the last 1 s"
+            frames = int(browser.find_element(By.ID, "frames").text)
+            _wait(lambda: int(browser.find_element(By.ID, "frames").text) > frames, 5, "the figures to update")
+            browser.get("about:blank")
+        finally:
+            proxy.close()
         assert sp.stop() == 130
     assert "Traceback" not in sp.stderr

@@ -8,13 +8,13 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, TRAIN_EXTRA
 from onnx_fixtures import make_conv_model
 
 
 @pytest.fixture(scope="module")
 def int8_conv(tmp_path_factory):
-    pytest.importorskip("onnx")
+    pytest.importorskip("onnx", reason=TRAIN_EXTRA)
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     d = tmp_path_factory.mktemp("profile")

@@ -21,7 +21,8 @@ if not available():
     if os.environ.get("EDGECLF_REQUIRE_RTSP") == "1":
         raise RuntimeError("EDGECLF_REQUIRE_RTSP=1 but the system Python has no GStreamer RTSP server "
                            "(apt install python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good)")
-    pytest.skip("no GStreamer RTSP server in the system Python", allow_module_level=True)
+    pytest.skip("needs a GStreamer RTSP server in the system Python (apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 "
+                "gstreamer1.0-plugins-good)", allow_module_level=True)
 
 FPS = 25
 SLOW_MODEL_S = 0.2  # five frame intervals per label

@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import TRAIN_EXTRA, run_cli
 
 pytestmark = [pytest.mark.tf]
 
@@ -22,8 +22,8 @@ SIZE = 128
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, cats_dogs_dir):
-    pytest.importorskip("tensorflow")
-    tf2onnx = pytest.importorskip("tf2onnx")
+    pytest.importorskip("tensorflow", reason=TRAIN_EXTRA)
+    tf2onnx = pytest.importorskip("tf2onnx", reason=TRAIN_EXTRA)
     import keras
     import onnx
     import tensorflow as tf

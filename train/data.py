@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeclf.errors import EdgeclfError, warn_skip
-from edgeclf.image import IMAGE_EXTS, is_image_file, scan_class_folders
+from edgeclf.image import IMAGE_EXTS, is_image_file, scan_class_folders, walk_folders
 from edgeclf.train.imagecache import ImageCache, cached_images, default_cache_dir
 
 from .run_record import check_class_names
@@ -75,12 +75,11 @@ def unsupported_files(folders: list[Path], on_skip=warn_skip) -> list[dict]:
     Hidden files (.DS_Store) are not data and pass unmentioned, as list_images ignores them."""
     skipped = []
     for folder in folders:
-        for root, dirs, names in os.walk(folder):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(names):
-                if name.startswith(".") or is_image_file(name):
+        for root, names in walk_folders(folder):
+            for name in names:
+                if is_image_file(name):
                     continue
-                path = Path(root) / name
+                path = root / name
                 reason = f"unsupported file type ({path.suffix.lower() or 'no extension'}; edgeclf reads {', '.join(IMAGE_EXTS)})"
                 skipped.append({"path": str(path), "reason": reason})
                 on_skip(path, reason)
@@ -170,7 +169,8 @@ def split_dataset(split: CachedSplit, batch_size: int, shuffle_seed: int | None 
         ds = ds.shuffle(len(split.rows), seed=shuffle_seed, reshuffle_each_iteration=True)
 
     def read(rows, y):
-        x = tf.numpy_function(split.cache.read, [rows], tf.uint8, stateful=False)
+        # heal: a row damaged on disk (truncated, rewritten) is decoded again, not a TensorFlow error
+        x = tf.numpy_function(lambda r: split.cache.read(r, heal=True), [rows], tf.uint8, stateful=False)
         return tf.ensure_shape(x, [None, h, w, 3]), y
 
     # tf.data's autotuner may otherwise grow its buffers up to half the machine's RAM; a fixed

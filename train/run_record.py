@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgeclf.errors import EdgeclfError
+from edgeclf.model.metadata import class_name_problem
 from edgeclf.outfiles import write_text
 
 RUN_JSON = "run.json"
@@ -95,11 +96,9 @@ def check_class_names(names: object, where: object) -> list[str]:
         raise EdgeclfError(f"{where}: at least 2 class names are needed (got {_short(names)})")
     seen: dict[str, str] = {}
     for name in names:
-        if not name.strip():
-            raise EdgeclfError(f"{where}: a class name is empty or blank ({name!r})")
-        if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
-            # Cs: a folder name that is not valid UTF-8 (Python carries its bytes as surrogates).
-            raise EdgeclfError(f"{where}: class name {_short(name)} holds control characters or bytes that are not UTF-8")
+        problem = class_name_problem(name)  # the runtime's rule: a model trained here is one predict loads
+        if problem:
+            raise EdgeclfError(f"{where}: class name {_short(name)} {problem}")
         key = unicodedata.normalize("NFC", name).casefold()
         if key in seen:
             same = "appears twice" if seen[key] == name else f"and {_short(seen[key])} differ only in case or Unicode form"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,10 +110,17 @@ def read_state_dict(path: Path) -> dict[str, np.ndarray]:
     if not isinstance(state, dict) or not isinstance(keys, list):
         raise WeightsError(f"{path}: not a PyTorch state dict")
     storages = _read_storages(f, data, keys, state, path)
-    return {str(name): _materialise(t, storages, path, name) for name, t in state.items() if isinstance(t, _TensorRef)}
+    tensors = {str(name): t for name, t in state.items() if isinstance(t, _TensorRef)}
+    counts = {name: _check_layout(t, storages, path, name) for name, t in tensors.items()}
+    held = sum(counts[name] * np.dtype(t.storage.dtype).itemsize for name, t in tensors.items())
+    if held > len(data):  # names sharing one storage (or overlapping views) would multiply its bytes
+        raise WeightsError(f"{path}: its tensors would take {held / 2**20:.0f} MiB, more data than the file holds "
+                           f"({len(data) / 2**20:.0f} MiB)")
+    return {name: _materialise(t, storages) for name, t in tensors.items()}
 
 
 def _read_storages(f: io.BytesIO, data: bytes, keys: list, state: dict, path: Path) -> dict[str, np.ndarray]:
+    """Each listed storage as a view of ``data`` (nothing copied), its length checked against the file."""
     refs = {t.storage.key: t.storage for t in state.values() if isinstance(t, _TensorRef)}
     storages: dict[str, np.ndarray] = {}
     pos = f.tell()
@@ -131,15 +139,27 @@ def _read_storages(f: io.BytesIO, data: bytes, keys: list, state: dict, path: Pa
     return storages
 
 
-def _materialise(t: _TensorRef, storages: dict[str, np.ndarray], path: Path, name: str) -> np.ndarray:
+def _check_layout(t: _TensorRef, storages: dict[str, np.ndarray], path: Path, name: str) -> int:
+    """The tensor's element count, once its shape, strides and offset are known to stay inside its
+    storage and to hold no more elements than it (a zero stride would turn a few bytes into
+    gigabytes): checked on the numbers, before anything is allocated."""
     flat = storages.get(t.storage.key)
     if flat is None:
         raise WeightsError(f"{path}: tensor {name} has no data")
     if len(t.size) != len(t.stride) or any(s < 0 for s in t.size + t.stride) or t.offset < 0:
         raise WeightsError(f"{path}: tensor {name} has a bad shape")
-    last = t.offset + sum((n - 1) * s for n, s in zip(t.size, t.stride)) if all(t.size) else t.offset - 1
+    count = math.prod(t.size)
+    if count > len(flat):
+        raise WeightsError(f"{path}: tensor {name} has {count} elements, more than its storage's {len(flat)}")
+    last = t.offset + sum((n - 1) * s for n, s in zip(t.size, t.stride)) if count else t.offset - 1
     if last >= len(flat):
         raise WeightsError(f"{path}: tensor {name} reaches past its storage")
+    return count
+
+
+def _materialise(t: _TensorRef, storages: dict[str, np.ndarray]) -> np.ndarray:
+    """The tensor as a new array (checked by ``_check_layout`` first)."""
+    flat = storages[t.storage.key]
     item = flat.itemsize
     view = np.lib.stride_tricks.as_strided(flat[t.offset:], shape=t.size, strides=[s * item for s in t.stride])
     return np.array(view)  # a copy: owns its memory, writable

@@ -27,7 +27,7 @@ from .checkpoint import Checkpointer
 from .config import DEFAULTS, RUN_FILES, RUN_OPTIONS, TrainConfig, check_options, precheck, read_state, spelling
 from .data import TrainingData, check_classes, data_fingerprint, load_cached_splits, plan_splits, unsupported_files
 from .distribute import distribution
-from .epochs import EpochProgress, console, load_progress
+from .epochs import EpochProgress, console, load_progress, say
 from .finish import finish_run
 from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE
 from .pipeline import datasets
@@ -57,12 +57,17 @@ def _train(cfg: TrainConfig) -> dict:
     _resolve_defaults(cfg)
     keras.utils.set_random_seed(cfg.seed)
     data = _read_data(cfg, state)
+    read_s = time.time() - started
     train_ds, val_ds = datasets(data.train, data.val, len(data.class_names), cfg)
     if state is None:
         model, state = _new_model(cfg, data)
     else:
         model = _resumed_model(cfg, state)
-    interrupted = _fit(cfg, model, state, train_ds, val_ds, steps=int(np.ceil(len(data.train) / cfg.batch_size)))
+    steps = int(np.ceil(len(data.train) / cfg.batch_size))
+    say(f"found {len(data.train)} training and {len(data.val)} validation images in {len(data.class_names)} classes in "
+        f"{cfg.data_dir}, read in {read_s:.1f} s through the image cache; {cfg.model} {cfg.img_size}x{cfg.img_size} built; "
+        f"epoch {state['epoch'] + 1}/{cfg.epochs} starts ({steps} steps an epoch)", cfg.quiet)
+    interrupted = _fit(cfg, model, state, train_ds, val_ds, steps=steps)
     return _conclude(cfg, state, data, interrupted, time.time() - started)
 
 

@@ -15,7 +15,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import onnxruntime as ort
-from rich.console import Console
 from rich.markup import escape
 
 from edgeclf import __version__, sysinfo
@@ -27,7 +26,8 @@ from edgeclf.model.adaptive import threads_label
 from edgeclf.model.classifier import Classifier
 from edgeclf.model.macs import count_macs, runs_integer_kernels
 from edgeclf.outfiles import check_output
-from edgeclf.progress import Bars
+from edgeclf.progress import Bars, console as make_console
+from edgeclf.redact import redact_url
 from edgeclf.sources.base import Source
 from edgeclf.sources.open import open_source
 
@@ -127,7 +127,7 @@ def _checked_inputs(model: str | os.PathLike, runs: int, warmup: int, threads: S
         raise EdgeclfError(f"{model}: model file does not exist")
     src = Path(source) if source is not None else None
     if src is not None and not src.exists():
-        raise EdgeclfError(f"{src}: source does not exist")
+        raise EdgeclfError(f"{redact_url(str(source))}: source does not exist")
     return model, settings, src
 
 
@@ -349,7 +349,7 @@ def run_bench(
         sys.stdout.write(json.dumps(report) + "\n")
         sys.stdout.flush()
     else:
-        console = Console()
+        console = make_console(highlight=True)
         render(report, console)
         if "plot" in report:
             console.print(f"plot: {escape(safe_text(plot_path))}", highlight=False)

@@ -24,6 +24,8 @@ from edgeclf.image import resize_rgb, to_bgr8
 from edgeclf.model import metadata as md, providers as prov, threads as thr
 from edgeclf.model.adaptive import AdaptiveSession, session_plan, thread_arms
 from edgeclf.model.batching import in_batches
+from edgeclf.model.exported import check_export_member
+from edgeclf.model.outputs import as_probabilities, output_kind
 from edgeclf.model.session import open_session
 from edgeclf.quiet import captured_output
 
@@ -38,13 +40,12 @@ ACTIVATION_FACTOR = 16
 #: gigabytes per image or recurse without end).
 MAX_INPUT_SIDE = 4096
 MAX_CLASSES = 10_000
-MAX_CLASS_NAME = 200  # characters
 _MAX_CLASS_NAMES_TEXT = 1 << 20  # bytes of JSON
 
 
 def parse_class_names(text: str, path: object = "<model>") -> list[str]:
-    """A model's ``class_names`` metadata: a JSON list of distinct, non-empty strings without
-    control characters, at most ``MAX_CLASSES`` of them. One-line EdgeclfError naming the file
+    """A model's ``class_names`` metadata: a JSON list of distinct strings that pass
+    ``metadata.class_name_problem``, at most ``MAX_CLASSES`` of them. One-line EdgeclfError naming the file
     and the field otherwise."""
     where = f"{path}: metadata class_names"
     if len(text) > _MAX_CLASS_NAMES_TEXT:
@@ -62,9 +63,9 @@ def parse_class_names(text: str, path: object = "<model>") -> list[str]:
     for i, name in enumerate(names):
         if not isinstance(name, str):
             raise EdgeclfError(f"{where}[{i}] is a JSON {type(name).__name__}, not a string")
-        if not name.strip() or len(name) > MAX_CLASS_NAME or safe_text(name) != name:
-            raise EdgeclfError(f"{where}[{i}] {safe_text(name)[:60]!r} is empty, longer than {MAX_CLASS_NAME} "
-                               "characters or holds control characters")
+        problem = md.class_name_problem(name)
+        if problem:
+            raise EdgeclfError(f"{where}[{i}] {safe_text(name)[:60]!r} {problem}")
     dupes = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
     if dupes:
         raise EdgeclfError(f"{where} names {dupes[0]!r} more than once; class names must be distinct")
@@ -124,12 +125,14 @@ _warn = warn
 
 
 def _model_file(model_path: str | os.PathLike) -> Path:
-    """``model_path`` as a Path, or a one-line error when it is missing or not a file."""
+    """``model_path`` as a Path, or a one-line error when it is missing, not a file, or not the
+    file its folder's export.json records."""
     path = Path(model_path)
     if not path.exists():
         raise EdgeclfError(f"{path}: model file does not exist")
     if not path.is_file():
         raise EdgeclfError(f"{path}: not a file (expected an .onnx model)")
+    check_export_member(path)  # a file of an export folder must be the one its export.json records
     return path
 
 
@@ -176,6 +179,7 @@ class Classifier:
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         inp, out = self._read_signature()
         self.class_names, self.size = self._labels_and_size(labels, size, inp, out)
+        self.output_kind = output_kind(self.metadata, self.path)  # probabilities, or logits that predict_arrays softmaxes
         if self.providers[0] == prov.CPU:  # the int8 kernels that differ by CPU family
             cpu_warning = int8_cpu_warning(self.metadata, sysinfo.cpu_family())
             if cpu_warning:
@@ -349,7 +353,7 @@ class Classifier:
                                f"image(s); expected [{len(batch_rgb)}, {len(self.class_names)}] (one per class)")
         if not np.isfinite(probs).all():  # would print as bare NaN: invalid JSON, and no real answer
             raise EdgeclfError(f"{self.path}: model gave probabilities that are not finite numbers (NaN or infinity)")
-        return probs
+        return as_probabilities(probs, self.output_kind, self.path)  # every call: a few operations per row
 
     def predict(self, image_bgr: np.ndarray) -> Prediction:
         """Classify one BGR image (any size; grey, alpha and 16-bit are converted first)."""

@@ -4,6 +4,7 @@ and ``model_metadata``, the one place that fills them in (the exporter and the t
 from __future__ import annotations
 
 import json
+import unicodedata
 
 CLASS_NAMES = "class_names"  # JSON list, index order
 INPUT_HEIGHT = "input_height"
@@ -17,9 +18,37 @@ EDGECLF_VERSION = "edgeclf_version"
 PRECISION = "precision"  # "fp32", "int8" or "fp16"
 WEIGHTS = "weights"  # JSON object: the pretrained backbone and its weights file's SHA-256 (absent: from scratch)
 INT8_CPUS = "int8_cpus"  # JSON list of sysinfo.CPU_FAMILIES the int8 model was made and checked for
+OUTPUT = "output"  # what the output rows are: PROBABILITIES (absent: the same) or LOGITS (edgeclf softmaxes them)
+PROBABILITIES = "probabilities"
+LOGITS = "logits"
+
+#: The longest class name (characters) a model may carry, and so a training folder may have.
+MAX_CLASS_NAME = 200
+
+# Unicode categories a class name must not hold: controls (Cc), format characters (Cf: the
+# right-to-left overrides and marks, zero-width spaces and joiners, the BOM), which hide or reorder
+# what a terminal, a report or a plot shows ("cat" and "cat\u200b" look the same), line and paragraph
+# separators (Zl, Zp), and lone surrogates (Cs: bytes of a folder name that are not UTF-8).
+_REFUSED_CATEGORIES = {"Cc": "control characters", "Cf": "invisible or right-to-left formatting characters",
+                       "Zl": "line separators", "Zp": "paragraph separators", "Cs": "bytes that are not UTF-8"}
+
+
+def class_name_problem(name: str) -> str | None:
+    """What is wrong with ``name`` as a class name, or None when nothing is: the one rule that
+    ``edgeclf train`` applies to folder names and the runtime to a model's metadata."""
+    if not name.strip():
+        return "is empty or blank"
+    if len(name) > MAX_CLASS_NAME:
+        return f"is longer than {MAX_CLASS_NAME} characters"
+    for ch in name:
+        what = _REFUSED_CATEGORIES.get(unicodedata.category(ch))
+        if what is not None:
+            return f"holds {what} (U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed')})"
+    return None
+
 
 INPUT_NAME = "image"  # uint8 NHWC, batch dynamic, RGB 0-255
-OUTPUT_NAME = "probs"  # float32 [N, classes], softmax
+OUTPUT_NAME = "probs"  # float32 [N, classes], softmax (unless OUTPUT says logits)
 
 
 def model_metadata(

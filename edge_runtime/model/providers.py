@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from importlib import metadata as dist_metadata
 from pathlib import Path
 from typing import Sequence
 
@@ -95,6 +96,9 @@ def plan_providers(
     warning = None
     if requested == "auto":
         chosen = [p for p in AUTO_ORDER if p in available]
+        clash = install_clash() if chosen == [CPU] else ""
+        if clash:  # a GPU was meant, and the CPU would run without a word
+            warning = f"provider 'auto': no GPU provider in this onnxruntime{clash}; running on cpu"
     else:
         wanted = PROVIDERS[requested]
         if wanted in available:
@@ -102,7 +106,7 @@ def plan_providers(
         else:
             short = {v: k for k, v in PROVIDERS.items()}
             have = ", ".join(short.get(p, p) for p in available if p in short) or "none"
-            msg = f"provider {requested!r} is not available in this onnxruntime (available: {have})"
+            msg = f"provider {requested!r} is not available in this onnxruntime (available: {have}){install_clash()}"
             if strict:
                 raise EdgeclfError(msg)
             warning = f"{msg}; falling back to cpu"
@@ -128,3 +132,28 @@ def failure_hint(log: str) -> str:
     if found:
         needs.append(found.group(1))
     return f" (needs {' and '.join(needs)})" if needs else ""
+
+
+#: The GPU build's distribution, which ships the same ``onnxruntime`` package folder as the CPU one.
+GPU_DISTRIBUTION = "onnxruntime-gpu"
+#: The one command that leaves only the GPU build (uninstalling either removes the files both share).
+GPU_REINSTALL = f"pip uninstall -y onnxruntime && pip install --force-reinstall --no-deps {GPU_DISTRIBUTION}"
+
+
+def install_clash() -> str:
+    """Why a GPU provider is missing when both ``onnxruntime`` and ``onnxruntime-gpu`` are installed,
+    with the fix (": both ... installed ..."), else "". pip puts both in one folder, and the CPU
+    build's files win when it is installed last, as ``pip install edgeclf[gpu]`` does (onnxruntime
+    is a base dependency)."""
+    if not all(_installed(name) for name in ("onnxruntime", GPU_DISTRIBUTION)):
+        return ""
+    return (f": both onnxruntime (CPU) and {GPU_DISTRIBUTION} are installed and share one folder, so the GPU "
+            f"build is shadowed; keep only the GPU one: {GPU_REINSTALL}")
+
+
+def _installed(name: str) -> bool:
+    try:
+        dist_metadata.distribution(name)
+    except dist_metadata.PackageNotFoundError:
+        return False
+    return True

@@ -8,6 +8,7 @@ thread, and the main thread always takes the newest frame.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import signal
@@ -20,12 +21,14 @@ import cv2
 import numpy as np
 
 from edgeclf import sysinfo
-from edgeclf.errors import EdgeclfError, OutputError, warn
+from edgeclf.errors import EdgeclfError, OutputError, safe_text, warn
 from edgeclf.image import DISPLAY_MAX, fit_within
 from edgeclf.model.classifier import Classifier, Prediction
+from edgeclf.model.locate import onnx_model
 from edgeclf.model.providers import CPU
 from edgeclf.outfiles import check_output
 from edgeclf.predict.options import PredictOptions, Result, Summary
+from edgeclf.redact import redact_url
 from edgeclf.sinks.base import Sink
 from edgeclf.sinks.console import print_line
 from edgeclf.sinks.live import LiveSink
@@ -276,6 +279,10 @@ def run_predict(opts: PredictOptions, out: Callable[[str], None] = print_line) -
 
     ``out``: where the console sink's lines go (stdout). With ``serve``, the page stays up after the
     source ends, until Ctrl-C."""
+    model, found = onnx_model(opts.model)  # a run folder or .keras file: its export, or the command that makes it
+    if found:
+        print(f"edgeclf: running {safe_text(str(model))}", file=sys.stderr)
+        opts = dataclasses.replace(opts, model=model)
     opts.validate()  # before the model loads: a typo must not cost a run
     clf = _load_classifier(opts)
     src = _open_checked_source(opts, clf)
@@ -289,9 +296,19 @@ def run_predict(opts: PredictOptions, out: Callable[[str], None] = print_line) -
         if sink.warning:
             warn(sink.warning)
     print(f"edgeclf: {summary.line()}", file=sys.stderr)
+    _check_something_done(opts, summary)
     if opts.strict and summary.skipped:
         raise EdgeclfError(f"{summary.skipped} file(s) skipped (--strict)")
     return summary
+
+
+def _check_something_done(opts: PredictOptions, summary: Summary) -> None:
+    """A run that classified nothing (an unreadable image, a folder of unreadable files, a video
+    without a frame) fails, so that a script does not take it for a success; Ctrl-C and
+    ``--max-frames 0`` are asked for."""
+    if summary.processed == 0 and not summary.interrupted and opts.max_frames != 0:
+        why = f"{summary.skipped} file(s) skipped, none readable" if summary.skipped else "it gave no image or frame"
+        raise EdgeclfError(f"{redact_url(opts.source)}: nothing was classified ({why})")
 
 
 def _load_classifier(opts: PredictOptions) -> Classifier:
@@ -335,7 +352,7 @@ def _classify_into_sinks(opts: PredictOptions, clf: Classifier, src: Source, smo
             t_end = time.perf_counter()
             for sink in sinks:
                 if isinstance(sink, LiveSink):
-                    sink.serve_until_interrupted(opts.source)
+                    sink.serve_until_interrupted(src.spec)
         except KeyboardInterrupt:
             summary.interrupted = True
         except OutputError as e:  # a full disk: stop, keep the outputs that did not fail, then report

@@ -14,6 +14,7 @@ from edgeclf.errors import EdgeclfError
 from edgeclf.model.classifier import Prediction
 from edgeclf.model.providers import short_names
 from edgeclf.model.threads import check_threads
+from edgeclf.sinks.rate import RUN_LABEL, mean_rate
 from edgeclf.sources.base import Frame
 from edgeclf.sources.open import check_timeout
 
@@ -105,13 +106,15 @@ class Summary:
 
     @property
     def fps(self) -> float:
-        return self.processed / self.seconds if self.seconds > 0 else 0.0
+        """Results per second over the whole run (``rate.mean_rate``; the live figures are over the last second)."""
+        return mean_rate(self.processed, self.seconds)
 
     def as_dict(self) -> dict[str, Any]:
         lat = np.asarray(self.latency_ms) if self.latency_ms else np.zeros(1)
         return {
             "processed": self.processed, "skipped": self.skipped, "dropped": self.dropped,
             "seconds": round(self.seconds, 3), "fps": round(self.fps, 2),
+            "fps_measures": RUN_LABEL,
             "latency_ms_mean": round(float(lat.mean()), 3), "latency_ms_p90": round(float(np.percentile(lat, 90)), 3),
             "interrupted": self.interrupted, "providers": self.providers,
         }
@@ -120,7 +123,7 @@ class Summary:
         text = f"{self.processed} processed, {self.skipped} skipped"
         if self.dropped:
             text += f", {self.dropped} older frames dropped to stay live"
-        text += f" in {self.seconds:.2f} s ({self.fps:.1f} frames/s"
+        text += f" in {self.seconds:.2f} s ({self.fps:.1f} frames/s over the run"
         if self.latency_ms:
             text += f", {np.mean(self.latency_ms):.1f} ms/frame"
         text += f") on {', '.join(short_names(self.providers))}"

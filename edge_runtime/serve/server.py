@@ -15,7 +15,6 @@ queueing them, and one that stops reading is dropped after ``send_timeout`` seco
 
 from __future__ import annotations
 
-import collections
 import socket
 import sys
 import threading
@@ -33,6 +32,7 @@ from edgeclf.serve.fanout import FanOut
 from edgeclf.serve.handler import listen
 from edgeclf.sinks.annotation import annotate
 from edgeclf.sinks.console import record
+from edgeclf.sinks.rate import LIVE_LABEL, FrameRate
 
 
 def _log(msg: str) -> None:
@@ -77,7 +77,7 @@ class LiveServer:
 
         self.started_at = time.monotonic()
         self.frames = 0
-        self._times: collections.deque[float] = collections.deque(maxlen=64)
+        self._rate = FrameRate()
         self._lock = threading.Lock()
         # The newest result, as published: (image, prediction, source, frame, latency_ms, time).
         self._latest: tuple[np.ndarray, Prediction, str, int | None, float, float] | None = None
@@ -145,7 +145,7 @@ class LiveServer:
         with self._lock:
             self._latest = (image_bgr, prediction, source, frame, latency_ms, now)
             self.frames += 1
-            self._times.append(now)
+            self._rate.tick()
         self.fanout.new_frame()
 
     def mark_ended(self) -> None:
@@ -154,12 +154,9 @@ class LiveServer:
 
     # --------------------------------------------------------------------- state
     def fps(self) -> float:
-        """Frames per second over the last 64 results (0 when none came for 2 s)."""
+        """Results per second as ``rate.FrameRate`` defines it (the overlay's and the page's figure)."""
         with self._lock:
-            times = list(self._times)
-        if len(times) < 2 or time.monotonic() - times[-1] > 2.0:
-            return 0.0
-        return (len(times) - 1) / max(times[-1] - times[0], 1e-9)
+            return self._rate.value()
 
     def prediction(self) -> dict[str, Any] | None:
         """The newest result as ``edgeclf predict --json`` prints it, plus its age in seconds."""
@@ -179,6 +176,7 @@ class LiveServer:
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "frames": self.frames,
             "fps": round(self.fps(), 2),
+            "fps_measures": LIVE_LABEL,
             "last_frame_age_s": None if last is None else round(time.monotonic() - last, 3),
             "source_state": "ended" if self._ended else self.source_state(),
             "viewers": {"stream": viewers["stream"], "events": viewers["events"]},

@@ -3,7 +3,6 @@ and the live view (``--serve``) show it."""
 
 from __future__ import annotations
 
-import collections
 import time
 from typing import TYPE_CHECKING, Callable
 
@@ -11,6 +10,7 @@ import cv2
 import numpy as np
 
 from edgeclf.model.classifier import Prediction
+from edgeclf.sinks.rate import WINDOW_S, FrameRate
 
 if TYPE_CHECKING:  # for the hints only (see base)
     from edgeclf.predict.options import Result
@@ -27,7 +27,7 @@ def annotate(image_bgr: np.ndarray, pred: Prediction, fps: float | None = None, 
         img = img.copy()
     lines = [f"{c} {p:.2f}" for c, p in pred.top(max(1, top))]
     if fps:
-        lines.append(f"{fps:.1f} fps")
+        lines.append(f"{fps:.1f} fps (last {WINDOW_S:g} s)")  # rate.LIVE_LABEL, short enough for a 320 px frame
     font, fs, th = cv2.FONT_HERSHEY_SIMPLEX, max(0.5, img.shape[1] / 900), max(1, img.shape[1] // 400)
     y = 0
     for i, text in enumerate(lines):
@@ -41,27 +41,18 @@ def annotate(image_bgr: np.ndarray, pred: Prediction, fps: float | None = None, 
 
 class Annotator:
     """The annotated frame that ``--save`` and ``--show`` share: drawn once per result however
-    many sinks show it. The frame rate is results over the last ``WINDOW_S`` seconds: results come
-    in bursts when frames are classified in batches, and a mean of the gaps between them would
-    count each burst's near-zero gaps."""
-
-    WINDOW_S = 1.0
+    many sinks show it, with the frame rate of ``rate.FrameRate`` (the live view's own)."""
 
     def __init__(self, top: int, clock: Callable[[], float] = time.perf_counter) -> None:
         self.top = top
         self.fps: float | None = None
-        self._clock = clock
-        self._times: collections.deque[float] = collections.deque([clock()])
+        self._rate = FrameRate(clock)
         self._result: Result | None = None
         self._image: np.ndarray | None = None
 
     def __call__(self, result: Result) -> np.ndarray:
         if result is not self._result:
-            t = self._times
-            t.append(self._clock())
-            while len(t) > 2 and t[-1] - t[1] >= self.WINDOW_S:
-                t.popleft()
-            self.fps = (len(t) - 1) / max(t[-1] - t[0], 1e-6)
+            self.fps = self._rate.tick()
             self._result = result
             self._image = annotate(result.frame.image, result.prediction, self.fps, self.top)
         return self._image

@@ -4,7 +4,9 @@ atomic, and checked for a full disk, which OpenCV's writer does not report."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,9 +21,48 @@ from edgeclf.quiet import stderr_to_devnull
 from edgeclf.sinks.annotation import Annotator
 from edgeclf.sinks.base import Sink
 
+_MP4 = ("avc1", "mp4v")
+#: The codecs tried for a container, best first: H.264 and VP8 play in browsers, where OpenCV's
+#: FFmpeg can encode them (pip's opencv-python cannot encode H.264); MPEG-4 Part 2, the fallback
+#: every build has, does not.
+CODECS = {".mp4": _MP4, ".m4v": _MP4, ".mov": _MP4, ".webm": ("VP80", "VP90")}
+OTHER_CODECS = ("MJPG",)  # .avi, .mkv...
+CODEC_NAMES = {
+    "avc1": "H.264 (avc1)", "VP80": "VP8", "VP90": "VP9", "MJPG": "Motion JPEG",
+    "mp4v": "MPEG-4 Part 2 (mp4v), which browsers do not play: this OpenCV cannot encode H.264; "
+            "--save NAME.webm writes VP8, which they play",
+}
+_chosen: dict[str, str] = {}  # suffix -> the fourcc that opened there
 
-def _fourcc(path: Path) -> str:
-    return "mp4v" if path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"
+
+def _open_writer(path: str | os.PathLike, fourcc: str, fps: float, size: tuple[int, int]) -> cv2.VideoWriter | None:
+    """An open writer, or None where OpenCV cannot write this codec (FFmpeg's own complaint silenced)."""
+    with stderr_to_devnull():
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    if writer.isOpened():
+        return writer
+    writer.release()
+    return None
+
+
+def _probe(path: Path) -> str | None:
+    """The first of the container's codecs OpenCV can write, tried on a tiny video beside ``path``."""
+    for fourcc in CODECS.get(path.suffix.lower(), OTHER_CODECS):
+        fd, tmp = tempfile.mkstemp(prefix=".edgeclf-probe.", suffix=path.suffix, dir=path.parent)
+        os.close(fd)
+        try:
+            writer = _open_writer(tmp, fourcc, 10.0, (64, 48))
+            if writer is not None:
+                writer.release()
+                return fourcc
+        finally:
+            with contextlib.suppress(FileNotFoundError):  # FFmpeg removes a file it failed to start
+                os.unlink(tmp)
+    return None
+
+
+def _no_room(path: Path) -> EdgeclfError:
+    return EdgeclfError(f"--save {path}: cannot write (the disk is full: only {free_bytes(path.parent) // 1024} KiB free)")
 
 
 class VideoOutput:
@@ -44,25 +85,34 @@ class VideoOutput:
         self._size: tuple[int, int] | None = None
         self._tmp: Path | None = None
         self._closed = False
+        #: The codec written (``CODECS``): the one ``check_format`` found for this kind of file.
+        self.fourcc = _chosen.get(self.path.suffix.lower()) or self.check_format(self.path)
 
     @staticmethod
-    def check_format(path: str | os.PathLike) -> None:
-        """Fail in one line, before any work, when OpenCV cannot write a video of this type (a
-        tiny one is opened beside ``path``, then removed)."""
+    def check_format(path: str | os.PathLike) -> str:
+        """Fail in one line, before any work, when OpenCV cannot write a video of this type or the
+        disk has no room for one; returns the codec it will write (``CODECS``)."""
         path = Path(path)
         if path.suffix.lower() in (*IMAGE_EXTS, ""):  # FFmpeg would write a numbered image sequence
-            raise EdgeclfError(f"--save {path}: give a video file name (.mp4 or .avi)")
-        fd, tmp = tempfile.mkstemp(prefix=".edgeclf-probe.", suffix=path.suffix, dir=path.parent)
-        os.close(fd)
+            raise EdgeclfError(f"--save {path}: give a video file name (.mp4, .webm or .avi)")
+        if free_bytes(path.parent) < MIN_FREE_BYTES:
+            raise _no_room(path)
         try:
-            with stderr_to_devnull():  # FFmpeg's own complaint; the error below says it in one line
-                writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*_fourcc(path)), 10.0, (64, 48))
-                ok = writer.isOpened()
-                writer.release()
-        finally:
-            os.unlink(tmp)
-        if not ok:
-            raise EdgeclfError(f"--save {path}: OpenCV cannot write this video format (try .mp4 or .avi)")
+            fourcc = _probe(path)
+        except OSError as e:
+            raise _no_room(path) if e.errno in (errno.ENOSPC, errno.EDQUOT) else \
+                EdgeclfError(f"--save {path}: cannot write here ({e.strerror or e})") from None
+        if fourcc is None:
+            if free_bytes(path.parent) < MIN_FREE_BYTES:
+                raise _no_room(path)
+            raise EdgeclfError(f"--save {path}: OpenCV cannot write this video format (try .mp4, .webm or .avi)")
+        _chosen[path.suffix.lower()] = fourcc
+        return fourcc
+
+    @property
+    def codec(self) -> str:
+        """What the video is written in, for people: ``H.264 (avc1)``, ``VP8``..."""
+        return CODEC_NAMES.get(self.fourcc, self.fourcc)
 
     def _discard(self) -> None:
         self._closed = True
@@ -77,11 +127,10 @@ class VideoOutput:
         if self._writer is None:
             tmp = self._tmp = self._stack.enter_context(atomic_path(self.path))
             self._size = (image_bgr.shape[1] // 2 * 2, image_bgr.shape[0] // 2 * 2)  # codecs want even sizes
-            fourcc = cv2.VideoWriter_fourcc(*_fourcc(self.path))
-            self._writer = cv2.VideoWriter(str(tmp), fourcc, self.fps, self._size)
-            if not self._writer.isOpened():
+            self._writer = _open_writer(tmp, self.fourcc, self.fps, self._size)
+            if self._writer is None:
                 self._stack.__exit__(RuntimeError, RuntimeError("cannot write"), None)
-                raise EdgeclfError(f"{self.path}: OpenCV cannot write this video format (try .mp4 or .avi)")
+                raise EdgeclfError(f"{self.path}: OpenCV cannot write this video format (try .mp4, .webm or .avi)")
             self._stack.callback(self._writer.release)  # before atomic_path removes a discarded file
         if (image_bgr.shape[1], image_bgr.shape[0]) != self._size:
             image_bgr = cv2.resize(image_bgr, self._size, interpolation=cv2.INTER_AREA)
@@ -146,3 +195,5 @@ class VideoSink(Sink):
         self.file.close(keep=keep)
         if keep and self.file.frames == 0:
             self.warning = f"--save: no frames, {self.file.path} not written"
+        elif keep:
+            print(f"edgeclf: --save {self.file.path}: {self.file.frames} frames in {self.file.codec}", file=sys.stderr)

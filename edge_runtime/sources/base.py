@@ -8,6 +8,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from edgeclf.errors import EdgeclfError
+from edgeclf.redact import redact_url
 
 #: ``on_skip(path, reason)``: told about every file a source skips (unreadable, not an image).
 SkipHandler = Callable[[str, str], None]
@@ -26,7 +27,8 @@ class Frame:
 
 
 class Source:
-    """An iterable of ``Frame``; close it (or use ``with``) to release files, devices and threads."""
+    """An iterable of ``Frame``; close it (or use ``with``) to release files, devices and threads.
+    ``spec``: what it was opened from, as shown (a URL's password masked, see ``edgeclf.redact``)."""
 
     kind = "source"
     live = False
@@ -40,7 +42,7 @@ class Source:
             raise EdgeclfError(f"--every must be at least 1 (got {every})")
         if max_frames is not None and max_frames < 0:
             raise EdgeclfError(f"--max-frames must be 0 or more (got {max_frames})")
-        self.spec = spec
+        self.spec = redact_url(spec)  # what is shown and stored; the opener keeps the real URL
         self.every = every
         self.max_frames = max_frames
         self.skipped: list[dict] = []

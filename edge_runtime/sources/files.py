@@ -3,8 +3,8 @@ order; and ``PacedCapture``, a video file read at its own frame rate as if it we
 
 from __future__ import annotations
 
+import fnmatch
 import glob
-import os
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 
 from edgeclf.errors import EdgeclfError, ImageReadError, warn_skip
-from edgeclf.image import is_image_file, read_image
+from edgeclf.image import is_image_file, read_image, walk_folders
 from edgeclf.limits import PIXEL_LIMIT
+from edgeclf.redact import redact_url
 from edgeclf.sources.base import Frame, SkipHandler, Source
 from edgeclf.sources.capture import CaptureFactory, capture_fps, check_frame_size, cv2_capture
 
@@ -24,19 +25,68 @@ VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", 
 def files_under(folder: Path) -> list[Path]:
     """Every non-hidden file under ``folder``, recursively, sorted (non-images are skipped later,
     with a warning, so nothing is silently ignored)."""
-    found: list[Path] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(root) / f for f in files if not f.startswith("."))
-    return sorted(found)
+    return sorted(root / f for root, files in walk_folders(folder) for f in files)
 
 
 def files_matching(pattern: str) -> list[Path]:
     """The files a glob pattern matches (``**`` recursive), sorted; EdgeclfError when there are none."""
-    matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+    if "**" in Path(pattern).parts:
+        matches = sorted(_deep_matches(pattern))
+    else:  # glob.glob recurses for ``**`` only; other patterns go as deep as they have parts
+        matches = sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_file())
     if not matches:
-        raise EdgeclfError(f"{pattern}: no files match this pattern")
+        raise EdgeclfError(f"{redact_url(pattern)}: no files match this pattern")
     return matches
+
+
+def _deep_matches(pattern: str) -> Iterator[Path]:
+    """The files ``glob.glob(pattern, recursive=True)`` gives, found by walking the
+    pattern's fixed leading folders with ``walk_folders`` (any depth, any path length) and matching
+    each file's path below them part by part."""
+    parts = Path(pattern).parts
+    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    base, wanted = Path(*parts[:fixed]) if fixed else Path("."), parts[fixed:]
+    for root, files in walk_folders(base, hidden=True):
+        below = root.relative_to(base).parts
+        for name in files:
+            if _parts_match((*below, name), wanted) and _is_file(root / name):
+                yield root / name
+
+
+def _parts_match(parts: Sequence[str], wanted: Sequence[str]) -> bool:
+    """Whether path ``parts`` match glob pattern parts ``wanted``, as glob does: ``**`` stands for
+    any number of parts, no wildcard matches a hidden name (a leading dot must be written)."""
+    def step(states: set[int], part: str) -> set[int]:
+        after = set()
+        for i in states:
+            if i < len(wanted) and not (part.startswith(".") and not wanted[i].startswith(".")):
+                if wanted[i] == "**":
+                    after.add(i)
+                elif fnmatch.fnmatchcase(part, wanted[i]):
+                    after.add(i + 1)
+        return _skip_stars(after, wanted)
+
+    states = _skip_stars({0}, wanted)
+    for part in parts:
+        states = step(states, part)
+    return len(wanted) in states
+
+
+def _skip_stars(states: set[int], wanted: Sequence[str]) -> set[int]:
+    """``states`` and, as ``**`` may stand for no part at all, the positions past each ``**``."""
+    out = set(states)
+    for i in sorted(states):
+        while i < len(wanted) and wanted[i] == "**":
+            i += 1
+            out.add(i)
+    return out
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a path longer than the system allows: it is skipped, with the reason, when read
+        return True
 
 
 class ImageFiles(Source):

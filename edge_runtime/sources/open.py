@@ -27,6 +27,7 @@ import cv2
 
 from edgeclf.errors import EdgeclfError, warn, warn_skip
 from edgeclf.image import is_image_file
+from edgeclf.redact import redact_url
 from edgeclf.sources.base import SkipHandler, Source
 from edgeclf.sources.capture import CaptureFactory, capture_fps, cv2_capture, has_gstreamer, quiet_opencv
 from edgeclf.sources.csi import open_csi
@@ -140,4 +141,4 @@ def open_source(
         return LiveSource(spec, "video", paced, timeout=timeout, warn=warn, reconnect=False, **common)
     if _GLOB_CHARS.search(spec):
         return ImageFiles(spec, files_matching(spec), "glob", on_skip=on_skip, **common)
-    raise _not_a_source(spec, path)
+    raise _not_a_source(redact_url(spec), path)
