@@ -50,7 +50,7 @@ def drive(s: AdaptiveSession, seconds: float, n: int = 1) -> None:
 def test_thread_arms():
     assert thread_arms(1) == [1]
     assert thread_arms(2) == [2, 1]
-    assert thread_arms(4) == [4, 2, 1]
+    assert thread_arms(4) == [4, 1]
 
 
 def test_follows_the_faster_session_as_the_load_comes_and_goes():

@@ -8,8 +8,12 @@ and the best onnxruntime setting depends on how many of them are free *now*
 - beside a process that keeps one core busy, the same 2 threads: p50 3.35 ms and 252 frames/s in
   batches; 1 thread: 2.41 ms and 428 frames/s.
 
+Each part below pays somewhere in benchmarks/results/adaptive.md: adapting at all (loaded p99 3.2
+vs 7.1 ms fixed on 2 threads), the no-spin arm (predict's pipeline, idle 643 vs 583 frames/s),
+``FreeCores`` (idle p99 1.87 vs 2.38 ms).
+
 ``AdaptiveSession`` holds one session per thread count and runs whichever *arm* has been fastest
-per image: a session on all, half or one of the cores, or, for a batch, the one-thread session
+per image: a session on all or one of the cores, or, for a batch, the one-thread session
 on several slices of the batch at once (one per core: no thread waits for another between ops, so
 a core taken away costs only its own slices). Every ``PROBE_EVERY_S`` a few calls go to another
 arm to see whether the machine changed (the first of them not counted: a session that sat idle
@@ -52,8 +56,9 @@ def threads_label(t: int) -> str:
 
 
 def thread_arms(threads: int) -> list[int]:
-    """Thread counts to keep a session for, on ``threads`` usable cores: all, half, one."""
-    return sorted({threads, max(1, threads // 2), 1}, reverse=True)
+    """Thread counts to keep a session for, on ``threads`` usable cores: all, and one. (A session
+    on half the cores was dropped: no machine here could show it paying, benchmarks/results/adaptive.md.)"""
+    return sorted({threads, 1}, reverse=True)
 
 
 def session_plan(threads: int) -> list[tuple[str, int, dict[str, str]]]:
