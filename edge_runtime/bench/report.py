@@ -67,7 +67,8 @@ def _print_end_to_end(report: dict, console: Console) -> None:
     pipe = report["pipeline"]
     per_call = pipe.get("frames_per_call")
     console.print(f"pipeline (edgeclf predict's reader thread + inference on {_thr(pipe)} thread(s), overlapped"
-                  + (f", {per_call:.1f} frames per call" if per_call else "") + f"): {pipe['fps']:.1f} frames/s = "
+                  + (f", {per_call:.1f} frames per call" if per_call else "") + f"): {pipe['fps']:.1f} frames/s"
+                  + (f" after the first {pipe['warmup_frames']}" if pipe.get("warmup_frames") else "") + " = "
                   f"{100 * pipe['vs_slowest_stage']:.0f}% of its slowest stage ({pipe['slowest_stage']} alone, "
                   f"as above: {pipe['stage_fps'][pipe['slowest_stage']]:.1f} frames/s)", highlight=False)
 

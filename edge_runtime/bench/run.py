@@ -109,7 +109,7 @@ def benchmark(
                 step.describe(f"end to end: {src.name}")
                 stages = _run_source(model, provider, head["threads_setting"], frames, warmup, step)
                 step.describe(f"pipeline: {src.name}")
-                stages["pipeline"] = _run_pipeline(model, provider, head["threads_setting"], src, runs, stages)
+                stages["pipeline"] = _run_pipeline(model, provider, head["threads_setting"], src, runs, warmup, stages)
     report = {**_report(model, provider, clf, results, head, cold, machine, runs, warmup), **(stages or {})}
     report["rss_mb"] = sysinfo.peak_rss_mb()
     return report
@@ -257,27 +257,33 @@ def _threads_used(setting: int | None, clf: Classifier, before: dict[str, int]) 
     return {"threads": clf.cores_of(way), "threads_setting": setting, "adaptive": True, "ran_as": way, "thread_calls": calls}
 
 
-def _run_pipeline(model: Path, provider: str, threads: int | None, src: Path, limit: int, stages: dict) -> dict:
+def _run_pipeline(model: Path, provider: str, threads: int | None, src: Path, limit: int, warmup: int,
+                  stages: dict) -> dict:
     """``edgeclf predict``'s own pipeline on the source (a reader thread decoding and resizing
-    ahead, inference in this thread, the stages overlapping), against its slowest stage alone."""
+    ahead, inference in this thread, the stages overlapping), against its slowest stage alone.
+    Frames per second are counted after the first ``warmup`` results (at most a fifth of the run),
+    as the stages are timed after their warm-up: the reader's start and the classifier settling
+    on its threads moved short runs by 2x."""
     from edgeclf.predict.loop import classify  # the device's real loop, not a copy of it
 
     clf = Classifier(model, provider=provider, threads=threads, spin=False)  # as edgeclf predict opens it
     clf.predict_arrays(np.zeros((1, *clf.size, 3), np.uint8))
-    with open_bench_source(src, limit) as frames:
+    with open_bench_source(src, limit + warmup) as frames:
         before = clf.thread_calls()
-        t0 = time.perf_counter()
-        n, calls = 0, 0.0
+        skip = min(warmup, (frames.total or limit + warmup) // 5)
+        n, calls, t0 = 0, 0.0, time.perf_counter()
         for res in classify(clf, frames, keep_images=False):
             n += 1
             calls += 1 / res.batch
+            if n == skip:
+                t0 = time.perf_counter()
         seconds = time.perf_counter() - t0
     st = stages["stages_ms"]
     stage_fps = {"read+preprocess": 1e3 / (st["read"]["mean"] + st["preprocess"]["mean"]),
                  "inference": 1e3 / st["inference"]["mean"]}
     slowest = min(stage_fps, key=stage_fps.get)
-    fps = n / seconds
-    return {"fps": fps, "frames": n, "frames_per_call": n / round(calls) if calls else None,
+    fps = (n - skip) / seconds
+    return {"fps": fps, "frames": n, "warmup_frames": skip, "frames_per_call": n / round(calls) if calls else None,
             **_threads_used(threads, clf, before), "stage_fps": stage_fps, "slowest_stage": slowest,
             "vs_slowest_stage": fps / stage_fps[slowest]}
 
