@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import TRAIN_EXTRA
 from live_helpers import make_colour_video
 from onnx_fixtures import make_colour_model
 
@@ -135,8 +136,7 @@ def test_summary_labels_its_frame_rate(clip):
 @pytest.fixture
 def figures(monkeypatch):
     """The figures the plots draw, kept for inspection (``plt.close`` is where they are let go)."""
-    import matplotlib
-
+    matplotlib = pytest.importorskip("matplotlib", reason=TRAIN_EXTRA)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
