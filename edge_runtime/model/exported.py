@@ -44,7 +44,7 @@ def check_export_member(model: Path) -> None:
 
 
 def _recorded_hashes(record: Path) -> dict[str, str] | None:
-    """{file name: SHA-256} from export.json; None when it records no hashes (an older export)."""
+    """{file name: SHA-256} as export.json records them; None when it records no hashes (an older export)."""
     try:
         if record.stat().st_size > _MAX_REPORT_BYTES:
             raise ValueError("too big")
