@@ -19,8 +19,6 @@ from edgeclf.redact import redact_url
 from edgeclf.sources.base import Frame, SkipHandler, Source
 from edgeclf.sources.capture import CaptureFactory, capture_fps, check_frame_size, cv2_capture
 
-VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mjpeg", ".mjpg", ".gif")
-
 
 def files_under(folder: Path) -> list[Path]:
     """Every non-hidden file under ``folder``, recursively, sorted (non-images are skipped later,
