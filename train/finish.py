@@ -84,6 +84,7 @@ def _options_fields(cfg: TrainConfig, state: dict) -> dict:
         "augment": cfg.augment,
         "weight_decay": cfg.weight_decay,
         "weights": state.get("weights_record"),
+        "linear_probe": state.get("probe"),  # LP-FT's head fit (train.probe), or None
     }
 
 

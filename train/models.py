@@ -27,6 +27,7 @@ class Architecture:
     fine_tune_from: str | None = None
     default_lr: float = 1e-3
     fine_tune_lr_scale: float = 0.1  # fine-tuning learning rate = head learning rate x this
+    probe: bool = False  # the head fitted on frozen features (train.probe) instead of head epochs
 
 
 def build_seed(num_classes: int, size: int, dropout: float = 0.5, **_) -> keras.Model:
@@ -103,17 +104,30 @@ def build_mobilenet_v2(
     return keras.Model(inputs, outputs, name="mobilenet_v2")
 
 
-def build_efficientnet_lite0(num_classes: int, size: int, weights: str | None = "imagenet", **kw) -> keras.Model:
-    from .efficientnet_lite import build_efficientnet_lite0 as build
+def _efficientnet_lite(variant: str) -> Callable[..., keras.Model]:
+    def build(num_classes: int, size: int, weights: str | None = "imagenet", **kw) -> keras.Model:
+        from .efficientnet_lite import build_efficientnet_lite
 
-    return build(num_classes, size, weights=weights, **kw)
+        return build_efficientnet_lite(num_classes, size, weights=weights, variant=variant, **kw)
+
+    return build
+
+
+def _lite(n: int, size: int, epochs: int, fine_tune_from: str) -> Architecture:
+    """A rung of the EfficientNet-Lite ladder, trained as a linear probe then fine-tuned (LP-FT)."""
+    name = f"efficientnet_lite{n}"
+    summary = ("transfer learning on ImageNet-pretrained EfficientNet-Lite0, edgeclf's default" if n == 0 else
+               f"transfer learning on ImageNet-pretrained EfficientNet-Lite{n} (slower, often more accurate)")
+    return Architecture(name, size, summary, _efficientnet_lite(name), epochs, True, fine_tune_from=fine_tune_from,
+                        probe=True)
 
 
 ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
     for a in (
-        Architecture("efficientnet_lite0", 160, "transfer learning on ImageNet-pretrained EfficientNet-Lite0, edgeclf's default",
-                     build_efficientnet_lite0, 15, True, head_epochs=5, fine_tune_from="block9_expand_conv"),
+        _lite(0, 224, 8, "block9_expand_conv"),
+        _lite(1, 240, 8, "block13_expand_conv"),
+        _lite(2, 260, 8, "block13_expand_conv"),
         Architecture("edgenet", 128, "compact residual CNN trained from scratch", build_edgenet, 60, default_lr=2e-3),
         Architecture("seed", 64, "the tutorials' reference CNN (2 conv + dense 128)", build_seed, 40),
         Architecture("mobilenet_v2", 160, "transfer learning on keras.applications MobileNetV2", build_mobilenet_v2, 30, True,

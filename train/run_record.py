@@ -50,6 +50,7 @@ class RunRecord:
     augment: bool | None = None
     weight_decay: float | None = None
     weights: dict | str | None = None  # a pretrained backbone's provenance: {backbone, source, file, sha256, ...}
+    linear_probe: dict | None = None  # LP-FT's head fit: {"l2", "cv_accuracy", "photos", "seconds"}
     data_dir: str | None = None
     val_dir: str | None = None
     val_split: float | None = None
@@ -246,6 +247,7 @@ _CHECKS: dict[str, Check] = {
     "input_dtype": _opt(_is(str, "a string")),
     "weights": lambda v: None if v is None or isinstance(v, (str, dict)) else "must be a string or an object",
     "distribution": _opt(_is(dict, "an object")),
+    "linear_probe": _opt(_is(dict, "an object")),
 }
 # Fields whose null means "not recorded": the dataclass default stands in for them.
 _NOT_NULL = {f.name for f in fields(RunRecord) if f.default is not None}

@@ -61,6 +61,7 @@ def _train(cfg: TrainConfig) -> dict:
     train_ds, val_ds = datasets(data.train, data.val, len(data.class_names), cfg)
     if state is None:
         model, state = _new_model(cfg, data)
+        _probe(cfg, model, data, state)
     else:
         model = _resumed_model(cfg, state)
     steps = int(np.ceil(len(data.train) / cfg.batch_size))
@@ -121,6 +122,21 @@ def _new_model(cfg: TrainConfig, data: TrainingData) -> tuple[keras.Model, dict]
         "best": {"epoch": 0, "val_accuracy": 0.0, "val_loss": 0.0}, "history": [],
     }
     return model, state
+
+
+def _probe(cfg: TrainConfig, model, data: TrainingData, state: dict) -> None:
+    """A pretrained model's head fitted on its frozen features (train.probe), before fine-tuning."""
+    if not ARCHITECTURES[cfg.model].probe or cfg.weights == "none":
+        return
+    from .probe import linear_probe
+
+    started = time.time()
+    with load_progress(len(data.train), "linear probe: features of the frozen backbone", quiet=cfg.quiet) as advance:
+        record = linear_probe(model, data.train, len(data.class_names), cfg.seed, advance)
+    state["probe"] = {**record, "seconds": round(time.time() - started, 1)}
+    best = max(record["cv_accuracy"].values())
+    say(f"linear probe: head fitted on frozen features (L2 {record['l2']:g}, cross-validated accuracy {best:.1%} "
+        f"on {record['photos']} training photos) in {time.time() - started:.0f} s", cfg.quiet)
 
 
 def _resumed_model(cfg: TrainConfig, state: dict) -> keras.Model:
