@@ -112,17 +112,27 @@ def evaluate(model: Path, data_dir: Path | None = None, batch_size: int = 32, qu
 def print_report(report: dict) -> None:
     out = make_console()
     # Names go through rich's markup parser: escaped, so a class "[cats]" is shown, not eaten as a tag.
+    ci = report["accuracy_ci95"]
     out.print(f"[bold]{escape(safe_text(report['model']))}[/] ({report['format']}): accuracy [bold]{report['accuracy']:.2%}[/] "
+              f"(95% CI {100 * ci[0]:.1f}-{100 * ci[1]:.1f}%) "
               f"on {report['n_images']} images" + (" of the run's validation split (run.json)" if report.get("split") else "")
               + (f", {report['n_skipped']} skipped" if report["n_skipped"] else ""))
-    t = Table("class", "precision", "recall", "support")
+    # one row per class, each figure with its 95% Wilson interval from its own count: recall from
+    # the class's images (support), precision from the images predicted as it (predicted)
+    t = Table("class", "recall (95% CI)", "support", "precision (95% CI)", "predicted",
+              caption="95% CI: Wilson score interval; the fewer the images, the wider")
     for name, m in report["per_class"].items():
-        t.add_row(escape(name), f"{m['precision']:.3f}", f"{m['recall']:.3f}", str(m["support"]))
+        t.add_row(escape(name), _pct_ci(m["recall"], m["recall_ci95"]), str(m["support"]),
+                  _pct_ci(m["precision"], m["precision_ci95"]), str(m["predicted"]))
     out.print(t)
     cm = Table("true \\ predicted", *map(escape, report["class_names"]), title="confusion matrix")
     for name, row in zip(report["class_names"], report["confusion"]):
         cm.add_row(escape(name), *map(str, row))
     out.print(cm)
+
+
+def _pct_ci(value: float, ci: list[float]) -> str:
+    return f"{value:.1%} ({100 * ci[0]:.1f}-{100 * ci[1]:.1f})"
 
 
 def run_eval(model: Path, data_dir: Path | None, json_out: bool = False, batch_size: int = 32) -> dict:

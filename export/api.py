@@ -30,7 +30,7 @@ from edgeclf.train.run_record import check_class_names
 from . import data, parity
 from .convert import DEFAULT_OPSET, keras_to_onnx, set_metadata
 from .data import CheckImages
-from .int8 import choose_int8
+from .int8 import choose_int8, describe
 from .onnxrun import predict
 from .options import DEFAULT_CALIB_SIZE, DEFAULT_MAX_DROP, DEFAULT_PARITY_SIZE, ExportOptions
 from .outfolder import check_out_folder, staging, swap_in
@@ -87,7 +87,9 @@ def export_model(
     """Export ``source`` (a run folder or a .keras file) to ``out_dir`` [default: its folder/export].
 
     Always writes ``model.onnx`` after checking parity with Keras; with ``int8`` also
-    ``model.int8.onnx`` when its accuracy drop on the validation split is at most ``max_drop``;
+    ``model.int8.onnx`` unless the guard finds it credibly worse than fp32 on the validation split
+    and the run's training photos (drop above ``max_drop``, agreement or probabilities off: see
+    ``int8.judge``);
     with ``fp16`` ``model.fp16.onnx``; then ``export.json`` (returned as a dict). The files are
     built beside ``out_dir`` and replace it whole at the end; an ``out_dir`` holding an earlier
     export is replaced only with ``force``.
@@ -208,9 +210,11 @@ def _write_report(out: Path, report: dict) -> None:
 
 
 def _rejected(r: dict, out: Path) -> ExportCheckError:
+    """The int8 guard's verdict in one line: on how many photos, the figures, why."""
+    g = r["guard"]
     return ExportCheckError(
-        f"int8 model rejected: accuracy {r['accuracy_int8']:.4f} vs fp32 {r['accuracy_fp32']:.4f} on "
-        f"{r['n_eval']} validation images (drop {r['drop']:.4f} > --max-drop {r['max_drop']}); "
+        f"int8 model rejected: accuracy {g['accuracy_int8']:.2%} vs fp32 {g['accuracy_fp32']:.2%} on {r['judged_on']}; "
+        f"{describe(g)}; rejected as {', '.join(g['reasons'])}; "
         f"{FP32_NAME} and {REPORT_NAME} written to {out}, no {INT8_NAME}"
     )
 

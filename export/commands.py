@@ -49,12 +49,22 @@ def _print_summary(report: dict, out: Path) -> None:
         r = report["int8"]
         table.add_row(
             report["files"].get("int8", "(rejected)"), _mb(report["sizes_bytes"].get("int8", 0)),
-            f"{r['method']} calibration on {r['n_calib']} images; accuracy {r['accuracy_int8']:.2%} vs fp32 "
-            f"{r['accuracy_fp32']:.2%} on {r['n_eval']} (agreement {r['top1_agreement']:.2%}); "
+            f"{r['method']} calibration on {r['n_calib']} images; {_int8_check(r)}; "
             f"size x{r['size_ratio']:.2f}; {r['latency_ms']['int8']:.2f} vs {r['latency_ms']['fp32']:.2f} ms/frame "
             f"({r['speedup']:.2f}x faster)",
         )
     console.print(table)
+
+
+def _int8_check(r: dict) -> str:
+    """The guard's verdict and what it rests on, then the validation split's accuracy."""
+    if "guard" not in r:  # an export.json of an earlier edgeclf
+        return (f"accuracy {r['accuracy_int8']:.2%} vs fp32 {r['accuracy_fp32']:.2%} on {r['n_eval']} "
+                f"(agreement {r['top1_agreement']:.2%})")
+    from .int8 import describe
+
+    return (f"int8 vs fp32 on {r['judged_on']}: {describe(r['guard'])}: [bold]{r['verdict']}[/]; validation "
+            f"accuracy {r['accuracy_int8']:.2%} vs fp32 {r['accuracy_fp32']:.2%} on {r['n_eval']}")
 
 
 def _mb(n: int) -> str:
@@ -71,10 +81,11 @@ def register(app: typer.Typer) -> None:
         int8: bool = typer.Option(False, "--int8", help="Also write a verified int8 model (model.int8.onnx)."),
         calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration images for --int8 (default: the run's training images)."),
         calib_size: int = typer.Option(200, "--calib-size", help="Number of calibration images (a seeded random sample)."),
-        calib_method: str = typer.Option("auto", "--calib-method", help="auto (the most accurate of minmax, entropy, percentile) or one of them."),
+        calib_method: str = typer.Option("auto", "--calib-method", help="auto (the best against fp32 of minmax, entropy, percentile) or one of them."),
         fp16: bool = typer.Option(False, "--fp16", help="Also write a float16 model for GPUs (model.fp16.onnx)."),
         opset: int = typer.Option(17, "--opset", help="ONNX opset (13-18)."),
-        max_drop: float = typer.Option(0.01, "--max-drop", help="Largest accepted int8 accuracy drop on the validation split (0.01 = 1 point)."),
+        max_drop: float = typer.Option(0.01, "--max-drop", help="Largest accepted int8 accuracy drop vs fp32 (0.01 = 1 point): int8 is rejected when its drop "
+                                      "on the validation and training photos is credibly above it (95% interval)."),
         json_out: bool = typer.Option(False, "--json", help="Print export.json's content as one JSON object."),
         force: bool = typer.Option(False, "--force", help="Replace an earlier export in the output folder."),
     ) -> None:

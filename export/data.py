@@ -1,4 +1,5 @@
-"""The images the export checks run on: validation split, calibration set, parity set."""
+"""The images the export checks run on: validation split, calibration set, the training photos
+the int8 model is also judged on, parity set."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from edgeclf import sysinfo
 from edgeclf.errors import EdgeclfError
 from edgeclf.image import list_images, scan_class_folders
 from edgeclf.progress import Step
@@ -18,6 +20,10 @@ from .options import ExportOptions
 
 MIN_PARITY_IMAGES = 100  # the issue's floor for the Keras/ONNX parity check
 HOLDOUT_FRACTION = 0.3  # of a labelled --calib folder, when the run has no validation split
+# The int8 guard judges on the validation split and, up to this many photos in all, the run's
+# training photos (a seeded stratified sample beyond it): one photo of 48 must not decide.
+MAX_JUDGED = 2000
+JUDGED_MEMORY_SHARE = 8  # the training photos judged on hold at most 1/8 of the available memory
 
 
 @dataclass
@@ -61,6 +67,26 @@ def sample(paths: Sequence[Path], n: int, seed: int) -> list[Path]:
     return [paths[i] for i in keep]
 
 
+def stratified_sample(paths: Sequence[Path], labels: Sequence[int], n: int, seed: int) -> list[int]:
+    """Indices of ``n`` of ``paths`` (seeded), each class keeping its share (largest remainders),
+    in their original order; all of them when ``n`` covers them."""
+    if n >= len(paths):
+        return list(range(len(paths)))
+    if n <= 0:
+        return []
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(int(label), []).append(i)
+    classes = sorted(by_class)
+    quota = np.array([n * len(by_class[c]) / len(paths) for c in classes])
+    take = np.floor(quota).astype(int)
+    for j in np.argsort(-(quota - take), kind="stable")[: n - int(take.sum())]:
+        take[j] += 1
+    rng = np.random.default_rng(seed)
+    keep = [i for c, k in zip(classes, take) for i in rng.choice(by_class[c], int(k), replace=False)]
+    return sorted(int(i) for i in keep)
+
+
 def generated_images(n: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
     """Synthetic shapes, only for parity when a model comes with no real image at all."""
     from edgeclf.data.synthetic import SHAPES, draw_shape
@@ -75,10 +101,14 @@ def generated_images(n: int, size: tuple[int, int], seed: int = 0) -> np.ndarray
 class CheckImages:
     """The images every check runs on, all read before anything is written."""
 
-    val: Images  # labelled: the int8 model is judged on them
-    calib: Images | None  # with --int8: calibration images, never judged on
+    val: Images  # labelled: the int8 model is judged on them (and its validation accuracy measured)
+    calib: Images | None  # with --int8: calibration images
     parity: np.ndarray  # for the Keras/ONNX parity check: validation first, then calibration / training
     real: bool  # False when the model came with no image at all and the parity images are generated
+    # With --int8: the run's training photos the int8 model is also judged on (labelled), and how
+    # many of them were calibration photos (used only when the others do not fill MAX_JUDGED).
+    train: Images | None = None
+    n_train_calibrated: int = 0
 
 
 def read_check_images(src: RunSource, class_names: list[str], size: tuple[int, int], opts: ExportOptions,
@@ -96,9 +126,44 @@ def read_check_images(src: RunSource, class_names: list[str], size: tuple[int, i
     val = load_images(val_paths, size, val_labels, progress=step("reading validation images", len(val_paths)))
     if opts.int8 and len(val.x) == 0:
         raise EdgeclfError(f"{src.model_path}: no readable validation image to judge the int8 model on")
+    train, n_calibrated = None, 0
+    if opts.int8:
+        train, n_calibrated = _judged_training_photos(src, val, calib, size, opts.seed, step)
     parity = _parity_images(src, val, calib, size, opts, step)
     real = len(val.x) > 0 or (calib is not None and len(calib.x) > 0) or bool(src.split_paths("train"))
-    return CheckImages(val, calib, parity, real)
+    return CheckImages(val, calib, parity, real, train, n_calibrated)
+
+
+def _judged_training_photos(src: RunSource, val: Images, calib: Images, size: tuple[int, int], seed: int,
+                            step: Step) -> tuple[Images, int]:
+    """The run's training photos (run.json) the int8 model is judged on besides the validation
+    split: up to MAX_JUDGED photos in all and 1/JUDGED_MEMORY_SHARE of the available memory, a
+    seeded stratified sample beyond that; photos not used for calibration first, calibration photos
+    only to fill what they leave. Returns the photos and how many were calibration photos."""
+    room = min(MAX_JUDGED - len(val.x),
+               sysinfo.available_memory_bytes() // JUDGED_MEMORY_SHARE // (size[0] * size[1] * 3))
+    taken = {p.resolve() for p in val.paths}
+    calibrated = {p.resolve() for p in calib.paths}
+    fresh: tuple[list[Path], list[int]] = ([], [])
+    used: tuple[list[Path], list[int]] = ([], [])
+    for p in src.split_paths("train"):
+        label = src.label_of(p)
+        r = p.resolve()
+        if label is None or r in taken:
+            continue
+        taken.add(r)
+        pool = used if r in calibrated else fresh
+        pool[0].append(p)
+        pool[1].append(label)
+    paths, labels = [], []
+    for pool in (fresh, used):
+        keep = stratified_sample(pool[0], pool[1], max(0, room - len(paths)), seed)
+        paths += [pool[0][i] for i in keep]
+        labels += [pool[1][i] for i in keep]
+    if not paths:  # no training split recorded (a bare .keras with --calib), or the validation split fills it
+        return Images(np.empty((0, *size, 3), np.uint8), [], np.zeros(0, np.int64)), 0
+    images = load_images(paths, size, labels, progress=step("reading training images to judge int8 on", len(paths)))
+    return images, sum(p.resolve() in calibrated for p in images.paths)
 
 
 def is_labelled(folder: Path) -> bool:

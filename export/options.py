@@ -26,7 +26,7 @@ class ExportOptions:
     calib_size: int
     calib_method: str  # "auto" or one of quantize.METHODS
     opset: int
-    max_drop: float  # the int8 accuracy guard: largest accepted drop on the validation split
+    max_drop: float  # the int8 guard: largest accepted drop vs fp32 (its 95% interval's lower end; int8.judge)
     parity_size: int
     seed: int
 

@@ -348,3 +348,30 @@ def test_unconvertible_layer(tmp_path):
     with pytest.raises(EdgeclfError, match=r"odd\.keras: layers use TensorFlow ops tf2onnx cannot convert to ONNX: Lgamma"):
         export_model(path, tmp_path / "out", show_progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_int8_guard_judges_validation_and_training_photos(seed_run, tmp_path):
+    """The guard rests on the validation split and the run's training photos (the calibration
+    photos among them only to fill, and said), and export.json, the table and a rejection say so."""
+    out = tmp_path / "export"
+    r = run_cli("export", seed_run, "--out", out, "--int8", "--calib-size", 20, "--calib-method", "minmax")
+    assert r.returncode == 0, r.stderr
+    q = json.loads((out / "export.json").read_text())["int8"]
+    splits = json.loads((seed_run / "run.json").read_text())["splits"]
+    n_val, n_train = len(splits["val"]), len(splits["train"])
+    g = q["guard"]
+    assert (g["n"], g["n_validation"], g["n_training"], g["n_training_calibrated"]) == (n_val + n_train, n_val, n_train, 20)
+    assert q["n_judged"] == g["n"] and q["n_eval"] == n_val  # n_eval: the validation split, as before
+    assert q["judged_on"] == f"{n_val + n_train} photos ({n_val} validation + {n_train} training, 20 of them used for calibration)"
+    assert q["accepted"] is g["accepted"] is True and q["verdict"] == "accepted"
+    assert g["drop_ci95"][0] <= g["drop"] <= g["drop_ci95"][1] and g["top1_agreement_ci95"][1] >= g["limits"]["agreement_floor"]
+    assert q["methods"]["minmax"]["guard"]["n"] == g["n"]
+    table = " ".join(r.stdout.split())  # piped: the table's cell may wrap
+    assert f"int8 vs fp32 on {n_val + n_train} photos" in table and "accepted" in table
+
+    r = run_cli("export", seed_run, "--out", out, "--int8", "--calib-size", 20, "--calib-method", "minmax", "--max-drop", "-1",
+                "--force")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert f"on {n_val + n_train} photos ({n_val} validation + {n_train} training" in line, line
+    assert "rejected as drop credibly above --max-drop -1.0" in line and "95% CI" in line, line
