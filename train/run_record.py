@@ -51,6 +51,7 @@ class RunRecord:
     weight_decay: float | None = None
     weights: dict | str | None = None  # a pretrained backbone's provenance: {backbone, source, file, sha256, ...}
     linear_probe: dict | None = None  # LP-FT's head fit: {"l2", "cv_accuracy", "photos", "seconds"}
+    model_choice: dict | None = None  # --model auto: {"budget_ms", "threads", "int8_latency_ms"}
     data_dir: str | None = None
     val_dir: str | None = None
     val_split: float | None = None
@@ -248,6 +249,7 @@ _CHECKS: dict[str, Check] = {
     "weights": lambda v: None if v is None or isinstance(v, (str, dict)) else "must be a string or an object",
     "distribution": _opt(_is(dict, "an object")),
     "linear_probe": _opt(_is(dict, "an object")),
+    "model_choice": _opt(_is(dict, "an object")),
 }
 # Fields whose null means "not recorded": the dataclass default stands in for them.
 _NOT_NULL = {f.name for f in fields(RunRecord) if f.default is not None}

@@ -24,9 +24,11 @@ from edgeclf.errors import EdgeclfError, first_line
 from edgeclf.outfiles import remove_stale_temps
 
 from .checkpoint import Checkpointer
-from .config import DEFAULTS, RUN_FILES, RUN_OPTIONS, TrainConfig, check_options, precheck, read_state, spelling
+from .config import (DEFAULTS, RUN_FILES, RUN_OPTIONS, TrainConfig, check_options, precheck, read_state, resume_options,
+                     spelling)
 from .data import TrainingData, check_classes, data_fingerprint, load_cached_splits, plan_splits, unsupported_files
-from .distribute import distribution
+from .distribute import (backup_state, cluster_task, describe, distribution, finish_worker, is_chief, multi_worker_backup,
+                         peer_failures, remove_backup, write_dir)
 from .epochs import EpochProgress, console, load_progress, say
 from .finish import finish_run
 from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE
@@ -43,17 +45,22 @@ class TrainingDiverged(EdgeclfError):
 def train(cfg: TrainConfig) -> dict:
     """Train per ``cfg`` and write the run folder; returns the run summary (run.json's content).
 
-    Runs under ``distribution()``: one device, or every GPU in step when several are visible."""
-    with distribution():
-        return _train(cfg)
+    Runs under ``distribution()``: one device, every GPU in step when several are visible, or
+    every worker of a TF_CONFIG cluster (the chief writes the run folder, the others nothing).
+    The run is concluded outside the strategy: the chief alone evaluates the best model."""
+    with distribution(), peer_failures():
+        conclude = _train(cfg)
+    return conclude()
 
 
-def _train(cfg: TrainConfig) -> dict:
+def _train(cfg: TrainConfig):
     _validate(cfg)
-    cfg.out = Path(cfg.out)
+    cfg.out = write_dir(Path(cfg.out))  # a multi-worker run's other workers write to their own temporary folder
     started = time.time()
     _clear_run_folder(cfg.out, cfg.force)
     state = read_state(cfg.out / "state.json") if cfg.resume else None  # _validate has applied its options to cfg
+    backup = _backup(cfg) if cluster_task() is not None else None
+    state = backup or state
     _resolve_defaults(cfg)
     keras.utils.set_random_seed(cfg.seed)
     data = _read_data(cfg, state)
@@ -62,14 +69,35 @@ def _train(cfg: TrainConfig) -> dict:
     if state is None:
         model, state = _new_model(cfg, data)
         _probe(cfg, model, data, state)
+    elif backup is not None:
+        model, _ = _new_model(cfg, data)  # its weights and optimizer: the backup's, loaded as fit starts
     else:
         model = _resumed_model(cfg, state)
     steps = int(np.ceil(len(data.train) / cfg.batch_size))
     say(f"found {len(data.train)} training and {len(data.val)} validation images in {len(data.class_names)} classes in "
         f"{cfg.data_dir}, read in {read_s:.1f} s through the image cache; {cfg.model} {cfg.img_size}x{cfg.img_size} built; "
         f"epoch {state['epoch'] + 1}/{cfg.epochs} starts ({steps} steps an epoch)", cfg.quiet)
-    interrupted = _fit(cfg, model, state, train_ds, val_ds, steps=steps)
-    return _conclude(cfg, state, data, interrupted, time.time() - started)
+    interrupted = _fit(cfg, model, state, train_ds, val_ds, steps=steps, restore=backup is not None)
+    seconds, distributed = time.time() - started, {**describe(), **_restores(state)}
+    if not is_chief():  # the chief alone evaluates and writes the run folder
+        return lambda: finish_worker(cfg.out, state, interrupted)
+    return lambda: _conclude(cfg, state, data, interrupted, seconds, distributed)
+
+
+def _backup(cfg: TrainConfig) -> dict | None:
+    """Multi-worker: the state of the backup a killed run left, checked against the command's options."""
+    state = backup_state(cfg.out)
+    if state is not None:
+        resume_options(cfg, state["config"])  # the same command: the same options
+        state.setdefault("backup_restores", []).append(state["epoch"])
+        if not cfg.quiet:
+            console.print(f"resuming from the backup in {escape(str(cfg.out))} after epoch {state['epoch']} "
+                          "(multi-worker fault tolerance)")
+    return state
+
+
+def _restores(state: dict) -> dict:
+    return {"resumed_from_backup_after_epochs": state["backup_restores"]} if state.get("backup_restores") else {}
 
 
 def _clear_run_folder(out: Path, force: bool) -> None:
@@ -81,6 +109,7 @@ def _clear_run_folder(out: Path, force: bool) -> None:
     if force:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
+        remove_backup(out)
 
 
 def _read_data(cfg: TrainConfig, state: dict | None) -> TrainingData:
@@ -118,6 +147,7 @@ def _new_model(cfg: TrainConfig, data: TrainingData) -> tuple[keras.Model, dict]
                    "val_dir": str(Path(cfg.val_dir).resolve()) if cfg.val_dir else None},
         "weights_record": _weights_record(arch, cfg.weights, getattr(model, "weights_info", None)),
         "data_fingerprint": data.fingerprint,
+        "model_choice": cfg.model_choice,
         "epoch": 0, "stage": 0, "wait": 0, "stopped_early": False,
         "best": {"epoch": 0, "val_accuracy": 0.0, "val_loss": 0.0}, "history": [],
     }
@@ -134,6 +164,7 @@ def _probe(cfg: TrainConfig, model, data: TrainingData, state: dict) -> None:
     with load_progress(len(data.train), "linear probe: features of the frozen backbone", quiet=cfg.quiet) as advance:
         record = linear_probe(model, data.train, len(data.class_names), cfg.seed, advance)
     state["probe"] = {**record, "seconds": round(time.time() - started, 1)}
+    state["select_within_noise_of"] = len(data.val)  # train.checkpoint: later epochs win unless credibly worse
     best = max(record["cv_accuracy"].values())
     say(f"linear probe: head fitted on frozen features (L2 {record['l2']:g}, cross-validated accuracy {best:.1%} "
         f"on {record['photos']} training photos) in {time.time() - started:.0f} s", cfg.quiet)
@@ -149,9 +180,10 @@ def _resumed_model(cfg: TrainConfig, state: dict) -> keras.Model:
     return model
 
 
-def _fit(cfg: TrainConfig, model, state: dict, train_ds, val_ds, steps: int) -> bool:
+def _fit(cfg: TrainConfig, model, state: dict, train_ds, val_ds, steps: int, restore: bool = False) -> bool:
     """Train the stages not done yet (all of them unless resuming); True when Ctrl-C stopped it
-    after an epoch had finished (Ctrl-C before that is raised)."""
+    after an epoch had finished (Ctrl-C before that is raised). ``restore``: a multi-worker
+    backup continues (its weights are loaded as the first stage trained here starts)."""
     stages = stages_of(cfg)
     try:
         end = 0
@@ -162,10 +194,12 @@ def _fit(cfg: TrainConfig, model, state: dict, train_ds, val_ds, steps: int) -> 
             if not (cfg.resume and i == state["stage"] and state["epoch"] > start):
                 set_trainable(model, stage)
                 _compile(model, stage, steps, cfg.weight_decay)
-                state.update(wait=0, stopped_early=False)
+                if not (restore and state["epoch"] > start):
+                    state.update(wait=0, stopped_early=False)
             state["stage"] = i
             model.fit(train_ds, validation_data=val_ds, epochs=end, shuffle=False, initial_epoch=max(state["epoch"], start),
-                      callbacks=_callbacks(cfg, state, stages, i, steps), verbose=0)
+                      callbacks=_callbacks(cfg, state, stages, i, steps, restore), verbose=0)
+            restore = False
             if state.get("diverged"):
                 break
     except KeyboardInterrupt:
@@ -179,12 +213,15 @@ def _fit(cfg: TrainConfig, model, state: dict, train_ds, val_ds, steps: int) -> 
     return False
 
 
-def _callbacks(cfg: TrainConfig, state: dict, stages: list[Stage], i: int, steps: int) -> list:
-    """The checkpoints of stage ``i``, and its progress display unless --quiet."""
-    callbacks = [Checkpointer(cfg.out, state, cfg.patience, i)]
+def _callbacks(cfg: TrainConfig, state: dict, stages: list[Stage], i: int, steps: int, restore: bool = False) -> list:
+    """The checkpoints of stage ``i``, its progress display unless --quiet, and under multi-worker
+    its backup (after the checkpoints: it records the state they update)."""
+    callbacks = [Checkpointer(cfg.out, state, cfg.patience, i, n_val=state.get("select_within_noise_of"))]
     if not cfg.quiet:
         total_epochs = sum(s.epochs for s in stages)
         callbacks.append(EpochProgress(total_epochs, steps, state, stages[i].name if len(stages) > 1 else ""))
+    if cluster_task() is not None:
+        callbacks.append(multi_worker_backup(cfg.out, state, i, restore))
     return callbacks
 
 
@@ -204,7 +241,7 @@ def _compile(model, stage: Stage, steps_per_epoch: int, weight_decay: float) -> 
     )
 
 
-def _conclude(cfg: TrainConfig, state: dict, data: TrainingData, interrupted: bool, seconds: float) -> dict:
+def _conclude(cfg: TrainConfig, state: dict, data: TrainingData, interrupted: bool, seconds: float, distributed: dict) -> dict:
     """run.json and the plots; a diverged run raises TrainingDiverged (after writing them when
     an epoch had finished before the loss went non-finite)."""
     out, diverged = cfg.out, state.get("diverged")
@@ -212,9 +249,11 @@ def _conclude(cfg: TrainConfig, state: dict, data: TrainingData, interrupted: bo
         raise TrainingDiverged(f"training diverged: the loss became {diverged['loss']} in epoch {diverged['epoch']}, "
                                f"before any epoch finished; no model was saved in {out} (try a lower --lr)")
     try:
-        run = finish_run(cfg, state, data, interrupted, seconds)
+        run = finish_run(cfg, state, data, interrupted, seconds, distributed)
     except OSError as e:
         raise _write_error(e, out, state) from None
+    if not interrupted:
+        remove_backup(out)  # multi-worker: the run is complete, nothing to continue
     if diverged:
         raise TrainingDiverged(f"training diverged: the loss became {diverged['loss']} in epoch {diverged['epoch']}; "
                                f"the best model so far (epoch {state['best']['epoch']}) is kept in {out / 'model.keras'} "
@@ -234,13 +273,17 @@ def _write_error(e: OSError, out: Path, state: dict) -> EdgeclfError:
 
 
 def _validate(cfg: TrainConfig) -> None:
-    if cfg.model is not None and cfg.model not in ARCHITECTURES:
-        raise EdgeclfError(f"unknown --model {cfg.model!r}; choose from {', '.join(ARCHITECTURES)}")
+    if cfg.model is not None and cfg.model not in (*ARCHITECTURES, "auto"):
+        raise EdgeclfError(f"unknown --model {cfg.model!r}; choose from {', '.join(ARCHITECTURES)} or auto (with --budget-ms)")
     precheck(cfg)
 
 
 def _resolve_defaults(cfg: TrainConfig) -> None:
     """Fill the options still unset with their defaults (some depend on the architecture)."""
+    if cfg.budget_ms is not None and cfg.model in (None, "auto"):
+        from .budget import pick_model
+
+        cfg.model, cfg.model_choice = pick_model(cfg.budget_ms, say=lambda line: say(line, cfg.quiet))
     cfg.model = cfg.model or DEFAULT_ARCHITECTURE
     if cfg.model not in ARCHITECTURES:  # from a hand-edited state.json
         raise EdgeclfError(f"unknown --model {cfg.model!r}; choose from {', '.join(ARCHITECTURES)}")
