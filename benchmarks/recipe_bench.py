@@ -58,6 +58,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--old-args", default="", help="extra options for the old command's train")
     ap.add_argument("--name", default="recipe")
     ap.add_argument("--reuse", action="store_true", help="keep finished runs in --work")
+    ap.add_argument("--probe-only", action="store_true", help="only the frozen-features arm (a quick look at a backbone)")
     return ap.parse_args()
 
 
@@ -248,6 +249,8 @@ def main() -> None:
         print(f"== {name}", flush=True)
         rows[name] = {"probe": probe_arm(train, test, args.model)}
         print("probe", rows[name]["probe"], flush=True)
+        if args.probe_only:
+            continue
         rows[name]["recipe"] = recipe_arm(name, train, test, args)
         print("recipe", rows[name]["recipe"], flush=True)
         if args.old:

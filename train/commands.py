@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="Run folder to write the model, run.json and plots to."),
         model: Optional[str] = typer.Option(None, "--model", "-m", help="Architecture: efficientnet_lite0 (default), efficientnet_lite1, efficientnet_lite2 (ImageNet-pretrained, slower and more accurate up the ladder), auto (the largest of those within --budget-ms), edgenet (from scratch), seed, mobilenet_v2."),
         img_size: Optional[int] = typer.Option(None, "--img-size", help="Square input size in pixels (default: the architecture's)."),
-        epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs; early stopping may end sooner (default: efficientnet_lite0/1/2 8, edgenet 60, seed 40, mobilenet_v2 30)."),
+        epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum epochs; early stopping may end sooner (default: efficientnet_lite0/1/2 6, edgenet 60, seed 40, mobilenet_v2 30)."),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per training step (default 32)."),
         val_split: Optional[float] = typer.Option(None, "--val-split", help="Fraction held out for validation, stratified and seeded (default 0.2)."),
         val: Optional[Path] = typer.Option(None, "--val", help="A separate validation folder (same class sub-folders) instead of --val-split."),

@@ -260,11 +260,37 @@ def remove_backup(folder: Path) -> None:
     shutil.rmtree(Path(folder) / BACKUP_DIR, ignore_errors=True)
 
 
+def _save_backup(callback, state: dict, stage_index: int) -> None:
+    """The run's state (the last two kept), then Keras' own backup files."""
+    from edgeclf.outfiles import write_json
+
+    os.makedirs(callback.backup_dir, exist_ok=True)
+    path = Path(callback.backup_dir) / _STATES
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))[-1:]
+    except (OSError, ValueError, TypeError, IndexError, KeyError):
+        kept = []
+    write_json(path, kept + [{**state, "stage": stage_index}])
+    callback._save_model()
+
+
+def _check_same_epoch(state: dict) -> None:
+    """Every worker must restore the same epoch, since they take the same steps together."""
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    mine = tf.constant([state["epoch"]], tf.int64)
+    epochs = strategy.gather(strategy.experimental_distribute_values_from_function(lambda _: mine), axis=0)
+    epochs = sorted({int(e) for e in epochs.numpy()})
+    if len(epochs) > 1:
+        raise EdgeclfError(f"the workers' backups are of different epochs ({', '.join(map(str, epochs))}): "
+                           f"they cannot continue together; remove {BACKUP_DIR}/ from every worker's folder "
+                           "(or start over with --force)")
+
+
 def multi_worker_backup(folder: Path, state: dict, stage_index: int, restore: bool):
     """keras.callbacks.BackupAndRestore for one stage of a multi-worker run (see MultiWorkerBackup)."""
     import keras
-
-    from edgeclf.outfiles import write_json
 
     class MultiWorkerBackup(keras.callbacks.BackupAndRestore):
         """BackupAndRestore (model and optimizer weights, epoch counter: Keras' own files, saved
@@ -302,25 +328,9 @@ def multi_worker_backup(folder: Path, state: dict, stage_index: int, restore: bo
             self.model._initial_epoch = None  # set by a restore; the next stage starts where it says
 
         def _save(self):
-            os.makedirs(self.backup_dir, exist_ok=True)
-            path = Path(self.backup_dir) / _STATES
-            try:
-                kept = json.loads(path.read_text(encoding="utf-8"))[-1:]
-            except (OSError, ValueError, TypeError, IndexError, KeyError):
-                kept = []
-            write_json(path, kept + [{**state, "stage": stage_index}])
-            self._save_model()
+            _save_backup(self, state, stage_index)
 
         def _check_same_epoch(self):
-            import tensorflow as tf
-
-            strategy = tf.distribute.get_strategy()
-            mine = tf.constant([state["epoch"]], tf.int64)
-            epochs = strategy.gather(strategy.experimental_distribute_values_from_function(lambda _: mine), axis=0)
-            epochs = sorted({int(e) for e in epochs.numpy()})
-            if len(epochs) > 1:
-                raise EdgeclfError(f"the workers' backups are of different epochs ({', '.join(map(str, epochs))}): "
-                                   f"they cannot continue together; remove {BACKUP_DIR}/ from every worker's folder "
-                                   "(or start over with --force)")
+            _check_same_epoch(state)
 
     return MultiWorkerBackup()
