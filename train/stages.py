@@ -17,6 +17,7 @@ class Stage:
     epochs: int
     lr: float
     backbone_trainable_from: str | None = None  # None: whole model as built; "": backbone frozen
+    label_smoothing: float = 0.1
 
 
 def stages_of(cfg: TrainConfig) -> list[Stage]:
@@ -25,8 +26,10 @@ def stages_of(cfg: TrainConfig) -> list[Stage]:
     lr = cfg.lr or arch.default_lr
     if arch.fine_tune_from is None or cfg.weights == "none":
         return [Stage("train", cfg.epochs, lr)]
-    if arch.probe:  # the head is fitted on frozen features first (train.probe): fine-tuning only
-        return [Stage("fine-tune", cfg.epochs, lr * arch.fine_tune_lr_scale, backbone_trainable_from=arch.fine_tune_from)]
+    if arch.probe:  # the head is fitted on frozen features first (train.probe): fine-tuning only,
+        # on the probe's own loss (plain cross-entropy: smoothing would first pull its logits in)
+        return [Stage("fine-tune", cfg.epochs, lr * arch.fine_tune_lr_scale, backbone_trainable_from=arch.fine_tune_from,
+                      label_smoothing=0.0)]
     # Transfer learning as keras-io's guide does it: a new head on the frozen backbone first (so
     # its random gradients cannot wreck the pretrained features), then the top blocks fine-tuned
     # slowly with BatchNorm kept in inference mode.

@@ -236,7 +236,7 @@ def _compile(model, stage: Stage, steps_per_epoch: int, weight_decay: float) -> 
     )
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=stage.label_smoothing),
         metrics=["accuracy"],
     )
 
