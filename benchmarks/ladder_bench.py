@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from provenance import provenance, stamp_json, stamp_markdown  # noqa: E402
 from edgeclf.outfiles import write_json, write_text  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-ROUNDS = 3
+ROUNDS = 5
 # int8 milliseconds per 10^9 multiply-accumulates at 4 threads, from published measurements.
 # Pi 4: MLPerf Inference v1.0 (open, Krai, rpi4 at 1.5 GHz, TFLite 2.4.1): EfficientNet-Lite0 int8
 # 32.60 ms mean for 407 M MACs = 80 ms/GMAC (Lite2's preliminary run: 74). Pi 5: no published int8
@@ -46,19 +47,24 @@ PI_SOURCE = ("4 threads; Pi 4: MLPerf Inference v1.0 open/Krai, EfficientNet-Lit
 
 
 def main() -> None:
-    from edgeclf.train.budget import LADDER, _measure
+    import tempfile
+
+    from edgeclf.train.budget import LADDER, build_int8, time_int8
     from edgeclf.train.models import ARCHITECTURES, count_macs
 
-    rows = {}
+    rows, files = {}, {}
+    tmp = Path(tempfile.mkdtemp(prefix="edgeclf-ladder-"))
     for name in LADDER:
         arch = ARCHITECTURES[name]
         model = arch.build(2, arch.default_size, weights=None)
         rows[name] = {"size": arch.default_size, "macs": count_macs(model), "params": int(model.count_params()),
                       "ms": {1: [], 2: []}}
+        files[name] = build_int8(name, arch.default_size, tmp)
     for _ in range(ROUNDS):
         for threads in (1, 2):
             for name in LADDER:
-                rows[name]["ms"][threads].append(_measure(name, rows[name]["size"], threads))
+                rows[name]["ms"][threads].append(time_int8(files[name], threads))
+    shutil.rmtree(tmp, ignore_errors=True)
     for name, r in rows.items():
         r["int8_ms"] = {str(t): float(np.median(v)) for t, v in r.pop("ms").items()}
         r["pi_ms"] = {pi: r["macs"] / 1e9 * f for pi, f in PI_MS_PER_GMAC.items()}

@@ -82,7 +82,12 @@ def _cache_key(name: str, size: int, threads: int, ort_version: str) -> str:
 
 
 def _measure(name: str, size: int, threads: int) -> float:
-    import onnxruntime as ort
+    with tempfile.TemporaryDirectory(prefix="edgeclf-budget-") as tmp:
+        return time_int8(build_int8(name, size, Path(tmp)), threads)
+
+
+def build_int8(name: str, size: int, folder: Path) -> Path:
+    """``name``'s network (untrained, 2 classes) as an int8 ONNX file in ``folder``."""
     import tensorflow as tf
     import tf2onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -91,26 +96,29 @@ def _measure(name: str, size: int, threads: int) -> float:
 
     model = ARCHITECTURES[name].build(2, size, weights=None)
     spec = (tf.TensorSpec((1, size, size, 3), tf.float32, name="image"),)
-    rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 256, (1, size, size, 3)).astype(np.float32) for _ in range(4)]
+    frames = iter([_frame(size, seed) for seed in range(4)])
 
     class Frames(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.left = iter(frames)
-
         def get_next(self):
-            x = next(self.left, None)
+            x = next(frames, None)
             return None if x is None else {"image": x}
 
-    with tempfile.TemporaryDirectory(prefix="edgeclf-budget-") as tmp:
-        fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=str(fp32))
-        quantize_static(str(fp32), str(int8), Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        sess = ort.InferenceSession(str(int8), opts, providers=["CPUExecutionProvider"])
-    feed = {sess.get_inputs()[0].name: frames[0]}
+    fp32, int8 = folder / f"{name}.fp32.onnx", folder / f"{name}.int8.onnx"
+    tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=str(fp32))
+    quantize_static(str(fp32), str(int8), Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return int8
+
+
+def time_int8(path: Path, threads: int) -> float:
+    """Median single-frame latency (ms) of the ONNX model at ``path`` at ``threads`` threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    size = sess.get_inputs()[0].shape[1]
+    feed = {sess.get_inputs()[0].name: _frame(size, 0)}
     for _ in range(5):
         sess.run(None, feed)
     times = []
@@ -119,3 +127,7 @@ def _measure(name: str, size: int, threads: int) -> float:
         sess.run(None, feed)
         times.append((time.perf_counter() - t) * 1000)
     return float(np.median(times))
+
+
+def _frame(size: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (1, size, size, 3)).astype(np.float32)
