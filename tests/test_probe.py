@@ -80,6 +80,9 @@ def test_a_later_epoch_wins_unless_credibly_worse(tmp_path):
     # without a split size (runs that are not LP-FT): the highest figure, as before
     state = _checkpointer_run(tmp_path / "b", [0.90, 0.92, 0.91, 0.80], n_val=None)
     assert state["best"]["epoch"] == 2
+    # a perfect epoch on 70 photos, then one photo missed: still noise, the later epoch is kept
+    state = _checkpointer_run(tmp_path / "d", [0.9857, 1.0, 0.9857], n_val=70)
+    assert state["best"]["epoch"] == 3
     # 5,000 photos tell two points apart (the noise bound there is 1.1 points): the best stays
     state = _checkpointer_run(tmp_path / "c", [0.90, 0.92, 0.90], n_val=5000)
     assert state["best"]["epoch"] == 2

@@ -71,7 +71,7 @@ class Checkpointer(keras.callbacks.Callback):
         on the difference of two proportions near the best's); 0 outside LP-FT runs."""
         if not self.n_val:
             return 0.0
-        p = self._peak()
+        p = (self._peak() * self.n_val + 1) / (self.n_val + 2)  # Laplace: 70 of 70 right is not certainty
         return 1.96 * math.sqrt(2 * p * (1 - p) / self.n_val)
 
     def _peak(self) -> float:
