@@ -128,5 +128,7 @@ def test_classification_report():
     rep = classification_report([0, 0, 1, 1, 2, 2], [0, 1, 1, 1, 2, 0], ["a", "b", "c"])
     assert rep["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
     assert rep["accuracy"] == pytest.approx(4 / 6)
-    assert rep["per_class"]["b"] == {"precision": pytest.approx(2 / 3), "recall": 1.0, "support": 2}
+    b = rep["per_class"]["b"]
+    assert {k: b[k] for k in ("precision", "recall", "support", "predicted")} == {
+        "precision": pytest.approx(2 / 3), "recall": 1.0, "support": 2, "predicted": 3}
     assert rep["per_class"]["a"]["precision"] == 0.5 and rep["n_images"] == 6

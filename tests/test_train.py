@@ -261,12 +261,15 @@ def test_mobilenet_v2_without_weights(tmp_path, shapes_dir):
 
 
 def test_architectures_budget():
-    """The default network stays within 250 M MACs per frame at its default size (a Raspberry Pi 4
-    class CPU must run it live)."""
+    """The default network stays within 400 M MACs per frame at its default size, so a Raspberry
+    Pi 4 runs its int8 model live (about 31 ms a frame on 4 cores at the published 80 ms per
+    GMAC, benchmarks/results/ladder.md). It was 250 M at 160 px until issue 23 measured the native
+    224 px worth 5 points on a small set; `--img-size 160` still gives the 196 M MACs network."""
     from edgeclf.train.models import ARCHITECTURES, DEFAULT_ARCHITECTURE, count_macs
 
     arch = ARCHITECTURES[DEFAULT_ARCHITECTURE]
-    assert count_macs(arch.build(2, arch.default_size, weights="none")) <= 250e6
+    assert count_macs(arch.build(2, arch.default_size, weights="none")) <= 400e6
+    assert count_macs(arch.build(2, 160, weights="none")) <= 200e6
     seed = ARCHITECTURES["seed"].build(2, 64)
     # conv 3x3x3x32 at 62x62, conv 3x3x32x32 at 29x29, dense 14*14*32 -> 128, dense 128 -> 2
     expected = 62 * 62 * 27 * 32 + 29 * 29 * 288 * 32 + 14 * 14 * 32 * 128 + 128 * 2
