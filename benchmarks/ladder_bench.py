@@ -65,10 +65,11 @@ def main() -> None:
             for name in LADDER:
                 rows[name]["ms"][threads].append(time_int8(files[name], threads))
     shutil.rmtree(tmp, ignore_errors=True)
+    accuracy = recipe_accuracy(list(rows))
     for name, r in rows.items():
         r["int8_ms"] = {str(t): float(np.median(v)) for t, v in r.pop("ms").items()}
         r["pi_ms"] = {pi: r["macs"] / 1e9 * f for pi, f in PI_MS_PER_GMAC.items()}
-        r["accuracy"] = recipe_accuracy(name)
+        r["accuracy"] = accuracy[name]
     prov = provenance()
     write_json(RESULTS / "ladder.json", stamp_json({"rows": rows, "pi_ms_per_gmac": PI_MS_PER_GMAC,
                                                     "pi_source": PI_SOURCE, "rounds": ROUNDS}, prov))
@@ -77,19 +78,26 @@ def main() -> None:
     print(md)
 
 
-def recipe_accuracy(name: str) -> dict | None:
-    """The rung's mean accuracy over the recipe benchmark's data sets (Keras and int8)."""
-    path = RESULTS / f"recipe-{name}.json"
-    if not path.is_file():
-        return None
-    sets = json.loads(path.read_text())["sets"]
-    keras, int8 = [], []
-    for r in sets.values():
-        rec = r.get("recipe", {})
-        if isinstance(rec.get("keras"), dict) and "accuracy" in rec["keras"]:
-            keras.append(rec["keras"]["accuracy"])
-            int8.append((rec.get("int8") or {}).get("accuracy", float("nan")))
-    return {"sets": len(keras), "keras": float(np.mean(keras)), "int8": float(np.mean(int8))} if keras else None
+def recipe_accuracy(names: list[str]) -> dict[str, dict | None]:
+    """Each rung's mean accuracy (Keras and int8) over the recipe benchmark's data sets that every
+    rung with a result finished, so the rungs are compared on the same photos."""
+    per_rung = {}
+    for name in names:
+        path = RESULTS / f"recipe-{name}.json"
+        if path.is_file():
+            sets = json.loads(path.read_text())["sets"]
+            per_rung[name] = {s: r["recipe"] for s, r in sets.items()
+                              if isinstance(r.get("recipe", {}).get("keras"), dict)
+                              and "accuracy" in r["recipe"]["keras"]}
+    common = sorted(set.intersection(*(set(v) for v in per_rung.values()))) if per_rung else []
+    out: dict[str, dict | None] = {name: None for name in names}
+    for name, sets in per_rung.items():
+        if common:
+            out[name] = {"sets": common,
+                         "keras": float(np.mean([sets[s]["keras"]["accuracy"] for s in common])),
+                         "int8": float(np.mean([(sets[s].get("int8") or {}).get("accuracy", float("nan"))
+                                                for s in common]))}
+    return out
 
 
 def to_markdown(rows: dict) -> str:
@@ -99,9 +107,13 @@ def to_markdown(rows: dict) -> str:
     lines = ["# The EfficientNet-Lite ladder", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in rows.items():
         acc = r["accuracy"]
-        acc_s = f"{acc['keras']:.1%} / {acc['int8']:.1%} ({acc['sets']} sets)" if acc else "-"
+        acc_s = f"{acc['keras']:.1%} / {acc['int8']:.1%} ({len(acc['sets'])} sets)" if acc else "-"
         lines.append(f"| {name} | {r['size']}x{r['size']} | {r['macs'] / 1e6:.0f} M | {r['int8_ms']['1']:.1f} | "
                      f"{r['int8_ms']['2']:.1f} | " + "".join(f"{r['pi_ms'][pi]:.0f} | " for pi in pis) + f"{acc_s} |")
+    sets = next((r["accuracy"]["sets"] for r in rows.values() if r["accuracy"]), None)
+    if sets:
+        lines += ["", f"Accuracy: the mean over the data sets every rung with a recipe result finished "
+                      f"({', '.join(sets)}), on each set's held-out photos (recipe_bench.py)."]
     if PI_SOURCE:
         lines += ["", f"Pi estimates: MACs x {', '.join(f'{pi} {f:g} ms/GMAC' for pi, f in PI_MS_PER_GMAC.items())} "
                       f"({PI_SOURCE})."]

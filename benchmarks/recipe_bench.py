@@ -1,11 +1,11 @@
 """The training recipe on several small real data sets, judged on each set's held-out photos.
 
     python benchmarks/recipe_bench.py --sets DATASETS_ROOT
-    python benchmarks/recipe_bench.py --sets DATASETS_ROOT --model efficientnet_lite2 --name recipe-lite2
+    python benchmarks/recipe_bench.py --sets DATASETS_ROOT --model efficientnet_lite2
     python benchmarks/recipe_bench.py --sets DATASETS_ROOT --old "python -m edgeclf.cli" --old-env PYTHONPATH=OLD
 
 DATASETS_ROOT holds one folder per data set with ``train/<class>/`` and ``test/<class>/`` (see
-benchmarks/datasets.md for where each comes from and benchmarks/get_datasets.sh); the shared
+benchmarks/datasets.md for where each comes from and benchmarks/make_datasets.py); the shared
 cats and dogs photos (which have no test folder) are added with a seeded 30% held out.
 
 Arms, each on the same photos:
@@ -56,10 +56,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--old", default="", help="command that runs another edgeclf (its train is the 'old' arm)")
     ap.add_argument("--old-env", default="", help="NAME=VALUE for the old command's environment")
     ap.add_argument("--old-args", default="", help="extra options for the old command's train")
-    ap.add_argument("--name", default="recipe")
+    ap.add_argument("--name", default="", help="results file name (default: recipe-MODEL)")
     ap.add_argument("--reuse", action="store_true", help="keep finished runs in --work")
     ap.add_argument("--probe-only", action="store_true", help="only the frozen-features arm (a quick look at a backbone)")
-    return ap.parse_args()
+    args = ap.parse_args()
+    args.name = args.name or f"recipe-{args.model}"
+    return args
 
 
 def data_sets(args: argparse.Namespace) -> dict[str, tuple[Path, Path]]:
