@@ -1,6 +1,6 @@
 """How to fine-tune after the linear probe: test accuracy after every epoch, per setting.
 
-    python benchmarks/lpft_sweep.py run TRAIN_DIR TEST_DIR OUT.json [--configs G,H] [--epochs 6]
+    python benchmarks/lpft_sweep.py run TRAIN_DIR TEST_DIR OUT.json [--configs G,H] [--epochs 6] [--wise 0.5]
     python benchmarks/lpft_sweep.py report OUT1.json OUT2.json ... --name lpft_sweep
 
 ``run``: EfficientNet-Lite0 at 224 px; the probe (train.probe) fitted on the frozen features of
@@ -82,10 +82,20 @@ def run(args: argparse.Namespace) -> None:
             lambda a, b: (aug(tf.cast(a, tf.float32), training=True), tf.one_hot(b, len(classes))))
         hist: list[dict] = []
 
+        def test_accuracy() -> float:
+            p = model.predict(xt.astype(np.float32), batch_size=64, verbose=0)
+            return float((p.argmax(1) == yt).mean())
+
         class Judge(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
-                p = model.predict(xt.astype(np.float32), batch_size=64, verbose=0)
-                hist.append({"epoch": epoch + 1, "loss": float(logs["loss"]), "test": float((p.argmax(1) == yt).mean())})
+                row = {"epoch": epoch + 1, "loss": float(logs["loss"]), "test": test_accuracy()}
+                if args.wise:  # WiSE-FT: the weights interpolated between the probe's start and this epoch's
+                    tuned = model.get_weights()
+                    for a in args.wise:
+                        model.set_weights([(1 - a) * w0 + a * w1 for w0, w1 in zip(start, tuned)])
+                        row[f"wise{a:g}"] = test_accuracy()
+                    model.set_weights(tuned)
+                hist.append(row)
                 print(name, hist[-1], f"{time.time() - t0:.0f} s", flush=True)
 
         model.fit(ds, epochs=args.epochs, verbose=0, callbacks=[Judge()])
@@ -96,15 +106,21 @@ def run(args: argparse.Namespace) -> None:
 def report(args: argparse.Namespace) -> None:
     runs = [json.loads(Path(p).read_text()) for p in args.files]
     names = [c for c in CONFIGS if any(c in r for r in runs)]
+    # one column per setting, then one per (setting, WiSE-FT share) the runs recorded
+    cols = [(c, "test", f"{c} by epoch") for c in names]
+    for c in names:
+        keys = dict.fromkeys(k for r in runs for h in r.get(c, []) for k in h if k.startswith("wise"))
+        cols += [(c, k, f"{c} WiSE-FT {k[4:]} by epoch") for k in keys]
     lines = ["# Fine-tuning after the linear probe (EfficientNet-Lite0, 224 px)", "",
              "Test accuracy of the probe, then after each fine-tuning epoch (the last is what the recipe keeps "
              "unless validation says otherwise). Settings: " + "; ".join(
                  f"{c}: label smoothing {CONFIGS[c][0]}, lr {CONFIGS[c][1]:g}, from {CONFIGS[c][2]}, head dropout "
-                 f"{CONFIGS[c][3]}" for c in names) + ".", "",
-             "| data set | train / test | probe | " + " | ".join(f"{c} by epoch" for c in names) + " |",
-             "|---|---|---|" + "---|" * len(names)]
+                 f"{CONFIGS[c][3]}" for c in names) + ". WiSE-FT a: the weights (1 - a) x the probe's start + a x "
+                 "the epoch's, judged as they are (no further training).", "",
+             "| data set | train / test | probe | " + " | ".join(t for *_, t in cols) + " |",
+             "|---|---|---|" + "---|" * len(cols)]
     for r in runs:
-        cells = [" ".join(f"{h['test']:.1%}" for h in r[c]) if c in r else "-" for c in names]
+        cells = [" ".join(f"{h[k]:.1%}" for h in r[c]) if c in r and k in r[c][0] else "-" for c, k, _ in cols]
         lines.append(f"| {r['set']} | {r['n_train']} / {r['n_test']} | {r['probe']['accuracy']:.1%} | " + " | ".join(cells) + " |")
     write_text(ROOT / "benchmarks" / "results" / f"{args.name}.md", stamp_markdown("\n".join(lines) + "\n", provenance()))
 
@@ -118,6 +134,9 @@ def main() -> None:
     r.add_argument("out", type=Path)
     r.add_argument("--configs", default="G,H")
     r.add_argument("--epochs", type=int, default=6)
+    r.add_argument("--wise", type=lambda v: [float(a) for a in v.split(",")], default=[],
+                   help="also judge the weights interpolated between the probe and each epoch (WiSE-FT), at these "
+                        "shares of the fine-tuned weights, e.g. 0.5")
     g = sub.add_parser("report")
     g.add_argument("files", nargs="+")
     g.add_argument("--name", default="lpft_sweep")

@@ -14,7 +14,7 @@ _os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(PIXEL_LIMIT))
 # so ``import edgeclf`` (and ``edgeclf --help``) does not pay for OpenCV and onnxruntime.
 _PUBLIC = {
     "Classifier": "model.classifier",
-    "Prediction": "model.classifier",
+    "Prediction": "model.prediction",
     "open_source": "sources",
     "LiveServer": "serve",
 }

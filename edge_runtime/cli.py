@@ -82,11 +82,17 @@ def predict(
     realtime: Optional[bool] = typer.Option(None, "--realtime/--no-realtime", help="Video files: play at their own frame rate, skipping frames the model cannot keep up with, like a camera (default: on with --serve)."),
     allow_host: list[str] = typer.Option([], "--allow-host", metavar="NAME", help="--serve: also answer requests addressed to this host name (repeatable); by default only IP addresses, localhost and this machine's name."),
     force: bool = typer.Option(False, "--force", help="Let --csv/--save replace an existing file that edgeclf did not write (never an input)."),
+    unknown: bool = typer.Option(True, "--unknown/--no-unknown", help="Answer 'unknown' for a frame that is none of the classes: too far from the training photos (the model's unknown score above the threshold its export calibrated) or, with --threshold, too unsure."),
+    unknown_threshold: Optional[float] = typer.Option(None, "--unknown-threshold", help="The unknown score above which a frame is 'unknown' (default: the model's calibrated one; higher rejects less; see edgeclf eval --unknown)."),
+    threshold: list[str] = typer.Option([], "--threshold", metavar="CLASS=P", help="Also 'unknown' when CLASS is the top class with a probability below P (repeatable)."),
 ) -> None:
     """Classify images, folders, videos, cameras and streams with an ONNX model (no TensorFlow)."""
     options = dict(locals())  # the parameters above are PredictOptions' fields, by name
+    from edgeclf.model.unknown import parse_class_thresholds
     from edgeclf.predict.loop import run_predict
     from edgeclf.predict.options import PredictOptions
+
+    options["class_thresholds"] = parse_class_thresholds(options.pop("threshold"))
 
     summary = run_predict(PredictOptions(**options))
     if summary.interrupted:

@@ -34,6 +34,7 @@ from .int8 import choose_int8, describe
 from .onnxrun import predict
 from .options import DEFAULT_CALIB_SIZE, DEFAULT_MAX_DROP, DEFAULT_PARITY_SIZE, ExportOptions
 from .outfolder import check_out_folder, staging, swap_in
+from .unknown import DEFAULT_REJECT, Bank, attach, embeddings, has_embedding
 
 
 class ExportCheckError(EdgeclfError):
@@ -81,6 +82,7 @@ def export_model(
     max_drop: float = DEFAULT_MAX_DROP,
     parity_size: int = DEFAULT_PARITY_SIZE,
     seed: int = 0,
+    unknown_reject: float = DEFAULT_REJECT,
     force: bool = False,
     show_progress: bool = True,
 ) -> dict:
@@ -88,16 +90,15 @@ def export_model(
 
     Always writes ``model.onnx`` after checking parity with Keras; with ``int8`` also
     ``model.int8.onnx`` unless the guard finds it credibly worse than fp32 on the validation split
-    and the run's training photos (drop above ``max_drop``, agreement or probabilities off: see
-    ``int8.judge``);
-    with ``fp16`` ``model.fp16.onnx``; then ``export.json`` (returned as a dict). The files are
-    built beside ``out_dir`` and replace it whole at the end; an ``out_dir`` holding an earlier
-    export is replaced only with ``force``.
+    and the run's training photos (``int8.judge``); with ``fp16`` ``model.fp16.onnx``; then
+    ``export.json`` (returned as a dict). fp32 and int8 also output the unknown score
+    (``export/unknown.py``), its threshold rejecting ``unknown_reject`` of the validation photos.
+    The files are built beside ``out_dir`` and replace it whole at the end (an earlier export only with ``force``).
     Raises EdgeclfError for bad input (nothing written) and ExportCheckError when a check fails.
     """
     opts = ExportOptions(int8=int8, fp16=fp16, calib_dir=Path(calib) if calib is not None else None,
                          calib_size=calib_size, calib_method=calib_method, opset=opset, max_drop=max_drop,
-                         parity_size=parity_size, seed=seed)
+                         parity_size=parity_size, seed=seed, unknown_reject=unknown_reject)
     src = resolve_source(source)
     out = Path(out_dir) if out_dir is not None else src.model_path.parent / "export"
     opts.check()
@@ -108,11 +109,12 @@ def export_model(
             images = data.read_check_images(src, model.class_names, model.size, opts, calib_files, step)
             fp32 = _convert_and_check(model, opts.opset, images.parity, step)
             report = _report(model, opts.opset, fp32.parity, images.real)
-            _write(new / FP32_NAME, fp32.payload, report, "fp32")
+            bank = _unknown_bank(src, fp32, images, opts, step)
+            _write(new / FP32_NAME, _with_unknown(fp32.payload, bank, images, opts, report, "fp32", step), report, "fp32")
             if opts.fp16:
                 _add_fp16(model, fp32, images.parity, new, report, step)
             if opts.int8:
-                _add_int8(model, fp32, images, opts, new, report, step)
+                _add_int8(model, fp32, images, opts, new, report, step, bank)
             _write_report(new, report)
             swap_in(new, out)
     except OSError as e:  # disk full, folder made read-only: the earlier export (if any) is untouched
@@ -191,15 +193,44 @@ def _add_fp16(model: _Model, fp32: _Fp32, parity_x: np.ndarray, out: Path, repor
     _write(out / FP16_NAME, payload, report, "fp16")
 
 
+def _unknown_bank(src: RunSource, fp32: _Fp32, images: CheckImages, opts: ExportOptions, step: Step) -> Bank | None:
+    """The training photos' embeddings the unknown score measures against; None without an
+    embedding output, without --unknown-reject, or without validation photos to calibrate on."""
+    if not opts.unknown_reject or not has_embedding(fp32.proto):
+        return None
+    if len(images.val.x) == 0:
+        print(f"warning: {src.model_path}: no validation photos to calibrate the unknown score on; "
+              "the model gets none", file=sys.stderr)
+        return None
+    x = data.bank_photos(src, images, opts.seed, step)
+    if len(x) == 0:
+        print(f"warning: {src.model_path}: no training photos recorded (run.json); the model gets no unknown score",
+              file=sys.stderr)
+        return None
+    return Bank.of(embeddings(fp32.session, x, progress=step("unknown score: training embeddings", len(x))))
+
+
+def _with_unknown(payload: bytes, bank: Bank | None, images: CheckImages, opts: ExportOptions, report: dict,
+                  precision: str, step: Step) -> bytes:
+    """``payload`` with the unknown score calibrated on the validation photos (as it is without a bank)."""
+    if bank is None:
+        return payload
+    payload, figures = attach(payload, bank, images.val.x, opts.unknown_reject,
+                              progress=step(f"unknown score: calibrating {precision}", len(images.val.x)))
+    report.setdefault("unknown", {"method": "knn-cosine", "k": bank.k, "bank": len(bank.vectors),
+                                  "target_reject": opts.unknown_reject})[precision] = figures
+    return payload
+
+
 def _add_int8(model: _Model, fp32: _Fp32, images: CheckImages, opts: ExportOptions, out: Path, report: dict,
-              step: Step) -> None:
+              step: Step, bank: Bank | None = None) -> None:
     """model.int8.onnx when it passes the accuracy guard; its figures in the report either way."""
     result, payload = choose_int8(fp32.payload, fp32.session, images, opts.calib_method, opts.max_drop, step,
                                   metadata=lambda accuracy: model.metadata("int8", accuracy))
     result["calib_source"] = str(opts.calib_dir.resolve()) if opts.calib_dir is not None else "training split (run.json)"
     report["int8"] = result
     if result["accepted"]:
-        _write(out / INT8_NAME, payload, report, "int8")
+        _write(out / INT8_NAME, _with_unknown(payload, bank, images, opts, report, "int8", step), report, "int8")
 
 
 def _write_report(out: Path, report: dict) -> None:

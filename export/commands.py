@@ -54,6 +54,11 @@ def _print_summary(report: dict, out: Path) -> None:
             f"({r['speedup']:.2f}x faster)",
         )
     console.print(table)
+    if "unknown" in report:
+        u = report["unknown"]
+        console.print(f"unknown score: {u['k']}-th nearest of {u['bank']} training photos (cosine); threshold "
+                      + ", ".join(f"{k} {u[k]['threshold']:.4f} ({u[k]['rejected_in_class']:.1%} of {u[k]['calibrated_on']} "
+                                  "validation photos rejected)" for k in ("fp32", "int8") if k in u))
 
 
 def _int8_check(r: dict) -> str:
@@ -86,6 +91,8 @@ def register(app: typer.Typer) -> None:
         opset: int = typer.Option(17, "--opset", help="ONNX opset (13-18)."),
         max_drop: float = typer.Option(0.01, "--max-drop", help="Largest accepted int8 accuracy drop vs fp32 (0.01 = 1 point): int8 is rejected when its drop "
                                       "on the validation and training photos is credibly above it (95% interval)."),
+        unknown_reject: float = typer.Option(0.02, "--unknown-reject", help="Share of the validation photos the unknown score's threshold rejects: "
+                                             "predict answers 'unknown' for frames farther from the training photos (0: no unknown score)."),
         json_out: bool = typer.Option(False, "--json", help="Print export.json's content as one JSON object."),
         force: bool = typer.Option(False, "--force", help="Replace an earlier export in the output folder."),
     ) -> None:
@@ -93,7 +100,7 @@ def register(app: typer.Typer) -> None:
         require_train_extra("export")
         run_export(
             source, out, json_out=json_out, int8=int8, fp16=fp16, calib=calib, calib_size=calib_size,
-            calib_method=calib_method, opset=opset, max_drop=max_drop, force=force,
+            calib_method=calib_method, opset=opset, max_drop=max_drop, unknown_reject=unknown_reject, force=force,
         )
 
     @app.command()

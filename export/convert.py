@@ -24,7 +24,9 @@ DEFAULT_OPSET = 17
 
 def keras_to_onnx(model, opset: int = DEFAULT_OPSET, label: str | None = None) -> onnx.ModelProto:
     """Convert a Keras classifier (float RGB 0-255 in, softmax out) to ONNX with a uint8 ``image``
-    input [N, H, W, 3] (batch dynamic) and a float32 ``probs`` output; checked by the ONNX checker.
+    input [N, H, W, 3] (batch dynamic), a float32 ``probs`` output and, when the model ends in a
+    ``probs`` layer (every edgeclf model), the float32 ``embedding`` that layer classifies;
+    checked by the ONNX checker.
 
     ``label`` names the model in error messages (its file)."""
     import tensorflow as tf
@@ -36,9 +38,14 @@ def keras_to_onnx(model, opset: int = DEFAULT_OPSET, label: str | None = None) -
     h, w = input_size_of(model, label)
     spec = (tf.TensorSpec((None, h, w, 3), tf.uint8, name=md.INPUT_NAME),)
 
+    net = with_embedding(model)
+
     @tf.function(input_signature=spec)
     def classify(image):
-        return {md.OUTPUT_NAME: tf.cast(model(tf.cast(image, tf.float32), training=False), tf.float32)}
+        outputs = net(tf.cast(image, tf.float32), training=False)
+        if net is model:
+            return {md.OUTPUT_NAME: tf.cast(outputs, tf.float32)}
+        return {md.OUTPUT_NAME: tf.cast(outputs[0], tf.float32), md.EMBEDDING_NAME: tf.cast(outputs[1], tf.float32)}
 
     try:
         proto, _ = tf2onnx.convert.from_function(classify, input_signature=spec, opset=opset)
@@ -54,6 +61,20 @@ def keras_to_onnx(model, opset: int = DEFAULT_OPSET, label: str | None = None) -
         raise EdgeclfError(f"{label}: the converted ONNX graph fails the ONNX checker ({first_line(e, 200)})") from None
     release_memory()  # the traced graph and its copies: 0.7 GB for EfficientNet-Lite0
     return proto
+
+
+def with_embedding(model):
+    """``model`` with a second output, the [N, D] input of its ``probs`` layer (the embedding the
+    unknown score measures), or ``model`` itself when it has no such layer (a bare .keras file)."""
+    import keras
+
+    try:
+        features = model.get_layer(md.OUTPUT_NAME).input
+    except (ValueError, AttributeError):
+        return model
+    if len(getattr(features, "shape", ())) != 2:
+        return model
+    return keras.Model(model.inputs, [model.output, features], name=model.name)
 
 
 def release_memory() -> None:

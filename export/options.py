@@ -29,6 +29,8 @@ class ExportOptions:
     max_drop: float  # the int8 guard: largest accepted drop vs fp32 (its 95% interval's lower end; int8.judge)
     parity_size: int
     seed: int
+    unknown_reject: float = 0.02  # share of held-back in-class photos the unknown score's threshold rejects; 0: no score
+
 
     def check(self) -> None:
         """Raise EdgeclfError (as the command line spells the option) for a value out of range."""
@@ -40,5 +42,7 @@ class ExportOptions:
             raise EdgeclfError(f"--calib-size {self.calib_size}: must be at least 1")
         if self.calib_method != "auto" and self.calib_method not in METHODS:
             raise EdgeclfError(f"--calib-method {self.calib_method}: expected auto, {', '.join(METHODS)}")
+        if not 0 <= self.unknown_reject < 0.5:
+            raise EdgeclfError(f"--unknown-reject {self.unknown_reject}: must be from 0 (no unknown score) to below 0.5")
         if self.parity_size < 1:
             raise EdgeclfError(f"parity size {self.parity_size}: must be at least 1")

@@ -125,11 +125,13 @@ def test_metadata_and_runtime(seed_run, tmp_path, shapes_dir):
         assert meta[md.PRECISION] == precision
         assert meta[md.EDGECLF_VERSION]
         assert 0 < float(meta[md.VAL_ACCURACY]) <= 1
-        (inp,), (outp,) = model.graph.input, model.graph.output
+        (inp,), outs = model.graph.input, {o.name: o for o in model.graph.output}
         assert inp.name == "image" and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
         dims = [d.dim_value or d.dim_param for d in inp.type.tensor_type.shape.dim]
         assert isinstance(dims[0], str) and dims[1:] == [32, 32, 3]  # batch dynamic, NHWC
-        assert outp.name == "probs" and outp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert sorted(outs) == sorted([md.OUTPUT_NAME, md.EMBEDDING_NAME, md.UNKNOWN_NAME])
+        assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for o in outs.values())
+        assert [d.dim_value for d in outs[md.EMBEDDING_NAME].type.tensor_type.shape.dim][1] == 128  # seed's Dense(128)
 
         clf = Classifier(out / name)
         assert clf.class_names == run["class_names"] and clf.size == (32, 32)
@@ -375,3 +377,36 @@ def test_int8_guard_judges_validation_and_training_photos(seed_run, tmp_path):
     line = r.stderr.strip().splitlines()[-1]
     assert f"on {n_val + n_train} photos ({n_val} validation + {n_train} training" in line, line
     assert "rejected as drop credibly above --max-drop -1.0" in line and "95% CI" in line, line
+
+
+def test_unknown_score_is_calibrated_per_precision(seed_run, tmp_path):
+    """fp32 and int8 both output the k-NN distance to the training photos' embeddings, equal to
+    the numpy definition, with a threshold that rejects about the target share of validation photos."""
+    from onnx import numpy_helper
+
+    from edgeclf.export.unknown import Bank
+    from edgeclf.image import read_image
+
+    out = tmp_path / "export"
+    report = export_model(seed_run, out, int8=True, calib_size=40, max_drop=0.1, unknown_reject=0.05, show_progress=False)
+    u = report["unknown"]
+    assert u["method"] == "knn-cosine" and u["target_reject"] == 0.05 and 1 <= u["k"] <= u["bank"]
+    run = json.loads((seed_run / "run.json").read_text())
+    assert u["bank"] == len(run["splits"]["train"])  # every training photo (fewer than MAX_BANK)
+    val = [Path(p) for p in run["splits"]["val"]]
+    for precision, name in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
+        proto = onnx.load(out / name)
+        assert [o.name for o in proto.graph.output][-1] == md.UNKNOWN_NAME
+        meta = json.loads({p.key: p.value for p in proto.metadata_props}[md.UNKNOWN])
+        assert meta["threshold"] == u[precision]["threshold"] and meta["calibrated_on"] == len(val)
+        assert u[precision]["rejected_in_class"] <= 0.05 + 1 / len(val)
+        clf = Classifier(out / name, threads=1)
+        x = np.stack([clf.preprocess(read_image(p)) for p in val])
+        probs, scores = clf.classify_arrays(x)
+        labels = [p.label for p in clf.predictions(probs, scores)]
+        assert labels.count("unknown") == int((scores > meta["threshold"]).sum())
+        assert 0 < labels.count("unknown") <= 0.05 * len(val) + 1
+        # the graph computes the numpy definition from the bank it carries
+        bank_t = next(numpy_helper.to_array(t) for t in proto.graph.initializer if t.name.endswith("bank_t"))
+        emb = clf.session.run([md.EMBEDDING_NAME], {clf.input_name: x})[0]
+        assert np.allclose(Bank(bank_t.T.astype(np.float32), meta["k"]).scores(emb), scores, atol=1e-4)

@@ -110,7 +110,7 @@ def test_public_face_and_no_workstation_module_loaded_by_the_runtime():
         "import sys, pkgutil, importlib, edgeclf\n"
         "from edgeclf import Classifier, Prediction, open_source, LiveServer\n"
         "assert Classifier.__module__ == 'edgeclf.model.classifier' and open_source.__module__ == 'edgeclf.sources.open'\n"
-        "assert Prediction.__module__ == 'edgeclf.model.classifier' and LiveServer.__module__ == 'edgeclf.serve.server'\n"
+        "assert Prediction.__module__ == 'edgeclf.model.prediction' and LiveServer.__module__ == 'edgeclf.serve.server'\n"
         # walk_packages would import edgeclf.train and edgeclf.export to look inside them
         "def walk(path, prefix):\n"
         "    for m in pkgutil.iter_modules(path, prefix):\n"

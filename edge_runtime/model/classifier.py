@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -27,6 +26,8 @@ from edgeclf.model.batching import in_batches
 from edgeclf.model.exported import check_export_member
 from edgeclf.model.outputs import as_probabilities, output_kind
 from edgeclf.model.session import open_session
+from edgeclf.model.prediction import Prediction
+from edgeclf.model.unknown import Calibration, UnknownRule, parse_calibration, rule_for
 from edgeclf.quiet import captured_output
 
 _DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -83,25 +84,6 @@ def _metadata_side(meta: dict[str, str], key: str, path: object) -> int:
     return int(text)
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """One image's result: the top class, its probability, and every class's probability."""
-
-    label: str
-    index: int
-    score: float
-    probs: dict[str, float]
-
-    def top(self, k: int) -> list[tuple[str, float]]:
-        """The ``k`` most probable classes as (label, probability), best first."""
-        return sorted(self.probs.items(), key=lambda kv: -kv[1])[: max(1, k)]
-
-    @classmethod
-    def from_probs(cls, probs: np.ndarray, class_names: Sequence[str]) -> "Prediction":
-        i = int(np.argmax(probs))
-        return cls(class_names[i], i, float(probs[i]), {c: float(p) for c, p in zip(class_names, probs)})
-
-
 def int8_cpu_warning(metadata: dict[str, str], family: str) -> str | None:
     """Why an int8 model's export-time accuracy may not hold on a CPU of ``family``, or None.
 
@@ -150,6 +132,9 @@ class Classifier:
     default, as a device shares its cores with capture, decoding and serving
     (benchmarks/results/ort_session.md). With ``spin`` the thread count is fixed.
     ``labels`` and ``size`` (height, width) are only needed for models without edgeclf metadata.
+    ``unknown``: label a frame ``unknown`` when the model's unknown score is above the threshold
+    export calibrated (``unknown_threshold`` overrides it) or its top class's probability is below
+    ``class_thresholds[class]`` (``edgeclf.model.unknown``); False: always a class.
     ``self.providers`` lists what actually runs.
     """
 
@@ -165,6 +150,9 @@ class Classifier:
         fp16: bool = True,
         spin: bool = False,
         warn: Callable[[str], None] = _warn,
+        unknown: bool = True,
+        unknown_threshold: float | None = None,
+        class_thresholds: Mapping[str, float] | None = None,
     ) -> None:
         self.path = _model_file(model_path)
         if threads is not None:
@@ -180,6 +168,15 @@ class Classifier:
         inp, out = self._read_signature()
         self.class_names, self.size = self._labels_and_size(labels, size, inp, out)
         self.output_kind = output_kind(self.metadata, self.path)  # probabilities, or logits that predict_arrays softmaxes
+        #: what export calibrated for the unknown score (None: the model has none)
+        self.calibration: Calibration | None = (parse_calibration(self.metadata[md.UNKNOWN], self.path)
+                                                if self.unknown_output and md.UNKNOWN in self.metadata else None)
+        for name in class_thresholds or {}:
+            if name not in self.class_names:
+                raise EdgeclfError(f"--threshold {name}: {self.path} has no class {name!r}")
+        #: the rule that makes a prediction ``unknown`` (inactive: never)
+        self.unknown_rule: UnknownRule = rule_for(self.calibration, enabled=unknown, threshold=unknown_threshold,
+                                                  class_thresholds=class_thresholds, path=self.path)
         if self.providers[0] == prov.CPU:  # the int8 kernels that differ by CPU family
             cpu_warning = int8_cpu_warning(self.metadata, sysinfo.cpu_family())
             if cpu_warning:
@@ -244,8 +241,12 @@ class Classifier:
         self.input_dtype = _DTYPES[inp.type]
         if len(inp.shape) != 4 or inp.shape[3] != 3:
             raise EdgeclfError(f"{self.path}: model input {inp.name!r} {inp.shape} is not an NHWC RGB image tensor [N, H, W, 3]")
-        out = self.session.get_outputs()[0]
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        out = outputs.get(md.OUTPUT_NAME, self.session.get_outputs()[0])
         self.output_name = out.name
+        score = outputs.get(md.UNKNOWN_NAME)
+        #: the unknown score's output name, when the model has one ([N] float)
+        self.unknown_output: str | None = score.name if score is not None and len(score.shape) == 1 else None
         if len(out.shape) != 2:
             raise EdgeclfError(f"{self.path}: model output {out.name!r} {out.shape} is not [N, classes] probabilities")
         batch_dim = inp.shape[0]
@@ -348,9 +349,13 @@ class Classifier:
         if self.max_batch == 1 and len(batch_rgb) > 1:  # the graph takes one image per call
             return in_batches(self.predict_arrays, batch_rgb, 1)
         probs = self.session.run([self.output_name], {self.input_name: batch_rgb.astype(self.input_dtype, copy=False)})[0]
-        if probs.shape != (len(batch_rgb), len(self.class_names)):  # a graph whose declared shape lied
-            raise EdgeclfError(f"{self.path}: model gave output of shape {list(probs.shape)} for {len(batch_rgb)} "
-                               f"image(s); expected [{len(batch_rgb)}, {len(self.class_names)}] (one per class)")
+        return self._checked(probs, len(batch_rgb))
+
+    def _checked(self, probs: np.ndarray, n: int) -> np.ndarray:
+        """The model's output rows for ``n`` images as probabilities, or a one-line error."""
+        if probs.shape != (n, len(self.class_names)):  # a graph whose declared shape lied
+            raise EdgeclfError(f"{self.path}: model gave output of shape {list(probs.shape)} for {n} "
+                               f"image(s); expected [{n}, {len(self.class_names)}] (one per class)")
         if not np.isfinite(probs).all():  # would print as bare NaN: invalid JSON, and no real answer
             raise EdgeclfError(f"{self.path}: model gave probabilities that are not finite numbers (NaN or infinity)")
         return as_probabilities(probs, self.output_kind, self.path)  # every call: a few operations per row
@@ -359,13 +364,30 @@ class Classifier:
         """Classify one BGR image (any size; grey, alpha and 16-bit are converted first)."""
         return self.predict_batch([image_bgr])[0]
 
+    def classify_arrays(self, batch_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities [N, classes], unknown scores [N] or None) for preprocessed RGB uint8
+        images, in one inference call; the scores only when the rule uses them."""
+        if self.unknown_output is None or self.unknown_rule.threshold is None:
+            return self.predict_arrays(batch_rgb), None
+        if self.max_batch == 1 and len(batch_rgb) > 1:
+            parts = [self.classify_arrays(batch_rgb[i:i + 1]) for i in range(len(batch_rgb))]
+            return np.concatenate([p for p, _ in parts]), np.concatenate([s for _, s in parts])
+        probs, scores = self.session.run([self.output_name, self.unknown_output],
+                                         {self.input_name: batch_rgb.astype(self.input_dtype, copy=False)})
+        if scores.shape != (len(batch_rgb),) or not np.isfinite(scores).all():
+            raise EdgeclfError(f"{self.path}: model gave unknown scores of shape {list(scores.shape)} (or not finite) "
+                               f"for {len(batch_rgb)} image(s)")
+        return self._checked(probs, len(batch_rgb)), scores
+
     def predict_batch(self, images_bgr: Sequence[np.ndarray]) -> list[Prediction]:
         """Classify several BGR images in one inference call."""
         if len(images_bgr) == 0:
             return []
         batch = np.stack([self.preprocess(to_bgr8(img)) for img in images_bgr])
-        return self.predictions(self.predict_arrays(batch))
+        return self.predictions(*self.classify_arrays(batch))
 
-    def predictions(self, probs: np.ndarray) -> list[Prediction]:
-        """``Prediction`` objects for rows of probabilities from ``predict_arrays``."""
-        return [Prediction.from_probs(p, self.class_names) for p in probs]
+    def predictions(self, probs: np.ndarray, scores: np.ndarray | None = None) -> list[Prediction]:
+        """``Prediction`` objects for rows of probabilities (and unknown scores) from ``classify_arrays``."""
+        if scores is None:
+            return [Prediction.from_probs(p, self.class_names, rule=self.unknown_rule) for p in probs]
+        return [Prediction.from_probs(p, self.class_names, s, self.unknown_rule) for p, s in zip(probs, scores)]

@@ -21,6 +21,9 @@ INT8_CPUS = "int8_cpus"  # JSON list of sysinfo.CPU_FAMILIES the int8 model was 
 OUTPUT = "output"  # what the output rows are: PROBABILITIES (absent: the same) or LOGITS (edgeclf softmaxes them)
 PROBABILITIES = "probabilities"
 LOGITS = "logits"
+# JSON object: how far from the training photos a frame may be before it is "unknown"
+# (edgeclf.model.unknown); present when the model also outputs UNKNOWN_NAME.
+UNKNOWN = "unknown"
 
 #: The longest class name (characters) a model may carry, and so a training folder may have.
 MAX_CLASS_NAME = 200
@@ -49,6 +52,8 @@ def class_name_problem(name: str) -> str | None:
 
 INPUT_NAME = "image"  # uint8 NHWC, batch dynamic, RGB 0-255
 OUTPUT_NAME = "probs"  # float32 [N, classes], softmax (unless OUTPUT says logits)
+EMBEDDING_NAME = "embedding"  # float32 [N, D]: the features the head classifies
+UNKNOWN_NAME = "unknown_score"  # float32 [N]: distance from the training photos (higher: less like them)
 
 
 def model_metadata(

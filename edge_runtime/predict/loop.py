@@ -28,6 +28,7 @@ from edgeclf.model.locate import onnx_model
 from edgeclf.model.providers import CPU
 from edgeclf.outfiles import check_output
 from edgeclf.predict.options import PredictOptions, Result, Summary
+from edgeclf.predict.smoothing import Smoother
 from edgeclf.redact import redact_url
 from edgeclf.sinks.base import Sink
 from edgeclf.sinks.console import print_line
@@ -39,21 +40,6 @@ from edgeclf.sources.open import open_source
 
 #: Source kinds that are photos, not a stream of frames.
 PHOTO_KINDS = ("image", "folder", "glob")
-
-
-class Smoother:
-    """Exponential moving average of the probabilities, so a live label does not flicker:
-    ``avg = alpha * newest + (1 - alpha) * avg``, with ``alpha`` in (0, 1] (``--smooth-alpha``,
-    checked by ``PredictOptions.validate``)."""
-
-    def __init__(self, alpha: float) -> None:
-        self.alpha = alpha
-        self.avg: np.ndarray | None = None
-
-    def __call__(self, probs: np.ndarray) -> np.ndarray:
-        probs = np.asarray(probs, np.float64)
-        self.avg = probs if self.avg is None else self.alpha * probs + (1 - self.alpha) * self.avg
-        return self.avg
 
 
 _END = object()
@@ -193,12 +179,13 @@ def _classified(clf: Classifier, items: list[tuple[Frame, np.ndarray, float]], s
     """The results of one inference call on ``items`` (frame, model input, preprocessing ms): each
     frame's latency is its preprocessing plus its share of the call."""
     t0 = time.perf_counter()
-    probs = clf.predict_arrays(np.stack([t for _, t, _ in items]))
+    probs, scores = clf.classify_arrays(np.stack([t for _, t, _ in items]))
     share = (time.perf_counter() - t0) * 1000 / len(items)
-    for (frame, _, prep_ms), p in zip(items, probs):
+    for i, ((frame, _, prep_ms), p) in enumerate(zip(items, probs)):
+        s = None if scores is None else scores[i]
         if smooth is not None:
-            p = smooth(p)
-        yield Result(frame, Prediction.from_probs(p, clf.class_names), prep_ms + share, len(items))
+            p, s = smooth(p, s)
+        yield Result(frame, Prediction.from_probs(p, clf.class_names, s, clf.unknown_rule), prep_ms + share, len(items))
 
 
 class _DeferCtrlC:
@@ -317,7 +304,8 @@ def _load_classifier(opts: PredictOptions) -> Classifier:
     # decodes on (measured: int8, 2 threads, video pipeline 690 frames/s without spinning, 525 with).
     # By default the thread count adapts (edgeclf.model.adaptive), judged on a file by the stream's rate.
     clf = Classifier(opts.model, provider=opts.provider, threads=opts.threads, device_id=opts.device_id,
-                     strict=opts.strict, spin=False)
+                     strict=opts.strict, spin=False, unknown=opts.unknown, unknown_threshold=opts.unknown_threshold,
+                     class_thresholds=opts.class_thresholds)
     if opts.batch is not None:
         clf.check_batch(opts.batch)
     return clf

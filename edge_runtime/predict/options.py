@@ -42,6 +42,10 @@ class PredictOptions:
     batch: int | None = None  # None: the frames already decoded, up to predict.AUTO_BATCH (CPU)
     smooth: bool = False
     smooth_alpha: float = 0.3
+    # When a frame is none of the classes (edgeclf.model.unknown).
+    unknown: bool = True
+    unknown_threshold: float | None = None
+    class_thresholds: dict[str, float] = field(default_factory=dict)
     # What is read.
     every: int = 1
     max_frames: int | None = None
@@ -81,6 +85,9 @@ class PredictOptions:
         check_timeout(self.timeout)
         if self.threads is not None:
             check_threads(self.threads)
+        for name, p in self.class_thresholds.items():
+            if not 0 <= p <= 1:
+                raise EdgeclfError(f"--threshold {name}={p}: P must be from 0 to 1")
         if self.every < 1:
             raise EdgeclfError(f"--every must be at least 1 (got {self.every})")
         if self.max_frames is not None and self.max_frames < 0:

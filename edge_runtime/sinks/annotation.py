@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from edgeclf.model.classifier import Prediction
+from edgeclf.model.unknown import UNKNOWN_LABEL
 from edgeclf.sinks.rate import WINDOW_S, FrameRate
 
 if TYPE_CHECKING:  # for the hints only (see base)
@@ -25,7 +26,7 @@ def annotate(image_bgr: np.ndarray, pred: Prediction, fps: float | None = None, 
         img = cv2.resize(img, (320, max(1, round(img.shape[0] * scale))), interpolation=cv2.INTER_NEAREST)
     else:
         img = img.copy()
-    lines = [f"{c} {p:.2f}" for c, p in pred.top(max(1, top))]
+    lines = ([UNKNOWN_LABEL] if pred.unknown else []) + [f"{c} {p:.2f}" for c, p in pred.top(max(1, top))]
     if fps:
         lines.append(f"{fps:.1f} fps (last {WINDOW_S:g} s)")  # rate.LIVE_LABEL, short enough for a 320 px frame
     font, fs, th = cv2.FONT_HERSHEY_SIMPLEX, max(0.5, img.shape[1] / 900), max(1, img.shape[1] // 400)
@@ -34,7 +35,7 @@ def annotate(image_bgr: np.ndarray, pred: Prediction, fps: float | None = None, 
         (w, h), base = cv2.getTextSize(text, font, fs, th)
         y += h + base + 6
         cv2.rectangle(img, (0, y - h - base - 6), (w + 12, y), (0, 0, 0), -1)
-        colour = (80, 255, 80) if i == 0 else (230, 230, 230)
+        colour = ((80, 200, 255) if pred.unknown else (80, 255, 80)) if i == 0 else (230, 230, 230)
         cv2.putText(img, text, (6, y - base - 3), font, fs, colour, th, cv2.LINE_AA)
     return img
 

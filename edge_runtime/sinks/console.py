@@ -28,17 +28,21 @@ def record(source: str, frame: int | None, pred: Prediction, latency_ms: float, 
         "probs": {c: round(p, 6) for c, p in pred.probs.items()},
         "latency_ms": round(latency_ms, 3),
     }
+    if pred.unknown_score is not None or pred.unknown:  # a model with an unknown score, or a --threshold
+        rec["unknown"] = pred.unknown
+        rec["unknown_score"] = None if pred.unknown_score is None else round(pred.unknown_score, 6)
     if top > 1:
         rec["top"] = [{"label": c, "score": round(p, 6)} for c, p in pred.top(top)]
     return rec
 
 
 def human_line(source: str, frame: int | None, pred: Prediction, top: int = 1) -> str:
-    """``photos/cat1.jpg  cats  0.973`` (``clip.mp4#12`` for frames; more classes with --top)."""
+    """``photos/cat1.jpg  cats  0.973`` (``clip.mp4#12`` for frames; more classes with --top;
+    ``fox.jpg  unknown  0.610 (dogs)``: none of the classes, the top one's probability and name)."""
     where = safe_text(source) if frame is None else f"{safe_text(source)}#{frame}"
     if top <= 1:
-        return f"{where}  {pred.label}  {pred.score:.3f}"
-    return f"{where}  " + ", ".join(f"{c} {p:.3f}" for c, p in pred.top(top))
+        return f"{where}  {pred.label}  {pred.score:.3f}" + (f" ({pred.best})" if pred.unknown else "")
+    return f"{where}  " + ("unknown: " if pred.unknown else "") + ", ".join(f"{c} {p:.3f}" for c, p in pred.top(top))
 
 
 def json_line(rec: dict[str, Any]) -> str:
