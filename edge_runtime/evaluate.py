@@ -22,15 +22,16 @@ from edgeclf.progress import Bars, console as make_console
 console = make_console(stderr=True)
 
 
-def _open(model: Path, data_dir: Path | None, batch_size: int = 32):
-    """(class_names, size, predict(batch) -> probs, kind, record) for an .onnx, a .keras or a run
-    folder; ``record`` is the run's run.json (what the Keras loader read), None for an .onnx file."""
+def _open(model: Path, data_dir: Path | None, batch_size: int = 32, unknown_threshold: float | None = None):
+    """(class_names, size, predict(batch) -> probs, kind, record or Classifier) for an .onnx, a
+    .keras or a run folder; ``record`` is the run's run.json (what the Keras loader read); for an
+    .onnx file the Classifier itself."""
     if model.suffix == ".onnx":
         from edgeclf.model.classifier import Classifier
 
-        clf = Classifier(model)
+        clf = Classifier(model, unknown_threshold=unknown_threshold)
         clf.check_batch(1 if clf.max_batch == 1 else batch_size, "--batch-size")  # fixed batch 1: image by image
-        return clf.class_names, clf.size, clf.predict_arrays, "onnx", None
+        return clf.class_names, clf.size, clf.predict_arrays, "onnx", clf
     if not model.exists():
         raise EdgeclfError(f"{model}: no such model file or run folder")
     if not (model.is_dir() or model.suffix == ".keras"):
@@ -85,20 +86,35 @@ def _validation_split(model: Path, record, class_names: list[str], size: tuple[i
     return LabelledImages(x, np.asarray([labels[i] for i in ok], np.int64), [paths[i] for i in ok], class_names, skipped)
 
 
-def evaluate(model: Path, data_dir: Path | None = None, batch_size: int = 32, quiet: bool = False) -> dict:
+def evaluate(model: Path, data_dir: Path | None = None, batch_size: int = 32, quiet: bool = False,
+             unknown_dir: Path | None = None, unknown_threshold: float | None = None, plot: Path | None = None) -> dict:
     """Evaluate ``model`` on ``data_dir`` (one sub-folder per class), or without it on the run's
-    own validation split (run.json's file list); returns the report dict."""
+    own validation split (run.json's file list); returns the report dict. With ``unknown_dir``
+    (photos of none of the classes, any layout) also the open-set figures (``openset``) of an
+    .onnx model with an unknown score, and their PNG at ``plot``."""
     if batch_size < 1:
         raise EdgeclfError(f"--batch-size must be at least 1 (got {batch_size})")
     model = Path(model)
     data_dir = None if data_dir is None else Path(data_dir)
-    class_names, size, predict, kind, record = _open(model, data_dir, batch_size)
+    if unknown_dir is not None and model.suffix != ".onnx":
+        raise EdgeclfError(f"{model}: --unknown needs an exported .onnx model (the unknown score is part of it), "
+                           "e.g. RUN/export/model.int8.onnx")
+    class_names, size, predict, kind, handle = _open(model, data_dir, batch_size, unknown_threshold)
+    record, clf = (None, handle) if kind == "onnx" else (handle, None)
+    if unknown_dir is not None and clf.unknown_rule.threshold is None:
+        raise EdgeclfError(f"{model}: no unknown score threshold (export the model with this edgeclf to get one, or "
+                           "pass --unknown-threshold)")
+    unknown_files = _unknown_files(unknown_dir, size) if unknown_dir is not None else None
     with Bars(quiet=quiet or not console.is_terminal, console=console) as bars:  # a log gets no bar
         if data_dir is None:
             data = _validation_split(model, record, class_names, size, bars)
         else:
             data = _folder(data_dir, class_names, size, bars)
-        probs = in_batches(predict, data.x, batch_size, bars.add("classifying", len(data.x)))
+        if unknown_files is not None:
+            open_set = _open_set(clf, data, unknown_dir, unknown_files, size, batch_size, bars, plot, model)
+            probs = open_set.pop("_probs")
+        else:
+            probs = in_batches(predict, data.x, batch_size, bars.add("classifying", len(data.x)))
     pred = probs.argmax(1) if len(probs) else np.zeros(0, np.int64)
     report = classification_report(data.y, pred, class_names)
     report.update(
@@ -106,7 +122,39 @@ def evaluate(model: Path, data_dir: Path | None = None, batch_size: int = 32, qu
     )
     if data_dir is None:  # said in the output: a score on other photos would not be comparable
         report.update(split="val", split_source="run.json")
+    if unknown_files is not None:
+        report["unknown"] = open_set
     return report
+
+
+def _unknown_files(unknown_dir: Path, size: tuple[int, int]) -> list[Path]:
+    """Every image under ``unknown_dir`` (any layout), or a one-line error."""
+    from edgeclf.image import list_images
+
+    if not unknown_dir.is_dir():
+        raise EdgeclfError(f"{unknown_dir}: --unknown is not a folder")
+    files = list_images(unknown_dir)
+    if not files:
+        raise EdgeclfError(f"{unknown_dir}: --unknown holds no image files")
+    _check_memory(len(files), size, unknown_dir)
+    return files
+
+
+def _open_set(clf, data: LabelledImages, unknown_dir: Path, files: list[Path], size: tuple[int, int], batch_size: int,
+              bars: Bars, plot: Path | None, model: Path) -> dict:
+    """The open-set figures (and the PNG); "_probs": the in-class photos' probabilities."""
+    from edgeclf.openset import plot_scores, scores_of, unknown_report
+
+    known = scores_of(clf, data.x, batch_size, bars.add("classifying", len(data.x)))
+    x, ok, _ = load_files(files, size, warn_skip, bars.add("reading the unknown photos", len(files)))
+    if not ok:
+        raise EdgeclfError(f"{unknown_dir}: none of its {len(files)} image files can be read")
+    up, us = scores_of(clf, x[: len(ok)], batch_size, bars.add("classifying the unknown photos", len(ok)))
+    report = unknown_report(clf, known, up, us, data.y, unknown_dir)
+    if plot is not None:
+        plot_scores(plot, report, known[1], us, model)
+        report["plot"] = str(plot)
+    return {**report, "_probs": known[0]}
 
 
 def print_report(report: dict) -> None:
@@ -135,10 +183,33 @@ def _pct_ci(value: float, ci: list[float]) -> str:
     return f"{value:.1%} ({100 * ci[0]:.1f}-{100 * ci[1]:.1f})"
 
 
-def run_eval(model: Path, data_dir: Path | None, json_out: bool = False, batch_size: int = 32) -> dict:
-    report = evaluate(model, data_dir, batch_size=batch_size, quiet=json_out)
+def run_eval(model: Path, data_dir: Path | None, json_out: bool = False, batch_size: int = 32,
+             unknown_dir: Path | None = None, unknown_threshold: float | None = None, plot: Path | None = None) -> dict:
+    if unknown_dir is not None and plot is None:
+        plot = Path(model).with_suffix(".unknown.png")
+    report = evaluate(model, data_dir, batch_size=batch_size, quiet=json_out, unknown_dir=unknown_dir,
+                      unknown_threshold=unknown_threshold, plot=plot)
     if json_out:
         print(json.dumps(report))
     else:
         print_report(report)
+        if "unknown" in report:
+            _print_open_set(report["unknown"])
     return report
+
+
+def _print_open_set(u: dict) -> None:
+    out = make_console()
+    t = Table("figure", "value (95% CI)", "photos", title=f"photos of none of the classes: {escape(safe_text(u['unknown_dir']))}",
+              caption=f"threshold {u['threshold']:.4f} ({'calibrated at export' if u['threshold_source'] == 'model' else 'given'}); "
+                      "AUROC and the 95% point use every score, not the threshold")
+    for name, key in (("in-class photos right and not unknown", "in_class_right_and_accepted"),
+                      ("in-class photos answered unknown", "in_class_rejected"),
+                      ("unknown photos answered unknown", "unknown_rejected")):
+        f = u[key]
+        t.add_row(name, _pct_ci(f["share"], f["ci95"]), str(f["n"]))
+    t.add_row("AUROC (unknown vs in-class)", f"{u['auroc']:.4f}", "")
+    t.add_row("unknowns accepted when 95% of in-class are", f"{u['unknown_accepted_at_95']:.1%}", "")
+    out.print(t)
+    if "plot" in u:
+        out.print(f"score distributions: {escape(u['plot'])}")

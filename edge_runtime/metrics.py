@@ -63,3 +63,24 @@ def classification_report(y_true: Sequence[int], y_pred: Sequence[int], class_na
         "confusion": cm.tolist(),
         "n_images": total,
     }
+
+
+def auroc(known: Sequence[float], unknown: Sequence[float]) -> float:
+    """Area under the ROC curve of a score that should be higher for ``unknown`` than for
+    ``known``: the chance an unknown photo scores above a known one (ties count half)."""
+    k, u = np.asarray(known, np.float64), np.asarray(unknown, np.float64)
+    if not len(k) or not len(u):
+        raise ValueError("auroc: needs scores of both kinds")
+    s = np.concatenate([k, u])
+    ranks = np.empty(len(s))
+    ranks[np.argsort(s, kind="mergesort")] = np.arange(1, len(s) + 1)
+    _, inv, counts = np.unique(s, return_inverse=True, return_counts=True)
+    ranks = (np.bincount(inv, ranks) / counts)[inv]  # tied scores share their mean rank
+    return float((ranks[len(k):].sum() - len(u) * (len(u) + 1) / 2) / (len(k) * len(u)))
+
+
+def accepted_at(known: Sequence[float], unknown: Sequence[float], keep: float = 0.95) -> float:
+    """The share of ``unknown`` scores at or below the threshold that keeps ``keep`` of the
+    ``known`` ones (the false-accept rate at 95% in-class acceptance, "FPR95")."""
+    t = float(np.quantile(np.asarray(known, np.float64), keep))
+    return float((np.asarray(unknown, np.float64) <= t).mean())

@@ -129,3 +129,49 @@ def test_annotation_shows_unknown():
     img = np.zeros((100, 320, 3), np.uint8)
     # one more line of text for 'unknown': the drawn area is taller
     assert (annotate(img, pred).any(axis=(1, 2))).sum() > (annotate(img, known).any(axis=(1, 2))).sum()
+
+
+def test_eval_unknown_reports_open_set_figures_and_plot(models, tmp_path):
+    data = tmp_path / "data"
+    for c in ("red", "green", "blue"):
+        (data / c).mkdir(parents=True)
+        for i in range(4):
+            cv2.imwrite(str(data / c / f"{i}.png"), solid(c, 40 + i, 50))
+    cv2.imwrite(str(data / "blue" / "grey.png"), GREY)  # an in-class photo the model finds far
+    odd = tmp_path / "odd" / "deep"
+    odd.mkdir(parents=True)
+    for i in range(3):
+        cv2.imwrite(str(odd / f"g{i}.png"), np.full((30, 30, 3), 100 + 20 * i, np.uint8))
+    cv2.imwrite(str(odd / "red.png"), solid("red"))  # an unknown the model accepts
+    plot = tmp_path / "scores.png"
+    r = run_cli("eval", models["scored"], data, "--unknown", tmp_path / "odd", "--plot", plot, "--json")
+    assert r.returncode == 0, r.stderr
+    u = json.loads(r.stdout)["unknown"]
+    assert u["unknown_rejected"]["count"] == 3 and u["unknown_rejected"]["n"] == 4
+    assert u["in_class_rejected"]["count"] == 1 and u["in_class_right_and_accepted"]["count"] == 12
+    assert u["threshold"] == 0.5 and u["threshold_source"] == "model"
+    # the greys outrank the 12 solid photos and tie with the grey in-class one; the red unknown
+    # ranks somewhere among the solid ones: (3 * 12.5 + 0..12) / 52
+    assert 37.5 / 52 <= u["auroc"] <= 49.5 / 52
+    img = cv2.imread(str(plot))
+    assert img is not None and img.shape[1] == 900
+    loose = run_cli("eval", models["scored"], data, "--unknown", tmp_path / "odd", "--unknown-threshold", "0.9", "--json",
+                    "--plot", tmp_path / "p2.png")
+    assert json.loads(loose.stdout)["unknown"]["unknown_rejected"]["count"] == 0
+    human = run_cli("eval", models["scored"], data, "--unknown", tmp_path / "odd", "--plot", tmp_path / "p3.png")
+    assert "unknown photos answered unknown" in human.stdout and "75.0%" in human.stdout
+    none = run_cli("eval", models["plain"], data, "--unknown", tmp_path / "odd")
+    assert none.returncode != 0 and "no unknown score threshold" in error_line(none)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run_cli("eval", models["scored"], data, "--unknown", empty)
+    assert r.returncode != 0 and "holds no image files" in error_line(r)
+
+
+def test_auroc_and_false_accepts():
+    from edgeclf.metrics import accepted_at, auroc
+
+    assert auroc([0.1, 0.2], [0.3, 0.4]) == 1.0 and auroc([0.3, 0.4], [0.1, 0.2]) == 0.0
+    assert auroc([0.5, 0.1], [0.5]) == 0.75  # one tie (half) and one win
+    known = np.arange(100) / 100  # 0.00 .. 0.99: the 95% point is 0.9405
+    assert accepted_at(known, [0.5, 0.94, 0.95, 2.0]) == 0.5

@@ -156,3 +156,45 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
     if not ok:
         raise EdgeclfError(f"{path}: OpenCV could not encode the PNG")
     write_bytes(path, png_with_mark(buf.tobytes()))  # the mark lets a later --plot replace it
+
+
+def score_histograms(title: str, series: dict[str, Sequence[float]], threshold: float | None, subtitle: str = "",
+                     width: int = 900, height: int = 360, bins: int = 40) -> np.ndarray:
+    """Histograms of one score for several groups of photos (each normalised to its share, so
+    groups of different sizes compare), with the threshold as a vertical line: a BGR image."""
+    values = [np.asarray(v, np.float64) for v in series.values()]
+    lo = min(float(v.min()) for v in values if len(v))
+    hi = max([float(v.max()) for v in values if len(v)] + ([threshold] if threshold is not None else []))
+    hi = hi if hi > lo else lo + 1
+    edges = np.linspace(lo, hi, bins + 1)
+    shares = [np.histogram(v, edges)[0] / max(1, len(v)) for v in values]
+    top = max(float(s.max()) for s in shares) or 1.0
+    img = np.full((height, width, 3), 255, np.uint8)
+    _text(img, title, (12, 24), 0.6, INK, 2)
+    if subtitle:
+        _text(img, subtitle, (12, 46), 0.42, (90, 90, 90))
+    left, right, y0, y1 = 60, width - 20, 90, height - 50
+    x_of = lambda v: int(left + (v - lo) / (hi - lo) * (right - left))  # noqa: E731
+    for frac in (0, 0.25, 0.5, 0.75, 1):
+        y = int(y1 - frac * (y1 - y0))
+        cv2.line(img, (left, y), (right, y), GRID, 1)
+        _text(img, f"{frac * top:.0%}", (8, y + 4), 0.38)
+    for i, (name, share) in enumerate(zip(series, shares)):
+        colour = PALETTE[i % len(PALETTE)]
+        for j, s in enumerate(share):
+            if s > 0:
+                x_a, x_b = x_of(edges[j]), max(x_of(edges[j]) + 1, x_of(edges[j + 1]) - 1)
+                overlay = img.copy()
+                cv2.rectangle(overlay, (x_a, int(y1 - s / top * (y1 - y0))), (x_b, y1), colour, -1)
+                cv2.addWeighted(overlay, 0.55, img, 0.45, 0, img)
+        cv2.rectangle(img, (left + 200 * i, 58), (left + 200 * i + 14, 72), colour, -1)
+        _text(img, f"{name} ({len(values[i])})", (left + 200 * i + 20, 70), 0.42)
+    if threshold is not None:
+        x = x_of(threshold)
+        cv2.line(img, (x, y0 - 6), (x, y1), (0, 0, 200), 2)
+        _text(img, f"threshold {threshold:.3g}", (min(x + 4, right - 120), y0 + 6), 0.42, (0, 0, 200))
+    cv2.line(img, (left, y1), (right, y1), INK, 1)
+    for v in np.linspace(lo, hi, 6):
+        _text(img, _fmt(float(v)), (x_of(v) - 14, y1 + 18), 0.38)
+    _text(img, "unknown score (higher: farther from the training photos)", (left, height - 12), 0.42)
+    return img
