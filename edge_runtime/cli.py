@@ -53,12 +53,13 @@ def eval_(
     unknown: Optional[Path] = typer.Option(None, "--unknown", help="Photos of none of the classes (any layout): also report how many are answered 'unknown', how many in-class photos are, AUROC and the false-accept rate at 95% in-class acceptance (an .onnx model)."),
     unknown_threshold: Optional[float] = typer.Option(None, "--unknown-threshold", help="Judge at this unknown-score threshold instead of the model's calibrated one."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="With --unknown: the PNG of both score distributions (default: MODEL.unknown.png beside the model)."),
+    force: bool = typer.Option(False, "--force", help="Let --plot replace an existing file that edgeclf did not write."),
 ) -> None:
     """Accuracy, per-class precision and recall, and the confusion matrix of MODEL on DATA_DIR (or on a run's validation split)."""
     from edgeclf.evaluate import run_eval
 
     run_eval(model, data_dir, json_out=json_out, batch_size=batch_size, unknown_dir=unknown,
-             unknown_threshold=unknown_threshold, plot=plot)
+             unknown_threshold=unknown_threshold, plot=plot, force=force)
 
 
 # ------------------------------------------------------------------------------------------- predict
@@ -123,9 +124,39 @@ def bench(
     run_bench(model, runs, warmup, batch, threads, provider, source, json_out, plot, force=force)
 
 
+# ------------------------------------------------------------------------------ add-class, remove-class
+@app.command("add-class")
+def add_class(
+    model: Path = typer.Argument(..., help="An exported .onnx model, or an export folder (its fp32 and int8 models both change)."),
+    name: str = typer.Argument(..., help="The new class's name."),
+    source: str = typer.Argument(..., help="A folder of its photos, or a camera, video or stream to take --count frames from."),
+    out: Path = typer.Option(..., "--out", "-o", help="New folder for the enlarged model (the original is never changed)."),
+    count: int = typer.Option(20, "--count", help="Frames to take from a camera, video or stream (a folder: all its photos, up to 1000)."),
+    every: int = typer.Option(1, "--every", help="From a camera or video: take every N-th frame (varied views learn better)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Teach an exported model a new class from a few photos, on the device, in seconds (no TensorFlow)."""
+    from edgeclf.learn import run_add_class
+
+    run_add_class(model, name, source, out, count=count, every=every, json_out=json_out)
+
+
+@app.command("remove-class")
+def remove_class(
+    model: Path = typer.Argument(..., help="An exported .onnx model, or an export folder."),
+    name: str = typer.Argument(..., help="The class to remove."),
+    out: Path = typer.Option(..., "--out", "-o", help="New folder for the result (the original is never changed)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Remove a class from an exported model (undoes add-class; works for trained classes too)."""
+    from edgeclf.learn import run_remove_class
+
+    run_remove_class(model, name, out, json_out=json_out)
+
+
 # ----------------------------------------------------------------------------- the workstation's commands
 load_commands(app)
-WORKFLOW = ("train", "eval", "export", "predict", "bench", "demo")  # --help lists them in the order of the work
+WORKFLOW = ("train", "eval", "export", "predict", "add-class", "remove-class", "bench", "demo")  # --help lists them in the order of the work
 
 
 def _order(info) -> int:

@@ -184,9 +184,17 @@ def _pct_ci(value: float, ci: list[float]) -> str:
 
 
 def run_eval(model: Path, data_dir: Path | None, json_out: bool = False, batch_size: int = 32,
-             unknown_dir: Path | None = None, unknown_threshold: float | None = None, plot: Path | None = None) -> dict:
-    if unknown_dir is not None and plot is None:
-        plot = Path(model).with_suffix(".unknown.png")
+             unknown_dir: Path | None = None, unknown_threshold: float | None = None, plot: Path | None = None,
+             force: bool = False) -> dict:
+    from edgeclf.errors import warn
+    from edgeclf.outfiles import check_output
+
+    if unknown_dir is None and (unknown_threshold is not None or plot is not None):
+        warn("--unknown-threshold and --plot apply with --unknown; ignored")
+        unknown_threshold = plot = None
+    if unknown_dir is not None:  # before any work: a plot must never replace an input
+        plot = check_output(plot if plot is not None else Path(model).with_suffix(".unknown.png"), "--plot",
+                            [p for p in (model, data_dir, unknown_dir) if p is not None], force)
     report = evaluate(model, data_dir, batch_size=batch_size, quiet=json_out, unknown_dir=unknown_dir,
                       unknown_threshold=unknown_threshold, plot=plot)
     if json_out:

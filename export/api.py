@@ -29,6 +29,7 @@ from edgeclf.train.run_record import check_class_names
 
 from . import data, parity
 from .convert import DEFAULT_OPSET, keras_to_onnx, set_metadata
+from .head import float_head, head_weights
 from .data import CheckImages
 from .int8 import choose_int8, describe
 from .onnxrun import predict
@@ -67,6 +68,7 @@ class _Fp32:
     session: ort.InferenceSession
     keras_probs: np.ndarray  # Keras' probabilities on the parity images
     parity: dict  # parity.compare's figures
+    quantize_from: bytes  # the model as tf2onnx wrote it (its head too), what int8 quantizes
 
 
 def export_model(
@@ -154,6 +156,8 @@ def _convert_and_check(model: _Model, opset: int, parity_x: np.ndarray, step: St
     step("converting to ONNX (tf2onnx)", 1)
     proto = keras_to_onnx(model.keras, opset, label=str(model.run.model_path))
     set_metadata(proto, model.metadata("fp32", model.run.val_accuracy))
+    quantize_from = proto.SerializeToString()
+    _float_head(model, proto)
     payload = proto.SerializeToString()
     keras_probs = _keras_predict(model.keras, parity_x, step("parity: Keras", len(parity_x)))
     session = open_session(payload)
@@ -161,7 +165,14 @@ def _convert_and_check(model: _Model, opset: int, parity_x: np.ndarray, step: St
     figures = parity.compare(keras_probs, onnx_probs)
     if not parity.parity_ok(figures):
         raise ExportCheckError(f"{model.run.model_path}: ONNX export disagrees with Keras: {parity.describe(figures)}")
-    return _Fp32(proto, payload, session, keras_probs, figures)
+    return _Fp32(proto, payload, session, keras_probs, figures, quantize_from)
+
+
+def _float_head(model: _Model, proto: onnx.ModelProto) -> None:
+    """The Keras head as plain float tensors (``head.float_head``), when the model has an embedding."""
+    weights = head_weights(model.keras)
+    if weights is not None and has_embedding(proto):
+        float_head(proto, *weights)
 
 
 def _report(model: _Model, opset: int, figures: dict, real_images: bool) -> dict:
@@ -202,12 +213,13 @@ def _unknown_bank(src: RunSource, fp32: _Fp32, images: CheckImages, opts: Export
         print(f"warning: {src.model_path}: no validation photos to calibrate the unknown score on; "
               "the model gets none", file=sys.stderr)
         return None
-    x = data.bank_photos(src, images, opts.seed, step)
-    if len(x) == 0:
+    photos = data.bank_photos(src, images, opts.seed, step)
+    if len(photos.x) == 0:
         print(f"warning: {src.model_path}: no training photos recorded (run.json); the model gets no unknown score",
               file=sys.stderr)
         return None
-    return Bank.of(embeddings(fp32.session, x, progress=step("unknown score: training embeddings", len(x))))
+    e = embeddings(fp32.session, photos.x, progress=step("unknown score: training embeddings", len(photos.x)))
+    return Bank.of(e, photos.y)
 
 
 def _with_unknown(payload: bytes, bank: Bank | None, images: CheckImages, opts: ExportOptions, report: dict,
@@ -225,8 +237,9 @@ def _with_unknown(payload: bytes, bank: Bank | None, images: CheckImages, opts: 
 def _add_int8(model: _Model, fp32: _Fp32, images: CheckImages, opts: ExportOptions, out: Path, report: dict,
               step: Step, bank: Bank | None = None) -> None:
     """model.int8.onnx when it passes the accuracy guard; its figures in the report either way."""
-    result, payload = choose_int8(fp32.payload, fp32.session, images, opts.calib_method, opts.max_drop, step,
-                                  metadata=lambda accuracy: model.metadata("int8", accuracy))
+    result, payload = choose_int8(fp32.quantize_from, fp32.session, images, opts.calib_method, opts.max_drop, step,
+                                  metadata=lambda accuracy: model.metadata("int8", accuracy),
+                                  finish=lambda proto: _float_head(model, proto))
     result["calib_source"] = str(opts.calib_dir.resolve()) if opts.calib_dir is not None else "training split (run.json)"
     report["int8"] = result
     if result["accepted"]:

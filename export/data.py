@@ -166,15 +166,12 @@ def _judged_training_photos(src: RunSource, val: Images, calib: Images, size: tu
     return images, sum(p.resolve() in calibrated for p in images.paths)
 
 
-def bank_photos(src: RunSource, images: CheckImages, seed: int, step: Step) -> np.ndarray:
-    """Up to ``unknown.MAX_BANK`` of the run's training photos (a seeded stratified sample), for the
-    unknown score's reference: taken from the training photos already read for the int8 guard when
-    there are any, else read now. Empty when run.json records no training split."""
+def bank_photos(src: RunSource, images: CheckImages, seed: int, step: Step) -> Images:
+    """Up to ``unknown.MAX_BANK`` of the run's training photos (a seeded stratified sample, the same
+    with or without --int8), for the unknown score's reference. Empty when run.json records no
+    training split."""
     from .unknown import MAX_BANK
 
-    if images.train is not None and len(images.train.x):
-        keep = stratified_sample(images.train.paths, images.train.y, MAX_BANK, seed)
-        return images.train.x[keep]
     held = {p.resolve() for p in images.val.paths}
     paths, labels = [], []
     for p in src.split_paths("train"):
@@ -183,10 +180,11 @@ def bank_photos(src: RunSource, images: CheckImages, seed: int, step: Step) -> n
             paths.append(p)
             labels.append(label)
     if not paths:
-        return np.empty((0, *images.val.x.shape[1:]), np.uint8)
+        return Images(np.empty((0, *images.val.x.shape[1:]), np.uint8), [], np.zeros(0, np.int64))
     keep = stratified_sample(paths, labels, MAX_BANK, seed)
     size = tuple(images.val.x.shape[1:3])
-    return load_images([paths[i] for i in keep], size, progress=step("reading training photos (unknown score)", len(keep))).x
+    return load_images([paths[i] for i in keep], size, [labels[i] for i in keep],
+                       progress=step("reading training photos (unknown score)", len(keep)))
 
 
 def is_labelled(folder: Path) -> bool:

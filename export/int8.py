@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from edgeclf.metrics import Z95, wilson_interval
@@ -37,15 +38,15 @@ RULE = ("paired on the same photos: rejected when the 95% interval of the accura
 
 
 def choose_int8(fp32_bytes: bytes, fp32_sess: ort.InferenceSession, images: CheckImages, calib_method: str,
-                max_drop: float, step: Step, metadata: Callable[[float], dict]) -> tuple[dict, bytes]:
+                max_drop: float, step: Step, metadata: Callable[[float], dict],
+                finish: Callable[[object], None] = lambda proto: None) -> tuple[dict, bytes]:
     """Quantize with each candidate calibration method, keep the best against fp32 on the judged
     photos (passing the guard first, then accuracy, then agreement, then the smaller probability
     change), judge it.
 
     Returns export.json's ``int8`` entry and the chosen model (``metadata(accuracy)`` in it, the
-    accuracy on the validation split)."""
-    import onnx
-
+    accuracy on the validation split). ``finish(proto)`` changes each candidate in place before it
+    is judged (the float head)."""
     release_memory()  # what Keras and the parity check left, before calibration's big arrays
     val = images.val
     train = images.train if images.train is not None else Images(val.x[:0], [], np.zeros(0, np.int64))
@@ -61,10 +62,10 @@ def choose_int8(fp32_bytes: bytes, fp32_sess: ort.InferenceSession, images: Chec
         quantize.prepare(tmp / "fp32.onnx", tmp / "prepared.onnx")
         # 7-bit weights first (the same results on every CPU family); full 8-bit ones only when
         # those fail the guard (exact on x86 with VNNI and ARM only: see quantize.FULL_RANGE_CPUS).
-        candidates = _candidates(tmp, images, train, judged, methods, True, max_drop, step)
+        candidates = _candidates(tmp, images, train, judged, methods, True, max_drop, step, finish)
         best = _best(candidates)
         if not candidates[best]["guard"]["accepted"]:
-            candidates.update(_candidates(tmp, images, train, judged, methods, False, max_drop, step))
+            candidates.update(_candidates(tmp, images, train, judged, methods, False, max_drop, step, finish))
             best = _best(candidates)
         chosen = candidates[best]
         proto = onnx.load(str(chosen["path"]))
@@ -87,7 +88,7 @@ def _predict(sess: ort.InferenceSession, images: Images, n_classes: int, step: S
 
 
 def _candidates(tmp: Path, images: CheckImages, train: Images, judged: dict, methods: list[str], reduce_range: bool,
-                max_drop: float, step: Step) -> dict[str, dict]:
+                max_drop: float, step: Step, finish: Callable[[object], None]) -> dict[str, dict]:
     """One int8 model per calibration method, at 7-bit (``reduce_range``) or 8-bit weights, with
     its figures on the validation split and the guard's on every judged photo."""
     val, calib = images.val, images.calib
@@ -97,6 +98,10 @@ def _candidates(tmp: Path, images: CheckImages, train: Images, judged: dict, met
         path = tmp / f"int8-{m}-{int(reduce_range)}.onnx"
         quantize.quantize(tmp / "prepared.onnx", path, calib.x, m, reduce_range,
                           progress=step(f"calibrating ({key})", quantize.calibration_passes(m) * len(calib.x)))
+        proto = onnx.load(str(path))
+        finish(proto)
+        onnx.save(proto, str(path))
+        del proto
         sess = open_session(path)
         probs = predict(sess, val.x, progress=step(f"validation: int8 ({key})", len(val.x)))
         all_probs = np.concatenate([probs, _predict(sess, train, probs.shape[1], step, f"training photos: int8 ({key})")])

@@ -4,10 +4,11 @@ inside the exported model, and the operating point export calibrates for it.
 The score is the k-nearest-neighbour cosine distance (Sun et al., "Out-of-distribution detection
 with deep nearest neighbors", ICML 2022): 1 minus the k-th largest cosine similarity between
 the photo's L2-normalised embedding (the input of the model's ``probs`` layer) and a bank of the
-training photos' normalised embeddings. Chosen by measurement over max-softmax, energy and
-Mahalanobis (benchmarks/results/ood_methods.md). The bank travels in the ONNX file as a float16
-initializer (cast to float32 once, when onnxruntime folds constants at session start), so the
-device needs nothing but the model file, and the score costs one [1, D] x [D, M] product a frame.
+training photos' embeddings. Chosen by measurement over max-softmax, energy and Mahalanobis
+(benchmarks/results/ood_methods.md). The bank travels in the ONNX file as a float16 initializer
+with its class indices (cast and normalised once, when onnxruntime folds constants at session
+start; ``add-class`` appends to it), so the device needs nothing but the model file, and the
+score costs one [1, D] x [D, M] product a frame.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from edgeclf.model import metadata as md
 
 #: Neighbour rank the score reads (measured: benchmarks/results/ood_methods.md).
 DEFAULT_K = 5
+EPS = 1e-12
 #: Share of held-back in-class photos the operating point rejects.
 DEFAULT_REJECT = 0.02
 #: Training photos in the bank at most (a seeded stratified sample beyond): 1,000 x 1,280 float16
@@ -32,49 +34,62 @@ MAX_BANK = 1000
 
 @dataclass
 class Bank:
-    """Normalised training embeddings [M, D] (float32 here, float16 in the file) and the k read."""
+    """Training photos' embeddings [M, D] (float32 here; float16 in the file, as here after
+    rounding) with their class indices [M], and the neighbour rank k the score reads."""
 
     vectors: np.ndarray
+    labels: np.ndarray
     k: int
 
     @classmethod
-    def of(cls, embeddings: np.ndarray, k: int = DEFAULT_K) -> "Bank":
-        e = np.asarray(embeddings, np.float32)
-        n = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
-        return cls(n.astype(np.float16).astype(np.float32), max(1, min(k, len(n))))
+    def of(cls, embeddings: np.ndarray, labels: np.ndarray, k: int = DEFAULT_K) -> "Bank":
+        e = np.asarray(embeddings, np.float32).astype(np.float16).astype(np.float32)
+        return cls(e, np.asarray(labels, np.int64), max(1, min(k, len(e))))
 
     def scores(self, embeddings: np.ndarray) -> np.ndarray:
         """The score, in numpy (as the graph computes it), for tests and benchmarks."""
-        e = np.asarray(embeddings, np.float32)
-        n = e / np.sqrt((e * e).sum(1, keepdims=True) + 1e-12)
-        sims = n @ self.vectors.T
-        return 1 - np.sort(sims, axis=1)[:, -self.k]
+        return knn_distance(embeddings, self.vectors, self.k)
+
+
+def knn_distance(embeddings: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
+    """1 - the k-th largest cosine similarity of each embedding to the rows of ``bank``."""
+    unit = lambda v: v / np.sqrt((v * v).sum(1, keepdims=True) + EPS)  # noqa: E731
+    sims = unit(np.asarray(embeddings, np.float32)) @ unit(np.asarray(bank, np.float32)).T
+    return 1 - np.sort(sims, axis=1)[:, -k]
 
 
 def add_score(model: onnx.ModelProto, bank: Bank, embedding: str = md.EMBEDDING_NAME) -> None:
     """Append the score to ``model`` as the output ``unknown_score`` [N], from its output
-    ``embedding`` [N, D]. Changes ``model`` in place."""
+    ``embedding`` [N, D]. Changes ``model`` in place. The bank is normalised inside the graph:
+    onnxruntime folds that into a constant when the session starts, and ``add-class`` can append
+    raw embeddings."""
     g = model.graph
-    p = "edgeclf_unknown/"
+    p = md.UNKNOWN_PREFIX
     g.initializer.extend([
-        numpy_helper.from_array(bank.vectors.T.astype(np.float16), p + "bank_t"),
+        numpy_helper.from_array(bank.vectors.astype(np.float16), p + "bank"),
+        numpy_helper.from_array(bank.labels, p + "bank_labels"),
         numpy_helper.from_array(np.array([1], np.int64), p + "axis"),
-        numpy_helper.from_array(np.array(1e-12, np.float32), p + "eps"),
+        numpy_helper.from_array(np.array(EPS, np.float32), p + "eps"),
         numpy_helper.from_array(np.array(1.0, np.float32), p + "one"),
         numpy_helper.from_array(np.array([bank.k], np.int64), p + "k"),
         numpy_helper.from_array(np.array([bank.k - 1], np.int64), p + "kth"),
         numpy_helper.from_array(np.array([-1], np.int64), p + "flat"),
     ])
-    n = lambda op, ins, outs, **kw: g.node.append(helper.make_node(op, [x if x == embedding else p + x for x in ins],
-                                                                   [p + o if o != md.UNKNOWN_NAME else o for o in outs],
-                                                                   name=p + outs[0], **kw))
-    n("Mul", [embedding, embedding], ["sq"])
-    n("ReduceSum", ["sq", "axis"], ["ss"], keepdims=1)
-    n("Add", ["ss", "eps"], ["ss_eps"])
-    n("Sqrt", ["ss_eps"], ["norm"])
-    n("Div", [embedding, "norm"], ["unit"])
-    n("Cast", ["bank_t"], ["bank_t32"], to=TensorProto.FLOAT)
-    n("MatMul", ["unit", "bank_t32"], ["sims"])
+
+    def n(op: str, ins: list[str], outs: list[str], **kw) -> None:
+        g.node.append(helper.make_node(op, [x if x == embedding else p + x for x in ins],
+                                       [o if o == md.UNKNOWN_NAME else p + o for o in outs], name=p + outs[0], **kw))
+
+    for src, dst in ((embedding, "unit"), ("bank32", "bank_unit")):  # x / sqrt(sum(x^2) + eps), row by row
+        n("Mul", [src, src], [dst + "_sq"])
+        n("ReduceSum", [dst + "_sq", "axis"], [dst + "_ss"], keepdims=1)
+        n("Add", [dst + "_ss", "eps"], [dst + "_ss_eps"])
+        n("Sqrt", [dst + "_ss_eps"], [dst + "_norm"])
+        n("Div", [src, dst + "_norm"], [dst])
+        if src == embedding:
+            n("Cast", ["bank"], ["bank32"], to=TensorProto.FLOAT)
+    n("Transpose", ["bank_unit"], ["bank_t"], perm=[1, 0])
+    n("MatMul", ["unit", "bank_t"], ["sims"])
     n("TopK", ["sims", "k"], ["top", "top_i"], axis=1, largest=1, sorted=1)
     n("Gather", ["top", "kth"], ["kth_sim"], axis=1)
     n("Sub", ["one", "kth_sim"], ["dist"])

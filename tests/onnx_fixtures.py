@@ -70,3 +70,32 @@ def solid(colour: str, h: int = 48, w: int = 64) -> np.ndarray:
     rng = np.random.default_rng(abs(hash(colour)) % 2**32)
     img = np.full((h, w, 3), BGR[colour], np.int16) + rng.integers(-20, 20, (h, w, 3))
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_head_model(path: Path, size: tuple[int, int] = (32, 32), bank_per_class: int = 5) -> Path:
+    """An export-shaped model with the layout ``add-class`` changes: ``embedding`` = the mean RGB
+    colour / 255 [N, 3], a float head ``edgeclf_head/W`` (10 x identity) and ``/b``, and a bank
+    of embeddings with their classes (noisy pure colours), under edgeclf's names."""
+    from edgeclf.model import protoedit
+
+    rng = np.random.default_rng(0)
+    bank = np.concatenate([np.clip(np.eye(3)[c] + rng.normal(0, 0.05, (bank_per_class, 3)), 0, 1) for c in range(3)])
+    labels = np.repeat(np.arange(3), bank_per_class).astype(np.int64)
+    nodes = [
+        node("Cast", ["image"], ["xf"], to=FLOAT),
+        node("ReduceMean", ["xf"], ["mean"], axes=[1, 2], keepdims=0),
+        node("Mul", ["mean", "inv255"], ["embedding"]),
+        node("MatMul", ["embedding", "edgeclf_head/W"], ["z"]),
+        node("Add", ["z", "edgeclf_head/b"], ["logits"]),
+        node("Softmax", ["logits"], ["probs"], axis=-1),
+    ]
+    inits = [tensor("inv255", np.array(1 / 255, np.float32)),
+             protoedit.encode_tensor("edgeclf_head/W", np.eye(3, dtype=np.float32) * 10),
+             protoedit.encode_tensor("edgeclf_head/b", np.zeros(3, np.float32)),
+             protoedit.encode_tensor("edgeclf_unknown/bank", bank.astype(np.float16)),
+             protoedit.encode_tensor("edgeclf_unknown/bank_labels", labels),
+             protoedit.encode_tensor("edgeclf_unknown/k", np.array([2], np.int64))]
+    data = model(nodes, "head", [value_info("image", UINT8, ["N", *size, 3])],
+                 [value_info("probs", FLOAT, ["N", "classes"]), value_info("embedding", FLOAT, ["N", 3])], inits,
+                 metadata=edgeclf_metadata(COLOURS, size))
+    return save(data, path)

@@ -407,6 +407,36 @@ def test_unknown_score_is_calibrated_per_precision(seed_run, tmp_path):
         assert labels.count("unknown") == int((scores > meta["threshold"]).sum())
         assert 0 < labels.count("unknown") <= 0.05 * len(val) + 1
         # the graph computes the numpy definition from the bank it carries
-        bank_t = next(numpy_helper.to_array(t) for t in proto.graph.initializer if t.name.endswith("bank_t"))
+        tensors = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+        bank, labels = tensors[md.UNKNOWN_PREFIX + "bank"], tensors[md.UNKNOWN_PREFIX + "bank_labels"]
+        assert bank.dtype == np.float16 and labels.shape == (len(bank),) and set(labels) <= {0, 1, 2}
         emb = clf.session.run([md.EMBEDDING_NAME], {clf.input_name: x})[0]
-        assert np.allclose(Bank(bank_t.T.astype(np.float32), meta["k"]).scores(emb), scores, atol=1e-4)
+        assert np.allclose(Bank(bank.astype(np.float32), labels, meta["k"]).scores(emb), scores, atol=1e-4)
+        # the head is the Keras layer's float weights, and gives the probabilities
+        w, b = tensors[md.HEAD_PREFIX + "W"], tensors[md.HEAD_PREFIX + "b"]
+        assert w.dtype == np.float32 and w.shape == (emb.shape[1], 3) and b.shape == (3,)
+        z = emb @ w + b
+        assert np.allclose(np.exp(z) / np.exp(z).sum(1, keepdims=True), probs, atol=1e-5)
+
+
+def test_add_class_on_a_real_export(seed_run, shapes_dir, tmp_path):
+    """add-class changes both models of a real export (the float head survives quantization) and
+    leaves the old classes' answers alone where the new class is not nearer."""
+    from edgeclf.data.labelled import load_labelled
+    from edgeclf.model.classes import add_class, read_parts
+
+    out = tmp_path / "export"
+    export_model(seed_run, out, int8=True, calib_size=40, max_drop=0.1, show_progress=False)
+    rng = np.random.default_rng(0)
+    stripes = [np.kron((rng.random((8, 8, 1)) > 0.5) * 255, np.ones((8, 8, 3))).astype(np.uint8) for _ in range(16)]
+    report = add_class(out, "noise", stripes[:10], tmp_path / "big")
+    assert sorted(report["models"]) == ["model.int8.onnx", "model.onnx"]
+    data = load_labelled(shapes_dir, (32, 32), ["circle", "square", "triangle"])
+    for name in ("model.onnx", "model.int8.onnx"):
+        parts = read_parts(tmp_path / "big" / name)
+        assert parts.names[-1] == "noise" and parts.w.shape[1] == 4
+        old, new = Classifier(out / name, threads=1), Classifier(tmp_path / "big" / name, threads=1, unknown=False)
+        assert [new.predict(s).label for s in stripes[10:]].count("noise") >= 4  # unseen ones, mostly
+        before = old.predict_arrays(data.x).argmax(1)
+        after = new.predict_arrays(data.x).argmax(1)
+        assert (after == before).mean() >= 0.95

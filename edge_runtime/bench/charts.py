@@ -163,7 +163,7 @@ def score_histograms(title: str, series: dict[str, Sequence[float]], threshold: 
     """Histograms of one score for several groups of photos (each normalised to its share, so
     groups of different sizes compare), with the threshold as a vertical line: a BGR image."""
     values = [np.asarray(v, np.float64) for v in series.values()]
-    lo = min(float(v.min()) for v in values if len(v))
+    lo = min([float(v.min()) for v in values if len(v)] + ([threshold] if threshold is not None else []))
     hi = max([float(v.max()) for v in values if len(v)] + ([threshold] if threshold is not None else []))
     hi = hi if hi > lo else lo + 1
     edges = np.linspace(lo, hi, bins + 1)

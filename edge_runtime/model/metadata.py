@@ -54,6 +54,11 @@ INPUT_NAME = "image"  # uint8 NHWC, batch dynamic, RGB 0-255
 OUTPUT_NAME = "probs"  # float32 [N, classes], softmax (unless OUTPUT says logits)
 EMBEDDING_NAME = "embedding"  # float32 [N, D]: the features the head classifies
 UNKNOWN_NAME = "unknown_score"  # float32 [N]: distance from the training photos (higher: less like them)
+# Initializers the device rewrites to add or remove a class (edgeclf.model.classes): the head
+# HEAD_PREFIX + "W" [D, C] and "b" [C]; the unknown score's reference UNKNOWN_PREFIX + "bank"
+# [M, D] (float16 embeddings of training photos) and "bank_labels" [M] (int64 class indices).
+HEAD_PREFIX = "edgeclf_head/"
+UNKNOWN_PREFIX = "edgeclf_unknown/"
 
 
 def model_metadata(

@@ -28,9 +28,8 @@ def record(source: str, frame: int | None, pred: Prediction, latency_ms: float, 
         "probs": {c: round(p, 6) for c, p in pred.probs.items()},
         "latency_ms": round(latency_ms, 3),
     }
-    if pred.unknown_score is not None or pred.unknown:  # a model with an unknown score, or a --threshold
-        rec["unknown"] = pred.unknown
-        rec["unknown_score"] = None if pred.unknown_score is None else round(pred.unknown_score, 6)
+    rec["unknown"] = pred.unknown  # every record has both keys, whatever the model
+    rec["unknown_score"] = None if pred.unknown_score is None else round(pred.unknown_score, 6)
     if top > 1:
         rec["top"] = [{"label": c, "score": round(p, 6)} for c, p in pred.top(top)]
     return rec

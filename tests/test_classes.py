@@ -1,0 +1,171 @@
+"""add-class and remove-class on the device: a model's classes changed from a few photos, without
+TensorFlow or the onnx package, into a new folder. Real onnxruntime sessions on a model with the
+export's layout whose embedding is the mean colour (onnx_fixtures.make_head_model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import error_line, run_cli
+from onnx_fixtures import make_head_model, solid
+
+from edgeclf.errors import EdgeclfError
+from edgeclf.model import protoedit
+from edgeclf.model.classes import add_class, read_parts, remove_class
+from edgeclf.model.classifier import Classifier
+
+YELLOW = (0, 220, 230)  # BGR
+
+
+def yellow(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(np.full((40, 40, 3), YELLOW, np.int16) + rng.integers(-25, 25, (40, 40, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture()
+def model(tmp_path) -> Path:
+    return make_head_model(tmp_path / "orig" / "model.onnx")
+
+
+def test_add_then_remove_a_class(model, tmp_path):
+    before = model.read_bytes()
+    clf = Classifier(model, threads=1)
+    assert clf.predict(yellow(0)).label in ("red", "green")  # no yellow yet: a wrong class
+    report = add_class(model, "yellow", [yellow(i) for i in range(5)], tmp_path / "big", source="test")
+    assert model.read_bytes() == before  # the original is never changed
+    big = Classifier(tmp_path / "big" / "model.onnx", threads=1)
+    assert big.class_names == ["red", "green", "blue", "yellow"]
+    assert [big.predict(yellow(100 + i)).label for i in range(10)] == ["yellow"] * 10  # unseen yellow photos
+    for c in ("red", "green", "blue"):  # the old classes still right
+        assert big.predict(solid(c)).label == c
+    parts = read_parts(tmp_path / "big" / "model.onnx")
+    assert parts.w.shape == (3, 4) and len(parts.bank) == 15 + 5 and list(parts.labels[-5:]) == [3] * 5
+    assert np.allclose(parts.w[:, :3], np.eye(3) * 10)  # trained columns held fixed
+    record = json.loads((tmp_path / "big" / "export.json").read_text())
+    assert record["class_changes"][-1]["added"] == "yellow" and record["class_names"][-1] == "yellow"
+    assert report["photos"] == 5 and report["models"]["model.onnx"]["bank"] == 20
+    # and back
+    remove_class(tmp_path / "big" / "model.onnx", "yellow", tmp_path / "small")
+    small = read_parts(tmp_path / "small" / "model.onnx")
+    orig = read_parts(model)
+    assert small.names == orig.names and np.array_equal(small.w, orig.w) and np.array_equal(small.bank, orig.bank)
+    # a trained class can go too: labels above it move down
+    remove_class(model, "red", tmp_path / "gb")
+    gb = read_parts(tmp_path / "gb" / "model.onnx")
+    assert gb.names == ["green", "blue"] and sorted(set(gb.labels)) == [0, 1] and len(gb.bank) == 10
+    assert Classifier(tmp_path / "gb" / "model.onnx", threads=1).predict(solid("blue")).label == "blue"
+
+
+def test_refusals(model, tmp_path):
+    imgs = [yellow(0)]
+    for args, why in [(("red", imgs, tmp_path / "a"), "already has a class 'red'"),
+                      (("unknown", imgs, tmp_path / "b"), "choose another"),
+                      (("new\u202e", imgs, tmp_path / "c"), "right-to-left"),
+                      (("yellow", [], tmp_path / "d"), "no photo"),
+                      (("yellow", imgs, model.parent), "not an empty folder")]:
+        with pytest.raises(EdgeclfError, match=why):
+            add_class(model, *args)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["orig"]  # nothing half-written
+    with pytest.raises(EdgeclfError, match="keeps at least 2"):
+        remove_class(_two_classes(model, tmp_path), "green", tmp_path / "x")
+    from onnx_fixtures import make_colour_model
+
+    plain = make_colour_model(tmp_path / "plain.onnx")
+    with pytest.raises(EdgeclfError, match="export it again"):
+        add_class(plain, "yellow", imgs, tmp_path / "y")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(model.read_bytes()[:-7] + b"\xff" * 7)
+    with pytest.raises(EdgeclfError, match="broken.onnx"):
+        add_class(broken, "yellow", imgs, tmp_path / "z")
+
+
+def _two_classes(model: Path, tmp_path: Path) -> Path:
+    remove_class(model, "red", tmp_path / "two")
+    return tmp_path / "two" / "model.onnx"
+
+
+def test_protoedit_round_trip(model):
+    data = model.read_bytes()
+    same = protoedit.rewrite(data, {}, {})
+    assert protoedit.read_tensors(same, {"edgeclf_head/W"})["edgeclf_head/W"].shape == (3, 3)
+    w = np.arange(12, dtype=np.float32).reshape(3, 4)
+    changed = protoedit.rewrite(data, {"edgeclf_head/W": w}, {"note": "x", "class_names": '["a","b","c","d"]'})
+    assert np.array_equal(protoedit.read_tensors(changed, {"edgeclf_head/W"})["edgeclf_head/W"], w)
+    meta = protoedit.read_metadata(changed)
+    assert meta["note"] == "x" and json.loads(meta["class_names"]) == ["a", "b", "c", "d"]
+    with pytest.raises(protoedit.ProtoError, match="no initializer"):
+        protoedit.rewrite(data, {"nope": w}, {})
+    for bad in (b"\x3a\xff\xff\xff\xff\x0f", b"\x3a\x05ab", b"\x3b"):  # huge length, short field, wire type 3
+        with pytest.raises(protoedit.ProtoError):
+            list(protoedit.fields(bad))
+
+
+def test_cli_from_a_folder_and_a_video(model, tmp_path):
+    photos = tmp_path / "yellow"
+    photos.mkdir()
+    for i in range(6):
+        cv2.imwrite(str(photos / f"{i}.png"), yellow(i))
+    r = run_cli("add-class", model, "yellow", photos, "--out", tmp_path / "big", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["photos"] == 6
+    video = tmp_path / "y.mp4"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (40, 40))
+    for i in range(30):
+        w.write(yellow(i))
+    w.release()
+    r = run_cli("add-class", model, "yellow", video, "--out", tmp_path / "vid", "--count", 8, "--every", 3)
+    assert r.returncode == 0, r.stderr
+    assert "from 8 photo(s)" in r.stdout
+    p = run_cli("predict", tmp_path / "vid" / "model.onnx", photos, "--json")
+    assert {json.loads(x)["label"] for x in p.stdout.splitlines()} == {"yellow"}
+    r = run_cli("remove-class", tmp_path / "vid" / "model.onnx", "yellow", "--out", tmp_path / "back")
+    assert r.returncode == 0 and "classes: red, green, blue" in r.stdout
+    bad = run_cli("add-class", model, "yellow", tmp_path / "missing", "--out", tmp_path / "m")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "missing" in error_line(bad)
+
+
+def test_hostile_files_and_small_banks(model, tmp_path):
+    # a metadata key stored as a varint of 2^40, a dim of 2^63, a dims product past the raw bytes: no crash, no allocation
+    key_varint = b"\x72\x07" + b"\x08\x80\x80\x80\x80\x80\x20"  # field 14 {field 1 (varint) 2^40}
+    odd = protoedit.rewrite(model.read_bytes() + key_varint, {}, {"x": "y"})  # kept as it is, not read as bytes
+    assert protoedit.read_metadata(odd)["x"] == "y" and key_varint in odd
+    huge_dim = protoedit.encode(1, 0, 1 << 63) + protoedit.encode(2, 0, 1) + protoedit.encode(9, 2, b"\0" * 4)
+    wrap = b"".join(protoedit.encode(1, 0, 1 << 32) for _ in range(2)) + protoedit.encode(2, 0, 1) + protoedit.encode(9, 2, b"")
+    for t in (huge_dim, wrap):
+        with pytest.raises(protoedit.ProtoError):
+            protoedit.decode_tensor(t)
+    with pytest.raises(protoedit.ProtoError, match="64 bits"):
+        list(protoedit.fields(b"\x08" + b"\xff" * 9 + b"\x7f"))
+    # labels stored as floats: refused in one line, not a traceback
+    bad = tmp_path / "bad" / "model.onnx"
+    bad.parent.mkdir()
+    bad.write_bytes(protoedit.rewrite(model.read_bytes(), {"edgeclf_unknown/bank_labels": np.zeros(15, np.float32)}, {}))
+    with pytest.raises(EdgeclfError, match="not stored as edgeclf stores them"):
+        add_class(bad, "yellow", [yellow(0)], tmp_path / "o")
+    # a bank that would fall below the k the score reads
+    deep = tmp_path / "deep" / "model.onnx"
+    deep.parent.mkdir()
+    deep.write_bytes(protoedit.rewrite(model.read_bytes(), {"edgeclf_unknown/k": np.array([11], np.int64)}, {}))
+    with pytest.raises(EdgeclfError, match="fewer than the 11"):
+        remove_class(deep, "red", tmp_path / "p")
+    # one photo of a new class counts k times in the bank, so it is its own nearest neighbours
+    add_class(model, "yellow", [yellow(0)], tmp_path / "one")
+    one = read_parts(tmp_path / "one" / "model.onnx")
+    assert list(one.labels[-2:]) == [3, 3] and len(one.bank) == 17
+
+
+def test_eval_plot_never_replaces_an_input(tmp_path):
+    from onnx_fixtures import make_colour_model
+
+    m = make_colour_model(tmp_path / "m.onnx", unknown=0.5)
+    data = tmp_path / "data"
+    for c in ("red", "green", "blue"):
+        (data / c).mkdir(parents=True)
+        cv2.imwrite(str(data / c / "a.png"), solid(c))
+    before = m.read_bytes()
+    r = run_cli("eval", m, data, "--unknown", data / "red", "--plot", m)
+    assert r.returncode != 0 and "--plot" in error_line(r) and m.read_bytes() == before
