@@ -132,7 +132,7 @@ def test_the_cli_gets_the_workstation_commands_from_their_entry_points_only():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT.parent)
     assert r.returncode == 0, r.stderr
     commands, loaded = r.stdout.strip().splitlines()
-    assert commands == "['train', 'eval', 'export', 'predict', 'bench', 'demo']"
+    assert commands == "['train', 'eval', 'export', 'predict', 'add-class', 'remove-class', 'bench', 'demo']"
     assert loaded == "['edgeclf.export', 'edgeclf.export.commands', 'edgeclf.train', 'edgeclf.train.commands']"
 
 
