@@ -77,6 +77,7 @@ def make_head_model(path: Path, size: tuple[int, int] = (32, 32), bank_per_class
     colour / 255 [N, 3], a float head ``edgeclf_head/W`` (10 x identity) and ``/b``, and a bank
     of embeddings with their classes (noisy pure colours), under edgeclf's names."""
     from edgeclf.model import protoedit
+    from edgeclf.model.unknown import quantize_bank
 
     rng = np.random.default_rng(0)
     bank = np.concatenate([np.clip(np.eye(3)[c] + rng.normal(0, 0.05, (bank_per_class, 3)), 0, 1) for c in range(3)])
@@ -95,6 +96,10 @@ def make_head_model(path: Path, size: tuple[int, int] = (32, 32), bank_per_class
              protoedit.encode_tensor("edgeclf_unknown/bank", bank.astype(np.float16)),
              protoedit.encode_tensor("edgeclf_unknown/bank_labels", labels),
              protoedit.encode_tensor("edgeclf_unknown/k", np.array([2], np.int64))]
+    bank_q, scale = quantize_bank(bank)
+    inits += [protoedit.encode_tensor("edgeclf_unknown/bank_q", bank_q),
+              protoedit.encode_tensor("edgeclf_unknown/bank_scale", np.array(scale, np.float32)),
+              protoedit.encode_tensor("edgeclf_unknown/bank_bias", np.zeros(len(bank), np.float32))]
     data = model(nodes, "head", [value_info("image", UINT8, ["N", *size, 3])],
                  [value_info("probs", FLOAT, ["N", "classes"]), value_info("embedding", FLOAT, ["N", 3])], inits,
                  metadata=edgeclf_metadata(COLOURS, size))

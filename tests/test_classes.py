@@ -43,11 +43,13 @@ def test_add_then_remove_a_class(model, tmp_path):
     for c in ("red", "green", "blue"):  # the old classes still right
         assert big.predict(solid(c)).label == c
     parts = read_parts(tmp_path / "big" / "model.onnx")
-    assert parts.w.shape == (3, 4) and len(parts.bank) == 15 + 5 and list(parts.labels[-5:]) == [3] * 5
+    # each new photo counts k (2 here) times in the bank; no threshold in this model's metadata, so no bonus
+    assert parts.w.shape == (3, 4) and len(parts.bank) == 15 + 5 * 2 and list(parts.labels[-10:]) == [3] * 10
+    assert parts.bias.shape == (25,) and not parts.bias.any()
     assert np.allclose(parts.w[:, :3], np.eye(3) * 10)  # trained columns held fixed
     record = json.loads((tmp_path / "big" / "export.json").read_text())
     assert record["class_changes"][-1]["added"] == "yellow" and record["class_names"][-1] == "yellow"
-    assert report["photos"] == 5 and report["models"]["model.onnx"]["bank"] == 20
+    assert report["photos"] == 5 and report["models"]["model.onnx"]["bank"] == 25
     # and back
     remove_class(tmp_path / "big" / "model.onnx", "yellow", tmp_path / "small")
     small = read_parts(tmp_path / "small" / "model.onnx")
@@ -156,6 +158,24 @@ def test_hostile_files_and_small_banks(model, tmp_path):
     add_class(model, "yellow", [yellow(0)], tmp_path / "one")
     one = read_parts(tmp_path / "one" / "model.onnx")
     assert list(one.labels[-2:]) == [3, 3] and len(one.bank) == 17
+
+
+def test_reach_lets_a_few_photos_cover_their_class():
+    from edgeclf.model.classes import reach
+
+    rng = np.random.default_rng(0)
+    centre = rng.random(64)
+    shots = centre + rng.normal(0, 0.3, (6, 64))
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
+    loo = [1 - max(unit(shots[i]) @ unit(shots[j]) for j in range(6) if j != i) for i in range(6)]
+    assert reach(shots, np.zeros((0, 64)), np.zeros(0, np.int64), 0.01) == pytest.approx(max(loo) - 0.01)
+    assert reach(shots, np.zeros((0, 64)), np.zeros(0, np.int64), 1.0) == 0.0  # never below the trained classes'
+    assert reach(shots, np.zeros((0, 64)), np.zeros(0, np.int64), None) == 0.0
+    # one photo: the typical distance between two photos of a trained class stands in
+    bank = np.concatenate([centre + rng.normal(0, 0.3, (50, 64)), -centre + rng.normal(0, 0.3, (50, 64))])
+    labels = np.repeat([0, 1], 50)
+    one = reach(shots[:1], bank, labels, 0.0)
+    assert 0 < one < 1
 
 
 def test_eval_plot_never_replaces_an_input(tmp_path):

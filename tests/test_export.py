@@ -411,7 +411,8 @@ def test_unknown_score_is_calibrated_per_precision(seed_run, tmp_path):
         bank, labels = tensors[md.UNKNOWN_PREFIX + "bank"], tensors[md.UNKNOWN_PREFIX + "bank_labels"]
         assert bank.dtype == np.float16 and labels.shape == (len(bank),) and set(labels) <= {0, 1, 2}
         emb = clf.session.run([md.EMBEDDING_NAME], {clf.input_name: x})[0]
-        assert np.allclose(Bank(bank.astype(np.float32), labels, meta["k"]).scores(emb), scores, atol=1e-4)
+        # (the graph multiplies in int8: within a few thousandths of the float cosine)
+        assert np.allclose(Bank(bank.astype(np.float32), labels, meta["k"]).scores(emb), scores, atol=3e-3)
         # the head is the Keras layer's float weights, and gives the probabilities
         w, b = tensors[md.HEAD_PREFIX + "W"], tensors[md.HEAD_PREFIX + "b"]
         assert w.dtype == np.float32 and w.shape == (emb.shape[1], 3) and b.shape == (3,)

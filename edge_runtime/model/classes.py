@@ -10,7 +10,8 @@ Adding a class runs the new photos through the model for their embeddings, then:
   trained classes' own photos) and then fitted by class-balanced logistic regression against the
   bank's photos with every trained column held fixed, so the old classes keep their weights and
   only lose the photos the new class takes;
-- **the bank gets the photos**, so that the new class is not ``unknown``; the threshold stays.
+- **the bank gets the photos** (raw, and normalised in int8 as the score reads them), so that the
+  new class is not ``unknown``; the threshold stays.
 
 The model file is rewritten tensor by tensor (``protoedit``) into a new folder; the original is
 never changed. ``remove-class`` drops a class's column and its bank photos the same way.
@@ -32,10 +33,11 @@ import numpy as np
 from edgeclf.errors import EdgeclfError
 from edgeclf.model import metadata as md, protoedit
 from edgeclf.model.exported import FP16_NAME, FP32_NAME, INT8_NAME, REPORT_NAME
-from edgeclf.model.unknown import UNKNOWN_LABEL
+from edgeclf.model.unknown import UNKNOWN_LABEL, quantize_bank
 
 W, B = md.HEAD_PREFIX + "W", md.HEAD_PREFIX + "b"
 BANK, LABELS, K = md.UNKNOWN_PREFIX + "bank", md.UNKNOWN_PREFIX + "bank_labels", md.UNKNOWN_PREFIX + "k"
+BANK_Q, BANK_SCALE, BIAS = md.UNKNOWN_PREFIX + "bank_q", md.UNKNOWN_PREFIX + "bank_scale", md.UNKNOWN_PREFIX + "bank_bias"
 #: Logistic-regression steps when fitting a new column (full batch; ~0.2 s for 1,000 photos x 1,280).
 FIT_STEPS = 300
 MAX_MODEL_BYTES = 1 << 30
@@ -52,9 +54,19 @@ class Parts:
     labels: np.ndarray  # [M] int64
     names: list[str]
     k: int  # the neighbour the unknown score reads
+    bias: np.ndarray  # [M] float32, added to each bank photo's similarity
     metadata: dict[str, str]
 
-    def rewritten(self, w: np.ndarray, b: np.ndarray, bank: np.ndarray, labels: np.ndarray, names: list[str]) -> bytes:
+    @property
+    def threshold(self) -> float | None:
+        """The unknown score's threshold export calibrated (None when the metadata has none)."""
+        try:
+            return float(json.loads(self.metadata[md.UNKNOWN])["threshold"])
+        except (KeyError, ValueError, TypeError):
+            return None
+
+    def rewritten(self, w: np.ndarray, b: np.ndarray, bank: np.ndarray, labels: np.ndarray, bias: np.ndarray,
+                  names: list[str]) -> bytes:
         """The model file with this head, bank and class names (the unknown entry's bank count too)."""
         meta = {md.CLASS_NAMES: json.dumps(names)}
         try:
@@ -63,7 +75,9 @@ class Parts:
                 meta[md.UNKNOWN] = json.dumps({**unknown, "bank": int(len(bank))})
         except ValueError:
             pass
-        return protoedit.rewrite(self.payload, {W: w, B: b, BANK: bank, LABELS: labels}, meta)
+        bank_q, scale = quantize_bank(bank)
+        return protoedit.rewrite(self.payload, {W: w, B: b, BANK: bank, LABELS: labels, BANK_Q: bank_q,
+                                                BANK_SCALE: np.array(scale, np.float32), BIAS: bias}, meta)
 
 
 def read_parts(path: Path) -> Parts:
@@ -74,26 +88,60 @@ def read_parts(path: Path) -> Parts:
         raise EdgeclfError(f"{path}: {path.stat().st_size} bytes is more than a model edgeclf changes ({MAX_MODEL_BYTES})")
     payload = path.read_bytes()
     try:
-        t = protoedit.read_tensors(payload, {W, B, BANK, LABELS, K})
+        t = protoedit.read_tensors(payload, {W, B, BANK, LABELS, K, BIAS})
         meta = protoedit.read_metadata(payload)
     except protoedit.ProtoError as e:
         raise EdgeclfError(f"{path}: not an ONNX model edgeclf can change ({e})") from None
     if W not in t or B not in t or md.CLASS_NAMES not in meta:
         raise EdgeclfError(f"{path}: has no float head (exported by an older edgeclf, or not by edgeclf): export it again")
-    if not {BANK, LABELS, K} <= set(t):
+    if not {BANK, LABELS, K, BIAS} <= set(t):
         raise EdgeclfError(f"{path}: carries no training photos' embeddings (exported with --unknown-reject 0, or without "
                            "validation photos): add-class needs them; export it again with an unknown score")
     names = parse_class_names(meta[md.CLASS_NAMES], path)
-    w, b, bank, labels, k = t[W], t[B], t[BANK], t[LABELS], t[K]
+    w, b, bank, labels, k, bias = t[W], t[B], t[BANK], t[LABELS], t[K], t[BIAS]
     c = len(names)
     if w.dtype != np.float32 or b.dtype != np.float32 or bank.dtype != np.float16 or labels.dtype != np.int64 \
-            or k.dtype != np.int64 or k.shape != (1,):
+            or k.dtype != np.int64 or k.shape != (1,) or bias.dtype != np.float32 or bias.shape != (len(bank),):
         raise EdgeclfError(f"{path}: its head, bank or k are not stored as edgeclf stores them (float32, float16, int64)")
     if w.ndim != 2 or w.shape[1] != c or b.shape != (c,) or bank.ndim != 2 or bank.shape[1] != w.shape[0] \
             or labels.shape != (len(bank),) or (len(labels) and not 0 <= labels.min() <= labels.max() < c) \
             or not 1 <= int(k[0]) <= max(1, len(bank)):
         raise EdgeclfError(f"{path}: its head {list(w.shape)}, bank {list(bank.shape)}, k and {c} class names do not fit together")
-    return Parts(payload, w, b, bank, labels, names, int(k[0]), meta)
+    return Parts(payload, w, b, bank, labels, names, int(k[0]), bias, meta)
+
+
+def reach(new: np.ndarray, bank: np.ndarray, labels: np.ndarray, threshold: float | None) -> float:
+    """How much nearer than the trained photos a new class's photos count for the unknown score.
+
+    A trained class has hundreds of photos in the bank, a new one a few, so an unseen photo of it
+    lies much farther from its nearest one than the threshold (set on the trained classes'
+    density) allows: with 10 photos, 97% of unseen ants were ``unknown`` though the head named
+    90% of them right (benchmarks/results/addclass.md). Each of the new photos counts k times (its
+    1st neighbour is the score's k-th) and its similarity gets this bonus: enough that a frame as
+    far from its nearest photo as the farthest of the photos is from the others (leave-one-out)
+    is still accepted. With one photo, the typical distance between two photos of a trained class
+    stands in. The bonus also widens what the class accepts of photos of other things: the price
+    of a class learnt from a few photos."""
+    if threshold is None:
+        return 0.0
+    unit = lambda v: v / np.sqrt((v * v).sum(1, keepdims=True) + 1e-12)  # noqa: E731
+    e = unit(np.asarray(new, np.float64))
+    if len(e) >= 2:
+        sims = e @ e.T
+        np.fill_diagonal(sims, -np.inf)
+        radius = float((1 - sims.max(1)).max())
+    else:
+        rng = np.random.default_rng(0)
+        b = unit(np.asarray(bank, np.float64))
+        typical = []
+        for c in np.unique(labels):
+            rows = np.flatnonzero(labels == c)
+            if len(rows) >= 2:
+                i, j = rng.choice(rows, (2, min(200, len(rows))))
+                keep = i != j
+                typical.append(np.median(1 - (b[i[keep]] * b[j[keep]]).sum(1)) if keep.any() else np.nan)
+        radius = float(np.nanmedian(typical)) if typical and not np.isnan(typical).all() else threshold
+    return max(0.0, radius - threshold)
 
 
 def fit_column(w: np.ndarray, b: np.ndarray, bank: np.ndarray, labels: np.ndarray, new: np.ndarray,
@@ -223,15 +271,15 @@ def add_class(model: str | Path, name: str, images: Sequence[np.ndarray], out: s
             progress(1)
         col, bias = fit_column(parts.w, parts.b, parts.bank.astype(np.float32), parts.labels, e)
         names = parts.names + [name]
-        # The score reads the k-th nearest bank photo: with fewer than k photos of the class, each
-        # counts ceil(k / n) times, so that the class's own photos are its nearest (a 1-shot class
-        # is judged by its one photo, not by the 5th nearest, another class's).
-        reps = -(-parts.k // len(e))
-        bank = np.concatenate([parts.bank, np.repeat(e.astype(np.float16), reps, axis=0)])
-        labels = np.concatenate([parts.labels, np.full(len(e) * reps, len(parts.names), np.int64)])
+        # The score reads the k-th nearest bank photo: each new photo counts k times, so a frame
+        # is judged by its nearest photo of the class, with the class's bonus (``reach``).
+        bonus = reach(e, parts.bank.astype(np.float32), parts.labels, parts.threshold)
+        bank = np.concatenate([parts.bank, np.repeat(e.astype(np.float16), parts.k, axis=0)])
+        labels = np.concatenate([parts.labels, np.full(len(e) * parts.k, len(parts.names), np.int64)])
+        sim_bias = np.concatenate([parts.bias, np.full(len(e) * parts.k, bonus, np.float32)])
         new_files[f.name] = parts.rewritten(np.concatenate([parts.w, col[:, None]], axis=1),
-                                            np.append(parts.b, np.float32(bias)), bank, labels, names)
-        report["models"][f.name] = {"classes": names, "bank": int(len(bank))}
+                                            np.append(parts.b, np.float32(bias)), bank, labels, sim_bias, names)
+        report["models"][f.name] = {"classes": names, "bank": int(len(bank)), "reach": round(bonus, 6)}
     report["seconds"] = round(time.perf_counter() - t0, 3)
     _write_folder(out, new_files, model, {"added": name, "photos": len(images), "source": source,
                                           "class_names": names})
@@ -259,7 +307,7 @@ def remove_class(model: str | Path, name: str, out: str | Path) -> dict:
         labels = np.where(labels > i, labels - 1, labels)
         names = [n for n in parts.names if n != name]
         new_files[f.name] = parts.rewritten(np.delete(parts.w, i, axis=1), np.delete(parts.b, i), parts.bank[keep],
-                                            labels, names)
+                                            labels, parts.bias[keep], names)
         report["models"][f.name] = {"classes": names, "bank": int(keep.sum())}
     _write_folder(out, new_files, model, {"removed": name, "class_names": names})
     return report

@@ -56,7 +56,9 @@ EMBEDDING_NAME = "embedding"  # float32 [N, D]: the features the head classifies
 UNKNOWN_NAME = "unknown_score"  # float32 [N]: distance from the training photos (higher: less like them)
 # Initializers the device rewrites to add or remove a class (edgeclf.model.classes): the head
 # HEAD_PREFIX + "W" [D, C] and "b" [C]; the unknown score's reference UNKNOWN_PREFIX + "bank"
-# [M, D] (float16 embeddings of training photos) and "bank_labels" [M] (int64 class indices).
+# [M, D] (float16 embeddings of training photos), "bank_labels" [M] (int64 class indices) and
+# "bank_q" [D, M] (the rows normalised, int8) with "bank_scale", and "bank_bias" [M] (float32,
+# added to each row's similarity: 0 for trained photos, more for add-class's few photos).
 HEAD_PREFIX = "edgeclf_head/"
 UNKNOWN_PREFIX = "edgeclf_unknown/"
 

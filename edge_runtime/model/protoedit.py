@@ -25,7 +25,7 @@ GRAPH_INITIALIZER = 5
 TENSOR_DIMS, TENSOR_TYPE, TENSOR_NAME, TENSOR_RAW = 1, 2, 8, 9
 ENTRY_KEY, ENTRY_VALUE = 1, 2
 #: ONNX element types this module reads and writes, as numpy types.
-DTYPES = {1: np.float32, 7: np.int64, 10: np.float16}
+DTYPES = {1: np.float32, 3: np.int8, 7: np.int64, 10: np.float16}
 _CODES = {np.dtype(v): k for k, v in DTYPES.items()}
 
 
@@ -118,7 +118,7 @@ def decode_tensor(buf: bytes) -> np.ndarray:
         elif f == TENSOR_RAW and w == 2:
             raw = v
     if dtype is None or raw is None:
-        raise ProtoError("tensor is not stored as raw float32, float16 or int64 data")
+        raise ProtoError("tensor is not stored as raw float32, float16, int8 or int64 data")
     if len(dims) > 8 or any(d > len(raw) for d in dims):
         raise ProtoError(f"tensor dims {dims[:8]} do not match its {len(raw)} bytes")
     count = math.prod(dims)
@@ -128,7 +128,7 @@ def decode_tensor(buf: bytes) -> np.ndarray:
 
 
 def encode_tensor(name: str, array: np.ndarray) -> bytes:
-    """A TensorProto holding ``array`` (float32, float16 or int64) as raw little-endian data."""
+    """A TensorProto holding ``array`` (float32, float16, int8 or int64) as raw little-endian data."""
     a = np.ascontiguousarray(array)
     if a.dtype not in _CODES:
         raise ValueError(f"encode_tensor: unsupported dtype {a.dtype}")

@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from edgeclf.errors import EdgeclfError, first_line, safe_text
 from edgeclf.model import metadata as md
 
@@ -109,3 +111,12 @@ def rule_for(calibration: Calibration | None, *, enabled: bool = True, threshold
         raise EdgeclfError("--unknown-threshold must be a finite number")
     thr = threshold if threshold is not None else (calibration.threshold if calibration else None)
     return UnknownRule(thr, dict(class_thresholds or {}))
+
+
+def quantize_bank(bank: np.ndarray) -> tuple[np.ndarray, np.float32]:
+    """The unknown score's bank as the model multiplies with it: rows normalised, transposed
+    [D, M], int8 with one symmetric scale (returned with it). Export and add-class both use it."""
+    b = np.asarray(bank, np.float32)
+    unit = b / np.sqrt((b * b).sum(1, keepdims=True) + 1e-12)
+    scale = np.float32(max(float(np.abs(unit).max()), 1e-12) / 127)
+    return np.round(unit / scale).astype(np.int8).T.copy(), scale
