@@ -90,6 +90,11 @@ def predict(
     unknown: bool = typer.Option(True, "--unknown/--no-unknown", help="Answer 'unknown' for a frame that is none of the classes: too far from the training photos (the model's unknown score above the threshold its export calibrated) or, with --threshold, too unsure."),
     unknown_threshold: Optional[float] = typer.Option(None, "--unknown-threshold", help="The unknown score above which a frame is 'unknown' (default: the model's calibrated one; higher rejects less; see edgeclf eval --unknown)."),
     threshold: list[str] = typer.Option([], "--threshold", metavar="CLASS=P", help="Also 'unknown' when CLASS is the top class with a probability below P (repeatable)."),
+    collect: Optional[Path] = typer.Option(None, "--collect", metavar="DIR", help="Keep the frames worth a look (unknown, top two classes close, or, on a stream, the label changed) as JPEG + JSON in DIR/<label>/, ready to sort and train on."),
+    collect_margin: float = typer.Option(0.2, "--collect-margin", help="--collect: keep a frame whose top two probabilities are closer than this."),
+    collect_interval: float = typer.Option(1.0, "--collect-interval", help="--collect: at most one frame per this many seconds from a video, camera or stream."),
+    collect_max: int = typer.Option(1000, "--collect-max", help="--collect: at most this many frames in DIR (the oldest collected go first; nothing else is deleted)."),
+    collect_max_mb: float = typer.Option(500.0, "--collect-max-mb", help="--collect: at most this many megabytes of collected frames in DIR."),
 ) -> None:
     """Classify images, folders, videos, cameras and streams with an ONNX model (no TensorFlow)."""
     options = dict(locals())  # the parameters above are PredictOptions' fields, by name

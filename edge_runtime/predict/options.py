@@ -60,6 +60,11 @@ class PredictOptions:
     show: bool = False
     serve: str | None = None
     allow_host: Sequence[str] = ()
+    collect: Path | None = None  # keep the frames worth a look (sinks.collect)
+    collect_margin: float = 0.2
+    collect_interval: float = 1.0
+    collect_max: int = 1000
+    collect_max_mb: float = 500.0
     force: bool = False  # let --csv/--save replace a file edgeclf did not write (never an input)
     quiet: bool = False  # no per-result lines on stdout (the summary stays on stderr)
 
@@ -67,7 +72,7 @@ class PredictOptions:
     def needs_images(self) -> bool:
         """True when a sink draws or sends the frames (``--save``, ``--show``, ``--serve``), so the
         decoded images must be kept past classification."""
-        return bool(self.save or self.show or self.serve is not None)
+        return bool(self.save or self.show or self.serve is not None or self.collect is not None)
 
     def validate(self) -> None:
         """Every rule for these options, in one place: the values, then the outputs (``check_sinks``:
@@ -88,6 +93,13 @@ class PredictOptions:
         for name, p in self.class_thresholds.items():
             if not 0 <= p <= 1:
                 raise EdgeclfError(f"--threshold {name}={p}: P must be from 0 to 1")
+        if self.collect is not None:
+            if not 0 <= self.collect_margin <= 1:
+                raise EdgeclfError(f"--collect-margin must be from 0 to 1 (got {self.collect_margin})")
+            if not self.collect_interval >= 0:
+                raise EdgeclfError(f"--collect-interval must be 0 or more seconds (got {self.collect_interval})")
+            if self.collect_max < 1 or not self.collect_max_mb >= 1:
+                raise EdgeclfError("--collect-max must be at least 1 and --collect-max-mb at least 1")
         if self.every < 1:
             raise EdgeclfError(f"--every must be at least 1 (got {self.every})")
         if self.max_frames is not None and self.max_frames < 0:

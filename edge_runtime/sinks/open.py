@@ -12,6 +12,7 @@ from edgeclf.predict.options import PredictOptions
 from edgeclf.serve.address import parse_address
 from edgeclf.sinks.annotation import Annotator
 from edgeclf.sinks.base import Sink
+from edgeclf.sinks.collect import CollectSink, check_collect
 from edgeclf.sinks.console import ConsoleSink, print_line
 from edgeclf.sinks.csvfile import CsvSink
 from edgeclf.sinks.live import LiveSink
@@ -37,6 +38,8 @@ def check_sinks(options: PredictOptions, inputs: Sequence[Path]) -> None:
         VideoOutput.check_format(options.save)
     if options.serve is not None:
         parse_address(options.serve)
+    if options.collect is not None:
+        check_collect(Path(options.collect), options.source)
 
 
 def open_sinks(options: PredictOptions, clf: Classifier, src: Source, out: Callable[[str], None] = print_line) -> list[Sink]:
@@ -58,6 +61,9 @@ def open_sinks(options: PredictOptions, clf: Classifier, src: Source, out: Calla
             sinks.append(VideoSink(options.save, src.fps or 10.0, annotator))
         if options.show and (window := WindowSink.open(annotator)) is not None:
             sinks.append(window)
+        if options.collect is not None:
+            sinks.append(CollectSink(Path(options.collect), Path(options.model).name, numbered, options.collect_margin,
+                                     options.collect_interval, options.collect_max, int(options.collect_max_mb * 2**20)))
     except BaseException:
         for sink in sinks:
             sink.close(keep=False)
