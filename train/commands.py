@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 from rich.markup import escape
 
-from edgeclf.errors import require_train_extra
+from edgeclf.errors import EdgeclfError, require_train_extra
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -77,6 +77,7 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out, with the options it was started with."),
         force: bool = typer.Option(False, "--force", help="Overwrite a run folder that already holds a model."),
         json_out: bool = typer.Option(False, "--json", help="Print the final run summary as one JSON object."),
+        from_run: Optional[Path] = typer.Option(None, "--from", help="Train again from this run folder: on its photos plus DATA_DIR's (new classes allowed; class folders of the same name merge), starting from its trained weights (e.g. the frames predict --collect kept, once sorted)."),
         worker_config: Optional[str] = typer.Option(None, "--worker-config", help="Multi-worker training: this worker's TF_CONFIG (a JSON object, or a file holding one: {\"cluster\": {\"worker\": [\"host1:port\", ...]}, \"task\": {\"type\": \"worker\", \"index\": 0}}); run the same command on every worker. Only the chief (worker 0) writes --out."),
     ) -> None:
         """Train a Keras CNN on DATA_DIR (one sub-folder per class)."""
@@ -88,13 +89,25 @@ def register(app: typer.Typer) -> None:
 
             os.environ["TF_CONFIG"] = parse_worker_config(worker_config)
 
+        init_from = None
+        if from_run is not None:
+            if Path(out).resolve() == Path(from_run).resolve():
+                raise EdgeclfError(f"{out}: --out is the run --from starts from; give the new run its own folder")
+            from .warmstart import run_defaults
+
+            arch, size, init_from = run_defaults(from_run)
+            model, img_size = model or arch, img_size or size
         cfg = TrainConfig(
             data_dir=data_dir, out=out, model=model, img_size=img_size, epochs=epochs, batch_size=batch_size,
             val_split=val_split, val_dir=val, seed=seed, weights=weights, lr=lr, patience=patience,
             augment=augment, mixup=mixup, weight_decay=weight_decay, resume=resume, force=force, quiet=json_out,
-            budget_ms=budget_ms,
+            budget_ms=budget_ms, init_from=init_from,
         )
         precheck(cfg)  # before TensorFlow loads (seconds): a bad option or an occupied --out is answered at once
+        if from_run is not None:  # the run's photos and DATA_DIR's, as one folder of links in the new run
+            from .warmstart import merged_data
+
+            cfg.data_dir = merged_data(from_run, data_dir, out)
         run = run_train(cfg, json_out=json_out)
         if run["interrupted"]:  # Ctrl-C or SIGTERM: the best model so far is kept; scripts see 130, as with predict
             raise typer.Exit(130)

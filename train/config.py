@@ -57,6 +57,7 @@ class TrainConfig:
     extra: dict | None = field(default=None)  # architecture keyword arguments (e.g. widths)
     budget_ms: float | None = None  # with model "auto": int8 latency per frame the chosen model must meet
     model_choice: dict | None = None  # set by model "auto": the budget and each rung's measured latency
+    init_from: Path | None = None  # --from: the run's model.keras, whose weights the network starts from
 
 
 def check_options(cfg: TrainConfig) -> None:

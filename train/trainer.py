@@ -141,11 +141,16 @@ def _new_model(cfg: TrainConfig, data: TrainingData) -> tuple[keras.Model, dict]
         if weights in (None, "imagenet"):
             raise
         raise EdgeclfError(f"{weights}: not a usable --weights file for {cfg.model} ({first_line(e)})") from None
+    weights_record = _weights_record(arch, cfg.weights, getattr(model, "weights_info", None))
+    if cfg.init_from is not None:  # --from: the run's trained weights over the pretrained ones
+        from .warmstart import transfer
+
+        weights_record = {**transfer(model, Path(cfg.init_from)), "backbone": weights_record}
     state = {
         # Every option that defines the run, so that --resume continues it as it was started.
         "config": {**{name: getattr(cfg, name) for name in RUN_OPTIONS},
                    "val_dir": str(Path(cfg.val_dir).resolve()) if cfg.val_dir else None},
-        "weights_record": _weights_record(arch, cfg.weights, getattr(model, "weights_info", None)),
+        "weights_record": weights_record,
         "data_fingerprint": data.fingerprint,
         "model_choice": cfg.model_choice,
         "epoch": 0, "stage": 0, "wait": 0, "stopped_early": False,
