@@ -33,7 +33,7 @@ def test_retrain_from_a_run_with_a_new_class(shapes_dir, tmp_path):
     assert run["class_names"] == ["circle", "square", "triangle"]
     assert run["architecture"] == "seed" and run["input_size"] == [32, 32]  # taken from the run
     w = run["weights"]
-    assert w["source"] == "edgeclf run (--from)" and w["layers_copied"] >= 3 and Path(w["run"]) == run_a.resolve()
+    assert w["source"] == "edgeclf run (--from)" and w["tensors_copied"] >= 6 and Path(w["run"]) == run_a.resolve()
     counts = run["counts"]
     assert counts["square"]["train"] + counts["square"]["val"] == 40 + 5 and counts["triangle"]["train"] > 0
     assert Path(run["data_dir"]) == (run_b / "data").resolve()

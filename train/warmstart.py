@@ -66,10 +66,10 @@ def transfer(model, source: Path) -> dict:
             continue
         if [w.shape for w in theirs] == [tuple(w.shape) for w in layer.get_weights()]:
             layer.set_weights(theirs)
-            copied += 1
+            copied += len(theirs)  # tensors: a pretrained backbone is one layer holding hundreds
     if copied == 0:
         raise EdgeclfError(f"{source}: no layer of it fits this network; --from needs a run of the same --model")
     with open(source, "rb") as f:
         digest = hashlib.file_digest(f, "sha256").hexdigest()
     return {"source": "edgeclf run (--from)", "run": str(source.parent.resolve()), "file": source.name,
-            "sha256": digest, "layers_copied": copied}
+            "sha256": digest, "tensors_copied": copied}
