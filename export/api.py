@@ -112,11 +112,12 @@ def export_model(
             fp32 = _convert_and_check(model, opts.opset, images.parity, step)
             report = _report(model, opts.opset, fp32.parity, images.real)
             bank = _unknown_bank(src, fp32, images, opts, step)
-            _write(new / FP32_NAME, _with_unknown(fp32.payload, bank, images, opts, report, "fp32", step), report, "fp32")
+            payload, reference = _with_unknown(fp32.payload, bank, images, opts, report, "fp32", step)
+            _write(new / FP32_NAME, payload, report, "fp32")
             if opts.fp16:
                 _add_fp16(model, fp32, images.parity, new, report, step)
             if opts.int8:
-                _add_int8(model, fp32, images, opts, new, report, step, bank)
+                _add_int8(model, fp32, images, opts, new, report, step, bank, reference)
             _write_report(new, report)
             swap_in(new, out)
     except OSError as e:  # disk full, folder made read-only: the earlier export (if any) is untouched
@@ -223,19 +224,20 @@ def _unknown_bank(src: RunSource, fp32: _Fp32, images: CheckImages, opts: Export
 
 
 def _with_unknown(payload: bytes, bank: Bank | None, images: CheckImages, opts: ExportOptions, report: dict,
-                  precision: str, step: Step) -> bytes:
-    """``payload`` with the unknown score calibrated on the validation photos (as it is without a bank)."""
+                  precision: str, step: Step, reference: tuple | None = None) -> tuple[bytes, tuple | None]:
+    """``payload`` with the unknown score calibrated on the validation photos (as it is without a
+    bank), and (its scores there, its threshold) for a model calibrated against it."""
     if bank is None:
-        return payload
-    payload, figures = attach(payload, bank, images.val.x, opts.unknown_reject,
-                              progress=step(f"unknown score: calibrating {precision}", len(images.val.x)))
+        return payload, None
+    payload, figures, scores = attach(payload, bank, images.val.x, opts.unknown_reject, reference=reference,
+                                      progress=step(f"unknown score: calibrating {precision}", len(images.val.x)))
     report.setdefault("unknown", {"method": "knn-cosine", "k": bank.k, "bank": len(bank.vectors),
                                   "target_reject": opts.unknown_reject})[precision] = figures
-    return payload
+    return payload, (scores, figures["threshold"])
 
 
 def _add_int8(model: _Model, fp32: _Fp32, images: CheckImages, opts: ExportOptions, out: Path, report: dict,
-              step: Step, bank: Bank | None = None) -> None:
+              step: Step, bank: Bank | None = None, reference: tuple | None = None) -> None:
     """model.int8.onnx when it passes the accuracy guard; its figures in the report either way."""
     result, payload = choose_int8(fp32.quantize_from, fp32.session, images, opts.calib_method, opts.max_drop, step,
                                   metadata=lambda accuracy: model.metadata("int8", accuracy),
@@ -243,7 +245,7 @@ def _add_int8(model: _Model, fp32: _Fp32, images: CheckImages, opts: ExportOptio
     result["calib_source"] = str(opts.calib_dir.resolve()) if opts.calib_dir is not None else "training split (run.json)"
     report["int8"] = result
     if result["accepted"]:
-        _write(out / INT8_NAME, _with_unknown(payload, bank, images, opts, report, "int8", step), report, "int8")
+        _write(out / INT8_NAME, _with_unknown(payload, bank, images, opts, report, "int8", step, reference)[0], report, "int8")
 
 
 def _write_report(out: Path, report: dict) -> None:
