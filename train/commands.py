@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 from rich.markup import escape
 
-from edgeclf.errors import EdgeclfError, require_train_extra
+from edgeclf.errors import require_train_extra
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -89,14 +89,9 @@ def register(app: typer.Typer) -> None:
 
             os.environ["TF_CONFIG"] = parse_worker_config(worker_config)
 
-        init_from = None
-        if from_run is not None:
-            if Path(out).resolve() == Path(from_run).resolve():
-                raise EdgeclfError(f"{out}: --out is the run --from starts from; give the new run its own folder")
-            from .warmstart import run_defaults
+        from .warmstart import merged_data, warm_start
 
-            arch, size, init_from = run_defaults(from_run)
-            model, img_size = model or arch, img_size or size
+        model, img_size, init_from = warm_start(from_run, out, model, img_size)
         cfg = TrainConfig(
             data_dir=data_dir, out=out, model=model, img_size=img_size, epochs=epochs, batch_size=batch_size,
             val_split=val_split, val_dir=val, seed=seed, weights=weights, lr=lr, patience=patience,
@@ -105,8 +100,6 @@ def register(app: typer.Typer) -> None:
         )
         precheck(cfg)  # before TensorFlow loads (seconds): a bad option or an occupied --out is answered at once
         if from_run is not None:  # the run's photos and DATA_DIR's, as one folder of links in the new run
-            from .warmstart import merged_data
-
             cfg.data_dir = merged_data(from_run, data_dir, out)
         run = run_train(cfg, json_out=json_out)
         if run["interrupted"]:  # Ctrl-C or SIGTERM: the best model so far is kept; scripts see 130, as with predict

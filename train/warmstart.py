@@ -42,12 +42,17 @@ def merged_data(run: Path, new_data: Path, out: Path) -> Path:
     return folder
 
 
-def run_defaults(run: Path) -> tuple[str, int, Path]:
-    """(architecture, input size, model file) of the run to start from; a one-line error if it has none."""
+def warm_start(run: Path | None, out: Path, model: str | None, img_size: int | None) -> tuple[str | None, int | None, Path | None]:
+    """(--model, --img-size, the model file to start from) for ``--from run``: the run's
+    architecture and input size unless given; as given, and no file, without ``--from``."""
+    if run is None:
+        return model, img_size, None
+    if Path(out).resolve() == Path(run).resolve():
+        raise EdgeclfError(f"{out}: --out is the run --from starts from; give the new run its own folder")
     if not (run / "run.json").is_file() or not (run / "model.keras").is_file():
         raise EdgeclfError(f"{run}: --from needs a run folder with run.json and model.keras")
     record = read_run_record(run / "run.json")
-    return record.architecture, int(record.input_size[0]), run / "model.keras"
+    return model or record.architecture, img_size or int(record.input_size[0]), run / "model.keras"
 
 
 def transfer(model, source: Path) -> dict:
