@@ -48,7 +48,7 @@ def _open(model: Path, data_dir: Path | None, batch_size: int = 32, unknown_thre
         names, _ = scan_class_folders(data_dir)
         if len(names) != km.num_classes:
             raise EdgeclfError(f"{model}: no run.json beside it and {data_dir} has {len(names)} classes, the model {km.num_classes}")
-    return names, km.size, km.predict, "keras", getattr(km, "record", None)
+    return names, km.size, km.predict, "keras", km
 
 
 def _check_memory(n: int, size: tuple[int, int], where: object) -> None:
@@ -96,11 +96,12 @@ def evaluate(model: Path, data_dir: Path | None = None, batch_size: int = 32, qu
         raise EdgeclfError(f"--batch-size must be at least 1 (got {batch_size})")
     model = Path(model)
     data_dir = None if data_dir is None else Path(data_dir)
-    if unknown_dir is not None and model.suffix != ".onnx":
-        raise EdgeclfError(f"{model}: --unknown needs an exported .onnx model (the unknown score is part of it), "
-                           "e.g. RUN/export/model.int8.onnx")
     class_names, size, predict, kind, handle = _open(model, data_dir, batch_size, unknown_threshold)
-    record, clf = (None, handle) if kind == "onnx" else (handle, None)
+    record, clf = (None, handle) if kind == "onnx" else (getattr(handle, "record", None), None)
+    if unknown_dir is not None and kind == "keras":  # judged with its export's bank and threshold
+        from edgeclf.openset import ScoredKeras
+
+        clf = ScoredKeras(handle, class_names, unknown_threshold)
     if unknown_dir is not None and clf.unknown_rule.threshold is None:
         raise EdgeclfError(f"{model}: no unknown score threshold (export the model with this edgeclf to get one, or "
                            "pass --unknown-threshold)")

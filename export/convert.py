@@ -17,7 +17,7 @@ import onnx
 
 from edgeclf.errors import EdgeclfError, first_line
 from edgeclf.model import metadata as md
-from edgeclf.train.keras_model import input_size_of
+from edgeclf.train.keras_model import input_size_of, with_embedding
 
 DEFAULT_OPSET = 17
 
@@ -61,20 +61,6 @@ def keras_to_onnx(model, opset: int = DEFAULT_OPSET, label: str | None = None) -
         raise EdgeclfError(f"{label}: the converted ONNX graph fails the ONNX checker ({first_line(e, 200)})") from None
     release_memory()  # the traced graph and its copies: 0.7 GB for EfficientNet-Lite0
     return proto
-
-
-def with_embedding(model):
-    """``model`` with a second output, the [N, D] input of its ``probs`` layer (the embedding the
-    unknown score measures), or ``model`` itself when it has no such layer (a bare .keras file)."""
-    import keras
-
-    try:
-        features = model.get_layer(md.OUTPUT_NAME).input
-    except (ValueError, AttributeError):
-        return model
-    if len(getattr(features, "shape", ())) != 2:
-        return model
-    return keras.Model(model.inputs, [model.output, features], name=model.name)
 
 
 def release_memory() -> None:

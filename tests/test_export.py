@@ -441,3 +441,32 @@ def test_add_class_on_a_real_export(seed_run, shapes_dir, tmp_path):
         before = old.predict_arrays(data.x).argmax(1)
         after = new.predict_arrays(data.x).argmax(1)
         assert (after == before).mean() >= 0.95
+
+
+def test_eval_unknown_judges_keras_with_its_exports_score(seed_run, shapes_dir, tmp_path):
+    """Keras, fp32 and int8 judged alike: the Keras model with the bank and threshold of its export."""
+    import shutil
+
+    import cv2
+
+    run = tmp_path / "run"
+    shutil.copytree(seed_run, run)
+    export_model(run, int8=True, calib_size=40, max_drop=0.1, show_progress=False)
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        cv2.imwrite(str(odd / f"{i}.png"), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    figures = {}
+    for m in (run, run / "export" / "model.onnx", run / "export" / "model.int8.onnx"):
+        r = run_cli("eval", m, shapes_dir, "--unknown", odd, "--json", "--plot", tmp_path / f"{m.name}.png")
+        assert r.returncode == 0, r.stderr
+        figures[m.name] = json.loads(r.stdout)["unknown"]
+        assert (tmp_path / f"{m.name}.png").is_file()
+    keras_u, fp32_u = figures["run"], figures["model.onnx"]
+    assert keras_u["threshold"] == fp32_u["threshold"]
+    n = keras_u["in_class_rejected"]["n"]
+    assert abs(keras_u["in_class_rejected"]["count"] - fp32_u["in_class_rejected"]["count"]) <= max(2, n // 50)
+    assert abs(keras_u["auroc"] - fp32_u["auroc"]) < 0.02
+    bare = run_cli("eval", seed_run, shapes_dir, "--unknown", odd, "--plot", tmp_path / "x.png")
+    assert bare.returncode != 0 and "export it first" in bare.stderr

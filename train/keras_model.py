@@ -120,6 +120,15 @@ class KerasModel:
         """Probabilities for RGB uint8 images [N, H, W, 3] at the model's input size."""
         return np.asarray(self.model.predict(batch_rgb.astype(np.float32), batch_size=batch_size, verbose=0))
 
+    def embed(self, batch_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, embeddings: the input of the ``probs`` layer) for RGB uint8 images, as
+        the exported model's two outputs (``edgeclf eval --unknown`` judges Keras with them)."""
+        net = self.__dict__.get("_embedding_net") or self.__dict__.setdefault("_embedding_net", with_embedding(self.model))
+        if net is self.model:
+            raise EdgeclfError(f"{self.path}: the model has no 'probs' layer to take an embedding from")
+        probs, emb = net(batch_rgb.astype(np.float32), training=False)
+        return np.asarray(probs, np.float32), np.asarray(emb, np.float32)
+
 
 def load(path: Path) -> KerasModel:
     """Load a run folder or .keras file; raises EdgeclfError in one line when it is not one."""
@@ -127,3 +136,17 @@ def load(path: Path) -> KerasModel:
     model = load_keras_model(src.model_path)
     return KerasModel(model, src.model_path, src.record, input_size_of(model, src.model_path), src.class_names,
                       int(model.outputs[0].shape[-1]))
+
+
+def with_embedding(model):
+    """``model`` with a second output, the [N, D] input of its ``probs`` layer (the embedding the
+    unknown score measures), or ``model`` itself when it has no such layer (a bare .keras file)."""
+    import keras
+
+    try:
+        features = model.get_layer("probs").input
+    except (ValueError, AttributeError):
+        return model
+    if len(getattr(features, "shape", ())) != 2:
+        return model
+    return keras.Model(model.inputs, [model.output, features], name=model.name)
