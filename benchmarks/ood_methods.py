@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from provenance import provenance, stamp_json, stamp_markdown  # noqa: E402
 
+from edgeclf.metrics import auroc  # noqa: E402
 from edgeclf.outfiles import write_json, write_text  # noqa: E402
 
 
@@ -51,17 +52,6 @@ def embed(model, paths: list[Path], size: tuple[int, int]) -> tuple[np.ndarray, 
         out.append(np.asarray(net(x[: len(ok)].astype(np.float32), training=False)))
     e = np.concatenate(out).astype(np.float64)
     return e, e @ w + b
-
-
-def auroc(known: np.ndarray, unknown: np.ndarray) -> float:
-    """P(score of an unknown > score of a known), ties half (higher score = more unknown)."""
-    s = np.concatenate([known, unknown])
-    ranks = np.empty(len(s))
-    ranks[np.argsort(s, kind="mergesort")] = np.arange(1, len(s) + 1)
-    _, inv, counts = np.unique(s, return_inverse=True, return_counts=True)
-    ranks = (np.bincount(inv, ranks) / counts)[inv]  # tied scores share their mean rank
-    r = ranks[len(known):].sum()
-    return float((r - len(unknown) * (len(unknown) + 1) / 2) / (len(known) * len(unknown)))
 
 
 def methods(train_e, train_y, train_logits, n_classes):
