@@ -171,7 +171,7 @@ def main() -> None:
         shifted = (Path(d), c)
     for precision, name in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
         r = json.loads(run([*EDGECLF, "eval", export / name, test, "--unknown", ood, "--json",
-                            "--plot", ROOT / "benchmarks" / "results" / f"{args.name}-{precision}.png"]).stdout)
+                            "--plot", Path("benchmarks") / "results" / f"{args.name}-{precision}.png"]).stdout)
         row = {"accuracy": r["accuracy"], "n_test": r["n_images"], **r["unknown"]}
         if shifted is not None:
             row["shifted"] = judge_one_class(export / name, *shifted)
