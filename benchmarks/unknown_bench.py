@@ -171,8 +171,9 @@ def main() -> None:
         shifted = (Path(d), c)
     for precision, name in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
         r = json.loads(run([*EDGECLF, "eval", export / name, test, "--unknown", ood, "--json",
-                            "--plot", Path("benchmarks") / "results" / f"{args.name}-{precision}.png"]).stdout)
+                            "--plot", ROOT / "benchmarks" / "results" / f"{args.name}-{precision}.png"]).stdout)
         row = {"accuracy": r["accuracy"], "n_test": r["n_images"], **r["unknown"]}
+        row["plot"] = str(Path(row["plot"]).resolve().relative_to(ROOT))  # results name no path of this machine
         if shifted is not None:
             row["shifted"] = judge_one_class(export / name, *shifted)
         result["models"][precision] = row
