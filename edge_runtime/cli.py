@@ -67,7 +67,7 @@ def eval_(
 def predict(
     model: Path = typer.Argument(..., help="An .onnx model exported by edgeclf, or a run folder (or export folder) whose export exists."),
     source: str = typer.Argument(..., help="Image, folder, glob, video, camera index, /dev/videoN, rtsp:// or http:// URL, GStreamer pipeline."),
-    json_out: bool = typer.Option(False, "--json", help="One JSON object per line on stdout (source, frame, label, index, score, probs, latency_ms)."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object per line on stdout (source, frame, label, index, score, probs, latency_ms, unknown, unknown_score)."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the results to this CSV file."),
     top: int = typer.Option(1, "--top", help="Show the K most probable classes."),
     show: bool = typer.Option(False, "--show", help="Show the frames with label, score and FPS in a window (needs a display)."),
