@@ -9,7 +9,7 @@ benchmarks/datasets.md for where each comes from and benchmarks/make_datasets.py
 cats and dogs photos (which have no test folder) are added with a seeded 30% held out.
 
 Arms, each on the same photos:
-- ``probe``: the backbone's frozen features with a tuned linear head (train.probe, in process):
+- ``probe``: the backbone's frozen features with a tuned linear head (train.probe, in a child process of its own):
   the floor the recipe must not fall below;
 - ``recipe``: ``edgeclf train`` as shipped (a subprocess; wall time and peak RSS), then ``edgeclf
   export --int8`` and ``edgeclf eval`` of the Keras, fp32 ONNX and int8 ONNX models on the test photos;
@@ -243,13 +243,25 @@ def summarise(rows: dict) -> dict[str, str]:
     return out
 
 
+def probe_in_child(train: Path, test: Path, model_name: str) -> dict:
+    """``probe_arm`` in a process of its own: TensorFlow keeps what it allocated until its process
+    ends (11 GB with Lite2), which beside the ``edgeclf train`` child got runs killed for memory."""
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import recipe_bench as r; "
+            "print(json.dumps(r.probe_arm(*map(r.Path, sys.argv[2:4]), sys.argv[4])))")
+    res = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(train), str(test), model_name],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.exit(f"probe arm failed on {train}:\n{res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     args = parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict] = {}
     for name, (train, test) in data_sets(args).items():
         print(f"== {name}", flush=True)
-        rows[name] = {"probe": probe_arm(train, test, args.model)}
+        rows[name] = {"probe": probe_in_child(train, test, args.model)}
         print("probe", rows[name]["probe"], flush=True)
         if args.probe_only:
             continue
