@@ -70,32 +70,26 @@ class ScoredKeras:
     multiplies in int8, a few thousandths apart). The interface ``unknown_report`` reads."""
 
     def __init__(self, km, class_names: list[str], unknown_threshold: float | None = None) -> None:
-        from edgeclf.model import metadata as md, protoedit
+        from edgeclf.model import metadata as md
+        from edgeclf.model.classes import read_parts
         from edgeclf.model.unknown import parse_calibration, rule_for
 
         export = Path(km.path).parent / "export" / "model.onnx"
         if not export.is_file():
             raise EdgeclfError(f"{km.path}: --unknown judges a Keras model with its export's unknown score; "
                                f"export it first (no {export})")
-        data = export.read_bytes()
-        p = md.UNKNOWN_PREFIX
-        try:
-            t = protoedit.read_tensors(data, {p + "bank", p + "bank_bias", p + "k"})
-            meta = protoedit.read_metadata(data)
-        except protoedit.ProtoError as e:
-            raise EdgeclfError(f"{export}: unreadable ({e})") from None
-        if len(t) != 3 or md.UNKNOWN not in meta:
+        parts = read_parts(export)  # the bank, its bonuses and k, checked as add-class checks them
+        if md.UNKNOWN not in parts.metadata:
             raise EdgeclfError(f"{export}: has no unknown score; export it again with this edgeclf")
-        self.path, self.class_names, self.km = Path(km.path), class_names, km
-        self.bank, self.bias, self.k = t[p + "bank"].astype(np.float32), t[p + "bank_bias"], int(t[p + "k"][0])
-        self.calibration = parse_calibration(meta[md.UNKNOWN], export)
+        self.path, self.class_names, self.km, self.parts = Path(km.path), class_names, km, parts
+        self.calibration = parse_calibration(parts.metadata[md.UNKNOWN], export)
         self.unknown_rule = rule_for(self.calibration, threshold=unknown_threshold, path=export)
 
     def classify_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from edgeclf.model.unknown import knn_distance
+
         probs, emb = self.km.embed(batch)
-        unit = lambda v: v / np.sqrt((v * v).sum(1, keepdims=True) + 1e-12)  # noqa: E731
-        sims = unit(emb) @ unit(self.bank).T + self.bias
-        return probs, (1 - np.sort(sims, axis=1)[:, -self.k]).astype(np.float32)
+        return probs, knn_distance(emb, self.parts.bank, self.parts.k, self.parts.bias)
 
     def predictions(self, probs: np.ndarray, scores: np.ndarray):
         from edgeclf.model.prediction import Prediction

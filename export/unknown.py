@@ -20,11 +20,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeclf.model import metadata as md
-from edgeclf.model.unknown import quantize_bank
+from edgeclf.model.unknown import knn_distance, quantize_bank
 
 #: Neighbour rank the score reads (measured: benchmarks/results/ood_methods.md).
 DEFAULT_K = 5
-EPS = 1e-12
 #: Share of held-back in-class photos the operating point rejects.
 DEFAULT_REJECT = 0.02
 #: Training photos in the bank at most (a seeded stratified sample beyond): 1,000 x 1,280 float16
@@ -49,13 +48,6 @@ class Bank:
     def scores(self, embeddings: np.ndarray) -> np.ndarray:
         """The score, in numpy (as the graph computes it), for tests and benchmarks."""
         return knn_distance(embeddings, self.vectors, self.k)
-
-
-def knn_distance(embeddings: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
-    """1 - the k-th largest cosine similarity of each embedding to the rows of ``bank``."""
-    unit = lambda v: v / np.sqrt((v * v).sum(1, keepdims=True) + EPS)  # noqa: E731
-    sims = unit(np.asarray(embeddings, np.float32)) @ unit(np.asarray(bank, np.float32)).T
-    return 1 - np.sort(sims, axis=1)[:, -k]
 
 
 def add_score(model: onnx.ModelProto, bank: Bank, embedding: str = md.EMBEDDING_NAME) -> None:

@@ -33,7 +33,7 @@ import numpy as np
 from edgeclf.errors import EdgeclfError
 from edgeclf.model import metadata as md, protoedit
 from edgeclf.model.exported import FP16_NAME, FP32_NAME, INT8_NAME, REPORT_NAME
-from edgeclf.model.unknown import UNKNOWN_LABEL, quantize_bank
+from edgeclf.model.unknown import UNKNOWN_LABEL, quantize_bank, unit_rows
 
 W, B = md.HEAD_PREFIX + "W", md.HEAD_PREFIX + "b"
 BANK, LABELS, K = md.UNKNOWN_PREFIX + "bank", md.UNKNOWN_PREFIX + "bank_labels", md.UNKNOWN_PREFIX + "k"
@@ -96,7 +96,7 @@ def read_parts(path: Path) -> Parts:
         raise EdgeclfError(f"{path}: has no float head (exported by an older edgeclf, or not by edgeclf): export it again")
     if not {BANK, LABELS, K, BIAS} <= set(t):
         raise EdgeclfError(f"{path}: carries no training photos' embeddings (exported with --unknown-reject 0, or without "
-                           "validation photos): add-class needs them; export it again with an unknown score")
+                           "validation photos): add-class and eval --unknown need them; export it again with an unknown score")
     names = parse_class_names(meta[md.CLASS_NAMES], path)
     w, b, bank, labels, k, bias = t[W], t[B], t[BANK], t[LABELS], t[K], t[BIAS]
     c = len(names)
@@ -124,15 +124,14 @@ def reach(new: np.ndarray, bank: np.ndarray, labels: np.ndarray, threshold: floa
     of a class learnt from a few photos."""
     if threshold is None:
         return 0.0
-    unit = lambda v: v / np.sqrt((v * v).sum(1, keepdims=True) + 1e-12)  # noqa: E731
-    e = unit(np.asarray(new, np.float64))
+    e = unit_rows(np.asarray(new, np.float64))
     if len(e) >= 2:
         sims = e @ e.T
         np.fill_diagonal(sims, -np.inf)
         radius = float((1 - sims.max(1)).max())
     else:
         rng = np.random.default_rng(0)
-        b = unit(np.asarray(bank, np.float64))
+        b = unit_rows(np.asarray(bank, np.float64))
         typical = []
         for c in np.unique(labels):
             rows = np.flatnonzero(labels == c)

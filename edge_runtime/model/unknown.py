@@ -113,10 +113,24 @@ def rule_for(calibration: Calibration | None, *, enabled: bool = True, threshold
     return UnknownRule(thr, dict(class_thresholds or {}))
 
 
+def unit_rows(v: np.ndarray) -> np.ndarray:
+    """Each row of ``v`` scaled to length 1 (a zero row stays zero), as the score's graph does."""
+    return v / np.sqrt((v * v).sum(1, keepdims=True) + 1e-12)
+
+
+def knn_distance(embeddings: np.ndarray, bank: np.ndarray, k: int, bias: np.ndarray | None = None) -> np.ndarray:
+    """The unknown score in numpy: 1 - the k-th largest cosine similarity (plus each bank row's
+    ``bias``) of each embedding to the rows of ``bank``. The model computes it with an int8 bank:
+    a few thousandths apart."""
+    sims = unit_rows(np.asarray(embeddings, np.float32)) @ unit_rows(np.asarray(bank, np.float32)).T
+    if bias is not None:
+        sims = sims + bias
+    return (1 - np.sort(sims, axis=1)[:, -k]).astype(np.float32)
+
+
 def quantize_bank(bank: np.ndarray) -> tuple[np.ndarray, np.float32]:
     """The unknown score's bank as the model multiplies with it: rows normalised, transposed
     [D, M], int8 with one symmetric scale (returned with it). Export and add-class both use it."""
-    b = np.asarray(bank, np.float32)
-    unit = b / np.sqrt((b * b).sum(1, keepdims=True) + 1e-12)
+    unit = unit_rows(np.asarray(bank, np.float32))
     scale = np.float32(max(float(np.abs(unit).max()), 1e-12) / 127)
     return np.round(unit / scale).astype(np.int8).T.copy(), scale
