@@ -103,9 +103,9 @@ def _train(data: Path, out: Path, epochs: int) -> float:
                             batch_size=32, patience=epochs, seed=0))
     if run["interrupted"]:
         raise KeyboardInterrupt  # the rest of the chain needs a finished model
-    console.print(f"edgenet (from scratch) {DEMO_SIZE}x{DEMO_SIZE}: validation accuracy {run['best']['val_accuracy']:.1%}, "
+    console.print(f"edgenet (from scratch) {DEMO_SIZE}x{DEMO_SIZE}: validation accuracy {run['val_report']['accuracy']:.1%}, "
                   f"{run['macs'] / 1e6:.1f} M MACs/frame")
-    return run["best"]["val_accuracy"]
+    return run["val_report"]["accuracy"]
 
 
 def _export(out: Path) -> tuple[dict, Path]:

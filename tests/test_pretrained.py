@@ -170,6 +170,9 @@ def test_default_network_fine_tunes_on_real_photos(tmp_path, cats_dogs_dir):
     w = run["weights"]
     assert w["backbone"] == "efficientnet_lite0" and w["source"] == "imagenet"
     assert w["sha256"] == sha256_of(packaged_weights()) and w["license"] == "Apache-2.0"
+    # the kept model is the fine-tune averaged with the probe (train.wise); the probe's weights are not left behind
+    assert run["wise_ft"] == {"share": 0.5, "fine_tuned_epoch": run["best"]["epoch"]}
+    assert not (out / "probe.weights.h5").exists() and run["val_report"]["accuracy"] >= 0.85
     res = run_cli("export", out, "--int8", "--json")
     assert res.returncode == 0, res.stderr
     import onnx

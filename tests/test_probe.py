@@ -86,3 +86,43 @@ def test_a_later_epoch_wins_unless_credibly_worse(tmp_path):
     # 5,000 photos tell two points apart (the noise bound there is 1.1 points): the best stays
     state = _checkpointer_run(tmp_path / "c", [0.90, 0.92, 0.90], n_val=5000)
     assert state["best"]["epoch"] == 2
+
+
+def _tiny_model():
+    import keras
+
+    inputs = keras.Input((4,))
+    x = keras.layers.BatchNormalization()(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Dense(5)(x)))
+
+
+@pytest.mark.parametrize("share", [0.5, 0.25])
+def test_wise_ft_averages_the_kept_model_with_the_probes_weights(tmp_path, share):
+    import keras
+
+    from edgeclf.train.wise import PROBE_WEIGHTS, average_into, save_start
+
+    model = _tiny_model()
+    save_start(model, tmp_path)
+    start = model.get_weights()
+    tuned = [w + np.float32(1.0 + i) for i, w in enumerate(start)]
+    model.set_weights(tuned)
+    model.save(tmp_path / "model.keras")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras", PROBE_WEIGHTS]  # no temporary left
+    assert average_into(tmp_path, share)
+    kept = keras.models.load_model(tmp_path / "model.keras", compile=False).get_weights()
+    for s, t, k in zip(start, tuned, kept):
+        np.testing.assert_allclose(k, (1 - share) * s + share * t, rtol=1e-6, atol=1e-6)
+
+
+def test_wise_ft_leaves_the_model_alone_at_share_one_or_without_probe_weights(tmp_path):
+    from edgeclf.train.wise import PROBE_WEIGHTS, average_into, save_start
+
+    model = _tiny_model()
+    model.save(tmp_path / "model.keras")
+    before = (tmp_path / "model.keras").read_bytes()
+    assert not average_into(tmp_path, 0.5)  # no probe ran (a network trained from scratch)
+    save_start(model, tmp_path)
+    assert (tmp_path / PROBE_WEIGHTS).is_file()
+    assert not average_into(tmp_path, 1.0)
+    assert (tmp_path / "model.keras").read_bytes() == before

@@ -172,7 +172,7 @@ def test_bad_data_dirs_fail_in_one_line(tmp_path, case):
         (["--model", "resnet999"], "unknown --model"),
         (["--epochs", "0"], "--epochs"),
         (["--val-split", "1.5"], "--val-split"),
-        (["--weight-decay", "-1"], "--weight-decay"),
+        (["--weight-decay", "-1"], "--weight-decay"), (["--wise-ft", "0"], "--wise-ft"), (["--wise-ft", "1.5"], "--wise-ft"),
         (["--weights", "/no/such/weights.h5"], "--weights"),
     ],
 )

@@ -38,11 +38,14 @@ def run_train(cfg: TrainConfig, json_out: bool = False) -> dict:
     else:
         out = Path(cfg.out)
         rep = run["val_report"]
-        acc, n = run["best"]["val_accuracy"], run["n_val"]
+        acc, n = rep["accuracy"], run["n_val"]
         lo, hi = wilson_interval(round(acc * n), n)
+        kept = f"epoch {run['best']['epoch']}"
+        if run.get("wise_ft"):
+            kept += f" averaged with the linear probe, WiSE-FT {run['wise_ft']['share']:g}"
         console.print(
             f"\n[bold]{run['architecture']}[/] {run['input_size'][0]}x{run['input_size'][1]}: val accuracy "
-            f"[bold green]{acc:.1%}[/] (95% CI {lo:.1%}-{hi:.1%} on {n} photos; epoch {run['best']['epoch']}), "
+            f"[bold green]{acc:.1%}[/] (95% CI {lo:.1%}-{hi:.1%} on {n} photos; {kept}), "
             f"{run['params']:,} params, {run['macs'] / 1e6:.1f} M MACs/frame, {run['train_seconds']:.0f} s"
         )
         for name, m in rep["per_class"].items():
@@ -74,6 +77,7 @@ def register(app: typer.Typer) -> None:
         augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Random flip, rotation, zoom, translation, contrast (training only; default on)."),
         mixup: Optional[float] = typer.Option(None, "--mixup", help="Mix pairs of training images and labels with a Beta(a, a) weight; 0 = off (default)."),
         weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW decoupled weight decay, applied as lr x this per step (default 5e-4)."),
+        wise_ft: Optional[float] = typer.Option(None, "--wise-ft", help="Pretrained models: keep this share of the fine-tuned weights and the rest of the linear probe's (WiSE-FT; 1 = the fine-tuned weights as they are; default 0.5)."),
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out, with the options it was started with."),
         force: bool = typer.Option(False, "--force", help="Overwrite a run folder that already holds a model."),
         json_out: bool = typer.Option(False, "--json", help="Print the final run summary as one JSON object."),
@@ -95,7 +99,7 @@ def register(app: typer.Typer) -> None:
         cfg = TrainConfig(
             data_dir=data_dir, out=out, model=model, img_size=img_size, epochs=epochs, batch_size=batch_size,
             val_split=val_split, val_dir=val, seed=seed, weights=weights, lr=lr, patience=patience,
-            augment=augment, mixup=mixup, weight_decay=weight_decay, resume=resume, force=force, quiet=json_out,
+            augment=augment, mixup=mixup, weight_decay=weight_decay, wise_ft=wise_ft, resume=resume, force=force, quiet=json_out,
             budget_ms=budget_ms, init_from=init_from,
         )
         precheck(cfg)  # before TensorFlow loads (seconds): a bad option or an occupied --out is answered at once

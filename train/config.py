@@ -20,15 +20,16 @@ from .run_record import check_class_names
 # The options that define a run. None in TrainConfig means "the default" for a new run and
 # "the run's own value" for --resume: state.json records each one, and a resumed run uses them.
 RUN_OPTIONS = ("model", "img_size", "epochs", "batch_size", "val_split", "val_dir", "seed", "weights", "lr",
-               "patience", "augment", "mixup", "weight_decay", "extra")
+               "patience", "augment", "mixup", "weight_decay", "wise_ft", "extra")
 # Defaults of the options that do not depend on the architecture (model, img_size, epochs and lr do).
 DEFAULTS = {"batch_size": 32, "val_split": 0.2, "seed": 1337, "weights": "imagenet", "patience": 15,
-            "augment": True, "mixup": 0.0, "weight_decay": 5e-4, "extra": {}}
+            "augment": True, "mixup": 0.0, "weight_decay": 5e-4, "wise_ft": 0.5, "extra": {}}
 MAX_SEED = 2**32 - 1  # what NumPy's and TensorFlow's seeding accept
 MAX_EPOCHS = 100_000
 MAX_BATCH = 65_536
 # What a run folder holds: train writes these names (and removes them with --force), nothing else.
-RUN_FILES = ("model.keras", "last.keras", "run.json", "history.csv", "curves.png", "confusion.png", "state.json")
+RUN_FILES = ("model.keras", "last.keras", "run.json", "history.csv", "curves.png", "confusion.png", "state.json",
+             "probe.weights.h5")
 
 
 @dataclass
@@ -51,6 +52,7 @@ class TrainConfig:
     augment: bool | None = None  # True
     mixup: float | None = None  # 0: Beta(alpha, alpha) mixing of training batches off
     weight_decay: float | None = None  # 5e-4: AdamW's decoupled decay (applied as lr * weight_decay per step)
+    wise_ft: float | None = None  # 0.5: the kept weights are this share fine-tuned, the rest the probe's (train.wise)
     resume: bool = False
     force: bool = False
     quiet: bool = False
@@ -79,6 +81,8 @@ def check_options(cfg: TrainConfig) -> None:
         raise EdgeclfError(f"--weight-decay must be 0 or more (got {cfg.weight_decay})")
     if cfg.mixup is not None and not (math.isfinite(cfg.mixup) and cfg.mixup >= 0):
         raise EdgeclfError(f"--mixup must be 0 (off) or more (got {cfg.mixup})")
+    if cfg.wise_ft is not None and not (math.isfinite(cfg.wise_ft) and 0.0 < cfg.wise_ft <= 1.0):
+        raise EdgeclfError(f"--wise-ft must be above 0 and at most 1 (1: the fine-tuned weights as they are; got {cfg.wise_ft})")
     if cfg.val_split is not None and not 0.0 < cfg.val_split < 1.0:
         raise EdgeclfError(f"--val-split must be between 0 and 1 (got {cfg.val_split})")
     if cfg.budget_ms is not None and not (math.isfinite(cfg.budget_ms) and cfg.budget_ms > 0):

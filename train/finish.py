@@ -22,6 +22,7 @@ from .models import ARCHITECTURES, count_macs
 from .pipeline import augmentation_description
 from .run_record import RUN_JSON, RunRecord
 from .stages import stages_of
+from .wise import PROBE_WEIGHTS
 
 
 def finish_run(cfg: TrainConfig, state: dict, data: TrainingData, interrupted: bool, seconds: float,
@@ -50,6 +51,7 @@ def finish_run(cfg: TrainConfig, state: dict, data: TrainingData, interrupted: b
         # last.keras only serves --resume; a finished run keeps just the best model.
         (out / "last.keras").unlink(missing_ok=True)
         (out / "state.json").unlink(missing_ok=True)
+        (out / PROBE_WEIGHTS).unlink(missing_ok=True)
     return record.to_dict()
 
 
@@ -87,6 +89,7 @@ def _options_fields(cfg: TrainConfig, state: dict) -> dict:
         "weight_decay": cfg.weight_decay,
         "weights": state.get("weights_record"),
         "linear_probe": state.get("probe"),  # LP-FT's head fit (train.probe), or None
+        "wise_ft": state.get("wise_ft"),  # the kept weights' share of fine-tuning (train.wise), or None
         "model_choice": state.get("model_choice"),  # --model auto: the budget and the latencies measured
     }
 

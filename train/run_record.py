@@ -51,6 +51,7 @@ class RunRecord:
     weight_decay: float | None = None
     weights: dict | str | None = None  # a pretrained backbone's provenance: {backbone, source, file, sha256, ...}
     linear_probe: dict | None = None  # LP-FT's head fit: {"l2", "cv_accuracy", "photos", "seconds"}
+    wise_ft: dict | None = None  # {"share", "fine_tuned_epoch"}: the kept weights averaged with the probe's (train.wise)
     model_choice: dict | None = None  # --model auto: {"budget_ms", "threads", "int8_latency_ms"}
     data_dir: str | None = None
     val_dir: str | None = None
@@ -72,7 +73,9 @@ class RunRecord:
 
     @property
     def val_accuracy(self) -> float | None:
-        return self.best.get("val_accuracy")
+        """The kept model's validation accuracy (with WiSE-FT not the best epoch's own figure)."""
+        accuracy = self.val_report.get("accuracy") if isinstance(self.val_report, dict) else None
+        return accuracy if isinstance(accuracy, (int, float)) else self.best.get("val_accuracy")
 
     def split_paths(self, split: str) -> list[Path]:
         """Files of a split (``train`` or ``val``); [] when none was recorded."""
@@ -250,6 +253,7 @@ _CHECKS: dict[str, Check] = {
     "distribution": _opt(_is(dict, "an object")),
     "linear_probe": _opt(_is(dict, "an object")),
     "model_choice": _opt(_is(dict, "an object")),
+    "wise_ft": _opt(_is(dict, "an object")),
 }
 # Fields whose null means "not recorded": the dataclass default stands in for them.
 _NOT_NULL = {f.name for f in fields(RunRecord) if f.default is not None}

@@ -31,6 +31,7 @@ from .distribute import (backup_state, cluster_task, describe, distribution, fin
                          peer_failures, remove_backup, write_dir)
 from .epochs import EpochProgress, console, load_progress, say
 from .finish import finish_run
+from .wise import average_into, save_start
 from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE
 from .pipeline import datasets
 from .stages import Stage, set_trainable, stages_of
@@ -169,6 +170,7 @@ def _probe(cfg: TrainConfig, model, data: TrainingData, state: dict) -> None:
     with load_progress(len(data.train), "linear probe: features of the frozen backbone", quiet=cfg.quiet) as advance:
         record = linear_probe(model, data.train, len(data.class_names), cfg.seed, advance)
     state["probe"] = {**record, "seconds": round(time.time() - started, 1)}
+    save_start(model, cfg.out)  # for the WiSE-FT average when the run ends (train.wise)
     state["select_within_noise_of"] = len(data.val)  # train.checkpoint: later epochs win unless credibly worse
     best = max(record["cv_accuracy"].values())
     say(f"linear probe: head fitted on frozen features (L2 {record['l2']:g}, cross-validated accuracy {best:.1%} "
@@ -254,6 +256,8 @@ def _conclude(cfg: TrainConfig, state: dict, data: TrainingData, interrupted: bo
         raise TrainingDiverged(f"training diverged: the loss became {diverged['loss']} in epoch {diverged['epoch']}, "
                                f"before any epoch finished; no model was saved in {out} (try a lower --lr)")
     try:
+        if not (interrupted or diverged) and average_into(out, cfg.wise_ft):
+            state["wise_ft"] = {"share": cfg.wise_ft, "fine_tuned_epoch": state["best"]["epoch"]}
         run = finish_run(cfg, state, data, interrupted, seconds, distributed)
     except OSError as e:
         raise _write_error(e, out, state) from None
