@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -284,13 +285,20 @@ def test_serve_keeps_the_last_result_when_the_source_ends(colour_model, tmp_path
         assert sp.stop() == 130
 
 
-def test_serve_on_all_interfaces_warns(colour_model, colour_video):
+def test_serve_on_all_interfaces_needs_the_token(colour_model, colour_video, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGECLF_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("EDGECLF_TOKEN", raising=False)
     with ServeProcess(colour_model, colour_video, "--loop", address="0.0.0.0:0") as sp:
-        assert re.search(r"warning: --serve 0\.0\.0\.0:0: the live view is open to anyone", sp.stderr)
-        assert sp.health()["status"] == "ok"  # reachable on loopback too
+        token = (tmp_path / "token").read_text().strip()
+        assert f"needs the API token, which is in the file {tmp_path / 'token'}" in sp.stderr
+        assert token not in sp.stderr
+        assert get(sp.local + "/api/health")[0] == 401
+        req = urllib.request.Request(sp.local + "/api/health", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=5) as r:  # reachable on loopback too, with the token
+            assert json.loads(r.read())["status"] == "ok"
         assert sp.stop() == 130
     with ServeProcess(colour_model, colour_video, "--loop") as sp:
-        assert "warning" not in sp.stderr
+        assert "token" not in sp.stderr and sp.health()["status"] == "ok"
         sp.stop()
 
 

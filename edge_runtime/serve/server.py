@@ -3,8 +3,11 @@
 One page (``/``) shows the annotated video as MJPEG (``/stream.mjpg``) beside the label, score,
 top-K bars, frames per second, model and provider, kept current by server-sent events
 (``/events``). Machines read ``/api/prediction`` (the ``--json`` record of the newest frame),
-``/api/health`` and ``/snapshot.jpg``. ``LiveServer`` holds the newest result; ``handler`` answers
-the requests, ``fanout`` sends the streams, ``address`` checks the addresses.
+``/api/health``, ``/snapshot.jpg``, ``/api/state``, ``/healthz`` (200 or 503 with the reasons),
+``/metrics`` (Prometheus) and ``POST /api/classify`` (an uploaded image's ``--json`` record).
+``LiveServer`` holds the newest result; ``handler`` answers the requests, ``fanout`` sends the
+streams, ``address`` checks the addresses, ``auth`` the API token, ``api`` classifies uploads,
+``metrics`` keeps the figures. ``edgeclf serve`` uses the same server for several sources.
 
 Viewers never slow the inference loop: ``publish`` only swaps a reference, waking nobody. One
 fan-out thread encodes the newest result as a JPEG at most
@@ -19,7 +22,8 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -28,11 +32,17 @@ from edgeclf.errors import safe_text
 from edgeclf.image import fit_within
 from edgeclf.model.classifier import Prediction
 from edgeclf.serve.address import LOOPBACK, allowed_hosts, parse_address
+from edgeclf.serve.api import MAX_UPLOAD_BYTES, ClassifyApi
+from edgeclf.serve.auth import TokenCheck, default_state_dir, resolve_token
 from edgeclf.serve.fanout import FanOut
 from edgeclf.serve.handler import listen
 from edgeclf.sinks.annotation import annotate
 from edgeclf.sinks.console import record
 from edgeclf.sinks.rate import LIVE_LABEL, FrameRate
+
+if TYPE_CHECKING:
+    from edgeclf.model.classifier import Classifier
+    from edgeclf.serve.metrics import ServiceMetrics
 
 
 def _log(msg: str) -> None:
@@ -46,6 +56,16 @@ class LiveServer:
     ``info``: static facts shown on the page and in ``/api/health`` (model, providers, source...).
     ``source_state``: returns the source's state for ``/api/health`` ("connected", "reconnecting",
     "ended"...); ``mark_ended`` overrides it once the loop has finished.
+
+    The API: ``token`` is required of every request (but ``/healthz``) when given, on loopback
+    too; when None, a server listening beyond loopback (``exposed``) requires the one
+    ``auth.resolve_token`` finds or makes (``$EDGECLF_TOKEN``, else the file ``state_dir/token``:
+    ``token_file`` says which), and one on loopback is open. ``classifier``: the model
+    ``/api/classify`` uses (None: 404). ``states``: what ``/api/state`` returns (None: the one
+    source's newest result, see ``state``). ``health_check``: the reasons ``/healthz`` is
+    unhealthy (None: ``default_health``, which allows ``frame_timeout`` seconds between frames of
+    a live source). ``metrics``: what ``/metrics`` shows (None: 404). ``source_name``: the one
+    source's name in ``/api/state``.
     """
 
     def __init__(
@@ -62,12 +82,23 @@ class LiveServer:
         events_hz: float = 10.0,
         log: Callable[[str], None] = _log,
         allow_hosts: Sequence[str] = (),
+        token: str | None = None,
+        state_dir: Path | None = None,
+        classifier: Classifier | None = None,
+        max_upload_bytes: int = MAX_UPLOAD_BYTES,
+        states: Callable[[], dict[str, Any]] | None = None,
+        health_check: Callable[[], list[str]] | None = None,
+        frame_timeout: float = 10.0,
+        metrics: ServiceMetrics | None = None,
+        source_name: str = "source",
     ) -> None:
         self.host, port = parse_address(address)
+        self.token_file: Path | None = None
+        self.auth, self.api = TokenCheck(None), ClassifyApi(classifier, max_upload_bytes, max(1, top))
+        self.states, self.health_check, self.metrics = states, health_check, metrics
+        self.frame_timeout, self.source_name = frame_timeout, source_name
         self.allowed_hosts = allowed_hosts(self.host, allow_hosts)
-        self.info = dict(info or {})
-        self.top = max(1, top)
-        self.source_state = source_state
+        self.info, self.top, self.source_state = dict(info or {}), max(1, top), source_state
         self.stream_fps, self.events_hz, self.send_timeout = stream_fps, events_hz, send_timeout
         self.max_width, self.jpeg_quality = max_width, jpeg_quality
         # Request lines and client addresses come from the network: whatever the log, control
@@ -75,10 +106,8 @@ class LiveServer:
         # escapes them; edgeclf's replaces it).
         self.log: Callable[[str], None] = lambda msg: log(safe_text(msg))
 
-        self.started_at = time.monotonic()
-        self.frames = 0
-        self._rate = FrameRate()
-        self._lock = threading.Lock()
+        self.started_at, self.frames = time.monotonic(), 0
+        self._rate, self._lock = FrameRate(), threading.Lock()
         # The newest result, as published: (image, prediction, source, frame, latency_ms, time).
         self._latest: tuple[np.ndarray, Prediction, str, int | None, float, float] | None = None
         self._closed = threading.Event()
@@ -87,8 +116,18 @@ class LiveServer:
         self.fanout = FanOut(self.snapshot, self.status_event, stream_fps=stream_fps, events_hz=events_hz,
                              send_timeout=send_timeout, log=self.log)
         self._httpd = listen(self, address, self.host, port)
+        if token is not None or self.exposed:  # after binding: no token file for a server that cannot start
+            self._require_token(token, state_dir)
         self.port = self._httpd.server_address[1]
         self._threads: list[threading.Thread] = []
+
+    def _require_token(self, token: str | None, state_dir: Path | None) -> None:
+        try:
+            token, self.token_file = resolve_token(token, state_dir or default_state_dir())
+        except BaseException:
+            self._httpd.server_close()
+            raise
+        self.auth = TokenCheck(token)
 
     # ------------------------------------------------------------------ life cycle
     @property
@@ -182,6 +221,40 @@ class LiveServer:
             "viewers": {"stream": viewers["stream"], "events": viewers["events"]},
             **self.info,
         }
+
+    def unhealthy(self) -> list[str]:
+        """Why ``/healthz`` is 503 (empty: healthy)."""
+        return list(self.health_check()) if self.health_check is not None else self.default_health()
+
+    def default_health(self) -> list[str]:
+        """One source's health: unhealthy while it is not connected (nor ended), or connected but
+        without a frame for ``frame_timeout`` seconds (since the server started, before the first)."""
+        state = "ended" if self._ended else self.source_state()
+        if state == "ended":
+            return []
+        if state != "connected":
+            return [f"source {self.source_name} is {state}"]
+        with self._lock:
+            last = self._latest[-1] if self._latest else self.started_at
+        age = time.monotonic() - last
+        if age > self.frame_timeout:
+            return [f"source {self.source_name}: no frame for {age:.0f} s (more than {self.frame_timeout:g} s)"]
+        return []
+
+    def state(self) -> dict[str, Any] | None:
+        """``/api/state``: ``states()`` when given (``edgeclf serve``: every source's), else the one
+        source's state and newest result as ``{"sources": {name: {...}}}``; None (404) before the
+        first result."""
+        if self.states is not None:
+            return self.states()
+        pred = self.prediction()
+        if pred is None:
+            return None
+        keys = ("label", "score", "unknown", "unknown_score", "top", "age_s")
+        return {"sources": {self.source_name: {
+            "source_state": "ended" if self._ended else self.source_state(), "frames": self.frames,
+            **{k: pred[k] for k in keys if k in pred},
+        }}}
 
     def status_event(self) -> dict[str, Any]:
         """What the page shows, in one server-sent event."""
