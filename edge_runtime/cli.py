@@ -159,9 +159,52 @@ def remove_class(
     run_remove_class(model, name, out, json_out=json_out)
 
 
+# --------------------------------------------------------------------------------------- serve, service
+@app.command()
+def serve(
+    config: Path = typer.Argument(..., help="The service's config file (TOML; every key in docs/serve.md)."),
+    check: bool = typer.Option(False, "--check", help="Check the config (and that the model loads), then exit."),
+    json_out: bool = typer.Option(False, "--json", help="With --check: print the checked config as one JSON object (no secrets)."),
+) -> None:
+    """Run a model on one or more sources as a service: state changes to MQTT / Home Assistant and webhooks, an HTTP API, systemd's watchdog."""
+    from edgeclf.service.commands import run_serve
+
+    raise typer.Exit(run_serve(config, check=check, json_out=json_out))
+
+
+service_app = typer.Typer(help="Install edgeclf serve as a systemd service (or remove it).", no_args_is_help=True)
+app.add_typer(service_app, name="service")
+
+
+@service_app.command("install")
+def service_install(
+    config: Path = typer.Argument(..., help="The service's config file (checked first)."),
+    user: bool = typer.Option(False, "--user", help="A unit of your own user's systemd (no root; fewer sandboxing options)."),
+    name: Optional[str] = typer.Option(None, "--name", help="The unit's name (default: edgeclf-<config file name>)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing unit of that name written by edgeclf."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object: the unit written."),
+) -> None:
+    """Write a systemd unit (Type=notify, watchdog, restart on failure, sandboxed) that runs edgeclf serve CONFIG."""
+    from edgeclf.service.commands import run_install
+
+    run_install(config, user=user, force=force, name=name, json_out=json_out)
+
+
+@service_app.command("uninstall")
+def service_uninstall(
+    what: str = typer.Argument(..., help="The unit's name, or the config file it was installed from."),
+    user: bool = typer.Option(False, "--user", help="A unit of your own user's systemd."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object: the unit removed."),
+) -> None:
+    """Remove a unit written by 'edgeclf service install'."""
+    from edgeclf.service.commands import run_uninstall
+
+    run_uninstall(what, user=user, json_out=json_out)
+
+
 # ----------------------------------------------------------------------------- the workstation's commands
 load_commands(app)
-WORKFLOW = ("train", "eval", "export", "predict", "add-class", "remove-class", "bench", "demo")  # --help lists them in the order of the work
+WORKFLOW = ("train", "eval", "export", "predict", "serve", "add-class", "remove-class", "bench", "demo")  # --help lists them in the order of the work
 
 
 def _order(info) -> int:

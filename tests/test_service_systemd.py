@@ -242,7 +242,7 @@ def test_execstart_runs_this_interpreter_on_the_absolute_config(config, monkeypa
     d = directives(unit.unit_text(Path(config.name), user=False, name="x"))
     argv = shlex.split(d["ExecStart"][0])
     assert argv[0] == os.path.abspath(sys.executable) and argv[1] == "-m"
-    assert argv[2] in ("edgeclf", "edgeclf.cli")
+    assert argv[2] == "edgeclf"
     assert argv[3:] == ["serve", str(config)]
 
 

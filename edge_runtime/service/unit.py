@@ -9,7 +9,6 @@ units (``--user``) get only the sandboxing a user's service manager can apply.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import sys
@@ -65,12 +64,10 @@ def _command_prefix() -> list[str]:
     """This interpreter, running edgeclf as a module.
 
     ``sys.executable`` is used as is, not resolved: a venv's python is a symlink whose location is
-    what makes it the venv's. ``-m edgeclf`` needs ``edgeclf/__main__.py``; ``edgeclf.cli`` works
-    either way."""
+    what makes it the venv's."""
     if not sys.executable:
         raise EdgeclfError("cannot tell which Python runs edgeclf; pass the command to run")
-    module = "edgeclf" if importlib.util.find_spec("edgeclf.__main__") is not None else "edgeclf.cli"
-    return [os.path.abspath(sys.executable), "-m", module]
+    return [os.path.abspath(sys.executable), "-m", "edgeclf"]
 
 
 def _sandbox(user: bool, devices: Sequence[str] | None, read_write: Sequence[Path]) -> list[str]:

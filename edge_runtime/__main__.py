@@ -1,0 +1,5 @@
+"""``python -m edgeclf``: the same as the ``edgeclf`` command (what the systemd unit runs)."""
+
+from edgeclf.cli import main
+
+main()
