@@ -1,0 +1,164 @@
+"""``edgeclf serve CONFIG.toml``: the config's errors (file, line, key), the debounce, and the whole
+service on real videos with a real mosquitto broker and a real subscriber, stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from live_helpers import make_colour_video
+from mqtt_helpers import MOSQUITTO, Broker, Watcher, wait_for
+from onnx_fixtures import make_colour_model
+
+from edgeclf.errors import EdgeclfError
+from edgeclf.service.config import load_config
+from edgeclf.service.state import Debouncer
+
+
+def _write(tmp: Path, text: str) -> Path:
+    path = tmp / "svc.toml"
+    path.write_text(text)
+    return path
+
+
+GOOD = 'model = "m.onnx"\n\n[[source]]\nname = "door"\nuri = "a.mp4"\n'
+
+
+def test_unknown_key_names_the_file_line_and_key(tmp_path):
+    path = _write(tmp_path, GOOD + "debounce_frams = 4\n")
+    with pytest.raises(EdgeclfError, match=r"svc\.toml:6: source\[0\]\.debounce_frams: unknown key"):
+        load_config(path)
+
+
+def test_wrong_types_ranges_and_missing_parts_are_one_line(tmp_path):
+    cases = {
+        GOOD + "debounce_frames = 0\n": r":6: source\[0\]\.debounce_frames: must be at least 1",
+        GOOD + "timeout = \"ten\"\n": r":6: source\[0\]\.timeout: must be a number",
+        GOOD + "\n[mqtt]\nport = 1883\n": r"mqtt\.host: missing",
+        GOOD + "\n[[source]]\nname = \"door\"\nuri = \"b.mp4\"\n": r"source\[1\]\.name: 'door' is used by another source",
+        '[[source]]\nname = "a"\nuri = "x"\n': r"model: missing",
+        'model = "m.onnx"\n': r"source: missing",
+        GOOD.replace('"door"', '"front/door"'): r"name: .*MQTT topic level",
+        "model = [": r"not valid TOML",
+    }
+    for text, pattern in cases.items():
+        with pytest.raises(EdgeclfError, match=pattern):
+            load_config(_write(tmp_path, text))
+
+
+def test_secrets_from_env_or_file_never_in_repr(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGECLF_TEST_PW", "s3cret-env")
+    cfg = load_config(_write(tmp_path, GOOD + '\n[mqtt]\nhost = "localhost"\nusername = "u"\npassword_env = "EDGECLF_TEST_PW"\n'))
+    assert cfg.mqtt.password == "s3cret-env" and "s3cret" not in repr(cfg)
+    (tmp_path / "pw").write_text("s3cret-file\n")
+    cfg = load_config(_write(tmp_path, GOOD + '\n[mqtt]\nhost = "localhost"\npassword_file = "pw"\n'))
+    assert cfg.mqtt.password == "s3cret-file"
+    with pytest.raises(EdgeclfError, match=r"mqtt\.password_env: environment variable NOPE_NOT_SET"):
+        load_config(_write(tmp_path, GOOD + '\n[mqtt]\nhost = "h"\npassword_env = "NOPE_NOT_SET"\n'))
+
+
+def test_debounce_needs_n_frames_in_a_row_and_t_seconds():
+    d = Debouncer(frames=3)
+    labels = ["cat", "cat", "cat", "dog", "cat", "dog", "dog", "dog"]
+    changes = [(i, c.label, c.previous) for i, lab in enumerate(labels) if (c := d.update(lab, 0.9, float(i)))]
+    assert changes == [(2, "cat", None), (7, "dog", "cat")]  # the lone "dog" at 3 changed nothing
+    d = Debouncer(frames=1, seconds=2.0)
+    assert d.update("a", 1, 0.0) is None and d.update("a", 1, 1.0) is None and d.update("a", 1, 2.0).label == "a"
+
+
+@pytest.fixture
+def colour_setup(tmp_path):
+    make_colour_model(tmp_path / "m.onnx")
+    make_colour_video(tmp_path / "a.mp4", frames=90, hold=30)
+    make_colour_video(tmp_path / "b.mp4", frames=60, hold=10)
+    return tmp_path
+
+
+def _serve(cfg: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgeclf", "serve", str(cfg), *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_check_validates_and_prints_no_secret(colour_setup):
+    cfg = _write(colour_setup, GOOD + '\n[mqtt]\nhost = "localhost"\npassword = "hunter2"\n')
+    r = _serve(cfg, "--check", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["ok"] and out["sources"][0]["name"] == "door" and out["mqtt"]["password"] is True
+    assert "hunter2" not in r.stdout + r.stderr
+    bad = _write(colour_setup, GOOD + "colour = 1\n")
+    r = _serve(bad, "--check")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "colour: unknown key" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(MOSQUITTO is None, reason="needs Debian's mosquitto broker: apt-get install mosquitto")
+def test_two_sources_states_reach_mqtt_in_order(colour_setup):
+    broker = Broker(colour_setup).start()
+    watcher = None
+    try:
+        watcher = Watcher(broker.port)
+        # at the videos' own frame rate, as cameras: a file read flat out would change state faster
+        # than a broker round trip, and the newest state wins by design
+        cfg = _write(colour_setup, f"""model = "m.onnx"
+[[source]]
+name = "door"
+uri = "a.mp4"
+[[source]]
+name = "yard"
+uri = "b.mp4"
+debounce_frames = 2
+[mqtt]
+host = "127.0.0.1"
+port = {broker.port}
+node_id = "testnode"
+""")
+        r = _serve(cfg)
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: len(watcher.states("yard")) >= 6 and len(watcher.states("door")) >= 3, 10, "every state")
+        assert [s["label"] for s in watcher.states("door")] == ["red", "green", "blue"]
+        assert [s["label"] for s in watcher.states("yard")] == ["red", "green", "blue"] * 2
+        assert watcher.states("yard")[1]["previous"] == "red" and watcher.states("yard")[0]["model"] == "m.onnx"
+        assert watcher.on("homeassistant/sensor/testnode/door/config")
+        assert watcher.texts("edgeclf/testnode/availability")[-1] == "offline"
+    finally:
+        if watcher is not None:
+            watcher.close()
+        broker.kill()
+
+
+@pytest.mark.skipif(MOSQUITTO is None, reason="needs Debian's mosquitto broker: apt-get install mosquitto")
+def test_sigterm_ends_the_service_cleanly_and_says_offline(colour_setup):
+    broker = Broker(colour_setup).start()
+    watcher = Watcher(broker.port)
+    cfg = _write(colour_setup, f"""model = "m.onnx"
+[[source]]
+name = "door"
+uri = "a.mp4"
+loop = true
+[mqtt]
+host = "127.0.0.1"
+port = {broker.port}
+node_id = "testnode"
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "edgeclf", "serve", str(cfg)], stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(watcher.states("door")) >= 2, 30, "two states from the looping video")
+        t0 = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        rc = proc.wait(10)
+        took = time.monotonic() - t0
+        assert rc == 0, proc.stderr.read()
+        assert took < 3.0, f"SIGTERM took {took:.2f} s"  # the goal is 1 s (measured in the benchmark); a loose bound here
+        wait_for(lambda: watcher.texts("edgeclf/testnode/availability")[-1:] == ["offline"], 5, "offline")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        watcher.close()
+        broker.kill()
