@@ -3,7 +3,7 @@
     python benchmarks/service_bench.py [--seconds 30] [--out benchmarks/results/service]
 
 1. Event latency: 4 sources, each a looping colour video read at its own frame rate (20 frames/s,
-   colour changes every 10 frames), the colour model (tests/onnx_fixtures.py: its answers are
+   colour changes every 10 frames), the colour model (benchmarks/onnx_models.py: its answers are
    known, its inference costs well under a millisecond), a real mosquitto on loopback and a paho
    subscriber; latency = the subscriber's receive time minus the event's ``timestamp`` (the capture
    time of the frame that completed the debounce), on one clock. Every state seen is also checked
@@ -24,15 +24,28 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent / "tests"), str(HERE.parent)]
+sys.path[:0] = [str(HERE.parent)]
 
-from live_helpers import make_colour_video  # noqa: E402
-from mqtt_helpers import Broker, Watcher  # noqa: E402
-from onnx_fixtures import make_colour_model, make_conv_model  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
+from benchmarks.mqtt_broker import Broker, Watcher  # noqa: E402
+from benchmarks.onnx_models import make_colour_model, make_conv_model  # noqa: E402
 from benchmarks.provenance import provenance  # noqa: E402
 from edgeclf.service.config import load_config  # noqa: E402
 from edgeclf.service.runner import Service, publishers_for  # noqa: E402
+
+
+def make_colour_video(path: Path, frames: int, fps: float, hold: int, size: tuple[int, int] = (160, 120)) -> Path:
+    """Red, green and blue in turn, ``hold`` frames each, with pixel noise (as the tests' videos)."""
+    bgr = {0: (0, 0, 255), 1: (0, 255, 0), 2: (255, 0, 0)}
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    rng = np.random.default_rng(0)
+    for i in range(frames):
+        img = np.array(bgr[(i // hold) % 3], np.float32) * 0.8 + rng.normal(0, 20, (size[1], size[0], 3))
+        writer.write(np.clip(img, 0, 255).astype(np.uint8))
+    writer.release()
+    return path
 
 
 def _config(work: Path, model: str, videos: list[str], extra: str = "", source_extra: str = "") -> Path:

@@ -13,49 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.onnx_models import FLOAT, UINT8, edgeclf_metadata, make_conv_model, model, node, save, tensor, value_info
+from benchmarks.onnx_models import (COLOURS, FLOAT, UINT8, edgeclf_metadata, make_colour_model, make_conv_model, model, node, save,
+                                     tensor, value_info)
 
 __all__ = ["BGR", "COLOURS", "edgeclf_metadata", "make_colour_model", "make_conv_model", "make_vector_model", "solid"]
 
-COLOURS = ("red", "green", "blue")
 #: BGR images that the colour model labels red, green and blue.
 BGR = {"red": (0, 0, 255), "green": (0, 255, 0), "blue": (255, 0, 0)}
-
-
-def make_colour_model(path: Path, size: tuple[int, int] = (32, 32), metadata: bool | dict[str, str] = True,
-                      dynamic_hw: bool = False, input_type: str = "uint8", batch: int | str = "N",
-                      two_inputs: bool = False, scale: float = 0.05, unknown: float | None = None) -> Path:
-    """uint8 [N, H, W, 3] RGB -> mean colour -> softmax(scale * mean) over (red, green, blue).
-
-    ``metadata``: edgeclf's (True), none (False), or exactly this dict (hostile-input tests);
-    ``batch``: the batch dimension (an int fixes it); ``two_inputs``: add a second input;
-    ``scale``: NaN makes every weight NaN (a model that answers NaN); ``unknown``: also output an
-    ``unknown_score`` (1 - the top probability: a grey image scores 2/3, a pure colour about 0) with
-    this threshold in the metadata, as an export with an unknown score does."""
-    elem = {"uint8": UINT8, "float": FLOAT}[input_type]
-    h, w = ("H", "W") if dynamic_hw else size
-    inputs = [value_info("image", elem, [batch, h, w, 3])]
-    nodes = [
-        node("Cast", ["image"], ["xf"], to=FLOAT),
-        node("ReduceMean", ["xf"], ["mean"], axes=[1, 2], keepdims=0),
-        node("MatMul", ["mean", "scale"], ["logits"]),
-        node("Softmax", ["logits"], ["probs"], axis=-1),
-    ]
-    if two_inputs:
-        inputs.append(value_info("extra", FLOAT, [batch, 3]))
-        nodes[2:3] = [node("MatMul", ["mean", "scale"], ["l0"]), node("Add", ["l0", "extra"], ["logits"])]
-    if metadata is True:
-        metadata = edgeclf_metadata(COLOURS, size)
-    outputs = [value_info("probs", FLOAT, [batch, 3])]
-    consts = [tensor("scale", np.eye(3, dtype=np.float32) * np.float32(scale))]
-    if unknown is not None:
-        nodes += [node("ReduceMax", ["probs"], ["top"], axes=[1], keepdims=0), node("Sub", ["one", "top"], ["unknown_score"])]
-        outputs.append(value_info("unknown_score", FLOAT, [batch]))
-        consts.append(tensor("one", np.array(1.0, np.float32)))
-        if metadata:
-            metadata = {"unknown": json.dumps({"method": "test", "threshold": unknown}), **metadata}
-    data = model(nodes, "colour", inputs, outputs, consts, metadata=metadata or None)
-    return save(data, path)
 
 
 def make_vector_model(path: Path) -> Path:

@@ -13,7 +13,7 @@ import textwrap
 import time
 
 import pytest
-from mqtt_helpers import MOSQUITTO, NODE, Broker, Watcher, free_port, wait_for
+from benchmarks.mqtt_broker import MOSQUITTO, NODE, Broker, Watcher, free_port, wait_for
 
 from edgeclf.comms.base import StateEvent
 from edgeclf.comms.mqtt import MqttOptions, MqttPublisher

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from live_helpers import make_colour_video
-from mqtt_helpers import MOSQUITTO, Broker, Watcher, wait_for
+from benchmarks.mqtt_broker import MOSQUITTO, Broker, Watcher, wait_for
 from onnx_fixtures import make_colour_model
 
 from edgeclf.errors import EdgeclfError

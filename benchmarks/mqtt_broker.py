@@ -1,5 +1,5 @@
 """Debian's mosquitto broker on a loopback port and a paho subscriber that records what it hears:
-shared by the MQTT publisher's tests, the service's tests and the service benchmark."""
+shared by the service benchmark and the MQTT and service tests."""
 
 from __future__ import annotations
 
