@@ -57,6 +57,7 @@ class Publisher(ABC):
     (connect at ``start``, say goodbye at ``close``) and ``_failed`` (how a failure is logged)."""
 
     kind = "publisher"  # "mqtt", "webhook": names it in logs and metrics
+    wants_snapshots = False  # True: events should carry the frame's JPEG (its options' ``snapshot``)
 
     def __init__(self, log: Callable[[str], None] = _log) -> None:
         self.log = log

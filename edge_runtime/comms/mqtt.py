@@ -130,6 +130,7 @@ class MqttPublisher(Publisher):
     def __init__(self, options: MqttOptions, *, model: str = "", log: Callable[[str], None] = _log) -> None:
         super().__init__(log)
         self.opts = options
+        self.wants_snapshots = options.snapshot
         self.model = model
         self.base = f"{options.prefix}/{options.node_id}"
         self.availability_topic = f"{self.base}/availability"

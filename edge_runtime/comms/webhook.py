@@ -83,6 +83,7 @@ class WebhookPublisher(Publisher):
     def __init__(self, options: WebhookOptions, *, log: Callable[[str], None] = _log) -> None:
         super().__init__(log)
         self.opts = options
+        self.wants_snapshots = options.snapshot
         try:
             self._url, auth = split_credentials(options.url)
         except ValueError as e:  # a port that is not a number

@@ -193,7 +193,7 @@ class Service:
 
     def _changed(self, w: SourceWorker, it: Item, pred: Prediction, change) -> None:  # noqa: ANN001 (state.Change)
         snapshot = None
-        if w.cfg.snapshot or any(getattr(getattr(p, "options", None), "snapshot", False) for p in self.publishers):
+        if w.cfg.snapshot or any(p.wants_snapshots for p in self.publishers):
             ok, buf = cv2.imencode(".jpg", it.frame.image, [cv2.IMWRITE_JPEG_QUALITY, 85])
             snapshot = buf.tobytes() if ok else None
         event = StateEvent(source=w.name, label=change.label, score=change.score, time=change.at, model=self.clf.path.name,
