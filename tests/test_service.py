@@ -162,3 +162,43 @@ node_id = "testnode"
             proc.kill()
         watcher.close()
         broker.kill()
+
+
+def test_systemd_hears_ready_watchdog_and_stopping(colour_setup, tmp_path):
+    """A real NOTIFY_SOCKET: READY=1 once the source is open, WATCHDOG=1 while frames flow,
+    STOPPING=1 on SIGTERM."""
+    import socket
+
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(0.2)
+    cfg = _write(colour_setup, GOOD + "loop = true\n")
+    env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"}
+    proc = subprocess.Popen([sys.executable, "-m", "edgeclf", "serve", str(cfg)], env=env, stderr=subprocess.PIPE, text=True)
+    got: list[str] = []
+    try:
+        end = time.monotonic() + 30
+        while time.monotonic() < end and sum("WATCHDOG=1" in m for m in got) < 3:
+            try:
+                got.append(sock.recv(4096).decode())
+            except TimeoutError:
+                assert proc.poll() is None, proc.stderr.read()
+        assert any("READY=1" in m for m in got), got
+        assert sum("WATCHDOG=1" in m for m in got) >= 3, got
+        first_ready = next(i for i, m in enumerate(got) if "READY=1" in m)
+        first_pet = next(i for i, m in enumerate(got) if "WATCHDOG=1" in m)
+        assert first_ready < first_pet  # no pet before the sources are open
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(10) == 0
+        rest = []
+        while True:
+            try:
+                rest.append(sock.recv(4096).decode())
+            except TimeoutError:
+                break
+        assert any("STOPPING=1" in m for m in rest), rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sock.close()
