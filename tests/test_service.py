@@ -202,3 +202,11 @@ def test_systemd_hears_ready_watchdog_and_stopping(colour_setup, tmp_path):
         if proc.poll() is None:
             proc.kill()
         sock.close()
+
+
+def test_class_thresholds_must_name_the_models_classes(colour_setup):
+    cfg = _write(colour_setup, GOOD + "class_thresholds = {purple = 0.5}\n")
+    r = _serve(cfg)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "source 'door': class_thresholds: 'purple' is not a class of m.onnx (red, green, blue)" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

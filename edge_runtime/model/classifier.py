@@ -171,16 +171,27 @@ class Classifier:
         #: what export calibrated for the unknown score (None: the model has none)
         self.calibration: Calibration | None = (parse_calibration(self.metadata[md.UNKNOWN], self.path)
                                                 if self.unknown_output and md.UNKNOWN in self.metadata else None)
-        for name in class_thresholds or {}:
-            if name not in self.class_names:
-                raise EdgeclfError(f"--threshold {name}: {self.path} has no class {name!r}")
         #: the rule that makes a prediction ``unknown`` (inactive: never)
-        self.unknown_rule: UnknownRule = rule_for(self.calibration, enabled=unknown, threshold=unknown_threshold,
-                                                  class_thresholds=class_thresholds, path=self.path)
+        self.unknown_rule: UnknownRule = self.rule_for(enabled=unknown, threshold=unknown_threshold,
+                                                       class_thresholds=class_thresholds)
         if self.providers[0] == prov.CPU:  # the int8 kernels that differ by CPU family
             cpu_warning = int8_cpu_warning(self.metadata, sysinfo.cpu_family())
             if cpu_warning:
                 warn(f"{self.path}: {cpu_warning}")
+
+    def rule_for(self, *, enabled: bool = True, threshold: float | None = None,
+                 class_thresholds: Mapping[str, float] | None = None, where: str | None = None) -> UnknownRule:
+        """The unknown rule for these settings, checked against this model's classes and calibration.
+        ``where`` names the place in a config file for the errors (None: ``predict``'s options)."""
+        for name in class_thresholds or {}:
+            if name in self.class_names:
+                continue
+            if where is None:
+                raise EdgeclfError(f"--threshold {name}: {self.path} has no class {name!r}")
+            raise EdgeclfError(f"{where}: class_thresholds: {name!r} is not a class of {self.path.name} "
+                               f"({', '.join(self.class_names)})")
+        return rule_for(self.calibration, enabled=enabled, threshold=threshold, class_thresholds=class_thresholds,
+                        path=where or self.path)
 
     # ------------------------------------------------------------------ the steps of __init__
     def _plan_threads(self, threads: int | None, spin: bool, plan: prov.ProviderPlan) -> bool:

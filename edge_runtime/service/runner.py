@@ -25,12 +25,12 @@ import numpy as np
 
 from edgeclf import __version__
 from edgeclf.comms.base import Publisher, StateEvent
-from edgeclf.errors import EdgeclfError, safe_text
+from edgeclf.errors import safe_text
 from edgeclf.model.classifier import Classifier, Prediction
 from edgeclf.model.locate import onnx_model
-from edgeclf.model.unknown import rule_for
+from edgeclf.model.unknown import UnknownRule
 from edgeclf.serve.metrics import ServiceMetrics
-from edgeclf.service.config import ServiceConfig
+from edgeclf.service.config import ServiceConfig, SourceConfig
 from edgeclf.service.systemd import Notifier
 from edgeclf.service.workers import Item, SourceWorker
 
@@ -100,14 +100,9 @@ class Service:
                  + (f"; HTTP API at {self.server.url}" if self.server is not None else ""))
         return self
 
-    def _rule(self, s):  # noqa: ANN001, ANN202 (SourceConfig -> UnknownRule)
-        clf = self.clf
-        for name in s.class_thresholds:
-            if name not in clf.class_names:
-                raise EdgeclfError(f"{self.cfg.path}: source {s.name!r}: class_thresholds: {name!r} is not a class of "
-                                   f"{clf.path.name} ({', '.join(clf.class_names)})")
-        return rule_for(clf.calibration, enabled=s.unknown, threshold=s.unknown_threshold,
-                        class_thresholds=s.class_thresholds, path=f"{self.cfg.path}: source {s.name!r}")
+    def _rule(self, s: SourceConfig) -> UnknownRule:
+        return self.clf.rule_for(enabled=s.unknown, threshold=s.unknown_threshold, class_thresholds=s.class_thresholds,
+                                 where=f"{self.cfg.path}: source {s.name!r}")
 
     def _start_server(self) -> Any:
         from edgeclf.model.providers import short_names
