@@ -210,3 +210,34 @@ def test_class_thresholds_must_name_the_models_classes(colour_setup):
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "source 'door': class_thresholds: 'purple' is not a class of m.onnx (red, green, blue)" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_batch_auto_keeps_the_mode_that_costs_less_per_frame():
+    from edgeclf.service.batching import TRIALS, BatchChooser
+
+    def run(batched_ms: float, single_ms: float) -> BatchChooser:
+        c = BatchChooser("auto")
+        modes = []
+        while c.choice is None:
+            b = c.batched(4)
+            modes.append(b)
+            c.record(b, 4, 4 * (batched_ms if b else single_ms) / 1000)
+        assert modes.count(True) == modes.count(False) == TRIALS  # the two modes alternate
+        return c
+
+    assert run(batched_ms=0.3, single_ms=1.0).choice is True  # a GPU: batches are cheaper per frame
+    assert run(batched_ms=0.98, single_ms=1.0).choice is False  # within the margin: one by one
+    c = run(batched_ms=1.2, single_ms=1.0)
+    assert c.batched(4) is False and "off: 1.20 ms a frame in one call, 1.00 ms one by one" in c.describe()
+    fixed = BatchChooser(True)
+    assert fixed.batched(4) and fixed.record(True, 4, 0.1) is None and fixed.choice is True
+    one = BatchChooser("auto")
+    assert one.record(True, 1, 0.1) is None and one.per_frame_s == {True: [], False: []}  # one frame says nothing
+
+
+def test_batch_must_be_true_false_or_auto(tmp_path):
+    with pytest.raises(EdgeclfError, match=r'svc\.toml:1: batch: must be true, false or "auto" \(got \'yes\'\)'):
+        load_config(_write(tmp_path, 'batch = "yes"\n' + GOOD))
+    with pytest.raises(EdgeclfError, match=r'batch: must be true, false or "auto" \(got 1\)'):
+        load_config(_write(tmp_path, "batch = 1\n" + GOOD))
+    assert load_config(_write(tmp_path, GOOD)).batch == "auto"

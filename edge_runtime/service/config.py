@@ -28,7 +28,7 @@ SOURCE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # key: (type, default); a type is a Python type or a tuple of them, checked as the file is read.
 TOP_KEYS: dict[str, tuple[Any, Any]] = {
     "model": (str, None), "provider": (str, "auto"), "threads": (int, None), "name": (str, None),
-    "batch": (bool, True),
+    "batch": ((bool, str), "auto"),  # true, false or "auto": measured at run time (service/batching.py)
 }
 SOURCE_KEYS: dict[str, tuple[Any, Any]] = {
     "name": (str, None), "uri": (str, None),
@@ -94,7 +94,7 @@ class ServiceConfig:
     provider: str = "auto"
     threads: int | None = None
     name: str | None = None
-    batch: bool = True
+    batch: bool | str = "auto"
     server: ServerConfig | None = None
     mqtt: MqttOptions | None = None
     webhooks: list[WebhookOptions] = field(default_factory=list)
@@ -160,7 +160,7 @@ class _Reader:
 
 def _kind_name(kind: Any) -> str:
     names = {str: "a string", int: "an integer", bool: "true or false", dict: "a table", list: "a list",
-             (int, float): "a number"}
+             (int, float): "a number", (bool, str): 'true, false or "auto"'}
     return names.get(kind, str(kind))
 
 
@@ -198,6 +198,8 @@ def _parse(r: _Reader, data: dict) -> ServiceConfig:
     if not top["model"]:
         raise r.fail("", "model", "missing: the ONNX model to run (model = \"runs/pets/model_int8.onnx\")")
     _check_range(r, "", "threads", top["threads"], 1, 256)
+    if isinstance(top["batch"], str) and top["batch"] != "auto":
+        raise r.fail("", "batch", f'must be true, false or "auto" (got {_show(top["batch"])})')
     defaults = r.table(top["defaults"] or {}, "defaults", SOURCE_KEYS)
     if defaults["name"] is not None or defaults["uri"] is not None:
         raise r.fail("defaults", "name" if defaults["name"] is not None else "uri", "belongs in a [[source]], not in [defaults]")

@@ -3,7 +3,7 @@ when a source's state changes.
 
 Each source has a reader thread (``workers``) that leaves its newest preprocessed frame in a slot;
 the inference loop takes every waiting frame, one per source, and classifies them in one call
-(batching across sources: ``batch = false`` in the config classifies them one by one), then each
+(batching across sources, when the service has measured that it pays: ``service/batching``), then each
 frame goes through its source's smoothing, unknown rule and debounce (``state``). A state change
 is handed to every publisher (MQTT, webhooks: ``edgeclf.comms``), which never block the loop. The
 live server (``edgeclf.serve``) answers the HTTP API; systemd hears READY=1 once the sources are
@@ -30,6 +30,7 @@ from edgeclf.model.classifier import Classifier, Prediction
 from edgeclf.model.locate import onnx_model
 from edgeclf.model.unknown import UnknownRule
 from edgeclf.serve.metrics import ServiceMetrics
+from edgeclf.service.batching import BatchChooser
 from edgeclf.service.config import ServiceConfig, SourceConfig
 from edgeclf.service.systemd import Notifier
 from edgeclf.service.workers import Item, SourceWorker
@@ -69,6 +70,7 @@ class Service:
         self.stats = ServiceStats()
         self.started_at = time.monotonic()
         self._next = 0  # the source the next batch starts with: no source is always last
+        self.chooser = BatchChooser(cfg.batch)
         self._closed = False
 
     # ------------------------------------------------------------------ start
@@ -157,15 +159,19 @@ class Service:
         return items  # type: ignore[return-value]
 
     def _classify(self, items: list[tuple[SourceWorker, Item]]) -> None:
-        clf = self.clf
-        groups = [items] if self.cfg.batch else [[it] for it in items]
+        batched = self.chooser.batched(len(items))
+        groups = [items] if batched else [[it] for it in items]
+        infer_s = 0.0
         for group in groups:
             t0 = time.perf_counter()
-            probs, scores = clf.classify_arrays(np.stack([it.tensor for _, it in group]))
-            share = (time.perf_counter() - t0) / len(group)
+            probs, scores = self.clf.classify_arrays(np.stack([it.tensor for _, it in group]))
+            took = time.perf_counter() - t0
+            infer_s += took
             self.stats.calls += 1
             for i, (w, it) in enumerate(group):
-                self._one(w, it, probs[i], None if scores is None else scores[i], share)
+                self._one(w, it, probs[i], None if scores is None else scores[i], took / len(group))
+        if self.chooser.record(batched, len(items), infer_s) is not None:
+            self.log(self.chooser.describe())
 
     def _one(self, w: SourceWorker, it: Item, probs: np.ndarray, score: float | None, share_s: float) -> None:
         """One classified frame of source ``w``: smoothing, the unknown rule, the debounce, events."""
