@@ -131,7 +131,8 @@ def test_gives_up_after_retries_then_resends_when_the_url_recovers(hook):
     assert len(hook.requests) == 3  # the first try and 2 retries
     pub.publish(ev("x", source="gate"))  # a dead URL: more failures, no more log lines
     wait_for(lambda: pub.stats["failed"] == 2)
-    assert len(log) == 1 and "HTTP 500" in log[0] and hook.url in log[0]
+    shown = hook.url.rsplit("/", 1)[0] + "/***"  # the path of a webhook is often its secret: masked
+    assert len(log) == 1 and "HTTP 500" in log[0] and shown in log[0] and "/hook" not in log[0]
     hook.fail = 0
     pub.publish(ev("y", source="gate"))
     # the URL accepts gate's new state: door's current state, which failed, goes again

@@ -3,7 +3,9 @@ service on real videos with a real mosquitto broker and a real subscriber, stopp
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import os
 import signal
 import subprocess
@@ -241,3 +243,43 @@ def test_batch_must_be_true_false_or_auto(tmp_path):
     with pytest.raises(EdgeclfError, match=r'batch: must be true, false or "auto" \(got 1\)'):
         load_config(_write(tmp_path, "batch = 1\n" + GOOD))
     assert load_config(_write(tmp_path, GOOD)).batch == "auto"
+
+
+@pytest.mark.parametrize("extra, where", [
+    ('\n[server]\nlisten = "abc"\n', r"svc\.toml:8: server\.listen: expected \[HOST:\]PORT"),
+    ('\n[server]\nlisten = "8080"\nallow_hosts = ["a b"]\n', r"svc\.toml:9: server\.allow_hosts: 'a b': expected a host name"),
+    ('\n[server]\nlisten = "8080"\ntoken = "no spaces"\n', r"svc\.toml:9: server\.token: the API token must be"),
+    ('\n[webhook]\nurl = "ftp://h/x"\n', r"svc\.toml:8: webhook\.url: 'ftp://h/\*\*\*' is not an http:// or https:// URL"),
+    ('\n[mqtt]\nhost = "h"\ntls = true\nca_file = "svc.toml"\n', r"svc\.toml:10: mqtt\.ca_file: the CA file .*svc\.toml is not usable"),
+])
+def test_check_finds_what_would_fail_at_start(colour_setup, extra, where):
+    """serve --check refuses what the service would refuse at start, naming the line and the key."""
+    r = _serve(_write(colour_setup, GOOD + extra), "--check")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert re.search(where, r.stderr), r.stderr
+    assert "mqtt: mqtt:" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_webhook_paths_are_secrets_and_snapshots_follow_the_source(colour_setup):
+    from edgeclf.comms.base import StateEvent
+    from edgeclf.comms.webhook import shown_url
+
+    assert shown_url("https://u:pw@ha.local:8123/api/webhook/s3cretid?x=1") == "https://u:***@ha.local:8123/***"
+    assert shown_url("http://hooks.example/") == "http://hooks.example/"
+    cfg = _write(colour_setup, GOOD + '\n[webhook]\nurl = "http://ha.local:8123/api/webhook/s3cretid"\n')
+    r = _serve(cfg, "--check", "--json")
+    assert r.returncode == 0 and "s3cretid" not in r.stdout + r.stderr
+    assert json.loads(r.stdout)["webhooks"] == ["http://ha.local:8123/***"]
+    ev = StateEvent(source="door", label="red", score=1.0, time=0.0, model="m", snapshot=b"jpeg")
+    assert ev.snapshot_for(False) is None and ev.snapshot_for(True) == b"jpeg"
+    shared = dataclasses.replace(ev, share_snapshot=True)  # the source's own snapshot = true: every way out sends it
+    assert shared.snapshot_for(False) == b"jpeg"
+
+
+def test_several_webhooks_are_told_apart_in_metrics(tmp_path):
+    from edgeclf.service.runner import publishers_for
+
+    cfg = load_config(_write(tmp_path, GOOD + '\n[[webhook]]\nurl = "http://a.example/x"\n[[webhook]]\nurl = "http://b.example/y"\n'))
+    assert [p.name for p in publishers_for(cfg, "m.onnx")] == ["webhook1", "webhook2"]
+    one = load_config(_write(tmp_path, GOOD + '\n[webhook]\nurl = "http://a.example/x"\n'))
+    assert [p.name for p in publishers_for(one, "m.onnx")] == ["webhook"]

@@ -33,6 +33,12 @@ class StateEvent:
     previous: str | None = None  # the state before this one (None: the first since start)
     frame: int | None = None
     snapshot: bytes | None = field(default=None, repr=False, compare=False)  # JPEG of that frame, when asked for
+    #: the source's own ``snapshot = true``: every way out sends the JPEG, not only those asking for all
+    share_snapshot: bool = field(default=False, compare=False)
+
+    def snapshot_for(self, wants_all: bool) -> bytes | None:
+        """The JPEG a way out sends with this event: with its own ``snapshot`` or the source's."""
+        return self.snapshot if wants_all or self.share_snapshot else None
 
     def payload(self) -> dict[str, Any]:
         """The JSON object every way out sends."""
@@ -61,6 +67,7 @@ class Publisher(ABC):
 
     def __init__(self, log: Callable[[str], None] = _log) -> None:
         self.log = log
+        self.name = self.kind  # in metrics; several webhooks are told apart as webhook1, webhook2, ...
         self._lock = threading.Condition()
         self._pending: dict[str, StateEvent] = {}
         self._current: dict[str, StateEvent] = {}

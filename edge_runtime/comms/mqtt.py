@@ -100,7 +100,7 @@ class MqttOptions:
         self.tls = bool(self.tls or self.ca_file or self.cert_file)
 
 
-def _tls_context(opts: MqttOptions) -> ssl.SSLContext:
+def tls_context(opts: MqttOptions) -> ssl.SSLContext:
     """The client's TLS context; a missing or unusable file is a one-line EdgeclfError naming it."""
     for what, path in (("CA file", opts.ca_file), ("certificate file", opts.cert_file), ("key file", opts.key_file)):
         if path and not os.access(path, os.R_OK):
@@ -140,7 +140,7 @@ class MqttPublisher(Publisher):
         self._ever_connected = False
         self._streak_logged = False  # one line per outage, however many retries it takes
         self._flag = threading.Lock()
-        self.client = self._make_client(_tls_context(options) if options.tls else None)
+        self.client = self._make_client(tls_context(options) if options.tls else None)
 
     def __repr__(self) -> str:
         return f"MqttPublisher({self.opts!r})"
@@ -201,8 +201,8 @@ class MqttPublisher(Publisher):
         check_topic_level(event.source)
         infos = [self.client.publish(self.state_topic(event.source), json.dumps(event.payload()),
                                      qos=self.opts.qos, retain=self.opts.retain)]
-        if self.opts.snapshot and event.snapshot:
-            infos.append(self.client.publish(self.snapshot_topic(event.source), event.snapshot,
+        if (jpeg := event.snapshot_for(self.opts.snapshot)) is not None:
+            infos.append(self.client.publish(self.snapshot_topic(event.source), jpeg,
                                              qos=self.opts.qos, retain=self.opts.retain))
         for info in infos:
             if info.rc != mqtt.MQTT_ERR_SUCCESS:

@@ -50,8 +50,21 @@ class WebhookOptions:
             raise EdgeclfError("webhook: timeout and resend_after must be > 0, retries and backoff >= 0")
 
     def __repr__(self) -> str:  # the URL may hold a password
-        return (f"WebhookOptions(url={redact_url(self.url)!r}, timeout={self.timeout}, retries={self.retries}, "
+        return (f"WebhookOptions(url={shown_url(self.url)!r}, timeout={self.timeout}, retries={self.retries}, "
                 f"backoff={self.backoff}, snapshot={self.snapshot}, resend_after={self.resend_after})")
+
+
+def shown_url(url: str) -> str:
+    """``url`` as logs, errors and ``--check`` show it: scheme, host and port, with the path and
+    query masked, since a webhook's path is often its only secret (Home Assistant's webhook id)."""
+    shown = redact_url(url)
+    try:
+        parts = urllib.parse.urlsplit(shown)
+    except ValueError:  # not a URL at all: nothing of it is shown
+        return "***"
+    if parts.path in ("", "/") and not parts.query and not parts.fragment:
+        return shown
+    return urllib.parse.urlunsplit(parts._replace(path="/***", query="", fragment=""))
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -64,7 +77,7 @@ def split_credentials(url: str) -> tuple[str, dict[str, str]]:
     (urllib would take them for part of the host). EdgeclfError for anything but http(s)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise EdgeclfError(f"webhook: {redact_url(url)!r} is not an http:// or https:// URL")
+        raise EdgeclfError(f"webhook: {shown_url(url)!r} is not an http:// or https:// URL")
     if parts.username is None and parts.password is None:
         return url, {}
     user = urllib.parse.unquote(parts.username or "")
@@ -87,8 +100,8 @@ class WebhookPublisher(Publisher):
         try:
             self._url, auth = split_credentials(options.url)
         except ValueError as e:  # a port that is not a number
-            raise EdgeclfError(f"webhook: {redact_url(options.url)!r} is not a URL ({e})") from None
-        self.shown_url = redact_url(options.url)
+            raise EdgeclfError(f"webhook: {shown_url(options.url)!r} is not a URL ({e})") from None
+        self.shown_url = shown_url(options.url)
         self._headers = {**auth, **options.headers, "Content-Type": "application/json"}
         self._opener = urllib.request.build_opener(_NoRedirect)
         self._failed_sources: set[str] = set()
@@ -134,8 +147,8 @@ class WebhookPublisher(Publisher):
     # ---------------------------------------------------------------- helpers
     def _post(self, event: StateEvent) -> None:
         body = event.payload()
-        if self.opts.snapshot and event.snapshot:
-            body["snapshot_jpeg"] = base64.b64encode(event.snapshot).decode("ascii")
+        if (jpeg := event.snapshot_for(self.opts.snapshot)) is not None:
+            body["snapshot_jpeg"] = base64.b64encode(jpeg).decode("ascii")
         req = urllib.request.Request(self._url, data=json.dumps(body).encode("utf-8"),
                                      headers=self._headers, method="POST")
         try:

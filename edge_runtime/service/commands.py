@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeclf.errors import safe_text
+from edgeclf.comms.webhook import shown_url
 from edgeclf.redact import redact_url
 from edgeclf.service.config import ServiceConfig, load_config
 
@@ -23,14 +24,14 @@ def describe(cfg: ServiceConfig) -> dict[str, Any]:
         "mqtt": None if cfg.mqtt is None else {"host": cfg.mqtt.host, "port": cfg.mqtt.port, "tls": cfg.mqtt.tls,
                                                "prefix": cfg.mqtt.prefix, "node_id": cfg.mqtt.node_id,
                                                "username": cfg.mqtt.username, "password": cfg.mqtt.password is not None},
-        "webhooks": [redact_url(w.url) for w in cfg.webhooks],
+        "webhooks": [shown_url(w.url) for w in cfg.webhooks],
     }
 
 
 def run_serve(config: Path, check: bool = False, json_out: bool = False) -> int:
     """``edgeclf serve CONFIG``: run until SIGTERM/Ctrl-C; with ``check``, validate the config (and
     that the model loads) and exit. Returns the exit code."""
-    from edgeclf.service.runner import Service, publishers_for, run_forever
+    from edgeclf.service.runner import Service, publishers_for, run_forever, source_rule
 
     cfg = load_config(config)
     if check:
@@ -38,7 +39,9 @@ def run_serve(config: Path, check: bool = False, json_out: bool = False) -> int:
         from edgeclf.model.locate import onnx_model
 
         model, _ = onnx_model(cfg.model)
-        Classifier(model, provider=cfg.provider, threads=1)
+        clf = Classifier(model, provider=cfg.provider, threads=1)
+        for s in cfg.sources:  # what the service would refuse at start, as it would say it
+            source_rule(clf, cfg, s)
         info = describe(cfg)
         if json_out:
             print(json.dumps({"ok": True, **info}))

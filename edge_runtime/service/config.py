@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeclf.comms.mqtt import MqttOptions
-from edgeclf.comms.webhook import WebhookOptions
+from edgeclf.comms.mqtt import MqttOptions, tls_context
+from edgeclf.comms.webhook import WebhookOptions, shown_url, split_credentials
 from edgeclf.errors import EdgeclfError, safe_text
+from edgeclf.serve.address import parse_address
+from edgeclf.serve.auth import TOKEN_RE
 from edgeclf.service.secrets import read_secret
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -282,7 +284,18 @@ def _server(r: _Reader, data: dict, names: list[str]) -> ServerConfig:
     if not all(isinstance(h, str) for h in s["allow_hosts"]):
         raise r.fail("server", "allow_hosts", "must be a list of host names")
     _check_range(r, "server", "max_upload_mb", s["max_upload_mb"], 0, 1024, low_open=True)
+    try:
+        parse_address(s["listen"])
+    except EdgeclfError:
+        raise r.fail("server", "listen", f"expected [HOST:]PORT, e.g. \"127.0.0.1:8080\" or \"0.0.0.0:8080\" "
+                                         f"(got {_show(s['listen'])})") from None
+    for host in s["allow_hosts"]:
+        if not host.strip() or any(c in host for c in "/ \t"):
+            raise r.fail("server", "allow_hosts", f"{_show(host)}: expected a host name, e.g. \"pi.example.com\"")
     token = _secret(r, "server", s, "token")
+    if token is not None and not TOKEN_RE.fullmatch(token.strip()):
+        key = next(k for k in ("token", "token_env", "token_file") if s[k] is not None)
+        raise r.fail("server", key, "the API token must be 1 to 512 characters of A-Z a-z 0-9 . _ ~ + / = -")
     return ServerConfig(listen=s["listen"], token=token, show=s["show"], allow_hosts=s["allow_hosts"],
                         max_upload_mb=float(s["max_upload_mb"]))
 
@@ -320,9 +333,16 @@ def _mqtt(r: _Reader, data: dict, name: str | None) -> MqttOptions:
     if "node_id" not in kwargs and name:
         kwargs["node_id"] = name
     try:
-        return MqttOptions(password=password, **kwargs)
+        options = MqttOptions(password=password, **kwargs)
     except EdgeclfError as e:
-        raise r.fail("mqtt", None, str(e)) from None
+        raise r.fail("mqtt", None, str(e).removeprefix("mqtt: ")) from None
+    if options.tls:
+        try:
+            tls_context(options)  # a certificate that cannot be used fails here, not at every reconnect
+        except EdgeclfError as e:
+            key = next((k for k in ("ca_file", "cert_file", "key_file") if m[k] and m[k] in str(e)), "tls")
+            raise r.fail("mqtt", key, str(e).removeprefix("mqtt: ")) from None
+    return options
 
 
 def _webhook(r: _Reader, data: Any, where: str) -> WebhookOptions:
@@ -337,8 +357,12 @@ def _webhook(r: _Reader, data: Any, where: str) -> WebhookOptions:
     _check_range(r, where, "backoff", w["backoff"], 0, 3600)
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in w["headers"].items()):
         raise r.fail(where, "headers", "must map header names to strings")
+    key = next(k for k in ("url", "url_env") if w[k] is not None)
     try:
+        split_credentials(url)
         return WebhookOptions(url=url, timeout=float(w["timeout"]), retries=w["retries"], backoff=float(w["backoff"]),
                               headers=dict(w["headers"]), snapshot=w["snapshot"])
     except EdgeclfError as e:
-        raise r.fail(where, "url", str(e)) from None
+        raise r.fail(where, key, str(e).removeprefix("webhook: ")) from None
+    except ValueError as e:  # a port that is not a number
+        raise r.fail(where, key, f"{shown_url(url)!r} is not a URL ({e})") from None

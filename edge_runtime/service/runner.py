@@ -86,7 +86,7 @@ class Service:
                                              self.metrics.source_up, self.metrics.source_reconnect))
         names = [w.name for w in self.workers]
         for pub in self.publishers:
-            self.metrics.watch_publisher(pub.kind, pub.stats)
+            self.metrics.watch_publisher(pub.name, pub.stats)
             pub.start(names)
         if self.cfg.server is not None:
             self.server = self._start_server()
@@ -100,11 +100,15 @@ class Service:
         self.notifier.ready(f"{up} of {len(self.workers)} sources open")
         self.log(f"{self.clf.path.name} on {len(self.workers)} source(s), {up} open"
                  + (f"; HTTP API at {self.server.url}" if self.server is not None else ""))
+        if self.server is not None and self.server.auth.required:
+            where = (f"the file {self.server.token_file}" if self.server.token_file else
+                     "the config's server.token" if self.cfg.server.token is not None else "$EDGECLF_TOKEN")
+            self.log(f"the HTTP API needs its token, which is in {where} ('Authorization: Bearer <token>', "
+                     f"or open {self.server.url}?token=<token> once in a browser)")
         return self
 
     def _rule(self, s: SourceConfig) -> UnknownRule:
-        return self.clf.rule_for(enabled=s.unknown, threshold=s.unknown_threshold, class_thresholds=s.class_thresholds,
-                                 where=f"{self.cfg.path}: source {s.name!r}")
+        return source_rule(self.clf, self.cfg, s)
 
     def _start_server(self) -> Any:
         from edgeclf.model.providers import short_names
@@ -198,7 +202,8 @@ class Service:
             ok, buf = cv2.imencode(".jpg", it.frame.image, [cv2.IMWRITE_JPEG_QUALITY, 85])
             snapshot = buf.tobytes() if ok else None
         event = StateEvent(source=w.name, label=change.label, score=change.score, time=change.at, model=self.clf.path.name,
-                           unknown=pred.unknown, previous=change.previous, frame=it.frame.index, snapshot=snapshot)
+                           unknown=pred.unknown, previous=change.previous, frame=it.frame.index, snapshot=snapshot,
+                           share_snapshot=w.cfg.snapshot)
         for pub in self.publishers:
             pub.publish(event)
         self.metrics.state_change(w.name, change.label, change.at)
@@ -256,6 +261,12 @@ class Service:
         self.notifier.close()
 
 
+def source_rule(clf: Classifier, cfg: ServiceConfig, s: SourceConfig) -> UnknownRule:
+    """Source ``s``'s unknown rule, checked against the model; errors name the config and the source."""
+    return clf.rule_for(enabled=s.unknown, threshold=s.unknown_threshold, class_thresholds=s.class_thresholds,
+                        where=f"{cfg.path}: source {s.name!r}")
+
+
 def run_forever(service: Service) -> ServiceStats:
     """Run ``service`` until SIGTERM or SIGINT, then close it (within a second)."""
     def handler(signum, frame) -> None:  # noqa: ANN001
@@ -279,5 +290,8 @@ def publishers_for(cfg: ServiceConfig, model: str, log: Callable[[str], None] = 
     pubs: list[Publisher] = []
     if cfg.mqtt is not None:
         pubs.append(MqttPublisher(cfg.mqtt, model=model, log=log))
-    pubs.extend(WebhookPublisher(w, log=log) for w in cfg.webhooks)
-    return pubs
+    hooks = [WebhookPublisher(w, log=log) for w in cfg.webhooks]
+    if len(hooks) > 1:
+        for i, hook in enumerate(hooks, 1):
+            hook.name = f"webhook{i}"
+    return pubs + hooks
