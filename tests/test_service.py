@@ -283,3 +283,28 @@ def test_several_webhooks_are_told_apart_in_metrics(tmp_path):
     assert [p.name for p in publishers_for(cfg, "m.onnx")] == ["webhook1", "webhook2"]
     one = load_config(_write(tmp_path, GOOD + '\n[webhook]\nurl = "http://a.example/x"\n'))
     assert [p.name for p in publishers_for(one, "m.onnx")] == ["webhook"]
+
+
+def test_watchdog_stops_for_a_wedged_local_camera_not_for_a_remote_stream():
+    """What stops the WATCHDOG=1 pets. No camera exists on the test machine, so the source is a
+    stand-in with a camera's kind and states (the end-to-end run: tests/test_service_live.py)."""
+    import threading
+    from types import SimpleNamespace
+
+    from edgeclf.service.config import SourceConfig
+    from edgeclf.service.workers import SourceWorker
+
+    w = SourceWorker(SourceConfig(name="cam", uri="/dev/video0", timeout=2.0), clf=None, rule=None,
+                     cond=threading.Condition(), stop=threading.Event(), log=lambda m: None,
+                     on_up=lambda *a: None, on_reconnect=lambda *a: None)
+    now = 100.0
+    w.state, w._source, w.last_frame = "connected", SimpleNamespace(kind="camera", state="connected"), now - 1
+    assert not w.stalled(now)
+    w.last_frame = now - 3
+    assert w.stalled(now)  # connected, but no frame past the timeout: a hung reader
+    w._source.state = "reconnecting"
+    assert w.stalled(now)  # a camera on this machine that does not come back: a restart may clear its driver
+    w._source.kind = "stream"
+    assert not w.stalled(now)  # a network camera being reconnected: restarting would change nothing
+    w._source.kind, w.last_frame = "camera", None
+    assert not w.stalled(now)  # never gave a frame: a restart would not make one

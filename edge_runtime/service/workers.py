@@ -25,6 +25,8 @@ from edgeclf.sources.open import open_source
 
 #: Seconds between attempts to open a source that failed: doubling from the first to the last.
 RETRY_FIRST, RETRY_MOST = 1.0, 30.0
+#: Sources on this machine, whose drivers can wedge until the process lets go of them.
+LOCAL_DEVICES = ("camera", "csi")
 
 
 @dataclass
@@ -69,7 +71,8 @@ class SourceWorker:
         while not self._stop.is_set():
             try:
                 self._source = open_source(self.cfg.uri, every=self.cfg.every, timeout=self.cfg.timeout,
-                                           loop=self.cfg.loop, realtime=self.cfg.realtime)
+                                           loop=self.cfg.loop, realtime=self.cfg.realtime,
+                                           warn=lambda m: self.log(f"{self.name}: {safe_text(m)}"))
             except EdgeclfError as e:
                 self._failed(str(e))
                 self._stop.wait(wait)
@@ -169,9 +172,15 @@ class SourceWorker:
         return None
 
     def stalled(self, now: float) -> bool:
-        """Connected but silent past its timeout: what the watchdog is for (a hung camera or loop).
-        A source that is reconnecting or failed is being handled here; restarting would not help."""
-        return self.source_state == "connected" and self.last_frame is not None and now - self.last_frame > self.cfg.timeout
+        """Silent past its timeout where restarting the process may help, which is what the watchdog
+        is for: connected but giving nothing (a hung reader), or a camera on this machine that gave
+        frames and now fails to (a wedged driver). A network stream that is being reconnected, or a
+        source that never opened, is handled here: a restart would change nothing."""
+        if self.last_frame is None or now - self.last_frame <= self.cfg.timeout:
+            return False
+        state = self.source_state
+        local = getattr(self._source, "kind", None) in LOCAL_DEVICES
+        return state == "connected" or (local and state in ("reconnecting", "failed"))
 
     def close(self) -> None:
         """Stop reading; the source is released by the reader thread (or at exit, if it hangs)."""
