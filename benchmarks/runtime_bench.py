@@ -49,12 +49,12 @@ KERAS_SCRIPT = textwrap.dedent(
     """
     import sys, numpy as np, keras
     model = keras.models.load_model(sys.argv[1])
-    img = keras.utils.load_img(sys.argv[2], target_size=(%d, %d))
+    size = int(model.inputs[0].shape[1])
+    img = keras.utils.load_img(sys.argv[2], target_size=(size, size))
     x = np.expand_dims(keras.utils.img_to_array(img), 0)
     probs = model.predict(x, verbose=0)[0]
     print(sys.argv[2], ["cats", "dogs"][int(probs.argmax())], f"{probs.max():.3f}")
     """
-    % (SIZE, SIZE)
 )
 
 
@@ -299,12 +299,16 @@ def _video_lines(res: dict) -> list[str]:
     return lines + [f"- batch 8 pipeline / slowest batch-8 stage: {v['batch8_vs_slowest']:.0%}"]
 
 
-def prepare(work: Path, frames: int) -> None:
-    """Run in a child process: build/export the model, pick the image, write the video."""
+def prepare(work: Path, frames: int, run: Path | None = None) -> None:
+    """Run in a child process: build/export the model (or take RUN's model.keras and its
+    export/model.int8.onnx), pick the image, write the video."""
     import cv2
     import numpy as np
 
-    keras_path, onnx_path = build_models(work)
+    if run is not None:
+        keras_path, onnx_path = run / "model.keras", run / "export" / "model.int8.onnx"
+    else:
+        keras_path, onnx_path = build_models(work)
     photos = sorted((CATS_DOGS / "cats").glob("*.jpg"))
     if photos:
         image = photos[0]
@@ -322,6 +326,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--video-rounds", type=int, default=7)
     ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--run", type=Path, help="a trained run folder: its model.keras and export/model.int8.onnx "
+                                             "(the default model) instead of a freshly built edgenet")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--prepare", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--markdown-only", action="store_true", help="Rewrite runtime.md from runtime.json, measuring nothing.")
@@ -344,7 +350,8 @@ def measure(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         print("building and exporting the model...", file=sys.stderr)
-        subprocess.run([sys.executable, __file__, "--prepare", str(work), "--frames", str(args.frames)], check=True,
+        subprocess.run([sys.executable, __file__, "--prepare", str(work), "--frames", str(args.frames),
+                        *(["--run", str(args.run.resolve())] if args.run else [])], check=True,
                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, stderr=subprocess.DEVNULL)
         prep = json.loads((work / "prepared.json").read_text())
         keras_path, onnx_path, image = Path(prep["keras"]), Path(prep["onnx"]), Path(prep["image"])
@@ -358,7 +365,9 @@ def measure(args: argparse.Namespace) -> dict:
             "rounds_video": args.video_rounds,
             "frames": args.frames,
             "image": str(image),
-            "command": "python benchmarks/runtime_bench.py" + (f" --rounds {args.rounds}" if args.rounds != 7 else ""),
+            "command": "python benchmarks/runtime_bench.py" + (f" --rounds {args.rounds}" if args.rounds != 7 else "")
+                       + (f" --run {args.run}" if args.run else ""),
+            "model": str(onnx_path),
         }
         print("cold start...", file=sys.stderr)
         res["cold"] = bench_cold(onnx_path, keras_path, image, args.rounds, work)  # before this process imports anything big
@@ -377,7 +386,7 @@ def measure(args: argparse.Namespace) -> dict:
 def main() -> None:
     args = parse_args()
     if args.prepare:
-        prepare(args.prepare, args.frames)
+        prepare(args.prepare, args.frames, args.run)
         return
     if args.markdown_only:
         rewrite_markdown(args.out)
