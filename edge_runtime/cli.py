@@ -65,7 +65,7 @@ def eval_(
 # ------------------------------------------------------------------------------------------- predict
 @app.command()
 def predict(
-    model: Path = typer.Argument(..., help="An .onnx model exported by edgeclf, or a run folder (or export folder) whose export exists."),
+    model: Path = typer.Argument(..., help="An .onnx model exported by edgeclf (run as given), or a run folder (or export folder) whose export exists: its int8 model, its fp16 one on a GPU provider."),
     source: str = typer.Argument(..., help="Image, folder, glob, video, camera index, /dev/videoN, rtsp:// or http:// URL, GStreamer pipeline."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per line on stdout (source, frame, label, index, score, probs, latency_ms, unknown, unknown_score)."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the results to this CSV file."),

@@ -127,10 +127,19 @@ def test_one_frame_rate_for_the_overlay_the_live_view_and_its_health(tmp_path):
 
 
 def test_summary_labels_its_frame_rate(clip):
+    """The summary's figures agree with each other: start-up + run = the total, and frames/s =
+    frames / the run (the start-up, model load and warm-up, reported apart)."""
+    import re
+
     model, video = clip
     r = edgeclf(model, video)
     assert r.returncode == 0, r.stderr
-    assert "frames/s over the run" in r.stderr
+    found = re.search(r"(\d+) processed, 0 skipped in ([\d.e-]+) s \(start-up ([\d.e-]+) s, then ([\d.]+) frames/s "
+                      r"over ([\d.e-]+) s; latency [\d.]+ ms/frame\) on cpu", r.stderr)
+    assert found, r.stderr
+    n, total, startup, fps, run = (float(x) for x in found.groups())
+    assert n == 12 and total == pytest.approx(startup + run, rel=0.02, abs=0.01)
+    assert fps == pytest.approx(n / run, rel=0.01)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from edgeclf.model import metadata as md, threads as thr
 from edgeclf.model.adaptive import threads_label
 from edgeclf.model.classifier import Classifier
 from edgeclf.model.macs import count_macs, runs_integer_kernels
+from edgeclf.model.providers import CPU
 from edgeclf.outfiles import check_output
 from edgeclf.progress import Bars, console as make_console
 from edgeclf.redact import redact_url
@@ -200,36 +201,43 @@ def _peak_precision(model: Path, clf: Classifier) -> str:
     return "int8" if integer else "float32"
 
 
+def _arithmetic(model: Path, clf: Classifier, results: list[dict], cores: int) -> dict:
+    """Multiply-adds per frame and the speed they make (added to every result), and on the CPU the
+    measured matmul peak and each result's share of it. On a GPU provider there is no CPU peak to
+    hold a result against: those fields are None (and the probe is not run)."""
+    macs, macs_source = _macs(model, clf)
+    on_cpu = clf.providers[0] == CPU
+    precision = _peak_precision(model, clf) if on_cpu else None
+    core_peak = peak.core_peak_gflops(precision=precision) if on_cpu else None
+    for r in results:
+        r["gflops"] = 2 * macs * r["throughput_fps"] / 1e9 if macs else None
+        r["peak_gflops"] = core_peak * min(r["threads"], cores) if on_cpu else None
+        r["peak_fraction"] = r["gflops"] / r["peak_gflops"] if macs and on_cpu else None
+    return {"macs_per_frame": macs, "macs_source": macs_source, "core_peak_gflops": core_peak,
+            "peak_precision": precision, "peak_probe": peak.PEAK_PROBES.get(precision)}
+
+
 def _report(model: Path, provider: str, clf: Classifier, results: list[dict], head: dict, cold: dict,
             machine: dict, runs: int, warmup: int) -> dict:
     """The report but for the source's stages and the memory: the model, the headline, the
-    arithmetic against the measured peak (added to every result too) and the machine."""
-    macs, macs_source = _macs(model, clf)
-    peak_precision = _peak_precision(model, clf)
-    core_peak = peak.core_peak_gflops(precision=peak_precision)
-    for r in results:
-        r["peak_gflops"] = core_peak * min(r["threads"], machine["cores"])
-        r["gflops"] = 2 * macs * r["throughput_fps"] / 1e9 if macs else None
-        r["peak_fraction"] = r["gflops"] / r["peak_gflops"] if macs else None
+    arithmetic (against the measured CPU peak on the CPU) and the machine."""
+    arithmetic = _arithmetic(model, clf, results, machine["cores"])
     return {
         "model": str(model),
         "model_bytes": model.stat().st_size,
         "precision": clf.metadata.get(md.PRECISION),
         "input_size": list(clf.size),
-        "provider": clf.session.get_providers()[0],
+        "provider": clf.providers[0],
         "provider_requested": provider,
+        "provider_note": clf.provider_note,
         "headline": {"threads": head["threads"], "adaptive": head["adaptive"], "batch": head["batch"]},
         "latency_ms": head["latency_ms"],
         "throughput_fps": head["throughput_fps"],
         "best_throughput_fps": max(r["throughput_fps"] for r in results),
-        "macs_per_frame": macs,
-        "macs_source": macs_source,
+        **arithmetic,
         "gflops": head["gflops"],
         "peak_gflops": head["peak_gflops"],
         "peak_fraction": head["peak_fraction"],
-        "core_peak_gflops": core_peak,
-        "peak_precision": peak_precision,
-        "peak_probe": peak.PEAK_PROBES[peak_precision],
         "cold_start_ms": cold["session_ms"] + cold["first_result_ms"],
         "cold_start": cold,
         "runs": runs,
@@ -248,11 +256,13 @@ def _threads_label(t: int | None) -> str:
 
 
 def _threads_used(setting: int | None, clf: Classifier, before: dict[str, int]) -> dict:
-    """A result's thread fields: the count that ran most of its calls (the only one when fixed),
-    whether the classifier adapted, and its calls per thread count since ``before``."""
+    """A result's thread fields: the count that ran most of its calls (the only one when fixed; None
+    on a GPU unless set), whether the classifier adapted, and its calls per thread count since ``before``."""
     calls = {k: v - before.get(k, 0) for k, v in clf.thread_calls().items() if v > before.get(k, 0)}
     if not calls:
-        return {"threads": clf.threads, "threads_setting": setting, "adaptive": False}
+        # On a GPU the CPU's default thread count is no figure of the run: None unless --threads set it.
+        threads = clf.threads if clf.providers[0] == CPU or setting is not None else None
+        return {"threads": threads, "threads_setting": setting, "adaptive": False}
     way = max(calls, key=calls.get)
     return {"threads": clf.cores_of(way), "threads_setting": setting, "adaptive": True, "ran_as": way, "thread_calls": calls}
 

@@ -163,7 +163,13 @@ class Classifier:
         adaptive = self._plan_threads(threads, spin, plan)
         self.session, ort_log = self._open_session(plan, adaptive, spin)
         self.providers: list[str] = self.session.get_providers()
-        self._check_started(plan, provider, ort_log, strict, warn)
+        warning, note = prov.start_problems(provider, plan.names, self.providers, ort_log[0] if ort_log else "")
+        if warning and strict:
+            raise EdgeclfError(warning)
+        if warning:
+            warn(warning)
+        #: a GPU provider listed but not started while another GPU runs (``auto``): said only where asked (bench)
+        self.provider_note: str | None = note
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         inp, out = self._read_signature()
         self.class_names, self.size = self._labels_and_size(labels, size, inp, out)
@@ -224,19 +230,6 @@ class Classifier:
             [open_session(self.path, t, spin=True, providers=plan.providers, config=config) for _, t, config in arms],
             [t for _, t, _ in arms], labels=[label for label, _, _ in arms],
             yields=[config.get("session.intra_op.allow_spinning") == "0" for _, _, config in arms])
-
-    def _check_started(self, plan: prov.ProviderPlan, provider: str, ort_log: list[str], strict: bool,
-                       warn: Callable[[str], None]) -> None:
-        """Warn (``strict``: raise) when a provider listed as available failed to initialise (no GPU,
-        missing CUDA/cuDNN/TensorRT libraries)."""
-        wanted = prov.PROVIDERS.get(provider.lower())
-        failed = [p for p in plan.names if p != prov.CPU and p not in self.providers and (wanted is None or p == wanted)]
-        if failed:
-            msg = (f"provider {provider!r}: {', '.join(prov.short_names(failed))} failed to start"
-                   f"{prov.failure_hint(ort_log[0])}; running on {', '.join(prov.short_names(self.providers))}")
-            if strict:
-                raise EdgeclfError(msg)
-            warn(msg)
 
     def _read_signature(self) -> tuple[Any, Any]:
         """The graph's one image input and its probabilities output, checked; sets ``input_name``,

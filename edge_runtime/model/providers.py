@@ -24,6 +24,8 @@ PROVIDERS = {"cpu": CPU, "cuda": CUDA, "tensorrt": TENSORRT}
 CHOICES = ("auto", *PROVIDERS)
 #: ``auto`` prefers the fastest provider that is installed.
 AUTO_ORDER = (TENSORRT, CUDA, CPU)
+#: The providers that run the model on a GPU (what picks an export's fp16 model, and drops bench's CPU figures).
+GPU_PROVIDERS = (TENSORRT, CUDA)
 
 
 @dataclass
@@ -114,6 +116,33 @@ def plan_providers(
     if CPU not in chosen:
         chosen.append(CPU)  # onnxruntime always has it, even if a build forgets to list it
     return ProviderPlan([(p, provider_options(p, model_path, device_id, fp16)) for p in chosen], warning)
+
+
+def plans_gpu(requested: str, available: Sequence[str]) -> bool:
+    """True when ``requested`` ("auto", "cuda", ...) with these ``available`` providers puts a GPU
+    provider first: the device ``predict`` chooses an export folder's model file for. Whether the
+    GPU then starts is known only once a session opens (``start_problems``)."""
+    return plan_providers(requested, available).names[0] in GPU_PROVIDERS
+
+
+def start_problems(requested: str, planned: Sequence[str], started: Sequence[str], log: str = "") -> tuple[str | None, str | None]:
+    """``(warning, note)`` on the GPU providers ``planned`` that did not start (no GPU, missing
+    CUDA/cuDNN/TensorRT libraries), given what the session ``started`` and onnxruntime's ``log``.
+
+    A warning (``strict``: an error) when the provider asked for by name did not start, or when
+    ``auto`` ends on the CPU. Only a note when ``auto`` runs on another GPU provider: auto means
+    the fastest that works, so TensorRT listed by the package but without its libraries is no
+    news on every run while CUDA runs (``bench`` shows the note; the summary names what ran)."""
+    failed = [p for p in planned if p != CPU and p not in started]
+    if not failed:
+        return None, None
+    wanted = PROVIDERS.get(requested.lower())
+    named = [p for p in failed if p == wanted] if wanted is not None else failed
+    msg = (f"provider {requested!r}: {', '.join(short_names(named or failed))} failed to start"
+           f"{failure_hint(log)}; running on {', '.join(short_names(started))}")
+    if named and (wanted is not None or not started or started[0] == CPU):
+        return msg, None
+    return None, msg
 
 
 def short_names(providers: Sequence[str]) -> list[str]:

@@ -8,7 +8,6 @@ thread, and the main thread always takes the newest frame.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import queue
 import signal
@@ -21,14 +20,14 @@ import cv2
 import numpy as np
 
 from edgeclf import sysinfo
-from edgeclf.errors import EdgeclfError, OutputError, safe_text, warn
+from edgeclf.errors import EdgeclfError, OutputError, warn
 from edgeclf.image import DISPLAY_MAX, fit_within
 from edgeclf.model.classifier import Classifier, Prediction
-from edgeclf.model.locate import onnx_model
 from edgeclf.model.providers import CPU
 from edgeclf.outfiles import check_output
 from edgeclf.predict.options import PredictOptions, Result, Summary
 from edgeclf.predict.smoothing import Smoother
+from edgeclf.predict.startup import choose_model, load_classifier
 from edgeclf.redact import redact_url
 from edgeclf.sinks.base import Sink
 from edgeclf.sinks.console import print_line
@@ -266,17 +265,16 @@ def run_predict(opts: PredictOptions, out: Callable[[str], None] = print_line) -
 
     ``out``: where the console sink's lines go (stdout). With ``serve``, the page stays up after the
     source ends, until Ctrl-C."""
-    model, found = onnx_model(opts.model)  # a run folder or .keras file: its export, or the command that makes it
-    if found:
-        print(f"edgeclf: running {safe_text(str(model))}", file=sys.stderr)
-        opts = dataclasses.replace(opts, model=model)
+    folder = opts.model
+    opts, for_gpu = choose_model(opts)  # a run folder or .keras file: its export, or the command that makes it
     opts.validate()  # before the model loads: a typo must not cost a run
-    clf = _load_classifier(opts)
+    started = time.perf_counter()  # the start-up: the model loaded and warmed, the source and outputs opened
+    clf, opts = load_classifier(opts, folder, for_gpu)
     src = _open_checked_source(opts, clf)
     _warn_ignored_options(opts, src)
     smoother = Smoother(opts.smooth_alpha) if opts.smooth and src.kind not in PHOTO_KINDS else None
     summary = Summary(providers=clf.providers)
-    sinks, output_error = _classify_into_sinks(opts, clf, src, smoother, summary, out)
+    sinks, output_error = _classify_into_sinks(opts, clf, src, smoother, summary, out, started)
     if output_error is not None:  # the one error line says how far it got
         raise output_error
     for sink in sinks:
@@ -298,19 +296,6 @@ def _check_something_done(opts: PredictOptions, summary: Summary) -> None:
         raise EdgeclfError(f"{redact_url(opts.source)}: nothing was classified ({why})")
 
 
-def _load_classifier(opts: PredictOptions) -> Classifier:
-    """The model, loaded, once it can take the ``--batch`` asked for."""
-    # No workers that busy-wait between frames: they would take the core the reader/capture thread
-    # decodes on (measured: int8, 2 threads, video pipeline 690 frames/s without spinning, 525 with).
-    # By default the thread count adapts (edgeclf.model.adaptive), judged on a file by the stream's rate.
-    clf = Classifier(opts.model, provider=opts.provider, threads=opts.threads, device_id=opts.device_id,
-                     strict=opts.strict, spin=False, unknown=opts.unknown, unknown_threshold=opts.unknown_threshold,
-                     class_thresholds=opts.class_thresholds)
-    if opts.batch is not None:
-        clf.check_batch(opts.batch)
-    return clf
-
-
 def _warn_ignored_options(opts: PredictOptions, src: Source) -> None:
     """A warning for each option given that does not apply to this kind of source."""
     if opts.smooth and src.kind in PHOTO_KINDS:
@@ -320,19 +305,22 @@ def _warn_ignored_options(opts: PredictOptions, src: Source) -> None:
 
 
 def _classify_into_sinks(opts: PredictOptions, clf: Classifier, src: Source, smoother: Smoother | None,
-                         summary: Summary, out: Callable[[str], None]) -> tuple[list[Sink], OutputError | None]:
+                         summary: Summary, out: Callable[[str], None], started: float) -> tuple[list[Sink], OutputError | None]:
     """Every result of ``src`` into every sink, until the source ends (then ``--serve`` stays up),
     a sink asks to stop, Ctrl-C or SIGTERM, or a full disk (that error is returned, not raised, so
     the outputs that did not fail are kept first). Closes the source and the sinks and fills in
-    ``summary``; an error raised discards the sinks' files."""
+    ``summary``: the start-up since ``started`` ends once the sinks are open, the run's time
+    (what frames per second are counted over) begins there. An error raised discards the sinks' files."""
     sinks: list[Sink] = []
     results = None
-    t_start = time.perf_counter()
+    t_start: float | None = None
     t_end: float | None = None
     failed = True  # until the run ends in a way that keeps its outputs
     output_error: OutputError | None = None
     try:
         sinks = open_sinks(opts, clf, src, out)
+        t_start = time.perf_counter()
+        summary.startup_s = t_start - started
         batch = 1 if src.live else opts.batch  # batching would make live frames wait for each other; None: automatic
         results = classify(clf, src, batch=batch, smooth=smoother, keep_images=opts.needs_images)
         try:
@@ -353,7 +341,8 @@ def _classify_into_sinks(opts: PredictOptions, clf: Classifier, src: Source, smo
         if results is not None:
             results.close()  # stops the reader thread before its capture is released
         src.close()
-        summary.seconds = (t_end or time.perf_counter()) - t_start
+        now = time.perf_counter()
+        summary.seconds = (t_end or now) - (t_start or now)
         summary.skipped = len(src.skipped)
         summary.dropped = src.dropped
         output_error = output_error or _close_sinks(sinks, keep=not failed)

@@ -18,8 +18,9 @@ WINDOW_S = 1.0
 STALL_S = 2.0
 #: What the live rate measures, as the page, the overlay and ``/api/health`` label it.
 LIVE_LABEL = f"results/s over the last {WINDOW_S:g} s"
-#: What the run's figure measures (the summary's).
-RUN_LABEL = "results/s over the whole run"
+#: What the run's figure measures (the summary's): after the start-up (the model loaded and warmed,
+#: the source and outputs opened), which the summary reports apart.
+RUN_LABEL = "results/s after the start-up"
 
 
 class FrameRate:
@@ -48,5 +49,5 @@ class FrameRate:
 
 
 def mean_rate(count: int, seconds: float) -> float:
-    """The run's figure: results per second over the whole run (``count`` / ``seconds``)."""
+    """The run's figure: results per second over the run after its start-up (``count`` / ``seconds``)."""
     return count / seconds if seconds > 0 else 0.0

@@ -1,0 +1,72 @@
+"""What ``edgeclf predict`` does before its first frame: choose the model file (an export folder's
+fp16 model where a GPU runs it), then load the classifier and warm it up.
+
+The warm-up is one inference on a blank image: a session's first run is its slowest (a GPU
+provider picks its kernels there: seconds for fp16 on CUDA), and it belongs to the start-up the
+summary reports apart, not to the first frame's latency or to the frames per second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from edgeclf.errors import safe_text
+from edgeclf.model.classifier import Classifier
+from edgeclf.model.locate import onnx_model, why_this_file
+from edgeclf.model.providers import CPU, plans_gpu
+from edgeclf.predict.options import PredictOptions
+
+
+def _say(text: str) -> None:
+    print(f"edgeclf: {text}", file=sys.stderr)
+
+
+def choose_model(opts: PredictOptions) -> tuple[PredictOptions, bool]:
+    """``opts`` with the model file to run, and whether it was chosen for a GPU. A file named is
+    run as given; a run or export folder (or a ``.keras`` file) gives its export's file for the
+    device the provider plan puts first (fp16 on a GPU, int8 on the CPU), said in one line."""
+    gpu = plans_gpu(opts.provider, ort.get_available_providers())
+    model, found = onnx_model(opts.model, gpu=gpu)
+    if not found:
+        return opts, False
+    why = why_this_file(model, gpu)
+    _say(f"running {safe_text(str(model))}" + (f": {why}" if why else ""))
+    return dataclasses.replace(opts, model=model), gpu
+
+
+def load_classifier(opts: PredictOptions, folder: Path, for_gpu: bool) -> tuple[Classifier, PredictOptions]:
+    """The classifier, warmed up, and the options it runs with. When the file was chosen for a GPU
+    that then did not start (the warning said so), the CPU's file of ``folder`` is loaded instead."""
+    clf = _classifier(opts)
+    if for_gpu and clf.providers[0] == CPU:
+        model, _ = onnx_model(folder, gpu=False)
+        if model != opts.model:
+            _say(f"running {safe_text(str(model))} instead: no GPU provider started")
+            opts = dataclasses.replace(opts, model=model)
+            opts.validate()  # the outputs against the new input file
+            clf = _classifier(dataclasses.replace(opts, provider="cpu"))  # the GPU's failure is said already
+    warm_up(clf)
+    return clf, opts
+
+
+def warm_up(clf: Classifier) -> None:
+    """One inference on a blank image, so that the first frame runs on a warm session."""
+    clf.classify_arrays(np.zeros((1, *clf.size, 3), np.uint8))
+
+
+def _classifier(opts: PredictOptions) -> Classifier:
+    """The model, loaded, once it can take the ``--batch`` asked for."""
+    # No workers that busy-wait between frames: they would take the core the reader/capture thread
+    # decodes on (measured: int8, 2 threads, video pipeline 690 frames/s without spinning, 525 with).
+    # By default the thread count adapts (edgeclf.model.adaptive), judged on a file by the stream's rate.
+    clf = Classifier(opts.model, provider=opts.provider, threads=opts.threads, device_id=opts.device_id,
+                     strict=opts.strict, spin=False, unknown=opts.unknown, unknown_threshold=opts.unknown_threshold,
+                     class_thresholds=opts.class_thresholds)
+    if opts.batch is not None:
+        clf.check_batch(opts.batch)
+    return clf
