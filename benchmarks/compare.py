@@ -3,7 +3,10 @@
 Measures, in one run and interleaved (A B C ... C B A ...) so machine noise hits all alike:
 Keras ``model.predict`` per frame and a direct Keras call, ONNX fp32 and int8 in onnxruntime
 (through edgeclf's ``Classifier``), LiteRT fp32 and int8 converted from the same Keras model,
-and OpenCV DNN on the ONNX files. Reports per-frame latency (p50, p99), batch throughput,
+OpenCV DNN on the ONNX files, and where installed OpenVINO (fp32, NNCF int8, the int8 ONNX),
+onnxruntime's OpenVINO provider and ncnn (``compare_engines``; an engine that is not installed or
+cannot convert the model is a row saying why). ``--threads 1,2`` times every format at each thread
+count, in the same rounds. Reports per-frame latency (p50, p99), batch throughput,
 accuracy on the same labelled images, file size and peak memory (each format in its own
 process), with ratios against ONNX int8, and checks the goals of issues 5 and 14. With
 ``--cotenant`` every format is also timed while a second process keeps one core busy decoding a
@@ -11,7 +14,8 @@ video, idle and loaded turns alternating inside every round.
 
     python benchmarks/compare.py --run RUN_DIR [--onnx-dir DIR] [--data DIR] [--out benchmarks/results]
 
-Its parts: ``compare_runners`` (the runtimes), ``compare_timing`` (interleaved turns, adaptive
+Its parts: ``compare_runners`` (the runtimes), ``compare_engines`` and ``engine_open`` (the other
+engines), ``compare_timing`` (interleaved turns, adaptive
 arms, peak memory), ``cotenant`` and ``compare_report`` (rows, goals, markdown, chart); this
 module runs them in order. See benchmarks/README.md.
 """
@@ -30,7 +34,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 
 import numpy as np
-from compare_report import chart, check_goals, markdown, summarise
+from compare_engines import ENGINES, FORMATS, add_engines, chosen_formats
+from compare_report import chart, goals_by_threads, markdown, summarise
 from compare_runners import (
     Formats,
     Runner,
@@ -43,6 +48,7 @@ from compare_runners import (
     load_run,
     onnx_runner,
     opencv_runner,
+    split_key,
 )
 from compare_timing import ArmLog, interleaved_timings, peak_memory_mb
 from cotenant import CoTenant, cotenant_video
@@ -61,14 +67,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--data", type=Path, help="labelled images, one sub-folder per class [default: the run's validation split]")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="results folder")
     ap.add_argument("--name", default="compare", help="base name of the result files [compare]")
-    ap.add_argument("--threads", type=int, help="threads for every runtime [all cores; edgeclf: its own default, "
-                    "which adapts between all cores and one]")
+    ap.add_argument("--threads", type=thread_counts, help="threads for every runtime, or a comma list (1,2) to time "
+                    "every format at each [all cores; edgeclf: its own default, which adapts between all cores and one]")
     ap.add_argument("--rounds", type=int, default=20, help="interleaved rounds")
     ap.add_argument("--turn", type=float, default=0.25, help="seconds of single-frame calls per format per round")
     ap.add_argument("--max-calls", type=int, default=200, help="most single-frame calls per turn")
     ap.add_argument("--batch", type=int, default=32, help="batch size for the throughput figure")
-    ap.add_argument("--calib", type=int, default=100, help="training images used to calibrate LiteRT int8")
+    ap.add_argument("--calib", type=int, default=100, help="training images used to calibrate LiteRT int8 and OpenVINO's NNCF int8")
     ap.add_argument("--skip", default="", help="comma-separated formats to leave out, e.g. opencv_int8")
+    ap.add_argument("--engines", help=f"comma-separated engines (or formats) to run [all: {','.join(ENGINES)}]")
+    ap.add_argument("--ort-openvino", type=Path, default=os.environ.get("EDGECLF_ORT_OPENVINO") or None,
+                    help="folder where onnxruntime-openvino is installed (pip install --no-deps --target DIR "
+                    "onnxruntime-openvino); its rows run in a child process [$EDGECLF_ORT_OPENVINO]")
     ap.add_argument("--no-memory", action="store_true", help="skip the per-format memory probes")
     ap.add_argument("--cotenant", action="store_true",
                     help="also time every format while a second process keeps one core busy decoding a video")
@@ -77,10 +87,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "in the condition, not in its change")
     ap.add_argument("--cotenant-video", type=Path, help="video the co-tenant decodes in a loop [a generated 480x480 MP4]")
     args = ap.parse_args(argv)
-    for name in ("threads", "rounds", "max_calls", "batch"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
+    for name in ("rounds", "max_calls", "batch"):
+        if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be 1 or more")
+    try:
+        chosen_formats(args.engines, args.skip)
+    except ValueError as e:
+        ap.error(str(e))
     return args
+
+
+def thread_counts(text: str) -> list[int]:
+    """``--threads``: one count or a comma list, each 1 or more, no repeats."""
+    try:
+        counts = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a thread count or comma list of them") from None
+    if not counts or min(counts) < 1 or len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"{text!r}: thread counts must be 1 or more, each once")
+    return counts
 
 
 def log(msg: str) -> None:
@@ -97,31 +122,78 @@ def onnx_files(args: argparse.Namespace) -> tuple[Path, Path, Path]:
     return onnx_dir, onnx_fp32, onnx_int8
 
 
-def load_formats(args: argparse.Namespace, run: dict, threads: int, onnx: tuple[Path, Path], x: np.ndarray,
-                 rng: np.random.Generator, tmp: Path) -> tuple[Formats, bool]:
-    """Every runtime not skipped: Keras, ONNX through edgeclf, LiteRT converted into ``tmp``, OpenCV;
+def load_formats(args: argparse.Namespace, run: dict, settings: list[int | None], onnx: tuple[Path, Path],
+                 x: np.ndarray, rng: np.random.Generator, tmp: Path) -> tuple[Formats, bool]:
+    """Every runtime chosen, at every thread-count setting (None: all cores, edgeclf adaptive):
+    Keras, ONNX through edgeclf, LiteRT converted into ``tmp``, OpenCV, then the other engines;
     and whether the LiteRT conversion worked."""
     onnx_fp32, onnx_int8 = onnx
-    formats = Formats({s.strip() for s in args.skip.split(",") if s.strip()})
+    formats = Formats(chosen_formats(args.engines, args.skip))
+    cores = sysinfo.cpu_cores()
+    keras_model = load_keras(formats, args.run, settings, cores)
+    calib: list[np.ndarray] = []
+
+    def calibration() -> np.ndarray:  # made once, for whichever int8 path asks first
+        if not calib:
+            images, note = litert_calibration(run, x, args.calib, rng)
+            calib.append(images)
+            formats.notes.append(note)
+        return calib[0]
+
+    for t in settings:
+        formats.add(key("onnx_fp32", t, settings), lambda t=t: onnx_runner(key("onnx_fp32", t, settings), onnx_fp32, t))
+        formats.add(key("onnx_int8", t, settings), lambda t=t: onnx_runner(key("onnx_int8", t, settings), onnx_int8, t))
+    converted = add_litert(formats, keras_model, calibration, tmp, settings, cores)
+    for t in settings:
+        for fmt, path in (("opencv_fp32", onnx_fp32), ("opencv_int8", onnx_int8)):
+            k = key(fmt, t, settings)
+            formats.add(k, lambda k=k, path=path, t=t: opencv_runner(k, path, t or cores))
+    add_engines(formats, settings, cores, onnx, calibration, tuple(run["input_size"]), tmp, args.ort_openvino)
+    order = {t: i for i, t in enumerate(settings)}  # by thread count, then engine, as the tables list them
+    formats.runners.sort(key=lambda r: (order.get(split_key(r.name)[1], 0), FORMATS.index(r.fmt)))
+    return formats, converted
+
+
+def key(fmt: str, t: int | None, settings: list[int | None]) -> str:
+    """A runner's name: the format, and its thread count when the run times several."""
+    return f"{fmt}@{t}" if len(settings) > 1 else fmt
+
+
+def load_keras(formats: Formats, run_dir: Path, settings: list[int | None], cores: int):
+    """The Keras model when Keras or LiteRT is chosen (else None), and its runners: at the largest
+    thread count only, as TensorFlow takes one per process."""
+    if not formats.wanted & {"keras_predict", "keras_call", "litert_fp32", "litert_int8"}:
+        return None
     log("loading Keras model ...")
-    keras_list, keras_model = keras_runners(args.run, threads)
-    formats.runners.extend(r for r in keras_list if r.name not in formats.skip)
-    formats.add("onnx_fp32", lambda: onnx_runner("onnx_fp32", onnx_fp32, args.threads))
-    formats.add("onnx_int8", lambda: onnx_runner("onnx_int8", onnx_int8, args.threads))
+    top = max(t or cores for t in settings)
+    runners, model = keras_runners(run_dir, top)
+    for r in runners:
+        if formats.wants(r.name):
+            if len(settings) > 1:
+                r.name = key(r.name, top, settings)
+                r.notes.append(f"TensorFlow takes one thread count per process: timed at {top} only")
+            formats.runners.append(r)
+    return model
+
+
+def add_litert(formats: Formats, keras_model, calibration, tmp: Path, settings: list[int | None], cores: int) -> bool:
+    """LiteRT fp32 and int8 converted from the Keras model, at every setting; whether it converted."""
+    wanted = [f for f in ("litert_fp32", "litert_int8") if f in formats.wanted]
+    if keras_model is None or not wanted:
+        return False
     log("converting to LiteRT ...")
-    calib, note = litert_calibration(run, x, args.calib, rng)
-    formats.notes.append(note)
-    tfl_fp32 = tfl_int8 = None
     try:
-        tfl_fp32, tfl_int8 = convert_litert(keras_model, calib, tmp)
+        files = dict(zip(("litert_fp32", "litert_int8"), convert_litert(keras_model, calibration(), tmp)))
     except Exception as e:  # noqa: BLE001
-        formats.errors["litert_fp32"] = formats.errors["litert_int8"] = f"conversion failed: {first_line(e, 200)}"
-    if tfl_fp32:
-        formats.add("litert_fp32", lambda: litert_runner("litert_fp32", tfl_fp32, threads))
-        formats.add("litert_int8", lambda: litert_runner("litert_int8", tfl_int8, threads))
-    formats.add("opencv_fp32", lambda: opencv_runner("opencv_fp32", onnx_fp32, threads))
-    formats.add("opencv_int8", lambda: opencv_runner("opencv_int8", onnx_int8, threads))
-    return formats, tfl_fp32 is not None
+        for t in settings:
+            for fmt in wanted:
+                formats.fail(key(fmt, t, settings), f"conversion failed: {first_line(e, 200)}")
+        return False
+    for t in settings:
+        for fmt in wanted:
+            k = key(fmt, t, settings)
+            formats.add(k, lambda k=k, fmt=fmt, t=t: litert_runner(k, files[fmt], t or cores))
+    return True
 
 
 def time_formats(runners: list[Runner], args: argparse.Namespace, x: np.ndarray, batch: np.ndarray, settle: float,
@@ -152,15 +224,14 @@ def time_formats(runners: list[Runner], args: argparse.Namespace, x: np.ndarray,
     return timings, arms, cotenant_info
 
 
-def measure_memory(runners: list[Runner], args: argparse.Namespace, size: tuple[int, int],
-                   threads: int) -> tuple[dict[str, float | None], float | None]:
+def measure_memory(runners: list[Runner], args: argparse.Namespace,
+                   size: tuple[int, int]) -> tuple[dict[str, float | None], float | None]:
     """Peak RSS of a fresh process per format, and of a bare Python + numpy one (nothing with --no-memory)."""
     if args.no_memory:
         return {}, None
     log("peak memory, one process per format ...")
-    baseline = peak_memory_mb("baseline", None, size, threads)
-    mem = {r.name: peak_memory_mb(r.name, r.file, size, (args.threads or 0) if r.name.startswith("onnx") else threads)
-           for r in runners}
+    baseline = peak_memory_mb("baseline", None, size, 1)
+    mem = {r.name: peak_memory_mb(r.fmt, r.file, size, r.threads or 0, r.env) for r in runners}
     return mem, baseline
 
 
@@ -174,8 +245,7 @@ def write_results(args: argparse.Namespace, report: dict) -> str:
     return md
 
 
-def report_head(args: argparse.Namespace, argv_shown: list[str], run: dict, onnx_dir: Path, threads: int,
-                settle: float) -> dict:
+def report_head(args: argparse.Namespace, argv_shown: list[str], run: dict, onnx_dir: Path) -> dict:
     """The report's first fields: when, how, on what machine, which model and settings."""
     return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -188,48 +258,55 @@ def report_head(args: argparse.Namespace, argv_shown: list[str], run: dict, onnx
     }
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    settle = args.settle if args.settle is not None else (2.0 if args.cotenant else 0.0)
-    threads = args.threads or sysinfo.cpu_cores()  # every other runtime's; edgeclf's own default unless given
-    run = load_run(args.run)
+def measure(args: argparse.Namespace, run: dict, settings: list[int | None], settle: float, tmp: Path) -> dict:
+    """Every chosen format run, scored, timed and measured: the report's results, goals and notes."""
     onnx_dir, onnx_fp32, onnx_int8 = onnx_files(args)
-    size = tuple(run["input_size"])
     log("loading images ...")
     x, y, data_desc = load_images(run, args.data)
     if len(x) == 0:
         raise EdgeclfError("no readable labelled images")
     rng = np.random.default_rng(0)
     batch = x[rng.integers(0, len(x), args.batch)]
-    tmp = Path(tempfile.mkdtemp(prefix="edgeclf-compare-"))
-    formats, converted = load_formats(args, run, threads, (onnx_fp32, onnx_int8), x, rng, tmp)
-    log("accuracy ...")
-    acc = formats.score(x, y, batch, args.batch)
-    timings, arms, cotenant_info = time_formats(formats.runners, args, x, batch, settle, tmp)
+    formats, converted = load_formats(args, run, settings, (onnx_fp32, onnx_int8), x, rng, tmp)
+    try:
+        log("accuracy ...")
+        acc = formats.score(x, y, batch, args.batch)
+        timings, arms, cotenant_info = time_formats(formats.runners, args, x, batch, settle, tmp)
+    finally:
+        formats.close()  # child processes
+    mem, baseline = measure_memory(formats.runners, args, tuple(run["input_size"]))
+    rows, loaded_rows = (summarise(formats.runners, *timings[c], args.batch, acc, mem, formats.errors)
+                         if c in timings else None for c in ("idle", "loaded"))
     notes = formats.notes + arms.notes()
-    mem, baseline = measure_memory(formats.runners, args, size, threads)
-    rows = summarise(formats.runners, *timings["idle"], args.batch, acc, mem, formats.errors)
-    loaded_rows = summarise(formats.runners, *timings["loaded"], args.batch, acc, mem, formats.errors) \
-        if "loaded" in timings else None
     if converted:
         notes.append(f"LiteRT interpreter: {litert_interpreter_class()[1]} (default op resolver, XNNPACK on CPU)")
+    return {"onnx_dir": onnx_dir, "data": {"source": data_desc, "images": int(len(x))}, "results": rows,
+            "results_loaded": loaded_rows, "adaptive_arm_calls": arms.by, "cotenant": cotenant_info,
+            "baseline_rss_mb": baseline, "goals": goals_by_threads(rows, loaded_rows, settings), "notes": notes}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    settle = args.settle if args.settle is not None else (2.0 if args.cotenant else 0.0)
+    settings: list[int | None] = args.threads or [None]  # None: all cores, and edgeclf's own adaptive default
+    run = load_run(args.run)
+    tmp = Path(tempfile.mkdtemp(prefix="edgeclf-compare-"))
+    try:
+        measured = measure(args, run, settings, settle, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     argv_shown = sys.argv[1:] if argv is None else argv
     report = stamp_json({
-        **report_head(args, argv_shown, run, onnx_dir, threads, settle),
-        "data": {"source": data_desc, "images": int(len(x))},
-        "settings": {"threads": threads, "edgeclf_threads": args.threads or "adaptive", "rounds": args.rounds,
-                     "turn_s": args.turn, "settle_s": settle, "batch": args.batch, "max_calls": args.max_calls},
-        "results": rows,
-        "results_loaded": loaded_rows,
-        "adaptive_arm_calls": arms.by,
-        "cotenant": cotenant_info,
-        "baseline_rss_mb": baseline,
-        "goals": check_goals(rows, loaded_rows),
-        "notes": notes,
+        **report_head(args, argv_shown, run, measured.pop("onnx_dir")),
+        "data": measured.pop("data"),
+        "settings": {"threads": [t or sysinfo.cpu_cores() for t in settings],
+                     "edgeclf_threads": args.threads or "adaptive", "engines": args.engines or "all",
+                     "rounds": args.rounds, "turn_s": args.turn, "settle_s": settle, "batch": args.batch,
+                     "max_calls": args.max_calls},
+        **measured,
         "this_process_peak_rss_mb": sysinfo.peak_rss_mb(),
     }, provenance(["benchmarks/compare.py", *argv_shown]))
     md = write_results(args, report)
-    shutil.rmtree(tmp, ignore_errors=True)
     print(md)
     log(f"wrote {args.out / args.name}.md, .json, .png")
     return report

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from compare_runners import LABELS, REFERENCE, Runner
+from compare_runners import LABELS, REFERENCE, Runner, label, split_key
 
 from edgeclf.bench import charts as cvplot
 
@@ -14,23 +14,49 @@ def pct(a: np.ndarray, q: float) -> float:
 
 def summarise(runners: list[Runner], per_frame: dict, per_batch: dict, batch_n: int, acc: dict, mem: dict,
               errors: dict) -> list[dict]:
+    """One row per runner (ratios against ONNX int8 on the same thread-count setting), then one
+    per format that could not run, with the reason."""
     rows = []
-    ref = np.median(per_frame[REFERENCE]) if REFERENCE in per_frame else None
-    ref_fps = batch_n / np.median(per_batch[REFERENCE]) if REFERENCE in per_batch else None
     for r in runners:
+        ref = _reference(r.name)
         f = np.asarray(per_frame[r.name]) * 1e3
         fps = batch_n / float(np.median(per_batch[r.name]))
+        ref_ms = float(np.median(per_frame[ref])) * 1e3 if ref in per_frame else None
+        ref_fps = batch_n / float(np.median(per_batch[ref])) if ref in per_batch else None
+        size = r.file_bytes or (r.file.stat().st_size if r.file else None)
         rows.append({
-            "format": r.name, "label": LABELS.get(r.name, r.name), "runtime": r.runtime,
-            "file": r.file.name if r.file else None, "file_bytes": r.file.stat().st_size if r.file else None,
+            "format": r.fmt, "key": r.name, "label": label(r.name), "runtime": r.runtime,
+            "threads": r.threads if r.threads is not None else "adaptive",
+            "file": r.file.name if r.file else None, "file_bytes": size,
             "p50_ms": pct(f, 50), "p99_ms": pct(f, 99), "mean_ms": float(f.mean()), "frames_timed": int(len(f)),
-            "vs_onnx_int8": float(np.median(f) / (ref * 1e3)) if ref else None,
+            "vs_onnx_int8": float(np.median(f) / ref_ms) if ref_ms else None,
             "batch_fps": fps, "batch_fps_vs_onnx_int8": fps / ref_fps if ref_fps else None,
             "accuracy": acc.get(r.name), "peak_rss_mb": mem.get(r.name), "notes": r.notes,
         })
-    for name, err in errors.items():
-        rows.append({"format": name, "label": LABELS.get(name, name), "error": err})
+    for key, err in errors.items():
+        fmt, t = split_key(key)
+        rows.append({"format": fmt, "key": key, "label": label(key), "threads": t, "error": err})
     return rows
+
+
+def _reference(key: str) -> str:
+    """ONNX int8's runner on the same thread-count setting as ``key``."""
+    t = split_key(key)[1]
+    return REFERENCE if t is None else f"{REFERENCE}@{t}"
+
+
+def goals_by_threads(rows: list[dict], loaded: list[dict] | None, settings: list[int | None]) -> list[dict]:
+    """``check_goals`` on each thread-count setting's rows, the setting named in each goal when
+    there are several."""
+    if len(settings) == 1:
+        return check_goals(rows, loaded)
+    out = []
+    for t in settings:
+        mine = [r for r in rows if split_key(r["key"])[1] == t]
+        mine_loaded = [r for r in loaded if split_key(r["key"])[1] == t] if loaded is not None else None
+        out += [{**g, "goal": f"{g['goal']} [{t} thread{'s' if t != 1 else ''}]", "threads": t}
+                for g in check_goals(mine, mine_loaded)]
+    return out
 
 
 def check_goals(rows: list[dict], loaded: list[dict] | None = None) -> list[dict]:
@@ -105,7 +131,7 @@ def markdown(report: dict) -> str:
         f"{report['model']['macs'] / 1e6 if report['model']['macs'] else float('nan'):.1f} M MACs per frame"
         + (f"; trained to {100 * best['val_accuracy']:.1f}% val accuracy at epoch {best['epoch']}" if best else "") + ")",
         f"- Images: {report['data']['images']} labelled images ({report['data']['source']})",
-        f"- Settings: {s['threads']} thread(s) for every runtime"
+        f"- Settings: {', '.join(map(str, s['threads']))} thread(s) for every runtime"
         + (" but edgeclf's, which adapts (its default: all cores while free, one when they are not)"
            if s.get("edgeclf_threads") == "adaptive" else "")
         + f"; {s['rounds']} interleaved rounds of ~{s['turn_s']} s turns per format"
@@ -126,18 +152,19 @@ def markdown(report: dict) -> str:
 
 def results_table(results: list[dict]) -> list[str]:
     lines = [
-        "| format | runtime | file | p50 ms/frame | p99 ms/frame | x ONNX int8 time | batch frames/s | accuracy | peak RSS MiB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| format | runtime | threads | file | p50 ms/frame | p99 ms/frame | x ONNX int8 time | batch frames/s | accuracy | peak RSS MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['label']} | unavailable: {r['error']} | | | | | | | |")
+            reason = r["error"] if r["error"].startswith("not available") else f"unavailable: {r['error']}"
+            lines.append(f"| {r['label']} | {reason.replace('|', '/')} | {r['threads'] or ''} | | | | | | | |")
             continue
         size = f"{r['file_bytes'] / 1e6:.2f} MB" if r["file_bytes"] else ""
         acc = f"{100 * r['accuracy']:.2f}%" if r["accuracy"] is not None else "n/a"
         mem = f"{r['peak_rss_mb']:.0f}" if r["peak_rss_mb"] else "n/a"
         vs = f"{r['vs_onnx_int8']:.2f}" if r["vs_onnx_int8"] else "n/a"
-        lines.append(f"| {r['label']} | {r['runtime']} | {size} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {vs} | "
+        lines.append(f"| {r['label']} | {r['runtime']} | {r['threads']} | {size} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {vs} | "
                      f"{r['batch_fps']:.0f} | {acc} | {mem} |")
     return lines
 
@@ -151,7 +178,8 @@ def _markdown_tail(report: dict, lines: list[str]) -> str:
     for g in report["goals"]:
         mark = {True: "MET", False: "MISSED", None: "NOT MEASURED"}[g["met"]]
         lines.append(f"- **{mark}**: {g['goal']}: {g['figure']}")
-    notes = [f"- {r['label']}: {n}" for r in report["results"] for n in r.get("notes", [])]
+    notes = list(dict.fromkeys(f"- {LABELS.get(r['format'], r['format'])}: {n}"  # once, not once per thread count
+                               for r in report["results"] for n in r.get("notes", [])))
     if notes or report.get("notes"):
         lines += ["", "## Notes", "", *notes, *[f"- {n}" for n in report.get("notes", [])]]
     lines += ["", f"Reproduce: `{report['command']}`", ""]
@@ -161,7 +189,7 @@ def _markdown_tail(report: dict, lines: list[str]) -> str:
 def chart(report: dict) -> np.ndarray:
     rows = [r for r in report["results"] if "error" not in r]
     labels = [r["label"] for r in rows]
-    sub = f"{report['machine']['cpu']}, {report['settings']['threads']} thread(s); {report['model']['architecture']} " \
+    sub = f"{report['machine']['cpu']}, {', '.join(map(str, report['settings']['threads']))} thread(s); {report['model']['architecture']} " \
           f"{report['model']['input_size'][0]}px"
     return cvplot.stack([
         cvplot.bar_chart("Latency per frame (batch 1), lower is better", labels,

@@ -1,6 +1,6 @@
 """The runtimes compare.py times: one ``Runner`` per way of running the model (Keras, onnxruntime
-through edgeclf's ``Classifier``, LiteRT converted from the same Keras model, OpenCV DNN), and the
-run's model and labelled images they all share."""
+through edgeclf's ``Classifier``, LiteRT converted from the same Keras model, OpenCV DNN; the other
+engines are in ``compare_engines``), and the run's model and labelled images they all share."""
 
 from __future__ import annotations
 
@@ -29,7 +29,26 @@ LABELS = {
     "litert_int8": "LiteRT int8",
     "opencv_fp32": "OpenCV DNN fp32 ONNX",
     "opencv_int8": "OpenCV DNN int8 ONNX",
+    "openvino_fp32": "OpenVINO fp32 (from ONNX)",
+    "openvino_int8": "OpenVINO int8 (NNCF)",
+    "openvino_qdq_int8": "OpenVINO on the int8 ONNX",
+    "ort_openvino_fp32": "onnxruntime-openvino fp32",
+    "ort_openvino_int8": "onnxruntime-openvino int8",
+    "ncnn_fp32": "ncnn fp32 (pnnx from ONNX)",
+    "ncnn_int8": "ncnn int8",
 }
+
+
+def split_key(key: str) -> tuple[str, int | None]:
+    """A runner's name as (format, thread-count setting): ``onnx_int8@2`` when a run times several
+    thread counts, plain ``onnx_int8`` (setting None) when it times one."""
+    fmt, _, t = key.partition("@")
+    return fmt, int(t) if t else None
+
+
+def label(key: str) -> str:
+    fmt, t = split_key(key)
+    return LABELS.get(fmt, fmt) + (f", {t} thread{'s' if t != 1 else ''}" if t is not None else "")
 
 
 @dataclass
@@ -43,6 +62,14 @@ class Runner:
     one: Callable[[np.ndarray], np.ndarray] | None = None  # fastest path for one frame [1, H, W, 3]
     notes: list[str] = field(default_factory=list)
     arm_calls: Callable[[], dict[str, int]] | None = None  # an adaptive runner's calls so far per way of running
+    threads: int | None = None  # threads it runs on (None: edgeclf's adaptive default)
+    file_bytes: int | None = None  # the model's size on disk, when it is more than ``file``
+    own_time: Callable[[], float] | None = None  # the last call's seconds as the runner measured them (a child process)
+    env: dict[str, str] = field(default_factory=dict)  # environment a fresh process running it needs
+
+    @property
+    def fmt(self) -> str:
+        return split_key(self.name)[0]
 
     def __post_init__(self) -> None:
         if self.one is None:
@@ -110,7 +137,8 @@ def keras_runners(run_dir: Path, threads: int) -> tuple[list[Runner], object]:
 
     f = run_dir / "model.keras"
     rt = f"keras {keras.__version__} / tensorflow {tf.__version__}"
-    return [Runner("keras_predict", rt, f, predict, notes=list(notes)), Runner("keras_call", rt, f, call, notes=list(notes))], model
+    return [Runner("keras_predict", rt, f, predict, notes=list(notes), threads=threads),
+            Runner("keras_call", rt, f, call, notes=list(notes), threads=threads)], model
 
 
 def onnx_runner(name: str, path: Path, threads: int) -> Runner:
@@ -119,7 +147,8 @@ def onnx_runner(name: str, path: Path, threads: int) -> Runner:
     from edgeclf.model.classifier import Classifier
 
     clf = Classifier(path, threads=threads)
-    return Runner(name, f"onnxruntime {ort.__version__}", path, clf.predict_arrays, arm_calls=clf.thread_calls)
+    return Runner(name, f"onnxruntime {ort.__version__}", path, clf.predict_arrays, arm_calls=clf.thread_calls,
+                  threads=threads)
 
 
 def convert_litert(model, calib: np.ndarray, out_dir: Path) -> tuple[Path, Path]:
@@ -205,20 +234,21 @@ def litert_runner(name: str, path: Path, threads: int) -> Runner:
             y = (y.astype(np.float32) - zp) * scale
         return y
 
-    return Runner(name, runtime, path, predict)
+    return Runner(name, runtime, path, predict, threads=threads)
 
 
 def opencv_runner(name: str, path: Path, threads: int) -> Runner:
     import cv2
 
-    cv2.setNumThreads(threads)
     net = cv2.dnn.readNetFromONNX(str(path))
 
     def predict(x: np.ndarray) -> np.ndarray:
+        if cv2.getNumThreads() != threads:  # one setting per process: runners on other thread counts change it
+            cv2.setNumThreads(threads)
         net.setInput(np.ascontiguousarray(x))
         return np.asarray(net.forward()).reshape(len(x), -1)
 
-    return Runner(name, f"OpenCV {cv2.__version__} dnn", path, predict)
+    return Runner(name, f"OpenCV {cv2.__version__} dnn", path, predict, threads=threads)
 
 
 def accuracy(r: Runner, x: np.ndarray, y: np.ndarray, bs: int = 32) -> tuple[float, np.ndarray]:
@@ -231,20 +261,38 @@ class Formats:
     """The runners made so far, and why the others could not be (a runtime that cannot run the
     model is a result, not a crash)."""
 
-    skip: set[str]
+    wanted: set[str]  # formats to run (runner names are these, or ``format@threads``)
     runners: list[Runner] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    closers: list[Callable[[], None]] = field(default_factory=list)  # child processes to stop when done
+
+    def wants(self, key: str) -> bool:
+        return split_key(key)[0] in self.wanted
 
     def add(self, name: str, make: Callable[[], Runner | list[Runner]]) -> None:
-        if name in self.skip:
+        if not self.wants(name):
             return
         try:
             made = make()
             self.runners.extend(made if isinstance(made, list) else [made])
         except Exception as e:  # noqa: BLE001
+            self.fail(name, e)
+
+    def fail(self, name: str, e: BaseException | str) -> None:
+        """``name`` cannot run here: its row says why (an engine's own one-line reason, or the error)."""
+        from engine_open import Unavailable
+
+        if isinstance(e, (str, Unavailable)):
+            self.errors[name] = str(e)
+        else:
             self.errors[name] = f"{type(e).__name__}: {first_line(e, 200)}"
-            print(f"warning: {name}: {self.errors[name]}", file=sys.stderr, flush=True)
+        print(f"warning: {name}: {self.errors[name]}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        for close in self.closers:
+            close()
+        self.closers.clear()
 
     def score(self, x: np.ndarray, y: np.ndarray, batch: np.ndarray, bs: int) -> dict[str, float]:
         """Accuracy of every runner on ``x``; a runner that fails is dropped, its error kept."""
@@ -254,7 +302,6 @@ class Formats:
                 r.predict(batch[:1])  # warm-up, and a check that it runs at all
                 acc[r.name], _ = accuracy(r, x, y, bs=bs)
             except Exception as e:  # noqa: BLE001
-                self.errors[r.name] = f"{type(e).__name__}: {first_line(e, 200)}"
-                print(f"warning: {r.name} cannot run the model: {self.errors[r.name]}", file=sys.stderr, flush=True)
+                self.fail(r.name, e)
                 self.runners.remove(r)
         return acc

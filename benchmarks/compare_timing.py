@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from compare_runners import LABELS, Runner
+from compare_runners import Runner, label
 
 
 def interleaved_timings(runners: list[Runner], x: np.ndarray, batch: np.ndarray, rounds: int, turn_s: float,
@@ -60,11 +60,11 @@ def _turns(runners: list[Runner], x: np.ndarray, batch: np.ndarray, turn_s: floa
             i += 1
             t0 = time.perf_counter()
             r.one(frame)
-            per_frame[r.name].append(time.perf_counter() - t0)
+            per_frame[r.name].append(r.own_time() if r.own_time else time.perf_counter() - t0)
             n += 1
         t0 = time.perf_counter()
         r.predict(batch)
-        per_batch[r.name].append(time.perf_counter() - t0)
+        per_batch[r.name].append(r.own_time() if r.own_time else time.perf_counter() - t0)
     return i
 
 
@@ -109,7 +109,7 @@ class ArmLog:
             for name, calls in per.items():
                 total = sum(calls.values()) or 1
                 shares = ", ".join(f"{arm} {100 * n / total:.0f}%" for arm, n in sorted(calls.items(), key=lambda kv: -kv[1]) if n)
-                out.append(f"{LABELS.get(name, name)}, {cond}: calls per way of running (untimed settling included): {shares}")
+                out.append(f"{label(name)}, {cond}: calls per way of running (untimed settling included): {shares}")
         return out
 
 
@@ -146,6 +146,17 @@ elif fmt.startswith("opencv"):
     cv2.setNumThreads(threads)
     net = cv2.dnn.readNetFromONNX(path)
     run = lambda: (net.setInput(x), net.forward())
+else:  # the other engines: opened as compare.py opens them (engine_open imports only numpy)
+    sys.path.insert(0, sys.argv[6])
+    import engine_open as eo
+    if fmt.startswith("openvino"):
+        predict = eo.open_openvino(path, threads)
+    elif fmt.startswith("ort_openvino"):
+        predict = eo.open_ort_openvino(path, threads)[0]
+    else:
+        import pathlib
+        predict = eo.open_ncnn(pathlib.Path(path), threads)
+    run = lambda: predict(x)
 for _ in range(20):
     run()
 # VmHWM: ru_maxrss would carry over the parent's peak across fork+exec.
@@ -154,13 +165,17 @@ print(json.dumps({"rss_mb": int(hwm.split()[1]) / 1024}))
 """
 
 
-def peak_memory_mb(fmt: str, path: Path | None, size: tuple[int, int], threads: int) -> float | None:
-    """Peak resident memory of a fresh process that loads only this runtime and model and runs it."""
-    args = [sys.executable, "-c", PROBE_CODE, fmt, str(path or ""), str(size[0]), str(size[1]), str(threads)]
+def peak_memory_mb(fmt: str, path: Path | None, size: tuple[int, int], threads: int,
+                   env: dict[str, str] | None = None) -> float | None:
+    """Peak resident memory of a fresh process that loads only this runtime and model and runs it
+    (``env``: what that runtime needs in its environment, e.g. onnxruntime-openvino's folder)."""
+    args = [sys.executable, "-c", PROBE_CODE, fmt, str(path or ""), str(size[0]), str(size[1]), str(threads),
+            str(Path(__file__).resolve().parent)]
     try:
         out = subprocess.run(args, capture_output=True, text=True, timeout=300, check=True,
-                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})})
         return float(json.loads(out.stdout.strip().splitlines()[-1])["rss_mb"])
     except (subprocess.SubprocessError, ValueError, IndexError, KeyError) as e:
-        print(f"warning: memory probe for {fmt} failed: {e}", file=sys.stderr)
+        err = getattr(e, "stderr", None) or ""
+        print(f"warning: memory probe for {fmt} failed: {e} {err.strip().splitlines()[-1:] }", file=sys.stderr)
         return None
