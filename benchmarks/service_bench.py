@@ -9,7 +9,8 @@
    time of the frame that completed the debounce), on one clock. Every state seen is also checked
    against the video's colour sequence.
 2. Throughput: video files read flat out (``realtime = false``) through a CNN of a real edge
-   classifier's cost (benchmarks/onnx_models.make_conv_model, 128 px, random weights), 1 source
+   classifier's cost (benchmarks/onnx_models.make_conv_model, 128 px, random weights; ``--model``
+   a real one, e.g. a run's export/model.int8.onnx), 1 source
    against 4, batching across sources on, off and measured at run time (``batch = "auto"``, the
    default). Needs Debian's mosquitto for part 1.
 """
@@ -102,15 +103,16 @@ def latency(work: Path, seconds: float) -> dict:
             "max_ms": round(lat[-1], 2), "out_of_sequence": wrong, "frames": svc.stats.frames, "seconds": seconds}
 
 
-def throughput(work: Path, seconds: float) -> dict:
-    make_conv_model(work / "conv.onnx", size=128)
+def throughput(work: Path, seconds: float, model: Path | None = None) -> dict:
+    if model is None:
+        model = make_conv_model(work / "conv.onnx", size=128)
     for i in range(4):
         make_colour_video(work / f"t{i}.mp4", frames=600, fps=30, hold=10, size=(320, 240))
     out = {}
     modes = (("1 source", 1, "true"), ("4 sources, batched", 4, "true"), ("4 sources, one by one", 4, "false"),
              ("4 sources, batch = auto (the default)", 4, '"auto"'))
     for name, n, batch in modes:
-        cfg = _config(work, "conv.onnx", [f"t{i}.mp4" for i in range(n)], f"batch = {batch}",
+        cfg = _config(work, str(Path(model).resolve()), [f"t{i}.mp4" for i in range(n)], f"batch = {batch}",
                       "realtime = false\nloop = true\n")
         svc = _run(cfg, seconds)
         per = {w.name: w.frames for w in svc.workers}
@@ -131,10 +133,14 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgeclf-service-bench"))
     ap.add_argument("--out", type=Path, default=HERE / "results" / "service")
+    ap.add_argument("--model", type=Path, help="a real model for the throughput part (e.g. a run's "
+                                               "export/model.int8.onnx); default: the 128 px stand-in CNN")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
-    res = {"provenance": provenance(sys.argv),
-           "latency": latency(a.work, a.seconds), "throughput": throughput(a.work, a.seconds)}
+    res = {"provenance": provenance(sys.argv), "latency": latency(a.work, a.seconds),
+           "throughput": throughput(a.work, a.seconds, a.model)}
+    if a.model is not None:
+        res["throughput"]["model"] = str(a.model)
     a.out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
     print(json.dumps(res, indent=1))
 
