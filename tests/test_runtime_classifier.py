@@ -150,9 +150,10 @@ def test_workers_do_not_spin_by_default_and_predict_keeps_it_so(colour_model, mo
 
     # `edgeclf predict` runs a reader thread beside inference, so its workers must not busy-wait.
     import edgeclf.predict.loop as predict_mod
+    import edgeclf.predict.startup as startup_mod
 
     made: list[Classifier] = []
-    monkeypatch.setattr(predict_mod, "Classifier", lambda *a, **k: made.append(Classifier(*a, **k)) or made[-1])
+    monkeypatch.setattr(startup_mod, "Classifier", lambda *a, **k: made.append(Classifier(*a, **k)) or made[-1])
     img = colour_model.parent / "red.png"
     cv2.imwrite(str(img), solid("red"))
     predict_mod.run_predict(predict_mod.PredictOptions(colour_model, str(img), quiet=True))

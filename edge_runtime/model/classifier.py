@@ -25,7 +25,7 @@ from edgeclf.model.adaptive import AdaptiveSession, session_plan, thread_arms
 from edgeclf.model.batching import in_batches
 from edgeclf.model.exported import check_export_member
 from edgeclf.model.outputs import as_probabilities, output_kind
-from edgeclf.model.session import open_session
+from edgeclf.model.session import LazySession, open_session
 from edgeclf.model.prediction import Prediction
 from edgeclf.model.unknown import Calibration, UnknownRule, parse_calibration, rule_for
 from edgeclf.quiet import captured_output
@@ -224,12 +224,15 @@ class Classifier:
         return session, ort_log
 
     def _adaptive_session(self, plan: prov.ProviderPlan) -> AdaptiveSession:
-        """One session per way of running in ``session_plan``, for ``AdaptiveSession`` to choose from."""
+        """One session per way of running in ``session_plan``, for ``AdaptiveSession`` to choose from:
+        the first opened now (a bad file fails here), the others when first tried (``LazySession``)."""
         arms = session_plan(self.threads)
-        return AdaptiveSession(
-            [open_session(self.path, t, spin=True, providers=plan.providers, config=config) for _, t, config in arms],
-            [t for _, t, _ in arms], labels=[label for label, _, _ in arms],
-            yields=[config.get("session.intra_op.allow_spinning") == "0" for _, _, config in arms])
+
+        def opener(t: int, config: dict[str, str]) -> Callable[[], Any]:
+            return lambda: open_session(self.path, t, spin=True, providers=plan.providers, config=config)
+        sessions = [opener(t, config)() if i == 0 else LazySession(opener(t, config)) for i, (_, t, config) in enumerate(arms)]
+        return AdaptiveSession(sessions, [t for _, t, _ in arms], labels=[label for label, _, _ in arms],
+                               yields=[config.get("session.intra_op.allow_spinning") == "0" for _, _, config in arms])
 
     def _read_signature(self) -> tuple[Any, Any]:
         """The graph's one image input and its probabilities output, checked; sets ``input_name``,

@@ -5,7 +5,8 @@ count, no busy-waiting workers, onnxruntime's own log kept to errors)."""
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Sequence
+import threading
+from typing import Any, Callable, Mapping, Sequence
 
 import onnxruntime as ort
 
@@ -51,3 +52,27 @@ def open_session(
     callers that take untrusted files turn them into one-line messages (see ``Classifier``)."""
     src = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(src, session_options(threads, spin, config, **overrides), providers=list(providers))
+
+
+class LazySession:
+    """A session opened on its first use: the arms the adaptive classifier may never try (a
+    one-image ``predict`` tries none) cost the start-up nothing. The first call of an arm is left
+    out of its timing anyway (``adaptive.AdaptiveSession``), and it is the one that opens it."""
+
+    def __init__(self, opener: Callable[[], Any]) -> None:
+        self._opener = opener
+        self._session: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def opened(self) -> bool:
+        return self._session is not None
+
+    def __getattr__(self, name: str) -> Any:  # run, get_inputs, get_session_options, ...
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    self._session = self._opener()
+        return getattr(self._session, name)
