@@ -261,8 +261,10 @@ def to_markdown(res: dict) -> str:
         "# Edge runtime benchmark (issue 4)", "",
         f"Measured {res['date']} on {res['machine']} ({res['cpus']} CPUs usable; load average at start "
         f"{res['loadavg_start']}), Python {res['python']}, onnxruntime {res['versions']['onnxruntime']}, "
-        f"OpenCV {res['versions']['cv2']}. Model: edgenet {SIZE}x{SIZE}, 2 classes, fp32 ONNX "
-        f"(tf2onnx, uint8 input). Reproduce: `{res['command']}`.", "",
+        f"OpenCV {res['versions']['cv2']}. Model: "
+        + (f"`{Path(res['model']).name}` of the run (`--run`)" if "--run" in res["command"] else
+           f"edgenet {SIZE}x{SIZE}, 2 classes, fp32 ONNX (tf2onnx, uint8 input)")
+        + f". Reproduce: `{res['command']}`.", "",
     ]
     return "\n".join(lines + _cold_lines(res) + _video_lines(res) + ["", NOTE])
 

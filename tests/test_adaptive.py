@@ -417,3 +417,19 @@ def test_free_cores_counts_only_this_process_cpus_and_not_niced_work(tmp_path):
     assert FreeCores(str(stat), cpus={0})() is None
     stat.write_text("cpu0 1 2 3 4 5 6 7 8\n")  # a CPU of ours is missing
     assert FreeCores(str(stat), cpus={0, 1})() is None
+
+
+def test_the_adaptive_classifier_opens_its_other_sessions_only_when_it_tries_them(tmp_path):
+    """A one-image predict never tries another arm: opening them all cost its cold start ~60 ms."""
+    from edgeclf.model.session import LazySession
+
+    clf = Classifier(make_colour_model(tmp_path / "m.onnx"))
+    arms = [a.session for a in clf.session.arms] if hasattr(clf.session, "arms") else []
+    if not arms:
+        pytest.skip("one core: the classifier does not adapt")
+    lazy = [s for s in arms if isinstance(s, LazySession)]
+    assert not isinstance(arms[0], LazySession) and lazy and not any(s.opened for s in lazy)
+    clf.classify_arrays(np.zeros((1, *clf.size, 3), np.uint8))
+    assert not any(s.opened for s in lazy)
+    lazy[0].get_inputs()  # first use opens it
+    assert lazy[0].opened
