@@ -262,6 +262,18 @@ def test_tls_file_errors_name_the_file(tmp_path):
         MqttPublisher(MqttOptions("127.0.0.1", cert_file=str(junk)))
 
 
+def test_an_encrypted_key_is_one_line_not_a_pass_phrase_prompt(certs, tmp_path):
+    """OpenSSL asks for a key's pass phrase on the terminal unless told otherwise: a service (or
+    ``serve --check``) would wait for ever."""
+    key = tmp_path / "locked.key"
+    subprocess.run(["openssl", "pkey", "-in", str(certs / "server.key"), "-aes256", "-passout", "pass:secret",
+                    "-out", str(key)], check=True, capture_output=True)
+    code = ("from edgeclf.comms.mqtt import MqttOptions, MqttPublisher\n"
+            f"MqttPublisher(MqttOptions('127.0.0.1', cert_file={str(certs / 'server.crt')!r}, key_file={str(key)!r}))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert r.returncode != 0 and "locked.key is not usable" in r.stderr and "pass phrase" not in r.stderr.lower()
+
+
 @pytest.mark.parametrize("name", ["", "a/b", "a+b", "#", "x\0y"])
 def test_bad_source_names(name):
     pub = MqttPublisher(MqttOptions("127.0.0.1", free_port()), log=lambda s: None)

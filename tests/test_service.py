@@ -308,3 +308,12 @@ def test_watchdog_stops_for_a_wedged_local_camera_not_for_a_remote_stream():
     assert not w.stalled(now)  # a network camera being reconnected: restarting would change nothing
     w._source.kind, w.last_frame = "camera", None
     assert not w.stalled(now)  # never gave a frame: a restart would not make one
+
+
+def test_the_log_names_where_the_token_was_given(tmp_path):
+    (tmp_path / "tok").write_text("abc123\n")
+    cfg = load_config(_write(tmp_path, GOOD + '\n[server]\nlisten = "0.0.0.0:8080"\ntoken_file = "tok"\n'))
+    assert cfg.server.token == "abc123" and cfg.server.token_from == f"the config's server.token_file ({tmp_path / 'tok'})"
+    assert "abc123" not in cfg.server.token_from
+    cfg = load_config(_write(tmp_path, GOOD + '\n[server]\nlisten = "0.0.0.0:8080"\ntoken = "abc123"\n'))
+    assert cfg.server.token_from == "the config's server.token"

@@ -148,7 +148,7 @@ class Publisher(ABC):
 
     def _failed(self, event: StateEvent, error: Exception) -> None:
         """Say that ``event`` did not go out; a subclass may keep a dead peer to one line per outage."""
-        self.log(f"{self.kind}: could not deliver {event.source}'s state {event.label!r} ({error})")
+        self.log(f"{self.name}: could not deliver {event.source}'s state {event.label!r} ({error})")
 
     @abstractmethod
     def _deliver(self, event: StateEvent) -> None:

@@ -111,7 +111,8 @@ def tls_context(opts: MqttOptions) -> ssl.SSLContext:
         raise EdgeclfError(f"mqtt: the CA file {opts.ca_file} is not usable ({first_line(e)})") from None
     if opts.cert_file:
         try:
-            ctx.load_cert_chain(opts.cert_file, opts.key_file)
+            # no pass phrase: OpenSSL would otherwise prompt on the terminal (or hang a service)
+            ctx.load_cert_chain(opts.cert_file, opts.key_file, password=lambda: b"")
         except (ssl.SSLError, OSError) as e:
             files = opts.cert_file + (f" / {opts.key_file}" if opts.key_file else "")
             raise EdgeclfError(f"mqtt: the certificate/key {files} is not usable ({first_line(e)})") from None

@@ -134,7 +134,7 @@ class WebhookPublisher(Publisher):
             first = not self._down
             self._down = True
         if first:
-            self.log(f"webhook: POST to {self.shown_url} failed ({error}); "
+            self.log(f"{self.name}: POST to {self.shown_url} failed ({error}); "
                      f"will send the current state again once it accepts one")
         self._schedule_resend()
 
@@ -189,7 +189,7 @@ class WebhookPublisher(Publisher):
                     self._pending.setdefault(s, self._current[s])
             self._failed_sources.clear()
             self._lock.notify()
-        self.log(f"webhook: {self.shown_url} accepts events again")
+        self.log(f"{self.name}: {self.shown_url} accepts events again")
 
     def _schedule_resend(self) -> None:
         # Without this a state that failed would wait for the source's next change, maybe hours.

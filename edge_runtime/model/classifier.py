@@ -25,7 +25,7 @@ from edgeclf.model.adaptive import AdaptiveSession, session_plan, thread_arms
 from edgeclf.model.batching import in_batches
 from edgeclf.model.exported import check_export_member
 from edgeclf.model.outputs import as_probabilities, output_kind
-from edgeclf.model.session import LazySession, open_session
+from edgeclf.model.session import lazy_session, open_session
 from edgeclf.model.prediction import Prediction
 from edgeclf.model.unknown import Calibration, UnknownRule, parse_calibration, rule_for
 from edgeclf.quiet import captured_output
@@ -228,9 +228,8 @@ class Classifier:
         the first opened now (a bad file fails here), the others when first tried (``LazySession``)."""
         arms = session_plan(self.threads)
 
-        def opener(t: int, config: dict[str, str]) -> Callable[[], Any]:
-            return lambda: open_session(self.path, t, spin=True, providers=plan.providers, config=config)
-        sessions = [opener(t, config)() if i == 0 else LazySession(opener(t, config)) for i, (_, t, config) in enumerate(arms)]
+        sessions = [open_session(self.path, t, spin=True, providers=plan.providers, config=config) if i == 0 else
+                    lazy_session(self.path, t, plan.providers, config) for i, (_, t, config) in enumerate(arms)]
         return AdaptiveSession(sessions, [t for _, t, _ in arms], labels=[label for label, _, _ in arms],
                                yields=[config.get("session.intra_op.allow_spinning") == "0" for _, _, config in arms])
 

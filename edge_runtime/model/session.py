@@ -10,6 +10,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import onnxruntime as ort
 
+from edgeclf.errors import EdgeclfError, first_line
 from edgeclf.model import providers as prov, threads as thr
 
 
@@ -76,3 +77,15 @@ class LazySession:
                 if self._session is None:
                     self._session = self._opener()
         return getattr(self._session, name)
+
+
+def lazy_session(model: str | os.PathLike, threads: int, providers: Sequence[str | tuple[str, dict]],
+                 config: Mapping[str, str]) -> LazySession:
+    """``open_session(model, threads, spin=True, ...)`` on first use; its failure then (the file
+    opened once already: low memory, the file replaced) is a one-line ``EdgeclfError``."""
+    def opener() -> ort.InferenceSession:
+        try:
+            return open_session(model, threads, spin=True, providers=providers, config=config)
+        except Exception as e:  # onnxruntime raises several types
+            raise EdgeclfError(f"{model}: cannot open another session ({first_line(e)})") from None
+    return LazySession(opener)

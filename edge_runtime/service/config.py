@@ -81,6 +81,7 @@ class SourceConfig:
 class ServerConfig:
     listen: str
     token: str | None = field(default=None, repr=False)
+    token_from: str | None = None  # where the token was given, for the log: "server.token_file (/etc/...)"
     show: str | None = None
     allow_hosts: list[str] = field(default_factory=list)
     max_upload_mb: float = 16
@@ -296,7 +297,11 @@ def _server(r: _Reader, data: dict, names: list[str]) -> ServerConfig:
     if token is not None and not TOKEN_RE.fullmatch(token.strip()):
         key = next(k for k in ("token", "token_env", "token_file") if s[k] is not None)
         raise r.fail("server", key, "the API token must be 1 to 512 characters of A-Z a-z 0-9 . _ ~ + / = -")
-    return ServerConfig(listen=s["listen"], token=token, show=s["show"], allow_hosts=s["allow_hosts"],
+    given = next((k for k in ("token", "token_env", "token_file") if s[k] is not None), None)
+    shown = {"token": "", "token_env": f" (${s['token_env']})",
+             "token_file": f" ({_relative(r.path.parent, s['token_file'])})" if s["token_file"] else ""}
+    token_from = None if given is None else f"the config's server.{given}{shown[given]}"
+    return ServerConfig(listen=s["listen"], token=token, token_from=token_from, show=s["show"], allow_hosts=s["allow_hosts"],
                         max_upload_mb=float(s["max_upload_mb"]))
 
 

@@ -22,12 +22,14 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 
 from edgeclf import __version__
 from edgeclf.comms.base import Publisher, StateEvent
 from edgeclf.errors import safe_text
 from edgeclf.model.classifier import Classifier, Prediction
-from edgeclf.model.locate import onnx_model
+from edgeclf.model.locate import onnx_model, why_this_file
+from edgeclf.model.providers import plans_gpu
 from edgeclf.model.unknown import UnknownRule
 from edgeclf.serve.metrics import ServiceMetrics
 from edgeclf.service.batching import BatchChooser
@@ -78,7 +80,10 @@ class Service:
         """Load the model, start every source's reader, the publishers and the server; then READY=1
         once every source has been opened (or has failed to: it is retried in the background)."""
         self.notifier.status("loading the model")
-        model, _ = onnx_model(self.cfg.model)
+        gpu = plans_gpu(self.cfg.provider, ort.get_available_providers())
+        model, found = onnx_model(self.cfg.model, gpu=gpu)
+        if found and why_this_file(model, gpu):
+            self.log(f"running {model}: {why_this_file(model, gpu)}")
         self.clf = Classifier(model, provider=self.cfg.provider, threads=self.cfg.threads, spin=False)
         self.metrics = ServiceMetrics(model=self.clf.path.name)
         for s in self.cfg.sources:
@@ -102,7 +107,7 @@ class Service:
                  + (f"; HTTP API at {self.server.url}" if self.server is not None else ""))
         if self.server is not None and self.server.auth.required:
             where = (f"the file {self.server.token_file}" if self.server.token_file else
-                     "the config's server.token" if self.cfg.server.token is not None else "$EDGECLF_TOKEN")
+                     self.cfg.server.token_from or "$EDGECLF_TOKEN")
             self.log(f"the HTTP API needs its token, which is in {where} ('Authorization: Bearer <token>', "
                      f"or open {self.server.url}?token=<token> once in a browser)")
         return self
