@@ -154,6 +154,8 @@ def test_broker_restart_republishes_the_current_state(broker, watch):
     w = watch(b2.port)
     wait_for(lambda: w.states() and w.texts(AVAIL) == ["online"], what="state re-published")
     assert w.states()[0]["label"] == "open"
+    # the subscriber can hear the message before the publisher hears the broker's acknowledgement
+    wait_for(lambda: pub.stats["sent"] == 2, what="the re-published state acknowledged")
     assert pub.stats["reconnects"] == 1 and pub.stats["sent"] == 2
     pub.close()
     lost = [line for line in log if "lost" in line]
