@@ -37,13 +37,18 @@ def host_name(header: str) -> str:
     return host.rstrip(".")
 
 
+def is_host_name(name: str) -> bool:
+    """Whether ``name`` can be a Host header's name (not empty, no path, no blanks)."""
+    return bool(name.strip()) and not any(c in name for c in "/ \t")
+
+
 def allowed_hosts(bound: str, extra: Sequence[str]) -> frozenset[str]:
     """The names a server bound to ``bound`` answers to: localhost, its own, this machine's, and
     ``extra`` (``--allow-host``)."""
     names = {"localhost", host_name(bound), socket.gethostname().lower()}
     names.add(socket.gethostname().lower().split(".")[0] + ".local")  # mDNS, as a Raspberry Pi answers to
     for name in extra:
-        if not name.strip() or any(c in name for c in "/ \t"):
+        if not is_host_name(name):
             raise EdgeclfError(f"--allow-host {name!r}: expected a host name, e.g. pi.example.com")
         names.add(host_name(name))
     return frozenset(names)

@@ -19,7 +19,7 @@ from typing import Any
 from edgeclf.comms.mqtt import MqttOptions, tls_context
 from edgeclf.comms.webhook import WebhookOptions, shown_url, split_credentials
 from edgeclf.errors import EdgeclfError, safe_text
-from edgeclf.serve.address import parse_address
+from edgeclf.serve.address import is_host_name, parse_address
 from edgeclf.serve.auth import TOKEN_RE
 from edgeclf.service.secrets import read_secret
 
@@ -291,7 +291,7 @@ def _server(r: _Reader, data: dict, names: list[str]) -> ServerConfig:
         raise r.fail("server", "listen", f"expected [HOST:]PORT, e.g. \"127.0.0.1:8080\" or \"0.0.0.0:8080\" "
                                          f"(got {_show(s['listen'])})") from None
     for host in s["allow_hosts"]:
-        if not host.strip() or any(c in host for c in "/ \t"):
+        if not is_host_name(host):
             raise r.fail("server", "allow_hosts", f"{_show(host)}: expected a host name, e.g. \"pi.example.com\"")
     token = _secret(r, "server", s, "token")
     if token is not None and not TOKEN_RE.fullmatch(token.strip()):
