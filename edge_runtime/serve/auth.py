@@ -24,6 +24,7 @@ ENV_TOKEN = "EDGECLF_TOKEN"
 ENV_STATE_DIR = "EDGECLF_STATE_DIR"
 #: Characters a token may have: RFC 6750's token68, so it fits a header, a cookie and a URL as is.
 TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/=-]{1,512}")
+TOKEN_RULE = "the API token must be 1 to 512 characters of A-Z a-z 0-9 . _ ~ + / = -"
 #: How long the browser keeps the cookie (seconds): a month, so a wall display stays signed in.
 COOKIE_MAX_AGE = 30 * 24 * 3600
 
@@ -39,7 +40,7 @@ def default_state_dir() -> Path:
 def check_token(token: str, where: str) -> str:
     """``token`` if it is usable (token68 characters, at most 512), else a one-line error naming ``where``."""
     if not TOKEN_RE.fullmatch(token):
-        raise EdgeclfError(f"{where}: the API token must be 1 to 512 characters of A-Z a-z 0-9 . _ ~ + / = -")
+        raise EdgeclfError(f"{where}: {TOKEN_RULE}")
     return token
 
 

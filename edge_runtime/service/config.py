@@ -20,7 +20,7 @@ from edgeclf.comms.mqtt import MqttOptions, tls_context
 from edgeclf.comms.webhook import WebhookOptions, shown_url, split_credentials
 from edgeclf.errors import EdgeclfError, safe_text
 from edgeclf.serve.address import is_host_name, parse_address
-from edgeclf.serve.auth import TOKEN_RE
+from edgeclf.serve.auth import TOKEN_RE, TOKEN_RULE
 from edgeclf.service.secrets import read_secret
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -296,7 +296,7 @@ def _server(r: _Reader, data: dict, names: list[str]) -> ServerConfig:
     token = _secret(r, "server", s, "token")
     if token is not None and not TOKEN_RE.fullmatch(token.strip()):
         key = next(k for k in ("token", "token_env", "token_file") if s[k] is not None)
-        raise r.fail("server", key, "the API token must be 1 to 512 characters of A-Z a-z 0-9 . _ ~ + / = -")
+        raise r.fail("server", key, TOKEN_RULE)
     given = next((k for k in ("token", "token_env", "token_file") if s[k] is not None), None)
     shown = {"token": "", "token_env": f" (${s['token_env']})",
              "token_file": f" ({_relative(r.path.parent, s['token_file'])})" if s["token_file"] else ""}
