@@ -78,6 +78,7 @@ def predict(
     every: int = typer.Option(1, "--every", help="Classify every N-th frame or file only."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after N frames or images."),
     provider: str = typer.Option("auto", "--provider", help="auto (TensorRT, CUDA, CPU: the first installed), cpu, cuda or tensorrt."),
+    engine: str = typer.Option("auto", "--engine", help="For a run or export folder: onnxruntime, litert (its model.int8.tflite, through ai-edge-litert), or auto: the engine and threads `edgeclf bench FOLDER --engines` found fastest on this machine, else onnxruntime."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU inference threads (default: adapts, running on the usable cores (at most 4) while they are free and on one when other work holds them)."),
     device_id: int = typer.Option(0, "--device-id", help="GPU to use with cuda/tensorrt."),
     strict: bool = typer.Option(False, "--strict", help="Fail if the provider is missing or any file is skipped."),
@@ -112,7 +113,7 @@ def predict(
 # --------------------------------------------------------------------------------------------- bench
 @app.command()
 def bench(
-    model: Path = typer.Argument(..., help="An .onnx model."),
+    model: Path = typer.Argument(..., help="An .onnx or .tflite model (with --engines: an export or run folder)."),
     runs: int = typer.Option(100, "--runs", help="Timed runs per thread count and batch size (with --source: frames at most)."),
     warmup: int = typer.Option(10, "--warmup", help="Untimed runs before each measurement."),
     batch: str = typer.Option("1", "--batch", help="Batch sizes, comma-separated, e.g. 1,4,8."),
@@ -122,8 +123,14 @@ def bench(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the charts to this PNG file."),
     force: bool = typer.Option(False, "--force", help="Let --plot replace an existing file that edgeclf did not write."),
+    engines: bool = typer.Option(False, "--engines", help="MODEL is an export (or run) folder: time its int8 model on every engine installed (onnxruntime; LiteRT for model.int8.tflite) at 1 thread and all cores, side by side, and record the fastest in the folder's engine.json for `predict --engine auto`."),
 ) -> None:
-    """Benchmark latency and throughput of an ONNX model on this device."""
+    """Benchmark latency and throughput of an ONNX (or .tflite) model on this device."""
+    if engines:
+        from edgeclf.bench.engines import run_engines
+
+        run_engines(model, runs, warmup, json_out, batch=batch, threads=threads, source=source, plot=plot, provider=provider)
+        return
     from edgeclf.bench.run import run_bench
 
     run_bench(model, runs, warmup, batch, threads, provider, source, json_out, plot, force=force)

@@ -26,16 +26,16 @@ def _open(model: Path, data_dir: Path | None, batch_size: int = 32, unknown_thre
     """(class_names, size, predict(batch) -> probs, kind, record or Classifier) for an .onnx, a
     .keras or a run folder; ``record`` is the run's run.json (what the Keras loader read); for an
     .onnx file the Classifier itself."""
-    if model.suffix == ".onnx":
+    if model.suffix in (".onnx", ".tflite"):
         from edgeclf.model.classifier import Classifier
 
         clf = Classifier(model, unknown_threshold=unknown_threshold)
         clf.check_batch(1 if clf.max_batch == 1 else batch_size, "--batch-size")  # fixed batch 1: image by image
-        return clf.class_names, clf.size, clf.predict_arrays, "onnx", clf
+        return clf.class_names, clf.size, clf.predict_arrays, model.suffix[1:], clf
     if not model.exists():
         raise EdgeclfError(f"{model}: no such model file or run folder")
     if not (model.is_dir() or model.suffix == ".keras"):
-        raise EdgeclfError(f"{model}: not a model (expected a run folder, a .keras or an .onnx file)")
+        raise EdgeclfError(f"{model}: not a model (expected a run folder, a .keras, an .onnx or a .tflite file)")
     require_train_extra("eval")
     load = model_loader("keras")  # edgeclf.train's, through its entry point: the runtime does not import it
     if load is None:
@@ -97,7 +97,10 @@ def evaluate(model: Path, data_dir: Path | None = None, batch_size: int = 32, qu
     model = Path(model)
     data_dir = None if data_dir is None else Path(data_dir)
     class_names, size, predict, kind, handle = _open(model, data_dir, batch_size, unknown_threshold)
-    record, clf = (None, handle) if kind == "onnx" else (getattr(handle, "record", None), None)
+    record, clf = (None, handle) if kind in ("onnx", "tflite") else (getattr(handle, "record", None), None)
+    if unknown_dir is not None and kind == "tflite":
+        raise EdgeclfError(f"{model}: a LiteRT model has no unknown score (only the ONNX models do); "
+                           "evaluate the export's .onnx model with --unknown")
     if unknown_dir is not None and kind == "keras":  # judged with its export's bank and threshold
         from edgeclf.openset import ScoredKeras
 

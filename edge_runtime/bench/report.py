@@ -12,7 +12,7 @@ from rich.table import Table
 
 from edgeclf.bench import charts as cvplot
 from edgeclf.errors import safe_text
-from edgeclf.model.providers import CPU, short_names
+from edgeclf.model.providers import GPU_PROVIDERS, short_names
 
 
 def _f(v: float | None, fmt: str = ".3f") -> str:
@@ -26,7 +26,7 @@ def _thr(r: dict) -> str:
 
 def _on_gpu(report: dict) -> bool:
     """True for a run on a GPU provider, whose report has no CPU figures (matmul peak, threads)."""
-    return report["provider"] != CPU
+    return report["provider"] in GPU_PROVIDERS
 
 
 def _device(report: dict) -> str:
@@ -116,7 +116,7 @@ def _context_lines(report: dict) -> list[str]:
         f"input {report['input_size'][0]}x{report['input_size'][1]})",
         f"MACs per frame: {'n/a' if macs is None else f'{macs / 1e6:.1f} M'}"
         + (f" ({report['macs_source']})" if macs else ""),
-        f"provider: {report['provider']} (onnxruntime {report['onnxruntime']})" + (f"; note: {escape(safe_text(note))}" if note else ""),
+        f"provider: {report['provider']} ({report.get('engine', 'onnxruntime ' + report['onnxruntime'])})" + (f"; note: {escape(safe_text(note))}" if note else ""),
         _cpu_line(report),
         f"cold start (session creation to first result): {report['cold_start_ms']:.1f} ms",
         f"peak resident memory: {report['rss_mb']:.1f} MiB" + (" (host; the GPU's own memory is not counted)" if gpu else ""),
@@ -133,8 +133,9 @@ def plot(report: dict, path: str | os.PathLike) -> None:
     """Write the report's charts as a PNG (OpenCV drawing: no matplotlib on the device)."""
     gpu = _on_gpu(report)
     labels = [f"batch {r['batch']}" if r["threads"] is None else f"{_thr(r)} thr, batch {r['batch']}" for r in report["results"]]
-    sub = (f"{report['provider']}, onnxruntime {report['onnxruntime']} (host: {report['cpu']})" if gpu else
-           f"{report['cpu']} ({report['cores']} cores), {report['provider']}, onnxruntime {report['onnxruntime']}")
+    engine = report.get("engine", f"onnxruntime {report['onnxruntime']}")
+    sub = (f"{report['provider']}, {engine} (host: {report['cpu']})" if gpu else
+           f"{report['cpu']} ({report['cores']} cores), {report['provider']}, {engine}")
     charts = [
         cvplot.bar_chart(
             f"Latency per frame: {Path(report['model']).name}", labels,

@@ -21,11 +21,11 @@ from edgeclf import __version__, sysinfo
 from edgeclf.bench import peak
 from edgeclf.bench.report import plot, render
 from edgeclf.errors import EdgeclfError, OutputError, safe_text
-from edgeclf.model import metadata as md, threads as thr
+from edgeclf.model import litert, metadata as md, threads as thr
 from edgeclf.model.adaptive import threads_label
 from edgeclf.model.classifier import Classifier
 from edgeclf.model.macs import count_macs, runs_integer_kernels
-from edgeclf.model.providers import CPU
+from edgeclf.model.providers import GPU_PROVIDERS
 from edgeclf.outfiles import check_output
 from edgeclf.progress import Bars, console as make_console
 from edgeclf.redact import redact_url
@@ -178,6 +178,8 @@ def _headline(results: list[dict], batch: int) -> dict:
 
 def _macs(model: Path, clf: Classifier) -> tuple[int | None, str | None]:
     """Multiply-adds per frame and where the figure comes from (None, None where unknown)."""
+    if litert.is_tflite(model):  # the count is read from onnxruntime's profile of an ONNX graph
+        return (int(clf.metadata["macs"]), "model metadata") if clf.metadata.get("macs", "").isdigit() else (None, None)
     try:
         macs = count_macs(model, (1, *clf.size, 3), clf.input_dtype)
     except Exception:  # noqa: BLE001 - MACs are informative; a model the profiler cannot run reports n/a
@@ -194,6 +196,8 @@ def _peak_precision(model: Path, clf: Classifier) -> str:
     # An int8 model's integer GEMM is several times faster than float32, so a float32 peak would put
     # it "above 100%". Which arithmetic runs is read from onnxruntime's own optimised graph (the
     # metadata may be missing or copied from the fp32 model by a third-party quantizer).
+    if litert.is_tflite(model):
+        return "int8" if clf.metadata.get(md.PRECISION) == "int8" else "float32"
     try:
         integer = runs_integer_kernels(model, (1, *clf.size, 3), clf.input_dtype)
     except Exception:  # noqa: BLE001 - informative only: fall back to what the file says
@@ -206,7 +210,7 @@ def _arithmetic(model: Path, clf: Classifier, results: list[dict], cores: int) -
     measured matmul peak and each result's share of it. On a GPU provider there is no CPU peak to
     hold a result against: those fields are None (and the probe is not run)."""
     macs, macs_source = _macs(model, clf)
-    on_cpu = clf.providers[0] == CPU
+    on_cpu = clf.providers[0] not in GPU_PROVIDERS
     precision = _peak_precision(model, clf) if on_cpu else None
     core_peak = peak.core_peak_gflops(precision=precision) if on_cpu else None
     for r in results:
@@ -247,6 +251,7 @@ def _report(model: Path, provider: str, clf: Classifier, results: list[dict], he
         "cores": machine["cores"],
         "machine": machine,
         "onnxruntime": ort.__version__,
+        "engine": litert.version() if litert.is_tflite(model) else f"onnxruntime {ort.__version__}",
         "edgeclf": __version__,
     }
 
@@ -261,7 +266,7 @@ def _threads_used(setting: int | None, clf: Classifier, before: dict[str, int]) 
     calls = {k: v - before.get(k, 0) for k, v in clf.thread_calls().items() if v > before.get(k, 0)}
     if not calls:
         # On a GPU the CPU's default thread count is no figure of the run: None unless --threads set it.
-        threads = clf.threads if clf.providers[0] == CPU or setting is not None else None
+        threads = clf.threads if clf.providers[0] not in GPU_PROVIDERS or setting is not None else None
         return {"threads": threads, "threads_setting": setting, "adaptive": False}
     way = max(calls, key=calls.get)
     return {"threads": clf.cores_of(way), "threads_setting": setting, "adaptive": True, "ran_as": way, "thread_calls": calls}

@@ -1,4 +1,4 @@
-"""Classifier: an exported edgeclf ONNX model in an onnxruntime session.
+"""Classifier: an exported edgeclf model in an onnxruntime session (or, for a .tflite file, LiteRT's).
 
 Loads the model and its metadata (class names, input size, colour order), picks the execution
 providers (TensorRT, CUDA or CPU), and classifies BGR images as OpenCV reads them, with the same
@@ -8,7 +8,6 @@ at once: onnxruntime's ``InferenceSession.run`` is thread-safe and preprocessing
 
 from __future__ import annotations
 
-import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,15 +17,16 @@ import numpy as np
 import onnxruntime as ort
 
 from edgeclf import sysinfo
-from edgeclf.errors import EdgeclfError, first_line, safe_text, warn
+from edgeclf.errors import EdgeclfError, first_line, warn
 from edgeclf.image import resize_rgb, to_bgr8
-from edgeclf.model import metadata as md, providers as prov, threads as thr
+from edgeclf.model import litert, metadata as md, providers as prov, threads as thr
 from edgeclf.model.adaptive import AdaptiveSession, session_plan, thread_arms
 from edgeclf.model.batching import in_batches
+from edgeclf.model.declared import MAX_INPUT_SIDE, int8_cpu_warning, metadata_side, parse_class_names
 from edgeclf.model.exported import check_export_member
 from edgeclf.model.outputs import as_probabilities, output_kind
-from edgeclf.model.session import lazy_session, open_session
 from edgeclf.model.prediction import Prediction
+from edgeclf.model.session import lazy_session, open_session
 from edgeclf.model.unknown import Calibration, UnknownRule, parse_calibration, rule_for
 from edgeclf.quiet import captured_output
 
@@ -36,72 +36,6 @@ _DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float
 #: Bytes per image onnxruntime may need beyond the input, as a multiple of the input as float32: a
 #: rough, generous allowance for a small CNN's activations (edgenet at 128x128 needs about 5x).
 ACTIVATION_FACTOR = 16
-
-#: Bounds on what a model's metadata may declare (a hostile file must not make the runtime allocate
-#: gigabytes per image or recurse without end).
-MAX_INPUT_SIDE = 4096
-MAX_CLASSES = 10_000
-_MAX_CLASS_NAMES_TEXT = 1 << 20  # bytes of JSON
-
-
-def parse_class_names(text: str, path: object = "<model>") -> list[str]:
-    """A model's ``class_names`` metadata: a JSON list of distinct strings that pass
-    ``metadata.class_name_problem``, at most ``MAX_CLASSES`` of them. One-line EdgeclfError naming the file
-    and the field otherwise."""
-    where = f"{path}: metadata class_names"
-    if len(text) > _MAX_CLASS_NAMES_TEXT:
-        raise EdgeclfError(f"{where} is {len(text)} characters long (at most {_MAX_CLASS_NAMES_TEXT})")
-    try:
-        names = json.loads(text)
-    except RecursionError:
-        raise EdgeclfError(f"{where} is nested too deeply") from None
-    except ValueError as e:
-        raise EdgeclfError(f"{where} is not valid JSON ({first_line(e, 80)})") from None
-    if not isinstance(names, list):
-        raise EdgeclfError(f"{where} is a JSON {type(names).__name__}, not a list of names")
-    if not 2 <= len(names) <= MAX_CLASSES:
-        raise EdgeclfError(f"{where} has {len(names)} names (2 to {MAX_CLASSES} expected)")
-    for i, name in enumerate(names):
-        if not isinstance(name, str):
-            raise EdgeclfError(f"{where}[{i}] is a JSON {type(name).__name__}, not a string")
-        problem = md.class_name_problem(name)
-        if problem:
-            raise EdgeclfError(f"{where}[{i}] {safe_text(name)[:60]!r} {problem}")
-    dupes = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
-    if dupes:
-        raise EdgeclfError(f"{where} names {dupes[0]!r} more than once; class names must be distinct")
-    return names
-
-
-def _metadata_side(meta: dict[str, str], key: str, path: object) -> int:
-    """``input_height`` / ``input_width`` from a model's metadata: a whole number 1 to MAX_INPUT_SIDE."""
-    if key not in meta:
-        raise EdgeclfError(f"{path}: metadata has no {key} (it must give input_height and input_width)")
-    text = meta[key].strip()
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_INPUT_SIDE:
-        raise EdgeclfError(f"{path}: metadata {key} {safe_text(meta[key])[:40]!r} is not a whole number "
-                           f"from 1 to {MAX_INPUT_SIDE}")
-    return int(text)
-
-
-def int8_cpu_warning(metadata: dict[str, str], family: str) -> str | None:
-    """Why an int8 model's export-time accuracy may not hold on a CPU of ``family``, or None.
-
-    Integer results differ between CPU families (``sysinfo.CPU_FAMILIES``); an export records the
-    ones its int8 model was checked for. Models from before that record are safe on x86 with
-    VNNI and on ARM, but may have been exported with full-range weights, which saturate elsewhere."""
-    if metadata.get(md.PRECISION) != "int8":
-        return None
-    try:
-        cpus = json.loads(metadata[md.INT8_CPUS])
-    except (KeyError, ValueError):
-        if family in ("x86-vnni", "arm64-dotprod", "arm64-neon"):
-            return None
-        return f"int8 model records no CPU target (an older export); on this CPU ({family}) its accuracy may differ from the export's: re-export it"
-    if family in cpus:
-        return None
-    return f"int8 model checked on {', '.join(cpus)}, not on this CPU ({family}): its accuracy may differ from the export's"
-
 
 _warn = warn
 
@@ -113,7 +47,7 @@ def _model_file(model_path: str | os.PathLike) -> Path:
     if not path.exists():
         raise EdgeclfError(f"{path}: model file does not exist")
     if not path.is_file():
-        raise EdgeclfError(f"{path}: not a file (expected an .onnx model)")
+        raise EdgeclfError(f"{path}: not a file (expected an .onnx or .tflite model)")
     check_export_member(path)  # a file of an export folder must be the one its export.json records
     return path
 
@@ -157,19 +91,11 @@ class Classifier:
         self.path = _model_file(model_path)
         if threads is not None:
             thr.check_threads(threads)
-        plan = prov.plan_providers(provider, ort.get_available_providers(), self.path, device_id, fp16, strict)
-        if plan.warning:
-            warn(plan.warning)
-        adaptive = self._plan_threads(threads, spin, plan)
-        self.session, ort_log = self._open_session(plan, adaptive, spin)
+        if litert.is_tflite(self.path):
+            self._start_litert(provider, threads, strict, warn)
+        else:
+            self._start_onnxruntime(provider, threads, device_id, fp16, strict, spin, warn)
         self.providers: list[str] = self.session.get_providers()
-        warning, note = prov.start_problems(provider, plan.names, self.providers, ort_log[0] if ort_log else "")
-        if warning and strict:
-            raise EdgeclfError(warning)
-        if warning:
-            warn(warning)
-        #: a GPU provider listed but not started while another GPU runs (``auto``): said only where asked (bench)
-        self.provider_note: str | None = note
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         inp, out = self._read_signature()
         self.class_names, self.size = self._labels_and_size(labels, size, inp, out)
@@ -200,6 +126,36 @@ class Classifier:
                         path=where or self.path)
 
     # ------------------------------------------------------------------ the steps of __init__
+    def _start_onnxruntime(self, provider: str, threads: int | None, device_id: int, fp16: bool, strict: bool,
+                           spin: bool, warn: Callable[[str], None]) -> None:
+        """The onnxruntime session on the planned providers; warns (or, ``strict``, raises) when
+        what runs is not what was asked for."""
+        plan = prov.plan_providers(provider, ort.get_available_providers(), self.path, device_id, fp16, strict)
+        if plan.warning:
+            warn(plan.warning)
+        adaptive = self._plan_threads(threads, spin, plan)
+        self.session, ort_log = self._open_session(plan, adaptive, spin)
+        warning, note = prov.start_problems(provider, plan.names, self.session.get_providers(), ort_log[0] if ort_log else "")
+        if warning and strict:
+            raise EdgeclfError(warning)
+        if warning:
+            warn(warning)
+        #: a GPU provider listed but not started while another GPU runs (``auto``): said only where asked (bench)
+        self.provider_note: str | None = note
+
+    def _start_litert(self, provider: str, threads: int | None, strict: bool, warn: Callable[[str], None]) -> None:
+        """A .tflite model on LiteRT's CPU kernels (XNNPACK), at a fixed thread count: LiteRT has
+        no GPU provider here, so asking for one falls back (or, ``strict``, fails) as onnxruntime's do."""
+        if provider not in ("auto", "cpu"):
+            message = f"{self.path}: LiteRT runs .tflite models on the CPU; --provider {provider} needs an .onnx model"
+            if strict:
+                raise EdgeclfError(message)
+            warn(f"{message}; running on the CPU")
+        self.threads = threads or thr.default_threads()
+        self.thread_arms = [self.threads]
+        self.session = litert.LiteRTSession(self.path, self.threads)
+        self.provider_note = None
+
     def _plan_threads(self, threads: int | None, spin: bool, plan: prov.ProviderPlan) -> bool:
         """Set ``threads`` and ``thread_arms``; True when the session adapts its threads (the
         default on the CPU, unless spinning workers or a single core leave nothing to choose)."""
@@ -285,7 +241,7 @@ class Classifier:
         """The input size the metadata gives (which must match the graph's fixed sides), else the
         graph's own when both sides are fixed, else None."""
         if md.INPUT_HEIGHT in self.metadata or md.INPUT_WIDTH in self.metadata:
-            size = (_metadata_side(self.metadata, md.INPUT_HEIGHT, self.path), _metadata_side(self.metadata, md.INPUT_WIDTH, self.path))
+            size = (metadata_side(self.metadata, md.INPUT_HEIGHT, self.path), metadata_side(self.metadata, md.INPUT_WIDTH, self.path))
             for key, meta, graph in zip((md.INPUT_HEIGHT, md.INPUT_WIDTH), size, graph_size):
                 if isinstance(graph, int) and graph != meta:
                     raise EdgeclfError(f"{self.path}: metadata {key} {meta} differs from the graph's input size "

@@ -17,7 +17,8 @@ from pathlib import Path
 from edgeclf.errors import EdgeclfError
 
 FP32_NAME, INT8_NAME, FP16_NAME, REPORT_NAME = "model.onnx", "model.int8.onnx", "model.fp16.onnx", "export.json"
-MODEL_NAMES = (FP32_NAME, INT8_NAME, FP16_NAME)
+TFLITE_INT8_NAME = "model.int8.tflite"  # LiteRT's int8 model (``export --format tflite``)
+MODEL_NAMES = (FP32_NAME, INT8_NAME, FP16_NAME, TFLITE_INT8_NAME)
 _MAX_REPORT_BYTES = 1 << 20  # export.json is a few kB; a bigger one is not edgeclf's
 
 

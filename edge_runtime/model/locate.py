@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgeclf.errors import EdgeclfError
-from edgeclf.model.exported import FP16_NAME, FP32_NAME, INT8_NAME
+from edgeclf.model.exported import FP16_NAME, FP32_NAME, INT8_NAME, TFLITE_INT8_NAME
 
 #: The files an export folder holds, in the order ``predict`` prefers them on the CPU: the int8
 #: model is the one made for devices (its accuracy checked against fp32 at export).
@@ -54,3 +55,53 @@ def why_this_file(model: Path, gpu: bool) -> str:
     if model.name == FP16_NAME:
         return "fp16 is the fastest format on a GPU; name a file to choose another"
     return f"this export has no {FP16_NAME}, the fastest format on a GPU (`edgeclf export --fp16` writes one)"
+
+
+#: What ``--engine`` accepts: ``auto`` follows ``edgeclf bench FOLDER --engines``' record where it
+#: applies on this machine (``engine_choice``), else runs onnxruntime.
+ENGINE_CHOICES = ("auto", "onnxruntime", "litert")
+
+
+@dataclass(frozen=True)
+class Located:
+    """The model file a user means, and how to run it."""
+
+    path: Path
+    found: bool  # chosen from a folder (False: the file given, run as it is)
+    why: str = ""  # why this file, for the line predict prints ("" when nothing needs saying)
+    threads: int | None = None  # the thread count the engine record chose (None: the engine's default)
+
+
+def exported_model(path: str | os.PathLike, gpu: bool = False, engine: str = "auto", needs_unknown: bool = False) -> Located:
+    """``onnx_model``, then the engine: ``litert`` runs the folder's ``model.int8.tflite``;
+    ``auto`` on the CPU the engine and threads ``edgeclf bench --engines`` recorded for this
+    machine, but not LiteRT when the caller ``needs_unknown`` (a LiteRT model has no unknown
+    score: speed must not silently cost the answer "none of its classes"). A file named is run as
+    given, whatever ``engine`` says."""
+    from edgeclf.model import engine_choice
+
+    if engine not in ENGINE_CHOICES:
+        raise EdgeclfError(f"--engine {engine}: expected {', '.join(ENGINE_CHOICES)}")
+    model, found = onnx_model(path, gpu=gpu)
+    if not found:
+        is_tflite = model.suffix.lower() == ".tflite"
+        if (engine == "litert" and not is_tflite) or (engine == "onnxruntime" and is_tflite):
+            raise EdgeclfError(f"--engine {engine}: {model} is {'a LiteRT' if is_tflite else 'not a .tflite'} model; "
+                               "name a model of that engine, or a run or export folder")
+        return Located(model, False)
+    folder = model.parent
+    if engine == "litert":
+        tflite = folder / TFLITE_INT8_NAME
+        if not tflite.is_file():
+            raise EdgeclfError(f"{folder}: no {TFLITE_INT8_NAME} for --engine litert; export one with "
+                               "`edgeclf export RUN --format tflite`")
+        return Located(tflite, True, "--engine litert")
+    if engine == "auto" and not gpu:
+        choice, why = engine_choice.applicable_choice(folder)
+        if choice is not None and choice["engine"] == "litert" and needs_unknown:
+            return Located(model, True, f"{engine_choice.RECORD_NAME} found LiteRT faster here, but a LiteRT model has "
+                                        "no unknown score (--no-unknown, or --engine litert, runs it)")
+        if choice is not None:
+            return Located(folder / choice["file"], True, why, choice["threads"])
+        return Located(model, True, why)
+    return Located(model, True, why_this_file(model, gpu))

@@ -13,6 +13,11 @@ import onnxruntime as ort
 from edgeclf.errors import EdgeclfError, first_line
 from edgeclf.model import providers as prov, threads as thr
 
+# onnxruntime's process-wide logger, beside each session's own level: graph-level warnings (an
+# initializer left unused by the outputs asked for) come through it, and a session opened lazily
+# mid-stream (``LazySession``) cannot capture them without silencing the other threads' output.
+ort.set_default_logger_severity(3)
+
 
 def session_options(
     threads: int | None = None,

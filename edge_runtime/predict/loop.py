@@ -23,7 +23,7 @@ from edgeclf import sysinfo
 from edgeclf.errors import EdgeclfError, OutputError, warn
 from edgeclf.image import DISPLAY_MAX, fit_within
 from edgeclf.model.classifier import Classifier, Prediction
-from edgeclf.model.providers import CPU
+from edgeclf.model.providers import GPU_PROVIDERS
 from edgeclf.outfiles import check_output
 from edgeclf.predict.options import PredictOptions, Result, Summary
 from edgeclf.predict.smoothing import Smoother
@@ -104,7 +104,7 @@ def auto_batch(clf: Classifier, src: Source, keep_images: bool) -> int:
     frames held and the run's own memory (``Classifier.check_batch``'s estimate) each within the
     bound above; 1 on a GPU provider (TensorRT builds an engine for every new range of batch
     sizes: minutes each on a Jetson) and for a graph fixed at one image."""
-    if src.live or clf.max_batch == 1 or clf.providers[0] != CPU:
+    if src.live or clf.max_batch == 1 or clf.providers[0] in GPU_PROVIDERS:
         return 1
     per_frame, per_run = _frame_bytes(clf, src, keep_images), clf.run_bytes_per_image()
     budget = min(AUTO_BATCH_BYTES, sysinfo.available_memory_bytes() // 8)

@@ -36,6 +36,7 @@ class PredictOptions:
     source: str
     # What runs the model.
     provider: str = "auto"
+    engine: str = "auto"  # for a folder: locate.ENGINE_CHOICES
     threads: int | None = None
     device_id: int = 0
     strict: bool = False  # also: fail when a file is skipped

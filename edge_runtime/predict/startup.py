@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from edgeclf.errors import safe_text
 from edgeclf.model.classifier import Classifier
-from edgeclf.model.locate import onnx_model, why_this_file
+from edgeclf.model.locate import exported_model, onnx_model
 from edgeclf.model.providers import CPU, plans_gpu
 from edgeclf.predict.options import PredictOptions
 
@@ -29,14 +29,15 @@ def _say(text: str) -> None:
 def choose_model(opts: PredictOptions) -> tuple[PredictOptions, bool]:
     """``opts`` with the model file to run, and whether it was chosen for a GPU. A file named is
     run as given; a run or export folder (or a ``.keras`` file) gives its export's file for the
-    device the provider plan puts first (fp16 on a GPU, int8 on the CPU), said in one line."""
+    device the provider plan puts first (fp16 on a GPU, int8 on the CPU) and the engine
+    (``--engine``: on the CPU ``auto`` follows ``bench --engines``' record), said in one line."""
     gpu = plans_gpu(opts.provider, ort.get_available_providers())
-    model, found = onnx_model(opts.model, gpu=gpu)
-    if not found:
+    found = exported_model(opts.model, gpu=gpu, engine=opts.engine, needs_unknown=opts.unknown)
+    if not found.found:
         return opts, False
-    why = why_this_file(model, gpu)
-    _say(f"running {safe_text(str(model))}" + (f": {why}" if why else ""))
-    return dataclasses.replace(opts, model=model), gpu
+    _say(f"running {safe_text(str(found.path))}" + (f": {found.why}" if found.why else ""))
+    threads = opts.threads if opts.threads is not None else found.threads
+    return dataclasses.replace(opts, model=found.path, threads=threads), gpu
 
 
 def load_classifier(opts: PredictOptions, folder: Path, for_gpu: bool) -> tuple[Classifier, PredictOptions]:

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgeclf.errors import safe_text
 from edgeclf.comms.webhook import shown_url
+from edgeclf.errors import safe_text
 from edgeclf.redact import redact_url
 from edgeclf.service.config import ServiceConfig, load_config
 
@@ -36,9 +36,9 @@ def run_serve(config: Path, check: bool = False, json_out: bool = False) -> int:
     cfg = load_config(config)
     if check:
         from edgeclf.model.classifier import Classifier
-        from edgeclf.model.locate import onnx_model
+        from edgeclf.model.locate import exported_model
 
-        model, _ = onnx_model(cfg.model)
+        model = exported_model(cfg.model, needs_unknown=any(s.unknown for s in cfg.sources)).path  # as start() chooses
         clf = Classifier(model, provider=cfg.provider, threads=1)
         for s in cfg.sources:  # what the service would refuse at start, as it would say it
             source_rule(clf, cfg, s)

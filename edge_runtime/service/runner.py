@@ -28,7 +28,7 @@ from edgeclf import __version__
 from edgeclf.comms.base import Publisher, StateEvent
 from edgeclf.errors import safe_text
 from edgeclf.model.classifier import Classifier, Prediction
-from edgeclf.model.locate import onnx_model, why_this_file
+from edgeclf.model.locate import exported_model
 from edgeclf.model.providers import plans_gpu
 from edgeclf.model.unknown import UnknownRule
 from edgeclf.serve.metrics import ServiceMetrics
@@ -81,10 +81,11 @@ class Service:
         once every source has been opened (or has failed to: it is retried in the background)."""
         self.notifier.status("loading the model")
         gpu = plans_gpu(self.cfg.provider, ort.get_available_providers())
-        model, found = onnx_model(self.cfg.model, gpu=gpu)
-        if found and why_this_file(model, gpu):
-            self.log(f"running {model}: {why_this_file(model, gpu)}")
-        self.clf = Classifier(model, provider=self.cfg.provider, threads=self.cfg.threads, spin=False)
+        found = exported_model(self.cfg.model, gpu=gpu, needs_unknown=any(s.unknown for s in self.cfg.sources))
+        if found.found and found.why:
+            self.log(f"running {found.path}: {found.why}")
+        threads = self.cfg.threads if self.cfg.threads is not None else found.threads
+        self.clf = Classifier(found.path, provider=self.cfg.provider, threads=threads, spin=False)
         self.metrics = ServiceMetrics(model=self.clf.path.name)
         for s in self.cfg.sources:
             self.workers.append(SourceWorker(s, self.clf, self._rule(s), self.cond, self.stop_event, self.log,

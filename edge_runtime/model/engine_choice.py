@@ -1,0 +1,95 @@
+"""Which engine runs an export folder's model fastest on this machine, as ``edgeclf bench FOLDER
+--engines`` measured it: the record (``engine.json`` in the export folder) and its reading.
+
+The record belongs to the machine that measured it: an export folder copied from a workstation to
+a Raspberry Pi carries the workstation's figures, which say nothing of the Pi's. ``predict
+--engine auto`` follows a record only when its CPU, core count and architecture are this machine's.
+A new export replaces the whole folder, and with it the record of the models it replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from edgeclf import sysinfo
+from edgeclf.errors import EdgeclfError, safe_text
+from edgeclf.model.exported import MODEL_NAMES
+from edgeclf.outfiles import write_json
+
+RECORD_NAME = "engine.json"
+ENGINES = ("onnxruntime", "litert")
+_MAX_RECORD_BYTES = 1 << 20
+_MAX_THREADS = 256
+
+
+def this_machine() -> dict[str, object]:
+    """What a record must match to apply here."""
+    m = sysinfo.describe()
+    return {"cpu": m["cpu"], "cores": m["cores"], "arch": m["arch"]}
+
+
+def write_record(folder: str | os.PathLike, record: dict) -> Path:
+    """``record`` (bench's choice and figures) as FOLDER/engine.json, with this machine's identity."""
+    path = Path(folder) / RECORD_NAME
+    write_json(path, {**record, "machine": this_machine()})
+    return path
+
+
+def read_record(folder: str | os.PathLike) -> dict | None:
+    """FOLDER/engine.json checked, or None when there is none. One-line error when it is damaged
+    or names something edgeclf would not run (the file is as untrusted as the models beside it)."""
+    path = Path(folder) / RECORD_NAME
+    if not path.is_file():
+        return None
+    try:
+        if path.stat().st_size > _MAX_RECORD_BYTES:
+            raise ValueError(f"larger than {_MAX_RECORD_BYTES} bytes")
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        choice = rec["choice"]
+        engine, file, threads = choice["engine"], choice["file"], choice["threads"]
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {safe_text(str(engine))[:40]!r}")
+        if file not in MODEL_NAMES:
+            raise ValueError(f"file {safe_text(str(file))[:60]!r} is not one of an export's models")
+        if threads is not None and not (isinstance(threads, int) and 1 <= threads <= _MAX_THREADS):
+            raise ValueError(f"threads {safe_text(str(threads))[:20]!r} is not a whole number from 1 to {_MAX_THREADS}")
+        if not isinstance(rec.get("machine"), dict):
+            raise ValueError("no machine")
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+        raise EdgeclfError(f"{path}: unreadable engine record ({first_words(e)}); "
+                           f"measure again with `edgeclf bench {path.parent} --engines`") from None
+    return rec
+
+
+def first_words(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return text[:120] if not isinstance(e, KeyError) else f"no {text}"
+
+
+def applicable_choice(folder: str | os.PathLike) -> tuple[dict | None, str]:
+    """(the recorded choice, why) when FOLDER's record applies on this machine and its file is
+    there; (None, why not) otherwise ("" when there is no record at all)."""
+    rec = read_record(folder)
+    if rec is None:
+        return None, ""
+    here, there = this_machine(), rec["machine"]
+    if any(there.get(k) != v for k, v in here.items()):
+        return None, (f"{Path(folder) / RECORD_NAME} was measured on another machine ({safe_text(str(there.get('cpu')))[:80]}, "
+                      f"{there.get('cores')} cores): running onnxruntime; `edgeclf bench {folder} --engines` measures this one")
+    choice = rec["choice"]
+    if not (Path(folder) / choice["file"]).is_file():
+        return None, f"{Path(folder) / RECORD_NAME} chose {choice['file']}, which is not in {folder}: running onnxruntime"
+    return choice, describe(choice)
+
+
+def describe(choice: dict) -> str:
+    """"the fastest here by `edgeclf bench --engines`: LiteRT, 2 threads, p50 2.31 ms (onnxruntime 3.99 ms)"."""
+    threads = "adaptive threads" if choice["threads"] is None else f"{choice['threads']} thread{'s' * (choice['threads'] > 1)}"
+    runner_up = choice.get("runner_up")
+    vs = f" ({runner_up.get('label', runner_up['engine'])} {runner_up['p50_ms']:.2f} ms)" if isinstance(runner_up, dict) and "p50_ms" in runner_up else ""
+    name = {"litert": "LiteRT"}.get(choice["engine"], choice["engine"])
+    p50 = choice.get("p50_ms")
+    return (f"the fastest here by `edgeclf bench --engines`: {name}, {threads}"
+            + (f", p50 {p50:.2f} ms{vs}" if isinstance(p50, (int, float)) else ""))
