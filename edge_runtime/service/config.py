@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import math
 import re
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from edgeclf.comms.mqtt import MqttOptions, tls_context
 from edgeclf.comms.webhook import WebhookOptions, shown_url, split_credentials
