@@ -98,10 +98,23 @@ def exported_model(path: str | os.PathLike, gpu: bool = False, engine: str = "au
         return Located(tflite, True, "--engine litert")
     if engine == "auto" and not gpu:
         choice, why = engine_choice.applicable_choice(folder)
-        if choice is not None and choice["engine"] == "litert" and needs_unknown:
+        if choice is not None and choice["engine"] == "litert" and needs_unknown and _has_unknown_score(folder):
             return Located(model, True, f"{engine_choice.RECORD_NAME} found LiteRT faster here, but a LiteRT model has "
                                         "no unknown score (--no-unknown, or --engine litert, runs it)")
         if choice is not None:
             return Located(folder / choice["file"], True, why, choice["threads"])
         return Located(model, True, why)
     return Located(model, True, why_this_file(model, gpu))
+
+
+def _has_unknown_score(folder: Path) -> bool:
+    """Whether the export's ONNX models carry the unknown score (export.json records its
+    calibration); True when that cannot be read, as nothing then says the score can be dropped."""
+    import json
+
+    from edgeclf.model.exported import REPORT_NAME
+
+    try:
+        return "unknown" in json.loads((folder / REPORT_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return True
