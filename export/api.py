@@ -1,5 +1,6 @@
-"""``export_model``: a trained run -> verified ONNX files (fp32, optionally int8 and fp16) + export.json,
-written all or nothing (``outfolder``), export.json recording each model file's SHA-256."""
+"""``export_model``: a trained run -> verified ONNX files (fp32, optionally int8 and fp16), optionally a
+verified LiteRT int8 file, + export.json, written all or nothing (``outfolder``), export.json
+recording each model file's SHA-256."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from edgeclf.errors import EdgeclfError, first_line
 from edgeclf.image import scan_class_folders
 from edgeclf.model import metadata as md
 from edgeclf.model.batching import in_batches
-from edgeclf.model.exported import FP16_NAME, FP32_NAME, INT8_NAME, REPORT_NAME
+from edgeclf.model.exported import FP16_NAME, FP32_NAME, INT8_NAME, REPORT_NAME, TFLITE_INT8_NAME
 from edgeclf.model.session import open_session
 from edgeclf.outfiles import remove_stale_temps, sha256_of, write_json
 from edgeclf.progress import Step, steps
@@ -28,10 +29,10 @@ from edgeclf.train.keras_model import RunSource, input_size_of, load_keras_model
 from edgeclf.train.run_record import check_class_names
 
 from . import data, parity
-from .convert import DEFAULT_OPSET, keras_to_onnx, set_metadata
+from .convert import DEFAULT_OPSET, keras_to_onnx, release_memory, set_metadata
 from .head import float_head, head_weights
 from .data import CheckImages
-from .int8 import choose_int8, describe
+from .int8 import Judged, choose_int8, describe, judged_photos
 from .onnxrun import predict
 from .options import DEFAULT_CALIB_SIZE, DEFAULT_MAX_DROP, DEFAULT_PARITY_SIZE, ExportOptions
 from .outfolder import check_out_folder, staging, swap_in
@@ -39,7 +40,7 @@ from .unknown import DEFAULT_REJECT, Bank, attach, embeddings, has_embedding
 
 
 class ExportCheckError(EdgeclfError):
-    """A check failed (parity, or the int8 accuracy guard); the message carries the figures."""
+    """A check failed (parity, or the int8 accuracy guard of int8 ONNX or LiteRT); the message carries the figures."""
 
     exit_code = 1
 
@@ -77,6 +78,7 @@ def export_model(
     *,
     int8: bool = False,
     fp16: bool = False,
+    tflite: bool = False,
     calib: str | os.PathLike | None = None,
     calib_size: int = DEFAULT_CALIB_SIZE,
     calib_method: str = "auto",
@@ -92,15 +94,16 @@ def export_model(
 
     Always writes ``model.onnx`` after checking parity with Keras; with ``int8`` also
     ``model.int8.onnx`` unless the guard finds it credibly worse than fp32 on the validation split
-    and the run's training photos (``int8.judge``); with ``fp16`` ``model.fp16.onnx``; then
-    ``export.json`` (returned as a dict). fp32 and int8 also output the unknown score
-    (``export/unknown.py``), its threshold rejecting ``unknown_reject`` of the validation photos.
+    and the run's training photos (``int8.judge``); with ``fp16`` ``model.fp16.onnx``; with ``tflite``
+    ``model.int8.tflite`` (LiteRT, ``export/tflite.py``) under the same guard; then ``export.json``
+    (returned as a dict). fp32 and int8 ONNX also output the unknown score (``export/unknown.py``),
+    its threshold rejecting ``unknown_reject`` of the validation photos; the LiteRT model has none.
     The files are built beside ``out_dir`` and replace it whole at the end (an earlier export only with ``force``).
     Raises EdgeclfError for bad input (nothing written) and ExportCheckError when a check fails.
     """
     opts = ExportOptions(int8=int8, fp16=fp16, calib_dir=Path(calib) if calib is not None else None,
                          calib_size=calib_size, calib_method=calib_method, opset=opset, max_drop=max_drop,
-                         parity_size=parity_size, seed=seed, unknown_reject=unknown_reject)
+                         parity_size=parity_size, seed=seed, unknown_reject=unknown_reject, tflite=tflite)
     src = resolve_source(source)
     out = Path(out_dir) if out_dir is not None else src.model_path.parent / "export"
     opts.check()
@@ -108,22 +111,35 @@ def export_model(
     model = _load(src, opts.calib_dir)
     try:
         with staging(out) as new, steps(quiet=not show_progress, width=36) as step:
-            images = data.read_check_images(src, model.class_names, model.size, opts, calib_files, step)
-            fp32 = _convert_and_check(model, opts.opset, images.parity, step)
-            report = _report(model, opts.opset, fp32.parity, images.real)
-            bank = _unknown_bank(src, fp32, images, opts, step)
-            payload, reference = _with_unknown(fp32.payload, bank, images, opts, report, "fp32", step)
-            _write(new / FP32_NAME, payload, report, "fp32")
-            if opts.fp16:
-                _add_fp16(model, fp32, images.parity, new, report, step)
-            if opts.int8:
-                _add_int8(model, fp32, images, opts, new, report, step, bank, reference)
-            _write_report(new, report)
+            report = _build(src, model, opts, calib_files, new, step)
             swap_in(new, out)
     except OSError as e:  # disk full, folder made read-only: the earlier export (if any) is untouched
         raise _write_error(out, e) from None
-    if opts.int8 and not report["int8"]["accepted"]:
-        raise _rejected(report["int8"], out)
+    rejected = _rejected(report, out)
+    if rejected is not None:  # after the swap: export.json describes what was exported, and why not the rest
+        raise rejected
+    return report
+
+
+def _build(src: RunSource, model: _Model, opts: ExportOptions, calib_files: list[Path] | None, new: Path,
+           step: Step) -> dict:
+    """Every file of the export, checked and written into ``new``, export.json last; returns its content."""
+    images = data.read_check_images(src, model.class_names, model.size, opts, calib_files, step)
+    fp32 = _convert_and_check(model, opts.opset, images.parity, step)
+    report = _report(model, opts.opset, fp32.parity, images.real)
+    bank = _unknown_bank(src, fp32, images, opts, step)
+    payload, reference = _with_unknown(fp32.payload, bank, images, opts, report, "fp32", step)
+    _write(new / FP32_NAME, payload, report, "fp32")
+    if opts.fp16:
+        _add_fp16(model, fp32, images.parity, new, report, step)
+    if opts.quantizes:
+        release_memory()  # what Keras and the parity check left, before the judged photos' runs
+        judged = judged_photos(fp32.session, images, step)  # once, for int8 ONNX and LiteRT alike
+        if opts.int8:
+            _add_int8(model, fp32, images, judged, opts, new, report, step, bank, reference)
+        if opts.tflite:
+            _add_tflite(model, fp32, images, judged, opts, new, report, step)
+    _write_report(new, report)
     return report
 
 
@@ -132,13 +148,14 @@ def _prepare(out: Path, opts: ExportOptions, force: bool) -> list[Path] | None:
     """Fail before any work on an unusable or occupied --out or on --calib; remove what a killed
     export left. Returns the --calib image files (None without --calib)."""
     _check_writable(out)
-    removed = [p for name in (FP32_NAME, INT8_NAME, FP16_NAME, REPORT_NAME) for p in remove_stale_temps(out / name)]
+    removed = [p for name in (FP32_NAME, INT8_NAME, FP16_NAME, TFLITE_INT8_NAME, REPORT_NAME)
+               for p in remove_stale_temps(out / name)]
     if removed:  # left by an export (of an earlier edgeclf, which wrote in place) killed mid-write
         print(f"warning: removed {len(removed)} temporary file(s) left in {out} by a killed export", file=sys.stderr)
     check_out_folder(out, force)
     calib_files = data.calibration_files(opts.calib_dir) if opts.calib_dir is not None else None
-    if opts.calib_dir is not None and not opts.int8:
-        print("warning: --calib is only used with --int8", file=sys.stderr)
+    if opts.calib_dir is not None and not opts.quantizes:
+        print("warning: --calib is only used with --int8 or --format tflite", file=sys.stderr)
     return calib_files
 
 
@@ -236,16 +253,33 @@ def _with_unknown(payload: bytes, bank: Bank | None, images: CheckImages, opts: 
     return payload, (scores, figures["threshold"])
 
 
-def _add_int8(model: _Model, fp32: _Fp32, images: CheckImages, opts: ExportOptions, out: Path, report: dict,
-              step: Step, bank: Bank | None = None, reference: tuple | None = None) -> None:
+def _add_int8(model: _Model, fp32: _Fp32, images: CheckImages, judged: Judged, opts: ExportOptions, out: Path,
+              report: dict, step: Step, bank: Bank | None = None, reference: tuple | None = None) -> None:
     """model.int8.onnx when it passes the accuracy guard; its figures in the report either way."""
-    result, payload = choose_int8(fp32.quantize_from, fp32.session, images, opts.calib_method, opts.max_drop, step,
-                                  metadata=lambda accuracy: model.metadata("int8", accuracy),
+    result, payload = choose_int8(fp32.quantize_from, fp32.session, images, judged, opts.calib_method, opts.max_drop,
+                                  step, metadata=lambda accuracy: model.metadata("int8", accuracy),
                                   finish=lambda proto: _float_head(model, proto))
-    result["calib_source"] = str(opts.calib_dir.resolve()) if opts.calib_dir is not None else "training split (run.json)"
+    result["calib_source"] = _calib_source(opts)
     report["int8"] = result
     if result["accepted"]:
         _write(out / INT8_NAME, _with_unknown(payload, bank, images, opts, report, "int8", step, reference)[0], report, "int8")
+
+
+def _add_tflite(model: _Model, fp32: _Fp32, images: CheckImages, judged: Judged, opts: ExportOptions, out: Path,
+                report: dict, step: Step) -> None:
+    """model.int8.tflite when it passes the accuracy guard; its figures in the report either way."""
+    from .tflite import make_tflite
+
+    result, payload = make_tflite(model.keras, str(model.run.model_path), images, judged, len(fp32.quantize_from),
+                                  opts.max_drop, step, metadata=lambda accuracy: model.metadata("int8", accuracy))
+    result["calib_source"] = _calib_source(opts)
+    report["tflite_int8"] = result
+    if result["accepted"]:
+        _write(out / TFLITE_INT8_NAME, payload, report, "tflite_int8")
+
+
+def _calib_source(opts: ExportOptions) -> str:
+    return str(opts.calib_dir.resolve()) if opts.calib_dir is not None else "training split (run.json)"
 
 
 def _write_report(out: Path, report: dict) -> None:
@@ -255,14 +289,27 @@ def _write_report(out: Path, report: dict) -> None:
     write_json(out / REPORT_NAME, report)
 
 
-def _rejected(r: dict, out: Path) -> ExportCheckError:
-    """The int8 guard's verdict in one line: on how many photos, the figures, why."""
-    g = r["guard"]
-    return ExportCheckError(
-        f"int8 model rejected: accuracy {g['accuracy_int8']:.2%} vs fp32 {g['accuracy_fp32']:.2%} on {r['judged_on']}; "
-        f"{describe(g)}; rejected as {', '.join(g['reasons'])}; "
-        f"{FP32_NAME} and {REPORT_NAME} written to {out}, no {INT8_NAME}"
-    )
+def _rejected(report: dict, out: Path) -> ExportCheckError | None:
+    """The guard's verdict on each rejected model in one line: on how many photos, the figures, why,
+    then what was written and what was not; None when no model was rejected."""
+    why, missing = [], []
+    for key, what, name in (("int8", "int8 model", INT8_NAME), ("tflite_int8", "LiteRT int8 model", TFLITE_INT8_NAME)):
+        r = report.get(key)
+        if r is None or r["accepted"]:
+            continue
+        g = r["guard"]
+        why.append(f"{what} rejected: accuracy {g['accuracy_int8']:.2%} vs fp32 {g['accuracy_fp32']:.2%} on "
+                   f"{r['judged_on']}; {describe(g)}; rejected as {', '.join(g['reasons'])}")
+        missing.append(name)
+    if not why:
+        return None
+    return ExportCheckError(f"{'; '.join(why)}; {_and(report['files'].values())} written to {out}, no {_and(missing)}")
+
+
+def _and(names) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 # ---------------------------------------------------------------------------------------- inputs

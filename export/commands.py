@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
-from edgeclf.errors import require_train_extra
+from edgeclf.errors import EdgeclfError, require_train_extra
+
+FORMATS = ("onnx", "tflite")
 
 
 def run_export(source: Path, out: Path | None, *, json_out: bool = False, **options) -> dict:
@@ -23,6 +25,16 @@ def run_export(source: Path, out: Path | None, *, json_out: bool = False, **opti
     else:
         _print_summary(report, Path(out) if out is not None else Path(report["source"]).parent / "export")
     return report
+
+
+def parse_formats(values: list[str] | None) -> set[str]:
+    """``--format`` given repeated and/or comma-separated (``--format onnx,tflite``) as a set;
+    ``{"onnx"}`` when not given. A one-line error names a value that is neither."""
+    found = {v.strip() for value in (values or ["onnx"]) for v in value.split(",")}
+    for v in sorted(found):
+        if v not in FORMATS:
+            raise EdgeclfError(f"--format {v or repr(v)}: expected {' or '.join(FORMATS)}")
+    return found
 
 
 def _print_summary(report: dict, out: Path) -> None:
@@ -53,6 +65,13 @@ def _print_summary(report: dict, out: Path) -> None:
             f"size x{r['size_ratio']:.2f}; {r['latency_ms']['int8']:.2f} vs {r['latency_ms']['fp32']:.2f} ms/frame "
             f"({r['speedup']:.2f}x faster)",
         )
+    if "tflite_int8" in report:
+        r = report["tflite_int8"]
+        table.add_row(
+            report["files"].get("tflite_int8", "(rejected)"), _mb(report["sizes_bytes"].get("tflite_int8", 0)),
+            f"LiteRT, calibrated on {r['n_calib']} images; {_int8_check(r, 'LiteRT int8 vs fp32 ONNX')}; "
+            f"size x{r['size_ratio']:.2f}; no unknown score (ONNX only)",
+        )
     console.print(table)
     if "unknown" in report:
         u = report["unknown"]
@@ -61,14 +80,14 @@ def _print_summary(report: dict, out: Path) -> None:
                                   "validation photos rejected)" for k in ("fp32", "int8") if k in u))
 
 
-def _int8_check(r: dict) -> str:
+def _int8_check(r: dict, what: str = "int8 vs fp32") -> str:
     """The guard's verdict and what it rests on, then the validation split's accuracy."""
     if "guard" not in r:  # an export.json of an earlier edgeclf
         return (f"accuracy {r['accuracy_int8']:.2%} vs fp32 {r['accuracy_fp32']:.2%} on {r['n_eval']} "
                 f"(agreement {r['top1_agreement']:.2%})")
     from .int8 import describe
 
-    return (f"int8 vs fp32 on {r['judged_on']}: {describe(r['guard'])}: [bold]{r['verdict']}[/]; validation "
+    return (f"{what} on {r['judged_on']}: {describe(r['guard'])}: [bold]{r['verdict']}[/]; validation "
             f"accuracy {r['accuracy_int8']:.2%} vs fp32 {r['accuracy_fp32']:.2%} on {r['n_eval']}")
 
 
@@ -88,6 +107,10 @@ def register(app: typer.Typer) -> None:
         calib_size: int = typer.Option(200, "--calib-size", help="Number of calibration images (a seeded random sample)."),
         calib_method: str = typer.Option("auto", "--calib-method", help="auto (the best against fp32 of minmax, entropy, percentile) or one of them."),
         fp16: bool = typer.Option(False, "--fp16", help="Also write a float16 model for GPUs (model.fp16.onnx)."),
+        formats: Annotated[list[str] | None, typer.Option(
+            "--format", help="onnx (default) and/or tflite, repeated or comma-separated (--format onnx,tflite). "
+            "tflite also writes model.int8.tflite (LiteRT full-integer int8, the --calib images, the int8 guard; "
+            "needs ai-edge-litert). model.onnx (fp32) is always written: every other model is checked against it.")] = None,
         opset: int = typer.Option(17, "--opset", help="ONNX opset (13-18)."),
         max_drop: float = typer.Option(0.01, "--max-drop", help="Largest accepted int8 accuracy drop vs fp32 (0.01 = 1 point): int8 is rejected when its drop "
                                       "on the validation and training photos is credibly above it (95% interval)."),
@@ -96,10 +119,11 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print export.json's content as one JSON object."),
         force: bool = typer.Option(False, "--force", help="Replace an earlier export in the output folder."),
     ) -> None:
-        """Export a trained model to ONNX (and a verified int8 ONNX)."""
+        """Export a trained model to ONNX (and a verified int8 ONNX, a verified LiteRT int8)."""
+        tflite = "tflite" in parse_formats(formats)
         require_train_extra("export")
         run_export(
-            source, out, json_out=json_out, int8=int8, fp16=fp16, calib=calib, calib_size=calib_size,
+            source, out, json_out=json_out, int8=int8, fp16=fp16, tflite=tflite, calib=calib, calib_size=calib_size,
             calib_method=calib_method, opset=opset, max_drop=max_drop, unknown_reject=unknown_reject, force=force,
         )
 

@@ -101,11 +101,11 @@ def generated_images(n: int, size: tuple[int, int], seed: int = 0) -> np.ndarray
 class CheckImages:
     """The images every check runs on, all read before anything is written."""
 
-    val: Images  # labelled: the int8 model is judged on them (and its validation accuracy measured)
-    calib: Images | None  # with --int8: calibration images
+    val: Images  # labelled: the int8 models are judged on them (and their validation accuracy measured)
+    calib: Images | None  # with --int8 or --format tflite: calibration images (the same for both)
     parity: np.ndarray  # for the Keras/ONNX parity check: validation first, then calibration / training
     real: bool  # False when the model came with no image at all and the parity images are generated
-    # With --int8: the run's training photos the int8 model is also judged on (labelled), and how
+    # With --int8 or --format tflite: the run's training photos the int8 models are also judged on (labelled), and how
     # many of them were calibration photos (used only when the others do not fill MAX_JUDGED).
     train: Images | None = None
     n_train_calibrated: int = 0
@@ -113,10 +113,10 @@ class CheckImages:
 
 def read_check_images(src: RunSource, class_names: list[str], size: tuple[int, int], opts: ExportOptions,
                       calib_files: list[Path] | None, step: Step) -> CheckImages:
-    """The validation split, the calibration set (with --int8) and the parity images of ``src``."""
+    """The validation split, the calibration set (with --int8 or --format tflite) and the parity images of ``src``."""
     val_paths, val_labels = _labelled_split(src)
     calib = None
-    if opts.int8:
+    if opts.quantizes:
         calib_paths, val_paths, val_labels = _calibration_and_eval_paths(src, opts, calib_files, class_names,
                                                                          val_paths, val_labels)
         calib = load_images(calib_paths, size, progress=step("reading calibration images", len(calib_paths)))
@@ -124,10 +124,10 @@ def read_check_images(src: RunSource, class_names: list[str], size: tuple[int, i
             where = opts.calib_dir if opts.calib_dir is not None else "the run's training split"
             raise EdgeclfError(f"{where}: no readable calibration image")
     val = load_images(val_paths, size, val_labels, progress=step("reading validation images", len(val_paths)))
-    if opts.int8 and len(val.x) == 0:
+    if opts.quantizes and len(val.x) == 0:
         raise EdgeclfError(f"{src.model_path}: no readable validation image to judge the int8 model on")
     train, n_calibrated = None, 0
-    if opts.int8:
+    if opts.quantizes:
         train, n_calibrated = _judged_training_photos(src, val, calib, size, opts.seed, step)
     parity = _parity_images(src, val, calib, size, opts, step)
     real = len(val.x) > 0 or (calib is not None and len(calib.x) > 0) or bool(src.split_paths("train"))
@@ -223,7 +223,7 @@ def _calibration_and_eval_paths(src: RunSource, opts: ExportOptions, calib_files
             pool = [p for p in pool if p not in taken]
     if not val_paths:
         raise EdgeclfError(
-            f"{src.model_path}: --int8 needs labelled validation images (the run has no validation split); "
+            f"{src.model_path}: {opts.quantize_flag} needs labelled validation images (the run has no validation split); "
             "pass --calib with one sub-folder per class"
         )
     judged = {p.resolve() for p in val_paths}

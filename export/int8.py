@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -37,8 +38,33 @@ RULE = ("paired on the same photos: rejected when the 95% interval of the accura
         "largest probability change lies above its limit")
 
 
-def choose_int8(fp32_bytes: bytes, fp32_sess: ort.InferenceSession, images: CheckImages, calib_method: str,
-                max_drop: float, step: Step, metadata: Callable[[float], dict],
+@dataclass
+class Judged:
+    """The photos every quantized model is judged on against fp32 (the validation split, then the
+    run's training photos), with fp32's probabilities on them: computed once per export and shared
+    by the int8 ONNX and the LiteRT model, so both are judged against the same figures."""
+
+    labels: np.ndarray  # true classes, validation photos first
+    fp32: np.ndarray  # fp32's probabilities [n, classes] on the same photos
+    n_val: int
+    train: Images  # the training photos among them (empty when run.json records none)
+
+    @property
+    def fp32_val(self) -> np.ndarray:
+        return self.fp32[: self.n_val]
+
+
+def judged_photos(fp32_sess: ort.InferenceSession, images: CheckImages, step: Step) -> Judged:
+    """fp32's probabilities on the validation split and the judged training photos."""
+    val = images.val
+    train = images.train if images.train is not None else Images(val.x[:0], [], np.zeros(0, np.int64))
+    fp32_val = predict(fp32_sess, val.x, progress=step("validation: fp32", len(val.x)))
+    fp32_probs = np.concatenate([fp32_val, predict_or_empty(fp32_sess, train, fp32_val.shape[1], step, "training photos: fp32")])
+    return Judged(np.concatenate([val.y, train.y]), fp32_probs, len(val.x), train)
+
+
+def choose_int8(fp32_bytes: bytes, fp32_sess: ort.InferenceSession, images: CheckImages, judged: Judged,
+                calib_method: str, max_drop: float, step: Step, metadata: Callable[[float], dict],
                 finish: Callable[[object], None] = lambda proto: None) -> tuple[dict, bytes]:
     """Quantize with each candidate calibration method, keep the best against fp32 on the judged
     photos (passing the guard first, then accuracy, then agreement, then the smaller probability
@@ -48,12 +74,8 @@ def choose_int8(fp32_bytes: bytes, fp32_sess: ort.InferenceSession, images: Chec
     accuracy on the validation split). ``finish(proto)`` changes each candidate in place before it
     is judged (the float head)."""
     release_memory()  # what Keras and the parity check left, before calibration's big arrays
-    val = images.val
-    train = images.train if images.train is not None else Images(val.x[:0], [], np.zeros(0, np.int64))
-    fp32_val = predict(fp32_sess, val.x, progress=step("validation: fp32", len(val.x)))
-    fp32_probs = np.concatenate([fp32_val, _predict(fp32_sess, train, fp32_val.shape[1], step, "training photos: fp32")])
-    judged = {"labels": np.concatenate([val.y, train.y]), "fp32": fp32_probs, "n_val": len(val.x)}
-    acc_fp32 = _accuracy(fp32_val, val.y)
+    val, train = images.val, judged.train
+    acc_fp32 = accuracy(judged.fp32_val, val.y)
     methods = list(quantize.METHODS) if calib_method == "auto" else [calib_method]
     with tempfile.TemporaryDirectory(prefix="edgeclf-quant-") as tmp:
         tmp = Path(tmp)
@@ -62,10 +84,10 @@ def choose_int8(fp32_bytes: bytes, fp32_sess: ort.InferenceSession, images: Chec
         quantize.prepare(tmp / "fp32.onnx", tmp / "prepared.onnx")
         # 7-bit weights first (the same results on every CPU family); full 8-bit ones only when
         # those fail the guard (exact on x86 with VNNI and ARM only: see quantize.FULL_RANGE_CPUS).
-        candidates = _candidates(tmp, images, train, judged, methods, True, max_drop, step, finish)
+        candidates = _candidates(tmp, images, judged, methods, True, max_drop, step, finish)
         best = _best(candidates)
         if not candidates[best]["guard"]["accepted"]:
-            candidates.update(_candidates(tmp, images, train, judged, methods, False, max_drop, step, finish))
+            candidates.update(_candidates(tmp, images, judged, methods, False, max_drop, step, finish))
             best = _best(candidates)
         chosen = candidates[best]
         proto = onnx.load(str(chosen["path"]))
@@ -81,17 +103,18 @@ def choose_int8(fp32_bytes: bytes, fp32_sess: ort.InferenceSession, images: Chec
     return _result(best, candidates, measured, max_drop), int8_bytes
 
 
-def _predict(sess: ort.InferenceSession, images: Images, n_classes: int, step: Step, what: str) -> np.ndarray:
+def predict_or_empty(sess, images: Images, n_classes: int, step: Step, what: str) -> np.ndarray:
+    """``predict`` on ``images`` (an onnxruntime or LiteRT session); [0, n_classes] when there are none."""
     if len(images.x) == 0:
         return np.zeros((0, n_classes), np.float32)
     return predict(sess, images.x, progress=step(what, len(images.x)))
 
 
-def _candidates(tmp: Path, images: CheckImages, train: Images, judged: dict, methods: list[str], reduce_range: bool,
+def _candidates(tmp: Path, images: CheckImages, judged: Judged, methods: list[str], reduce_range: bool,
                 max_drop: float, step: Step, finish: Callable[[object], None]) -> dict[str, dict]:
     """One int8 model per calibration method, at 7-bit (``reduce_range``) or 8-bit weights, with
     its figures on the validation split and the guard's on every judged photo."""
-    val, calib = images.val, images.calib
+    val, calib, train = images.val, images.calib, judged.train
     found = {}
     for m in methods:
         key = m if reduce_range else f"{m}, 8-bit weights"
@@ -104,16 +127,16 @@ def _candidates(tmp: Path, images: CheckImages, train: Images, judged: dict, met
         del proto
         sess = open_session(path)
         probs = predict(sess, val.x, progress=step(f"validation: int8 ({key})", len(val.x)))
-        all_probs = np.concatenate([probs, _predict(sess, train, probs.shape[1], step, f"training photos: int8 ({key})")])
+        all_probs = np.concatenate([probs, predict_or_empty(sess, train, probs.shape[1], step, f"training photos: int8 ({key})")])
         del sess
         release_memory()  # the calibrator's and the candidate's sessions, before the next candidate
-        fp32_val = judged["fp32"][: judged["n_val"]]
+        fp32_val = judged.fp32_val
         found[key] = {
-            "accuracy": _accuracy(probs, val.y),
+            "accuracy": accuracy(probs, val.y),
             "top1_agreement": float((probs.argmax(1) == fp32_val.argmax(1)).mean()),
             "mean_abs_diff": parity.compare(fp32_val, probs)["mean_abs_diff"],
             "reduce_range": reduce_range,
-            "guard": compare(judged["fp32"], all_probs, judged["labels"], max_drop),
+            "guard": compare(judged.fp32, all_probs, judged.labels, max_drop),
             "path": path,
         }
     return found
@@ -129,7 +152,7 @@ def _best(candidates: dict[str, dict]) -> str:
     return max(candidates, key=key)
 
 
-def _accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     return float((probs.argmax(1) == labels).mean())
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeclf.errors import EdgeclfError
+from edgeclf.model import litert
 
 from .quantize import METHODS
 
@@ -30,10 +31,23 @@ class ExportOptions:
     parity_size: int
     seed: int
     unknown_reject: float = 0.02  # share of held-back in-class photos the unknown score's threshold rejects; 0: no score
+    tflite: bool = False  # also model.int8.tflite (``--format tflite``), judged by the same guard
 
+    @property
+    def quantizes(self) -> bool:
+        """Whether a quantized model is made: it needs calibration images and photos to judge it on."""
+        return self.int8 or self.tflite
+
+    @property
+    def quantize_flag(self) -> str:
+        """The option that asked for calibration, as error messages name it."""
+        return "--int8" if self.int8 else "--format tflite"
 
     def check(self) -> None:
-        """Raise EdgeclfError (as the command line spells the option) for a value out of range."""
+        """Raise EdgeclfError (as the command line spells the option) for a value out of range, or
+        for ``--format tflite`` without the LiteRT interpreter that checks its model."""
+        if self.tflite and not litert.available():  # before TensorFlow loads: the answer comes in a blink
+            raise EdgeclfError(f"--format tflite needs ai-edge-litert to check the model: {litert.INSTALL_HINT}")
         if not math.isfinite(self.max_drop):  # NaN would reject every int8 model, inf accept any
             raise EdgeclfError(f"--max-drop {self.max_drop}: must be a finite accuracy drop (0.01 = 1 point)")
         if self.opset not in OPSETS:

@@ -14,6 +14,7 @@ One file to copy to the device, readable with the standard library.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -136,7 +137,7 @@ class LiteRTSession:
         self._metadata = read_metadata(self.path)
         self._by_batch: OrderedDict[int, tuple[Any, dict, dict]] = OrderedDict()
         self._lock = threading.Lock()
-        it, inp, out = self._open(None)
+        it, inp, out = self._open(None, quiet=True)
         if len(it.get_input_details()) != 1 or len(it.get_output_details()) != 1:
             raise EdgeclfError(f"{self.path}: model has {len(it.get_input_details())} inputs and "
                                f"{len(it.get_output_details())} outputs; edgeclf models have one of each")
@@ -147,10 +148,13 @@ class LiteRTSession:
         self._output = _Tensor(md.OUTPUT_NAME, [None, *[int(d) for d in out["shape"][1:]]], np.float32)
         self._by_batch[int(inp["shape"][0])] = (it, inp, out)
 
-    def _open(self, batch: int | None) -> tuple[Any, dict, dict]:
-        """A new interpreter, resized to ``batch`` images when given, its tensors allocated."""
+    def _open(self, batch: int | None, quiet: bool = False) -> tuple[Any, dict, dict]:
+        """A new interpreter, resized to ``batch`` images when given, its tensors allocated.
+        ``quiet``: swallow what LiteRT prints (an INFO line on stderr, once per process, at the
+        first interpreter); only then, as capturing swaps the process's file descriptors, and
+        later interpreters open mid-stream while other threads print results and logs."""
         try:
-            with captured_output():  # LiteRT prints an INFO line per interpreter on stderr
+            with captured_output() if quiet else contextlib.nullcontext():
                 it = self._interpreter(model_path=str(self.path), num_threads=self.threads)
                 inp = it.get_input_details()[0]
                 if batch is not None and inp["shape"][0] != batch:
