@@ -4,7 +4,7 @@ Cortex-A72 (Raspberry Pi 4: NEON only) and Cortex-A76 (Pi 5: dot product) run th
 wheels and edgeclf wheel that ``.ci/aarch64 setup`` installs; qemu's Haswell (x86 with AVX2 but no
 VNNI, where onnxruntime's u8 x s8 int8 kernels add pairs in saturating int16) runs this venv.
 
-An edgenet model is trained briefly and exported (fp32 and int8) on this x86 host. On each CPU,
+An edgenet model is trained briefly and exported (fp32, int8 ONNX and LiteRT int8) on this x86 host. On each CPU,
 ``edgeclf predict --json``, ``eval --json`` and ``bench --json`` then run on both models and must
 agree with this host: 100% top-1 agreement, probabilities within ``PROB_TOL``, and the int8
 model's accuracy on the validation images equal to what the export's int8 guard measured.
@@ -89,13 +89,14 @@ def exported(emulators, shapes_dir, tmp_path_factory) -> dict:
 
     tmp = tmp_path_factory.mktemp("devices")
     run = make_run("edgenet", 64, shapes_dir, tmp / "run", epochs=30, steps=None)
-    report = export_model(run, tmp / "export", int8=True, show_progress=False)
+    report = export_model(run, tmp / "export", int8=True, tflite=True, show_progress=False)
     val = [Path(p) for p in json.loads((run / "run.json").read_text())["splits"]["val"]]
     for folder, paths in (("val", val), ("few", _per_class(val, N_FP32 // 3))):
         for p in paths:
             (tmp / folder / p.parent.name).mkdir(parents=True, exist_ok=True)
             shutil.copy(p, tmp / folder / p.parent.name / p.name)
     return {"fp32": tmp / "export" / "model.onnx", "int8": tmp / "export" / "model.int8.onnx",
+            "tflite": tmp / "export" / "model.int8.tflite",
             "report": report, "val": tmp / "val", "few": tmp / "few"}
 
 
@@ -122,6 +123,7 @@ def reference(exported) -> dict:
         "int8": _predictions(host("predict", exported["int8"], exported["val"], "--json")),
         "eval_fp32": json.loads(host("eval", exported["fp32"], exported["few"], "--json").stdout),
         "eval_int8": json.loads(host("eval", exported["int8"], exported["val"], "--json").stdout),
+        "tflite": _predictions(host("predict", exported["tflite"], exported["val"], "--json")),
     }
 
 
@@ -169,3 +171,23 @@ def test_same_answers_on_every_cpu(cpu, exported, reference, capsys):
         figures[precision]["bench_p50_ms"] = round(bench["latency_ms"]["p50"], 2)
     with capsys.disabled():  # the lane's figures, in the CI log
         print(f"\n{cpu}: {json.dumps(figures)} in {time.monotonic() - started:.0f} s")
+
+
+@pytest.mark.parametrize("cpu", [*ARM_CPUS, "haswell"])
+def test_litert_same_answers_on_every_cpu(cpu, exported, reference, capsys):
+    """The LiteRT int8 model (export --format tflite), through ai-edge-litert's own aarch64 wheel on
+    the ARM CPUs: the answers of this host on every validation image, and the accuracy its export's
+    guard measured."""
+    run = RUNNERS[cpu]
+    ref = reference["tflite"]
+    got = _predictions(run("predict", exported["tflite"], exported["val"], "--json"))
+    assert set(got) == set(ref)
+    agree = sum(got[k]["index"] == ref[k]["index"] for k in ref) / len(ref)
+    diff = max(abs(got[k]["probs"][c] - ref[k]["probs"][c]) for k in ref for c in ref[k]["probs"])
+    assert agree == 1.0, f"{cpu} LiteRT int8: top-1 agreement {agree:.2%} with x86 on {len(ref)} images"
+    assert diff <= PROB_TOL["int8"], f"{cpu} LiteRT int8: probabilities differ by {diff:.3g} > {PROB_TOL['int8']}"
+    ev = json.loads(run("eval", exported["tflite"], exported["val"], "--json").stdout)
+    assert ev["format"] == "tflite"
+    assert ev["accuracy"] == pytest.approx(exported["report"]["tflite_int8"]["accuracy_int8"])
+    with capsys.disabled():
+        print(f"\n{cpu} LiteRT int8: {json.dumps({'n': len(ref), 'top1_agreement': agree, 'max_abs_diff': diff})}")
