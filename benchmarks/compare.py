@@ -2,13 +2,15 @@
 
 Measures, in one run and interleaved (A B C ... C B A ...) so machine noise hits all alike:
 Keras ``model.predict`` per frame and a direct Keras call, ONNX fp32 and int8 in onnxruntime
-(through edgeclf's ``Classifier``), LiteRT fp32 and int8 converted from the same Keras model,
+(through edgeclf's ``Classifier``), edgeclf's own LiteRT int8 (``Classifier`` on the export's
+``model.int8.tflite``), LiteRT fp32 and int8 converted from the same Keras model,
 OpenCV DNN on the ONNX files, and where installed OpenVINO (fp32, NNCF int8, the int8 ONNX),
 onnxruntime's OpenVINO provider and ncnn (``compare_engines``; an engine that is not installed or
 cannot convert the model is a row saying why). ``--threads 1,2`` times every format at each thread
 count, in the same rounds. Reports per-frame latency (p50, p99), batch throughput,
-accuracy on the same labelled images, file size and peak memory (each format in its own
-process), with ratios against ONNX int8, and checks the goals of issues 5 and 14. With
+accuracy on the same labelled images, file size, peak memory and first-inference time (each
+format in a fresh process of its own), with ratios against ONNX int8, and checks the goals of
+issues 5 and 14 and whether edgeclf's default path is as fast as its fastest peer. With
 ``--cotenant`` every format is also timed while a second process keeps one core busy decoding a
 video, idle and loaded turns alternating inside every round.
 
@@ -16,7 +18,7 @@ video, idle and loaded turns alternating inside every round.
 
 Its parts: ``compare_runners`` (the runtimes), ``compare_engines`` and ``engine_open`` (the other
 engines), ``compare_timing`` (interleaved turns, adaptive
-arms, peak memory), ``cotenant`` and ``compare_report`` (rows, goals, markdown, chart); this
+arms, peak memory, first inference), ``cotenant`` and ``compare_report`` (rows, goals, markdown, chart); this
 module runs them in order. See benchmarks/README.md.
 """
 
@@ -40,6 +42,7 @@ from compare_runners import (
     Formats,
     Runner,
     convert_litert,
+    edgeclf_litert_runner,
     keras_runners,
     litert_calibration,
     litert_interpreter_class,
@@ -50,7 +53,7 @@ from compare_runners import (
     opencv_runner,
     split_key,
 )
-from compare_timing import ArmLog, interleaved_timings, peak_memory_mb
+from compare_timing import ArmLog, interleaved_timings, peak_memory_mb, probe_format
 from cotenant import CoTenant, cotenant_video
 from provenance import provenance, stamp_json, stamp_markdown
 
@@ -125,8 +128,8 @@ def onnx_files(args: argparse.Namespace) -> tuple[Path, Path, Path]:
 def load_formats(args: argparse.Namespace, run: dict, settings: list[int | None], onnx: tuple[Path, Path],
                  x: np.ndarray, rng: np.random.Generator, tmp: Path) -> tuple[Formats, bool]:
     """Every runtime chosen, at every thread-count setting (None: all cores, edgeclf adaptive):
-    Keras, ONNX through edgeclf, LiteRT converted into ``tmp``, OpenCV, then the other engines;
-    and whether the LiteRT conversion worked."""
+    Keras, ONNX and the export's LiteRT int8 through edgeclf, LiteRT converted into ``tmp``, OpenCV,
+    then the other engines; and whether the LiteRT conversion worked."""
     onnx_fp32, onnx_int8 = onnx
     formats = Formats(chosen_formats(args.engines, args.skip))
     cores = sysinfo.cpu_cores()
@@ -143,6 +146,8 @@ def load_formats(args: argparse.Namespace, run: dict, settings: list[int | None]
     for t in settings:
         formats.add(key("onnx_fp32", t, settings), lambda t=t: onnx_runner(key("onnx_fp32", t, settings), onnx_fp32, t))
         formats.add(key("onnx_int8", t, settings), lambda t=t: onnx_runner(key("onnx_int8", t, settings), onnx_int8, t))
+        k = key("edgeclf_litert_int8", t, settings)
+        formats.add(k, lambda k=k, t=t: edgeclf_litert_runner(k, onnx_int8.parent, t or cores))
     converted = add_litert(formats, keras_model, calibration, tmp, settings, cores)
     for t in settings:
         for fmt, path in (("opencv_fp32", onnx_fp32), ("opencv_int8", onnx_int8)):
@@ -225,14 +230,18 @@ def time_formats(runners: list[Runner], args: argparse.Namespace, x: np.ndarray,
 
 
 def measure_memory(runners: list[Runner], args: argparse.Namespace,
-                   size: tuple[int, int]) -> tuple[dict[str, float | None], float | None]:
-    """Peak RSS of a fresh process per format, and of a bare Python + numpy one (nothing with --no-memory)."""
+                   size: tuple[int, int]) -> tuple[dict[str, float | None], dict[str, float | None], float | None]:
+    """Per format, in a fresh process of its own: peak RSS and the time to its first result (the
+    engine's import, the model's load, the first run); and the peak RSS of a bare Python + numpy
+    process. Nothing with --no-memory."""
     if args.no_memory:
-        return {}, None
-    log("peak memory, one process per format ...")
+        return {}, {}, None
+    log("peak memory and first inference, one process per format ...")
     baseline = peak_memory_mb("baseline", None, size, 1)
-    mem = {r.name: peak_memory_mb(r.fmt, r.file, size, r.threads or 0, r.env) for r in runners}
-    return mem, baseline
+    probes = {r.name: probe_format(r.fmt, r.file, size, r.threads or 0, r.env) for r in runners}
+    mem = {name: p["rss_mb"] if p else None for name, p in probes.items()}
+    first = {name: p["first_ms"] if p else None for name, p in probes.items()}
+    return mem, first, baseline
 
 
 def write_results(args: argparse.Namespace, report: dict) -> str:
@@ -274,8 +283,8 @@ def measure(args: argparse.Namespace, run: dict, settings: list[int | None], set
         timings, arms, cotenant_info = time_formats(formats.runners, args, x, batch, settle, tmp)
     finally:
         formats.close()  # child processes
-    mem, baseline = measure_memory(formats.runners, args, tuple(run["input_size"]))
-    rows, loaded_rows = (summarise(formats.runners, *timings[c], args.batch, acc, mem, formats.errors)
+    mem, first, baseline = measure_memory(formats.runners, args, tuple(run["input_size"]))
+    rows, loaded_rows = (summarise(formats.runners, *timings[c], args.batch, acc, mem, formats.errors, first)
                          if c in timings else None for c in ("idle", "loaded"))
     notes = formats.notes + arms.notes()
     if converted:

@@ -1,4 +1,5 @@
-"""compare.py's report: one row per format, the goals of issues 5 and 14, the markdown and the chart."""
+"""compare.py's report: one row per format, the goals of issues 5 and 14 and of edgeclf's default
+path against its peers, the markdown and the chart."""
 
 from __future__ import annotations
 
@@ -6,6 +7,14 @@ import numpy as np
 from compare_runners import LABELS, REFERENCE, Runner, label, split_key
 
 from edgeclf.bench import charts as cvplot
+from edgeclf.bench.engines import MARGIN, choose
+
+#: edgeclf's int8 paths -> the engine ``edgeclf bench --engines`` knows each by
+EDGECLF_INT8 = {"onnx_int8": "onnxruntime", "edgeclf_litert_int8": "litert"}
+#: what edgeclf itself makes and runs: none of these is its own peer
+EDGECLF_MADE = {"keras_predict", "keras_call", "onnx_fp32", *EDGECLF_INT8}
+#: a peer counts only at equal accuracy: within this many points of edgeclf's default
+PEER_POINTS = 0.5
 
 
 def pct(a: np.ndarray, q: float) -> float:
@@ -13,9 +22,11 @@ def pct(a: np.ndarray, q: float) -> float:
 
 
 def summarise(runners: list[Runner], per_frame: dict, per_batch: dict, batch_n: int, acc: dict, mem: dict,
-              errors: dict) -> list[dict]:
+              errors: dict, first: dict | None = None) -> list[dict]:
     """One row per runner (ratios against ONNX int8 on the same thread-count setting), then one
-    per format that could not run, with the reason."""
+    per format that could not run, with the reason. ``mem`` and ``first``: peak RSS and
+    first-inference ms of each runner's fresh process (``compare_timing.probe_format``)."""
+    first = first or {}
     rows = []
     for r in runners:
         ref = _reference(r.name)
@@ -31,7 +42,8 @@ def summarise(runners: list[Runner], per_frame: dict, per_batch: dict, batch_n: 
             "p50_ms": pct(f, 50), "p99_ms": pct(f, 99), "mean_ms": float(f.mean()), "frames_timed": int(len(f)),
             "vs_onnx_int8": float(np.median(f) / ref_ms) if ref_ms else None,
             "batch_fps": fps, "batch_fps_vs_onnx_int8": fps / ref_fps if ref_fps else None,
-            "accuracy": acc.get(r.name), "peak_rss_mb": mem.get(r.name), "notes": r.notes,
+            "accuracy": acc.get(r.name), "peak_rss_mb": mem.get(r.name),
+            "first_inference_ms": first.get(r.name), "notes": r.notes,
         })
     for key, err in errors.items():
         fmt, t = split_key(key)
@@ -59,8 +71,13 @@ def goals_by_threads(rows: list[dict], loaded: list[dict] | None, settings: list
     return out
 
 
+def _by_format(rows: list[dict]) -> dict[str, dict]:
+    """The rows that ran, by format."""
+    return {r["format"]: r for r in rows if "error" not in r}
+
+
 def check_goals(rows: list[dict], loaded: list[dict] | None = None) -> list[dict]:
-    by = {r["format"]: r for r in rows if "error" not in r}
+    by = _by_format(rows)
     goals = tail_goals(rows, "idle")
 
     def goal(text: str, a: str, b: str, need: float, how: str) -> None:
@@ -77,9 +94,10 @@ def check_goals(rows: list[dict], loaded: list[dict] | None = None) -> list[dict
          "{:.0f}x faster")
     goal("ONNX int8 at least 2x faster per frame than ONNX fp32", "onnx_int8", "onnx_fp32", 2.0, "{:.2f}x faster")
     accs = {k: v["accuracy"] for k, v in by.items() if v.get("accuracy") is not None}
-    edgeclf = {k: v for k, v in accs.items() if k in ("keras_predict", "keras_call", "onnx_fp32", "onnx_int8")}
+    edgeclf = {k: v for k, v in accs.items() if k in EDGECLF_MADE}
+    own = "Keras, ONNX fp32, ONNX int8" + (", its LiteRT int8" if "edgeclf_litert_int8" in edgeclf else "")
     for text, group in (("no accuracy difference larger than 1 point between formats", accs),
-                        ("(edgeclf's own: Keras, ONNX fp32, ONNX int8) within 1 point", edgeclf)):
+                        (f"(edgeclf's own: {own}) within 1 point", edgeclf)):
         if not group:
             continue
         hi, lo = max(group, key=group.get), min(group, key=group.get)
@@ -87,8 +105,10 @@ def check_goals(rows: list[dict], loaded: list[dict] | None = None) -> list[dict
         figure = (f"{spread:.2f} points between {hi} ({100 * group[hi]:.2f}%) and {lo} ({100 * group[lo]:.2f}%)" if spread
                   else f"every one scores {100 * group[hi]:.2f}%")
         goals.append({"goal": text, "met": bool(spread <= 1.0), "spread_points": spread, "figure": figure})
+    goals.append(default_path_goal(rows, "idle"))
     if loaded is not None:
-        goals += loaded_goals(loaded)
+        idle_default = default_path(rows)
+        goals += loaded_goals(loaded, idle_default["format"] if idle_default else None)
     return goals
 
 
@@ -103,9 +123,10 @@ def tail_goals(rows: list[dict], condition: str) -> list[dict]:
              "figure": f"p99 {r['p99_ms']:.3f} ms = {ratio:.2f}x p50 {r['p50_ms']:.3f} ms"}]
 
 
-def loaded_goals(rows: list[dict]) -> list[dict]:
-    """Under the co-tenant: the tail, the median and batch throughput against LiteRT int8."""
-    by = {r["format"]: r for r in rows if "error" not in r}
+def loaded_goals(rows: list[dict], idle_default: str | None = None) -> list[dict]:
+    """Under the co-tenant: the tail, the median and batch throughput against LiteRT int8, and
+    edgeclf's default path against its peers (``idle_default``: the path chosen on the idle rows)."""
+    by = _by_format(rows)
     goals = tail_goals(rows, "co-tenant")
     if "onnx_int8" in by and "litert_int8" in by:
         o, t = by["onnx_int8"], by["litert_int8"]
@@ -115,7 +136,50 @@ def loaded_goals(rows: list[dict]) -> list[dict]:
         goals.append({"goal": "ONNX int8 batch throughput >= LiteRT int8 (co-tenant)", "met": bool(o["batch_fps"] >= t["batch_fps"]),
                       "ratio": o["batch_fps"] / t["batch_fps"],
                       "figure": f"{o['batch_fps']:.0f} vs {t['batch_fps']:.0f} frames/s"})
+    goals.append(default_path_goal(rows, "co-tenant", idle_default))
     return goals
+
+
+def default_path(rows: list[dict]) -> dict | None:
+    """The row of edgeclf's default among its int8 paths that ran: the one ``edgeclf bench
+    --engines`` would record from these figures (its own ``choose``: the faster at p50, but
+    onnxruntime unless LiteRT is ``MARGIN`` faster). None when neither ran."""
+    by = _by_format(rows)
+    ways = [{"engine": engine, "file": fmt, "threads": by[fmt].get("threads"), "label": fmt,
+             "latency_ms": {"p50": by[fmt]["p50_ms"], "p99": by[fmt]["p99_ms"]}}
+            for fmt, engine in EDGECLF_INT8.items() if fmt in by]
+    return by[choose(ways)["label"]] if ways else None
+
+
+def peers_at_equal_accuracy(rows: list[dict], accuracy: float) -> list[dict]:
+    """The int8 rows edgeclf does not make whose accuracy is within ``PEER_POINTS`` of ``accuracy``."""
+    return [r for f, r in _by_format(rows).items() if "int8" in f and f not in EDGECLF_MADE
+            and r.get("accuracy") is not None and round(100 * abs(r["accuracy"] - accuracy), 6) <= PEER_POINTS]
+
+
+def default_path_goal(rows: list[dict], condition: str, idle_default: str | None = None) -> dict:
+    """edgeclf's default path (``default_path``) no slower at p50 and at p99 than the fastest peer
+    at equal accuracy (``peers_at_equal_accuracy``; the fastest at p50 and at p99 may differ)."""
+    text = (f"edgeclf's default path (ONNX int8 or its LiteRT int8, chosen by bench --engines' {MARGIN:.0%} rule) "
+            f"p50 and p99 no slower than the fastest int8 peer within {PEER_POINTS} point ({condition})")
+    d = default_path(rows)
+    if d is None or d.get("accuracy") is None:
+        return {"goal": text, "met": None, "figure": "not measured (neither ONNX int8 nor edgeclf LiteRT int8 ran and scored)"}
+    name = LABELS.get(d["format"], d["format"])
+    near = peers_at_equal_accuracy(rows, d["accuracy"])
+    if not near:
+        return {"goal": text, "met": None, "default": d["format"],
+                "figure": f"not measured (no peer int8 row within {PEER_POINTS} point of {name}'s {100 * d['accuracy']:.2f}%)"}
+    p50, p99 = min(near, key=lambda r: r["p50_ms"]), min(near, key=lambda r: r["p99_ms"])
+    r50, r99 = d["p50_ms"] / p50["p50_ms"], d["p99_ms"] / p99["p99_ms"]
+    figure = (f"default {name}: p50 {d['p50_ms']:.3f} ms = {r50:.3f}x {LABELS.get(p50['format'], p50['format'])}'s "
+              f"{p50['p50_ms']:.3f} ms; p99 {d['p99_ms']:.3f} ms = {r99:.3f}x {LABELS.get(p99['format'], p99['format'])}'s "
+              f"{p99['p99_ms']:.3f} ms ({len(near)} peer(s) within {PEER_POINTS} point)")
+    if idle_default is not None and idle_default != d["format"]:
+        figure += f"; chosen on the idle figures, bench --engines would run {LABELS.get(idle_default, idle_default)}"
+    return {"goal": text, "met": bool(d["p50_ms"] <= p50["p50_ms"] and d["p99_ms"] <= p99["p99_ms"]),
+            "ratio_p50": r50, "ratio_p99": r99, "default": d["format"], "peer_p50": p50["format"],
+            "peer_p99": p99["format"], "figure": figure}
 
 
 def markdown(report: dict) -> str:
@@ -152,20 +216,22 @@ def markdown(report: dict) -> str:
 
 def results_table(results: list[dict]) -> list[str]:
     lines = [
-        "| format | runtime | threads | file | p50 ms/frame | p99 ms/frame | x ONNX int8 time | batch frames/s | accuracy | peak RSS MiB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ("| format | runtime | threads | file | p50 ms/frame | p99 ms/frame | x ONNX int8 time | batch frames/s | accuracy "
+         "| peak RSS MiB | first inference ms |"),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if "error" in r:
             reason = r["error"] if r["error"].startswith("not available") else f"unavailable: {r['error']}"
-            lines.append(f"| {r['label']} | {reason.replace('|', '/')} | {r['threads'] or ''} | | | | | | | |")
+            lines.append(f"| {r['label']} | {reason.replace('|', '/')} | {r['threads'] or ''} | | | | | | | | |")
             continue
         size = f"{r['file_bytes'] / 1e6:.2f} MB" if r["file_bytes"] else ""
         acc = f"{100 * r['accuracy']:.2f}%" if r["accuracy"] is not None else "n/a"
         mem = f"{r['peak_rss_mb']:.0f}" if r["peak_rss_mb"] else "n/a"
         vs = f"{r['vs_onnx_int8']:.2f}" if r["vs_onnx_int8"] else "n/a"
+        first = f"{r['first_inference_ms']:.0f}" if r.get("first_inference_ms") else "n/a"  # rows from older reports lack it
         lines.append(f"| {r['label']} | {r['runtime']} | {r['threads']} | {size} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {vs} | "
-                     f"{r['batch_fps']:.0f} | {acc} | {mem} |")
+                     f"{r['batch_fps']:.0f} | {acc} | {mem} | {first} |")
     return lines
 
 
@@ -173,6 +239,10 @@ def _markdown_tail(report: dict, lines: list[str]) -> str:
     base = report.get("baseline_rss_mb")
     lines += ["", f"Peak RSS: a fresh process that imports only that runtime, loads the model and runs 20 frames "
               f"(Python + numpy alone: {base:.0f} MiB)." if base else "", "",
+              ("First inference ms: in that same fresh process, from just before the runtime's import to the end of "
+               "its first result: the import, loading the model and one frame, Python and numpy already started "
+               "(the model and libraries were just read, so the disk cache is warm); measured once, on the idle "
+               "machine, and shown in both tables.") if base else "", "",
               "x ONNX int8 time: median per-frame time divided by ONNX int8's (above 1 = slower than ONNX int8).", "",
               "## Goals", ""]
     for g in report["goals"]:
@@ -200,4 +270,6 @@ def chart(report: dict) -> np.ndarray:
                          {"accuracy %": [100 * r["accuracy"] if r["accuracy"] is not None else None for r in rows]}, "%"),
         cvplot.bar_chart("Peak memory of a process running only this format", labels,
                          {"MiB": [r["peak_rss_mb"] for r in rows]}, "MiB"),
+        cvplot.bar_chart("First inference in a fresh process (import + load + one frame), lower is better", labels,
+                         {"ms": [r.get("first_inference_ms") for r in rows]}, "ms", log=True),
     ])

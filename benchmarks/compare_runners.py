@@ -25,6 +25,7 @@ LABELS = {
     "keras_call": "Keras model(x)",
     "onnx_fp32": "ONNX fp32 (onnxruntime)",
     "onnx_int8": "ONNX int8 (onnxruntime)",
+    "edgeclf_litert_int8": "edgeclf LiteRT int8 (export --format tflite)",
     "litert_fp32": "LiteRT fp32",
     "litert_int8": "LiteRT int8",
     "opencv_fp32": "OpenCV DNN fp32 ONNX",
@@ -149,6 +150,27 @@ def onnx_runner(name: str, path: Path, threads: int) -> Runner:
     clf = Classifier(path, threads=threads)
     return Runner(name, f"onnxruntime {ort.__version__}", path, clf.predict_arrays, arm_calls=clf.thread_calls,
                   threads=threads)
+
+
+def edgeclf_litert_runner(name: str, onnx_dir: Path, threads: int) -> Runner:
+    """edgeclf's own LiteRT path: its ``Classifier`` on the ``model.int8.tflite`` that ``edgeclf
+    export --format tflite`` writes into the export folder (its conversion and int8 guard, not
+    ``convert_litert``'s). Unavailable, with how to make it, when the folder has none."""
+    from engine_open import Unavailable
+
+    from edgeclf.model import litert
+    from edgeclf.model.classifier import Classifier
+    from edgeclf.model.exported import TFLITE_INT8_NAME
+
+    path = onnx_dir / TFLITE_INT8_NAME
+    if not path.is_file():
+        raise Unavailable(f"not available: no {TFLITE_INT8_NAME} in {onnx_dir} (edgeclf export RUN --format tflite)")
+    if not litert.available():
+        raise Unavailable(f"not installed (ai-edge-litert): {litert.INSTALL_HINT}")
+    clf = Classifier(path, threads=threads)
+    return Runner(name, f"edgeclf Classifier, {litert.version()}", path, clf.predict_arrays, threads=threads,
+                  notes=[("edgeclf's Classifier on the export folder's model.int8.tflite (edgeclf export --format "
+                          "tflite: its own conversion and int8 guard), as predict runs it when bench --engines chose LiteRT")])
 
 
 def convert_litert(model, calib: np.ndarray, out_dir: Path) -> tuple[Path, Path]:

@@ -1,5 +1,6 @@
 """How compare.py measures: interleaved turns of every runner under each condition, which of
-edgeclf's adaptive arms ran in each, and the peak memory of a process running one format."""
+edgeclf's adaptive arms ran in each, and the peak memory and first-inference time of a fresh process
+running one format."""
 
 from __future__ import annotations
 
@@ -114,10 +115,13 @@ class ArmLog:
 
 
 PROBE_CODE = r"""
-import json, os, sys
+import json, os, sys, time
 import numpy as np
 fmt, path, h, w, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 x = np.random.default_rng(0).integers(0, 256, (1, h, w, 3), dtype=np.uint8)
+# first_ms: what a fresh process pays before its first answer (the engine's import, the model's
+# load, the first run), Python and numpy already up as in every process that has images to run.
+t0 = time.perf_counter()
 if fmt == "baseline":
     run = lambda: None
 elif fmt.startswith("keras"):
@@ -127,7 +131,7 @@ elif fmt.startswith("keras"):
     m = keras.models.load_model(path, compile=False)
     xf = x.astype(np.float32)
     run = (lambda: m.predict(xf, verbose=0)) if fmt == "keras_predict" else (lambda: m(xf, training=False))
-elif fmt.startswith("onnx"):
+elif fmt.startswith(("onnx", "edgeclf")):  # edgeclf's Classifier, on the .onnx or the .tflite
     from edgeclf.model.classifier import Classifier  # as the timings: its adaptive sessions when threads is 0
     c = Classifier(path, threads=threads or None)
     run = lambda: c.predict_arrays(x)
@@ -157,25 +161,37 @@ else:  # the other engines: opened as compare.py opens them (engine_open imports
         import pathlib
         predict = eo.open_ncnn(pathlib.Path(path), threads)
     run = lambda: predict(x)
-for _ in range(20):
+run()
+first_ms = (time.perf_counter() - t0) * 1e3
+for _ in range(19):
     run()
 # VmHWM: ru_maxrss would carry over the parent's peak across fork+exec.
 hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-print(json.dumps({"rss_mb": int(hwm.split()[1]) / 1024}))
+print(json.dumps({"rss_mb": int(hwm.split()[1]) / 1024, "first_ms": first_ms}))
 """
 
 
-def peak_memory_mb(fmt: str, path: Path | None, size: tuple[int, int], threads: int,
-                   env: dict[str, str] | None = None) -> float | None:
-    """Peak resident memory of a fresh process that loads only this runtime and model and runs it
-    (``env``: what that runtime needs in its environment, e.g. onnxruntime-openvino's folder)."""
+def probe_format(fmt: str, path: Path | None, size: tuple[int, int], threads: int,
+                 env: dict[str, str] | None = None) -> dict[str, float] | None:
+    """A fresh process that loads only this runtime and model and runs it 20 times: its peak
+    resident memory (``rss_mb``) and the time from before the engine's import to the end of its
+    first run (``first_ms``); None when the probe fails (said on stderr). ``env``: what that
+    runtime needs in its environment, e.g. onnxruntime-openvino's folder."""
     args = [sys.executable, "-c", PROBE_CODE, fmt, str(path or ""), str(size[0]), str(size[1]), str(threads),
             str(Path(__file__).resolve().parent)]
     try:
         out = subprocess.run(args, capture_output=True, text=True, timeout=300, check=True,
                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})})
-        return float(json.loads(out.stdout.strip().splitlines()[-1])["rss_mb"])
-    except (subprocess.SubprocessError, ValueError, IndexError, KeyError) as e:
+        said = json.loads(out.stdout.strip().splitlines()[-1])
+        return {"rss_mb": float(said["rss_mb"]), "first_ms": float(said["first_ms"])}
+    except (subprocess.SubprocessError, ValueError, IndexError, KeyError, TypeError) as e:
         err = getattr(e, "stderr", None) or ""
         print(f"warning: memory probe for {fmt} failed: {e} {err.strip().splitlines()[-1:] }", file=sys.stderr)
         return None
+
+
+def peak_memory_mb(fmt: str, path: Path | None, size: tuple[int, int], threads: int,
+                   env: dict[str, str] | None = None) -> float | None:
+    """Peak resident memory of ``probe_format``'s process alone (callers that want only that)."""
+    probe = probe_format(fmt, path, size, threads, env)
+    return probe["rss_mb"] if probe else None

@@ -157,3 +157,136 @@ def test_a_child_that_dies_at_start_is_a_row_with_its_last_words(bench, tmp_path
     formats.add("ort_openvino_int8", lambda: engines.ort_openvino_runner("ort_openvino_int8", tmp_path / "m.onnx", 1,
                                                                        folder, formats.closers))
     assert formats.runners == [] and formats.errors == {"ort_openvino_int8": "child process failed: boom: no CPU plugin"}
+
+
+# ------------------------------------------------------------- edgeclf's own LiteRT path as a row
+def test_edgeclf_litert_is_an_engine_and_without_its_file_a_row_saying_how(bench, tmp_path):
+    engines, runners, report = bench
+    assert engines.chosen_formats("edgeclf_litert") == {"edgeclf_litert_int8"}
+    assert "edgeclf_litert_int8" not in engines.chosen_formats("litert")  # compare's own conversion only
+    formats = runners.Formats(engines.chosen_formats("edgeclf_litert"))
+    for t in (1, 2):
+        k = f"edgeclf_litert_int8@{t}"
+        formats.add(k, lambda k=k, t=t: runners.edgeclf_litert_runner(k, tmp_path, t))
+    why = f"not available: no model.int8.tflite in {tmp_path} (edgeclf export RUN --format tflite)"
+    assert formats.runners == [] and formats.errors == {"edgeclf_litert_int8@1": why, "edgeclf_litert_int8@2": why}
+    table = report.results_table(report.summarise([], {}, {}, 8, {}, {}, formats.errors))
+    assert f"| edgeclf LiteRT int8 (export --format tflite), 2 threads | {why} | 2 | | | | | | | | |" in table
+    assert table[0].endswith("| peak RSS MiB | first inference ms |") and table[1].count("|") == 12
+
+
+def _colour_tflite(tmp) -> bytes:
+    """Full-integer int8 .tflite (uint8 RGB in, float out): softmax(0.05 * mean RGB) over red/green/blue."""
+    import keras
+    import tensorflow as tf
+
+    inp = keras.Input((32, 32, 3))
+    dense = keras.layers.Dense(3, activation="softmax")
+    model = keras.Model(inp, dense(keras.layers.GlobalAveragePooling2D()(inp)))
+    dense.set_weights([np.eye(3, dtype=np.float32) * 0.05, np.zeros(3, np.float32)])
+    rng = np.random.default_rng(0)
+    calib = [np.full((1, 32, 32, 3), c, np.float32) for c in (*np.eye(3) * 255, (0, 0, 0), (255, 255, 255))]
+    calib += [rng.integers(0, 256, (1, 32, 32, 3)).astype(np.float32) for _ in range(10)]
+    try:
+        c = tf.lite.TFLiteConverter.from_keras_model(model)
+    except Exception:  # noqa: BLE001 - Keras 3 models go through a SavedModel instead
+        model.export(str(tmp / "saved_model"), format="tf_saved_model")
+        c = tf.lite.TFLiteConverter.from_saved_model(str(tmp / "saved_model"))
+    c.optimizations = [tf.lite.Optimize.DEFAULT]
+    c.representative_dataset = lambda: ([x] for x in calib)
+    c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    c.inference_input_type = tf.uint8
+    return c.convert()
+
+
+@pytest.mark.tf
+def test_edgeclf_litert_row_runs_the_export_tflite_through_classifier(bench, tmp_path):
+    """A real int8 .tflite with edgeclf's metadata in the export folder: the row runs it through
+    Classifier (LiteRT), scores it, and its fresh-process probe reports memory and first inference."""
+    pytest.importorskip("tensorflow", reason="needs the train extra: pip install '.[train]'")
+    pytest.importorskip("ai_edge_litert", reason="needs ai-edge-litert: pip install '.[litert]'")
+    from compare_timing import probe_format
+    from onnx_fixtures import COLOURS
+
+    from edgeclf.model import litert
+    from edgeclf.model.metadata import model_metadata
+
+    engines, runners, report = bench
+    (tmp_path / "model.int8.tflite").write_bytes(
+        litert.with_metadata(_colour_tflite(tmp_path), model_metadata(list(COLOURS), (32, 32), "colour", "int8")))
+    formats = runners.Formats(engines.chosen_formats("edgeclf_litert"))
+    formats.add("edgeclf_litert_int8", lambda: runners.edgeclf_litert_runner("edgeclf_litert_int8", tmp_path, 1))
+    assert formats.errors == {} and len(formats.runners) == 1
+    r = formats.runners[0]
+    assert r.file == tmp_path / "model.int8.tflite" and r.threads == 1 and r.runtime.startswith("edgeclf Classifier, ai-edge-litert")
+    rgb = np.eye(3)[np.arange(12) % 3] * 200 + np.random.default_rng(1).integers(0, 40, (12, 3))
+    x = np.broadcast_to(rgb[:, None, None, :], (12, 32, 32, 3)).astype(np.uint8)
+    acc = formats.score(x, np.arange(12) % 3, x[:4], 4)
+    assert acc == {"edgeclf_litert_int8": 1.0}
+    probe = probe_format(r.fmt, r.file, (32, 32), 1)
+    assert probe is not None and probe["rss_mb"] > 0 and 0 < probe["first_ms"] < 120_000
+    rows = report.summarise([r], {r.name: [0.001, 0.002]}, {r.name: [0.01]}, 4, acc, {r.name: probe["rss_mb"]}, {},
+                            {r.name: probe["first_ms"]})
+    assert rows[0]["first_inference_ms"] == probe["first_ms"] and rows[0]["label"] == "edgeclf LiteRT int8 (export --format tflite)"
+    assert report.results_table(rows)[-1].endswith(f"| {probe['rss_mb']:.0f} | {probe['first_ms']:.0f} |")
+
+
+# ------------------------------------------------------- the goal: edgeclf's default path vs its peers
+def _row(fmt: str, p50: float, p99: float, acc: float | None = 0.99, t: int | None = None) -> dict:
+    return {"format": fmt, "key": f"{fmt}@{t}" if t else fmt, "threads": t or 2, "p50_ms": p50, "p99_ms": p99,
+            "accuracy": acc, "batch_fps": 100.0}
+
+
+def _default_goal(goals: list[dict], condition: str = "idle") -> dict:
+    return next(g for g in goals if g["goal"].startswith("edgeclf's default path") and f"({condition})" in g["goal"])
+
+
+def test_the_default_path_is_chosen_by_bench_engines_own_rule(bench):
+    _, _, report = bench
+    from edgeclf.bench import engines as product
+
+    assert report.MARGIN is product.MARGIN  # imported, not copied
+    onnx = _row("onnx_int8", 5.0, 6.0)
+    assert report.default_path([onnx, _row("edgeclf_litert_int8", 4.8, 5.0)]) is onnx  # 4% faster: onnxruntime stays
+    fast = _row("edgeclf_litert_int8", 4.7, 5.0)
+    assert report.default_path([onnx, fast]) is fast  # 6% faster: LiteRT
+    assert report.default_path([fast]) is fast and report.default_path([_row("litert_int8", 1, 1)]) is None
+    assert report.default_path([{**onnx, "error": "x"}, {"format": "edgeclf_litert_int8", "error": "no file"}]) is None
+
+
+def test_the_default_path_goal_against_the_fastest_peer_at_equal_accuracy(bench):
+    _, _, report = bench
+    rows = [_row("onnx_int8", 5.0, 6.0), _row("edgeclf_litert_int8", 4.9, 5.2), _row("onnx_fp32", 1.0, 1.0),
+            _row("litert_int8", 5.1, 7.0, acc=0.995),  # exactly 0.5 point: a peer
+            _row("ort_openvino_int8", 6.0, 5.5, acc=0.985),  # 0.5 point below: a peer, the best p99
+            _row("openvino_qdq_int8", 3.0, 3.0, acc=0.98),  # faster, but 1 point less accurate: not a peer
+            _row("opencv_int8", 2.0, 2.0, acc=None), _row("keras_call", 0.5, 0.5)]
+    g = _default_goal(report.check_goals(rows))
+    assert g["default"] == "onnx_int8" and g["peer_p50"] == "litert_int8" and g["peer_p99"] == "ort_openvino_int8"
+    assert g["met"] is False and g["ratio_p50"] == pytest.approx(5.0 / 5.1) and g["ratio_p99"] == pytest.approx(6.0 / 5.5)
+    assert "= 0.980x LiteRT int8's 5.100 ms" in g["figure"] and "= 1.091x onnxruntime-openvino int8's 5.500 ms" in g["figure"]
+    rows[1] = _row("edgeclf_litert_int8", 4.0, 5.0)  # LiteRT now chosen, and faster than every peer at both
+    g = _default_goal(report.check_goals(rows))
+    assert g["met"] is True and g["default"] == "edgeclf_litert_int8" and "default edgeclf LiteRT int8" in g["figure"]
+    lonely = _default_goal(report.check_goals([_row("onnx_int8", 5.0, 6.0), _row("openvino_int8", 1.0, 1.0, acc=0.9)]))
+    assert lonely["met"] is None and "no peer int8 row within 0.5 point of ONNX int8 (onnxruntime)'s 99.00%" in lonely["figure"]
+    none = _default_goal(report.check_goals([_row("litert_int8", 1.0, 1.0)]))
+    assert none["met"] is None and none["figure"].startswith("not measured")
+
+
+def test_the_default_path_goal_per_thread_setting_and_condition(bench):
+    _, _, report = bench
+    idle = [_row("onnx_int8", 5.0, 6.0, t=1), _row("edgeclf_litert_int8", 4.0, 4.5, t=1), _row("litert_int8", 4.2, 4.6, t=1),
+            _row("onnx_int8", 3.0, 4.0, t=2), _row("litert_int8", 2.5, 3.0, t=2)]
+    loaded = [_row("onnx_int8", 5.0, 6.0, t=1), _row("edgeclf_litert_int8", 4.9, 5.5, t=1), _row("litert_int8", 5.2, 6.5, t=1),
+              _row("onnx_int8", 3.0, 4.0, t=2), _row("litert_int8", 3.5, 4.5, t=2)]
+    goals = report.goals_by_threads(idle, loaded, [1, 2])
+    mine = {(g["threads"], "co-tenant" if "(co-tenant)" in g["goal"] else "idle"): g
+            for g in goals if g["goal"].startswith("edgeclf's default path")}
+    assert set(mine) == {(1, "idle"), (1, "co-tenant"), (2, "idle"), (2, "co-tenant")}
+    assert mine[1, "idle"]["met"] is True and mine[1, "idle"]["goal"].endswith("(idle) [1 thread]")
+    assert mine[2, "idle"]["met"] is False and mine[2, "co-tenant"]["met"] is True
+    # loaded, at 1 thread, LiteRT is no longer 5% faster: the rule picks ONNX int8; idle it picked LiteRT
+    assert mine[1, "co-tenant"]["default"] == "onnx_int8" and mine[1, "co-tenant"]["met"] is True
+    assert "chosen on the idle figures, bench --engines would run edgeclf LiteRT int8" in mine[1, "co-tenant"]["figure"]
+    assert "bench --engines would run" not in mine[2, "co-tenant"]["figure"]
