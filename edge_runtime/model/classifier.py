@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
-import onnxruntime as ort
 
 from edgeclf import sysinfo
 from edgeclf.errors import EdgeclfError, first_line, warn
@@ -26,9 +25,22 @@ from edgeclf.model.declared import MAX_INPUT_SIDE, int8_cpu_warning, metadata_si
 from edgeclf.model.exported import check_export_member
 from edgeclf.model.outputs import as_probabilities, output_kind
 from edgeclf.model.prediction import Prediction
-from edgeclf.model.session import lazy_session, open_session
 from edgeclf.model.unknown import Calibration, UnknownRule, parse_calibration, rule_for
 from edgeclf.quiet import captured_output
+
+
+def open_session(*args: Any, **kwargs: Any) -> Any:
+    """``session.open_session``: onnxruntime is imported on the first ONNX model, never for a .tflite."""
+    from edgeclf.model import session
+
+    return session.open_session(*args, **kwargs)
+
+
+def lazy_session(*args: Any, **kwargs: Any) -> Any:
+    from edgeclf.model import session
+
+    return session.lazy_session(*args, **kwargs)
+
 
 _DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -130,6 +142,8 @@ class Classifier:
                            spin: bool, warn: Callable[[str], None]) -> None:
         """The onnxruntime session on the planned providers; warns (or, ``strict``, raises) when
         what runs is not what was asked for."""
+        import onnxruntime as ort
+
         plan = prov.plan_providers(provider, ort.get_available_providers(), self.path, device_id, fp16, strict)
         if plan.warning:
             warn(plan.warning)

@@ -13,13 +13,19 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from edgeclf.errors import safe_text
+from edgeclf.model import litert
 from edgeclf.model.classifier import Classifier
 from edgeclf.model.locate import exported_model, onnx_model
 from edgeclf.model.providers import CPU, plans_gpu
 from edgeclf.predict.options import PredictOptions
+
+
+def _available_providers() -> list[str]:
+    import onnxruntime as ort  # here: a .tflite model runs without it
+
+    return ort.get_available_providers()
 
 
 def _say(text: str) -> None:
@@ -31,7 +37,7 @@ def choose_model(opts: PredictOptions) -> tuple[PredictOptions, bool]:
     run as given; a run or export folder (or a ``.keras`` file) gives its export's file for the
     device the provider plan puts first (fp16 on a GPU, int8 on the CPU) and the engine
     (``--engine``: on the CPU ``auto`` follows ``bench --engines``' record), said in one line."""
-    gpu = plans_gpu(opts.provider, ort.get_available_providers())
+    gpu = not litert.is_tflite(opts.model) and plans_gpu(opts.provider, _available_providers())
     found = exported_model(opts.model, gpu=gpu, engine=opts.engine, needs_unknown=opts.unknown)
     if not found.found:
         return opts, False
