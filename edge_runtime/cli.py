@@ -78,7 +78,7 @@ def predict(
     every: int = typer.Option(1, "--every", help="Classify every N-th frame or file only."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after N frames or images."),
     provider: str = typer.Option("auto", "--provider", help="auto (TensorRT, CUDA, CPU: the first installed), cpu, cuda or tensorrt."),
-    engine: str = typer.Option("auto", "--engine", help="For a run or export folder: onnxruntime, litert (its model.int8.tflite, through ai-edge-litert), or auto: the engine and threads `edgeclf bench FOLDER --engines` found fastest on this machine, else onnxruntime."),
+    engine: str = typer.Option("auto", "--engine", help="onnxruntime, litert (a folder's model.int8.tflite, through ai-edge-litert), openvino (the ONNX model on OpenVINO), or auto: for a folder, the engine and threads `edgeclf bench FOLDER --engines` found fastest on this machine, else onnxruntime."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU inference threads (default: adapts, running on the usable cores (at most 4) while they are free and on one when other work holds them)."),
     device_id: int = typer.Option(0, "--device-id", help="GPU to use with cuda/tensorrt."),
     strict: bool = typer.Option(False, "--strict", help="Fail if the provider is missing or any file is skipped."),

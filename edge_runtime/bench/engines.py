@@ -1,4 +1,5 @@
-"""``edgeclf bench FOLDER --engines``: every engine edgeclf can run an export's int8 model with, at
+"""``edgeclf bench FOLDER --engines``: every engine edgeclf can run an export's int8 model with
+(onnxruntime; OpenVINO on the same file; LiteRT on ``model.int8.tflite``), at
 each thread count, timed side by side on this machine; the fastest recorded for ``predict --engine
 auto`` (``edgeclf.model.engine_choice``).
 
@@ -20,7 +21,7 @@ import numpy as np
 from edgeclf import __version__, sysinfo
 from edgeclf.bench.run import latency_stats
 from edgeclf.errors import EdgeclfError, safe_text
-from edgeclf.model import engine_choice, litert, threads as thr
+from edgeclf.model import engine_choice, litert, openvino_engine, threads as thr
 from edgeclf.model.classifier import Classifier
 from edgeclf.model.exported import INT8_NAME, REPORT_NAME, TFLITE_INT8_NAME
 from edgeclf.model.locate import onnx_model
@@ -40,7 +41,7 @@ class Way:
 
     @property
     def label(self) -> str:
-        name = {"litert": "LiteRT"}.get(self.engine, self.engine)
+        name = {"litert": "LiteRT", "openvino": "OpenVINO"}.get(self.engine, self.engine)
         return f"{name}, {'adaptive threads' if self.threads is None else f'{self.threads} thread' + 's' * (self.threads > 1)}"
 
 
@@ -63,6 +64,10 @@ def ways(folder: Path) -> tuple[list[Way], list[str]]:
         found += [Way("onnxruntime", onnx, None)] + [Way("onnxruntime", onnx, t) for t in counts]
     else:
         skipped.append(f"onnxruntime: no {INT8_NAME} in {folder} (`edgeclf export RUN --int8`)")
+    if onnx.is_file() and openvino_engine.available():
+        found += [Way("openvino", onnx, t) for t in counts]
+    elif onnx.is_file():
+        skipped.append(f"OpenVINO: openvino is not installed ({openvino_engine.INSTALL_HINT})")
     tflite = folder / TFLITE_INT8_NAME
     if not tflite.is_file():
         skipped.append(f"LiteRT: no {TFLITE_INT8_NAME} in {folder} (`edgeclf export RUN --format tflite`)")
@@ -87,7 +92,8 @@ def compare_engines(path: str | os.PathLike, runs: int = 200, warmup: int = 10, 
         step = bars.add("engines", len(todo) * (1 + ROUNDS * (warmup + per_round)))
         for w in todo:  # opening each, and its first result: what a device's start-up pays
             t0 = time.perf_counter()
-            clfs[w.label] = Classifier(w.file, provider="cpu", threads=w.threads, unknown=False)
+            clfs[w.label] = Classifier(w.file, provider="cpu", threads=w.threads, unknown=False,
+                                       engine="openvino" if w.engine == "openvino" else "onnxruntime")
             clf = clfs[w.label]
             x = np.random.default_rng(0).integers(0, 256, (1, *clf.size, 3), dtype=np.uint8)
             clf.predict_arrays(x)
@@ -130,7 +136,7 @@ def _export_accuracy(folder: Path, engine: str) -> float | None:
 
     try:
         report = json.loads((folder / REPORT_NAME).read_text(encoding="utf-8"))
-        value = report["tflite_int8" if engine == "litert" else "int8"]["accuracy_int8"]
+        value = report["tflite_int8" if engine == "litert" else "int8"]["accuracy_int8"]  # OpenVINO runs the int8 ONNX file
         return float(value) if isinstance(value, (int, float)) else None
     except (OSError, ValueError, KeyError, TypeError):
         return None

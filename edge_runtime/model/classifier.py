@@ -81,7 +81,9 @@ class Classifier:
     ``unknown``: label a frame ``unknown`` when the model's unknown score is above the threshold
     export calibrated (``unknown_threshold`` overrides it) or its top class's probability is below
     ``class_thresholds[class]`` (``edgeclf.model.unknown``); False: always a class.
-    ``self.providers`` lists what actually runs.
+    ``engine``: "onnxruntime", or "openvino" for an .onnx model on OpenVINO (the ``openvino``
+    extra); a .tflite model runs on LiteRT (the ``litert`` extra). ``self.providers`` lists what
+    actually runs.
     """
 
     def __init__(
@@ -99,12 +101,19 @@ class Classifier:
         unknown: bool = True,
         unknown_threshold: float | None = None,
         class_thresholds: Mapping[str, float] | None = None,
+        engine: str = "onnxruntime",
     ) -> None:
         self.path = _model_file(model_path)
         if threads is not None:
             thr.check_threads(threads)
         if litert.is_tflite(self.path):
-            self._start_litert(provider, threads, strict, warn)
+            self._start_cpu_engine(litert.LiteRTSession, provider, threads, strict, warn)
+        elif engine == "openvino":
+            from edgeclf.model.openvino_engine import OpenVINOSession
+
+            self._start_cpu_engine(OpenVINOSession, provider, threads, strict, warn)
+        elif engine != "onnxruntime":
+            raise EdgeclfError(f"engine {engine!r}: expected onnxruntime or openvino (a .tflite model runs on LiteRT)")
         else:
             self._start_onnxruntime(provider, threads, device_id, fp16, strict, spin, warn)
         self.providers: list[str] = self.session.get_providers()
@@ -157,17 +166,19 @@ class Classifier:
         #: a GPU provider listed but not started while another GPU runs (``auto``): said only where asked (bench)
         self.provider_note: str | None = note
 
-    def _start_litert(self, provider: str, threads: int | None, strict: bool, warn: Callable[[str], None]) -> None:
-        """A .tflite model on LiteRT's CPU kernels (XNNPACK), at a fixed thread count: LiteRT has
-        no GPU provider here, so asking for one falls back (or, ``strict``, fails) as onnxruntime's do."""
+    def _start_cpu_engine(self, session: Callable[[Path, int], Any], provider: str, threads: int | None, strict: bool,
+                          warn: Callable[[str], None]) -> None:
+        """LiteRT (a .tflite model) or OpenVINO on the CPU, at a fixed thread count: neither has a
+        GPU provider here, so asking for one falls back (or, ``strict``, fails) as onnxruntime's do."""
+        name = "LiteRT" if litert.is_tflite(self.path) else "OpenVINO"
         if provider not in ("auto", "cpu"):
-            message = f"{self.path}: LiteRT runs .tflite models on the CPU; --provider {provider} needs an .onnx model"
+            message = f"{self.path}: {name} runs on the CPU here; --provider {provider} needs onnxruntime"
             if strict:
                 raise EdgeclfError(message)
             warn(f"{message}; running on the CPU")
         self.threads = threads or thr.default_threads()
         self.thread_arms = [self.threads]
-        self.session = litert.LiteRTSession(self.path, self.threads)
+        self.session = session(self.path, self.threads)
         self.provider_note = None
 
     def _plan_threads(self, threads: int | None, spin: bool, plan: prov.ProviderPlan) -> bool:

@@ -19,7 +19,7 @@ from edgeclf.model.exported import MODEL_NAMES
 from edgeclf.outfiles import write_json
 
 RECORD_NAME = "engine.json"
-ENGINES = ("onnxruntime", "litert")
+ENGINES = ("onnxruntime", "litert", "openvino")
 _MAX_RECORD_BYTES = 1 << 20
 _MAX_THREADS = 256
 
@@ -89,7 +89,7 @@ def describe(choice: dict) -> str:
     threads = "adaptive threads" if choice["threads"] is None else f"{choice['threads']} thread{'s' * (choice['threads'] > 1)}"
     runner_up = choice.get("runner_up")
     vs = f" ({runner_up.get('label', runner_up['engine'])} {runner_up['p50_ms']:.2f} ms)" if isinstance(runner_up, dict) and "p50_ms" in runner_up else ""
-    name = {"litert": "LiteRT"}.get(choice["engine"], choice["engine"])
+    name = {"litert": "LiteRT", "openvino": "OpenVINO"}.get(choice["engine"], choice["engine"])
     p50 = choice.get("p50_ms")
     return (f"the fastest here by `edgeclf bench --engines`: {name}, {threads}"
             + (f", p50 {p50:.2f} ms{vs}" if isinstance(p50, (int, float)) else ""))

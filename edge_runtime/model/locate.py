@@ -59,7 +59,7 @@ def why_this_file(model: Path, gpu: bool) -> str:
 
 #: What ``--engine`` accepts: ``auto`` follows ``edgeclf bench FOLDER --engines``' record where it
 #: applies on this machine (``engine_choice``), else runs onnxruntime.
-ENGINE_CHOICES = ("auto", "onnxruntime", "litert")
+ENGINE_CHOICES = ("auto", "onnxruntime", "litert", "openvino")
 
 
 @dataclass(frozen=True)
@@ -70,41 +70,50 @@ class Located:
     found: bool  # chosen from a folder (False: the file given, run as it is)
     why: str = ""  # why this file, for the line predict prints ("" when nothing needs saying)
     threads: int | None = None  # the thread count the engine record chose (None: the engine's default)
+    engine: str = "onnxruntime"  # what runs it: onnxruntime, litert (a .tflite file) or openvino
 
 
 def exported_model(path: str | os.PathLike, gpu: bool = False, engine: str = "auto", needs_unknown: bool = False) -> Located:
-    """``onnx_model``, then the engine: ``litert`` runs the folder's ``model.int8.tflite``;
-    ``auto`` on the CPU the engine and threads ``edgeclf bench --engines`` recorded for this
-    machine, but not LiteRT when the caller ``needs_unknown`` (a LiteRT model has no unknown
-    score: speed must not silently cost the answer "none of its classes"). A file named is run as
-    given, whatever ``engine`` says."""
+    """``onnx_model``, then the engine: ``litert`` runs the folder's ``model.int8.tflite``,
+    ``openvino`` its ONNX model on OpenVINO; ``auto`` on the CPU the engine and threads ``edgeclf
+    bench --engines`` recorded for this machine, but not LiteRT when the caller ``needs_unknown``
+    (a LiteRT model has no unknown score: speed must not silently cost the answer "none of its
+    classes"). A file named is run as given: a .tflite file on LiteRT, an .onnx one on
+    onnxruntime unless ``engine`` is openvino."""
     from edgeclf.model import engine_choice
 
     if engine not in ENGINE_CHOICES:
         raise EdgeclfError(f"--engine {engine}: expected {', '.join(ENGINE_CHOICES)}")
     model, found = onnx_model(path, gpu=gpu)
     if not found:
-        is_tflite = model.suffix.lower() == ".tflite"
-        if (engine == "litert" and not is_tflite) or (engine == "onnxruntime" and is_tflite):
-            raise EdgeclfError(f"--engine {engine}: {model} is {'a LiteRT' if is_tflite else 'not a .tflite'} model; "
-                               "name a model of that engine, or a run or export folder")
-        return Located(model, False)
+        return _named_file(model, engine)
     folder = model.parent
     if engine == "litert":
         tflite = folder / TFLITE_INT8_NAME
         if not tflite.is_file():
             raise EdgeclfError(f"{folder}: no {TFLITE_INT8_NAME} for --engine litert; export one with "
                                "`edgeclf export RUN --format tflite`")
-        return Located(tflite, True, "--engine litert")
+        return Located(tflite, True, "--engine litert", engine="litert")
+    if engine == "openvino":
+        return Located(model, True, "--engine openvino", engine="openvino")
     if engine == "auto" and not gpu:
         choice, why = engine_choice.applicable_choice(folder)
         if choice is not None and choice["engine"] == "litert" and needs_unknown and _has_unknown_score(folder):
             return Located(model, True, f"{engine_choice.RECORD_NAME} found LiteRT faster here, but a LiteRT model has "
                                         "no unknown score (--no-unknown, or --engine litert, runs it)")
         if choice is not None:
-            return Located(folder / choice["file"], True, why, choice["threads"])
+            return Located(folder / choice["file"], True, why, choice["threads"], choice["engine"])
         return Located(model, True, why)
     return Located(model, True, why_this_file(model, gpu))
+
+
+def _named_file(model: Path, engine: str) -> Located:
+    """A model file named on the command line, on the engine its kind and ``engine`` say."""
+    is_tflite = model.suffix.lower() == ".tflite"
+    if (engine == "litert" and not is_tflite) or (engine in ("onnxruntime", "openvino") and is_tflite):
+        raise EdgeclfError(f"--engine {engine}: {model} is {'a LiteRT' if is_tflite else 'not a .tflite'} model; "
+                           "name a model of that engine, or a run or export folder")
+    return Located(model, False, engine="litert" if is_tflite else ("openvino" if engine == "openvino" else "onnxruntime"))
 
 
 def _has_unknown_score(folder: Path) -> bool:

@@ -40,10 +40,10 @@ def choose_model(opts: PredictOptions) -> tuple[PredictOptions, bool]:
     gpu = not litert.is_tflite(opts.model) and plans_gpu(opts.provider, _available_providers())
     found = exported_model(opts.model, gpu=gpu, engine=opts.engine, needs_unknown=opts.unknown)
     if not found.found:
-        return opts, False
+        return dataclasses.replace(opts, engine=found.engine), False
     _say(f"running {safe_text(str(found.path))}" + (f": {found.why}" if found.why else ""))
     threads = opts.threads if opts.threads is not None else found.threads
-    return dataclasses.replace(opts, model=found.path, threads=threads), gpu
+    return dataclasses.replace(opts, model=found.path, threads=threads, engine=found.engine), gpu
 
 
 def load_classifier(opts: PredictOptions, folder: Path, for_gpu: bool) -> tuple[Classifier, PredictOptions]:
@@ -73,7 +73,8 @@ def _classifier(opts: PredictOptions) -> Classifier:
     # By default the thread count adapts (edgeclf.model.adaptive), judged on a file by the stream's rate.
     clf = Classifier(opts.model, provider=opts.provider, threads=opts.threads, device_id=opts.device_id,
                      strict=opts.strict, spin=False, unknown=opts.unknown, unknown_threshold=opts.unknown_threshold,
-                     class_thresholds=opts.class_thresholds)
+                     class_thresholds=opts.class_thresholds,
+                     engine="openvino" if opts.engine == "openvino" else "onnxruntime")  # a .tflite file runs on LiteRT
     if opts.batch is not None:
         clf.check_batch(opts.batch)
     return clf

@@ -85,7 +85,8 @@ class Service:
         if found.found and found.why:
             self.log(f"running {found.path}: {found.why}")
         threads = self.cfg.threads if self.cfg.threads is not None else found.threads
-        self.clf = Classifier(found.path, provider=self.cfg.provider, threads=threads, spin=False)
+        self.clf = Classifier(found.path, provider=self.cfg.provider, threads=threads, spin=False,
+                              engine="openvino" if found.engine == "openvino" else "onnxruntime")
         self.metrics = ServiceMetrics(model=self.clf.path.name)
         for s in self.cfg.sources:
             self.workers.append(SourceWorker(s, self.clf, self._rule(s), self.cond, self.stop_event, self.log,
