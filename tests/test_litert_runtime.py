@@ -25,7 +25,7 @@ from onnx_fixtures import COLOURS, make_colour_model, solid
 
 from edgeclf.bench import engines
 from edgeclf.errors import EdgeclfError
-from edgeclf.model import engine_choice, litert, threads as thr
+from edgeclf.model import engine_choice, litert, openvino_engine, threads as thr
 from edgeclf.model.classifier import Classifier
 from edgeclf.model.metadata import model_metadata
 
@@ -306,7 +306,8 @@ def _bench_engines(folder: Path, *more: object) -> tuple[dict, subprocess.Comple
 def test_bench_engines_times_both_and_records_the_choice(folder):
     report, _ = _bench_engines(folder)
     ways, counts = {(r["engine"], r["threads"]) for r in report["results"]}, {1, thr.default_threads()}
-    assert ways == {("onnxruntime", None)} | {("onnxruntime", t) for t in counts} | {("litert", t) for t in counts}
+    ov = {("openvino", t) for t in counts} if openvino_engine.available() else set()  # on the ONNX file too
+    assert ways == {("onnxruntime", None)} | {("onnxruntime", t) for t in counts} | {("litert", t) for t in counts} | ov
     for r in report["results"]:
         assert r["latency_ms"]["p50"] > 0 and r["first_inference_ms"] > 0
         assert r["file"] == (TFLITE if r["engine"] == "litert" else ONNX)
@@ -330,9 +331,11 @@ def test_bench_engines_refuses_other_options(folder, option):
 def test_bench_engines_without_a_tflite_skips_litert(folder):
     (folder / TFLITE).unlink()
     report, _ = _bench_engines(folder)
-    assert {r["engine"] for r in report["results"]} == {"onnxruntime"}
-    assert len(report["skipped"]) == 1 and report["skipped"][0].startswith(f"LiteRT: no {TFLITE}")
-    assert report["choice"]["engine"] == "onnxruntime"
+    assert {r["engine"] for r in report["results"]} == {"onnxruntime"} | ({"openvino"} if openvino_engine.available() else set())
+    litert_skip = [s for s in report["skipped"] if s.startswith("LiteRT")]
+    assert len(litert_skip) == 1 and litert_skip[0].startswith(f"LiteRT: no {TFLITE}")
+    assert len(report["skipped"]) == 1 + (not openvino_engine.available())  # and OpenVINO's install hint without it
+    assert report["choice"]["engine"] in ("onnxruntime", "openvino")
 
 
 @tf_mark

@@ -70,14 +70,12 @@ class OpenVINOSession:
             raise EdgeclfError(f"running a model on OpenVINO needs openvino, which is not installed: {INSTALL_HINT}") from None
         self.path = Path(path)
         self.threads = threads
-        try:
-            if self.path.stat().st_size > _MAX_MODEL_BYTES:
-                raise EdgeclfError(f"{self.path}: {self.path.stat().st_size} bytes, larger than edgeclf reads")
+        if self.path.stat().st_size > _MAX_MODEL_BYTES:
+            raise EdgeclfError(f"{self.path}: {self.path.stat().st_size} bytes, larger than edgeclf reads")
+        try:  # protoedit's own errors for a file that is not protobuf (e.g. "unsupported wire type 4") too
             self._metadata = read_metadata(self.path.read_bytes())
             self._core = ov.Core()
             self._model = self._core.read_model(str(self.path))
-        except EdgeclfError:
-            raise
         except Exception as e:  # OpenVINO raises RuntimeError and its own types for a bad file
             raise EdgeclfError(f"{self.path}: not a model OpenVINO can read ({first_line(e)})") from None
         self._inputs = [_Tensor(p.get_any_name(), _dims(p.get_partial_shape()), _TYPES.get(p.get_element_type().get_type_name(), "?"))
@@ -98,8 +96,8 @@ class OpenVINOSession:
                 self._compiled.popitem(last=False)
             model = self._model.clone()
             name = self._inputs[0].name
-            model.reshape({name: [n, *[d for d in self._inputs[0].shape[1:]]]})
-            try:
+            try:  # -1: a dimension the graph leaves dynamic (height and width may be)
+                model.reshape({name: [n, *[-1 if d is None else d for d in self._inputs[0].shape[1:]]]})
                 compiled = self._core.compile_model(model, "CPU", self._config)
             except Exception as e:  # noqa: BLE001 - OpenVINO's own types
                 raise EdgeclfError(f"{self.path}: OpenVINO cannot compile this model ({first_line(e)})") from None
