@@ -65,7 +65,7 @@ def eval_(
 # ------------------------------------------------------------------------------------------- predict
 @app.command()
 def predict(
-    model: Path = typer.Argument(..., help="An .onnx model exported by edgeclf (run as given), or a run folder (or export folder) whose export exists: its int8 model, its fp16 one on a GPU provider."),
+    model: Path = typer.Argument(..., help="An .onnx (or .tflite) model exported by edgeclf (run as given), or a run folder (or export folder) whose export exists: its int8 model, its fp16 one on a GPU provider."),
     source: str = typer.Argument(..., help="Image, folder, glob, video, camera index, /dev/videoN, rtsp:// or http:// URL, GStreamer pipeline."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per line on stdout (source, frame, label, index, score, probs, latency_ms, unknown, unknown_score)."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the results to this CSV file."),
@@ -123,7 +123,7 @@ def bench(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the charts to this PNG file."),
     force: bool = typer.Option(False, "--force", help="Let --plot replace an existing file that edgeclf did not write."),
-    engines: bool = typer.Option(False, "--engines", help="MODEL is an export (or run) folder: time its int8 model on every engine installed (onnxruntime; LiteRT for model.int8.tflite) at 1 thread and all cores, side by side, and record the fastest in the folder's engine.json for `predict --engine auto`."),
+    engines: bool = typer.Option(False, "--engines", help="MODEL is an export (or run) folder: time its int8 model on every engine installed (onnxruntime; OpenVINO; LiteRT for model.int8.tflite) at 1 thread and on the usable cores (at most 4), side by side, and record the fastest in the folder's engine.json for `predict --engine auto`."),
 ) -> None:
     """Benchmark latency and throughput of an ONNX (or .tflite) model on this device."""
     if engines:

@@ -22,6 +22,7 @@ from edgeclf.errors import EdgeclfError
 from edgeclf.model.exported import MODEL_NAMES, REPORT_NAME
 
 EXPORT_NAMES = (*MODEL_NAMES, REPORT_NAME)
+ENGINE_RECORD = "engine.json"  # edgeclf.model.engine_choice.RECORD_NAME
 _ASIDE = ".old"  # suffix of the earlier export while the three-rename swap runs
 
 
@@ -83,7 +84,8 @@ def swap_in(new: Path, out: Path) -> None:
         os.rename(new, out)
         return
     for entry in os.scandir(out):
-        if entry.name not in EXPORT_NAMES:
+        # engine.json (bench --engines) timed the models this export replaces: it goes with them
+        if entry.name not in EXPORT_NAMES and entry.name != ENGINE_RECORD:
             _link(Path(entry.path), new / entry.name)
     if not _exchange(new, out):
         aside = new.with_name(new.name + _ASIDE)

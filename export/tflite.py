@@ -120,8 +120,14 @@ def _quiet() -> Iterator[None]:
 def _io_details(raw: bytes, label: str) -> dict:
     """How the converted model takes its pixels (uint8, scale and zero point) and gives its
     probabilities (float32); a one-line error when the converter did otherwise."""
-    with captured_output():  # LiteRT prints an INFO line per interpreter
-        it = litert.interpreter_class()(model_content=raw)
+    try:
+        with captured_output():  # LiteRT prints an INFO line per interpreter
+            it = litert.interpreter_class()(model_content=raw)
+    except EdgeclfError:
+        raise
+    except Exception as e:  # noqa: BLE001 - an op TensorFlow's converter wrote that this ai-edge-litert lacks
+        raise EdgeclfError(f"{label}: {litert.version()} cannot load the model TensorFlow converted "
+                           f"({first_line(e, 160)}); upgrade ai-edge-litert") from None
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     if np.dtype(inp["dtype"]) != np.uint8 or np.dtype(out["dtype"]) != np.float32:
         raise EdgeclfError(f"{label}: the converted LiteRT model takes {np.dtype(inp['dtype'])} and gives "

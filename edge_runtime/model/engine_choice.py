@@ -53,14 +53,26 @@ def read_record(folder: str | os.PathLike) -> dict | None:
             raise ValueError(f"unknown engine {safe_text(str(engine))[:40]!r}")
         if file not in MODEL_NAMES:
             raise ValueError(f"file {safe_text(str(file))[:60]!r} is not one of an export's models")
-        if threads is not None and not (isinstance(threads, int) and 1 <= threads <= _MAX_THREADS):
+        if (engine == "litert") != file.endswith(".tflite"):  # LiteRT runs .tflite files, the others .onnx
+            raise ValueError(f"engine {engine} does not run {file}")
+        if threads is not None and not (type(threads) is int and 1 <= threads <= _MAX_THREADS):
             raise ValueError(f"threads {safe_text(str(threads))[:20]!r} is not a whole number from 1 to {_MAX_THREADS}")
         if not isinstance(rec.get("machine"), dict):
             raise ValueError("no machine")
+        _check_runner_up(choice.get("runner_up"))
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise EdgeclfError(f"{path}: unreadable engine record ({first_words(e)}); "
                            f"measure again with `edgeclf bench {path.parent} --engines`") from None
     return rec
+
+
+def _check_runner_up(r: object) -> None:
+    """The runner-up ``describe`` prints: None, or a label and a p50 in milliseconds."""
+    if r is None:
+        return
+    if not (isinstance(r, dict) and isinstance(r.get("label", r.get("engine")), str)
+            and isinstance(r.get("p50_ms"), (int, float)) and not isinstance(r.get("p50_ms"), bool)):
+        raise ValueError("runner_up is not a label with a p50 in milliseconds")
 
 
 def first_words(e: BaseException) -> str:
@@ -77,7 +89,7 @@ def applicable_choice(folder: str | os.PathLike) -> tuple[dict | None, str]:
     here, there = this_machine(), rec["machine"]
     if any(there.get(k) != v for k, v in here.items()):
         return None, (f"{Path(folder) / RECORD_NAME} was measured on another machine ({safe_text(str(there.get('cpu')))[:80]}, "
-                      f"{there.get('cores')} cores): running onnxruntime; `edgeclf bench {folder} --engines` measures this one")
+                      f"{safe_text(str(there.get('cores')))[:8]} cores): running onnxruntime; `edgeclf bench {folder} --engines` measures this one")
     choice = rec["choice"]
     if not (Path(folder) / choice["file"]).is_file():
         return None, f"{Path(folder) / RECORD_NAME} chose {choice['file']}, which is not in {folder}: running onnxruntime"
@@ -88,7 +100,8 @@ def describe(choice: dict) -> str:
     """"the fastest here by `edgeclf bench --engines`: LiteRT, 2 threads, p50 2.31 ms (onnxruntime 3.99 ms)"."""
     threads = "adaptive threads" if choice["threads"] is None else f"{choice['threads']} thread{'s' * (choice['threads'] > 1)}"
     runner_up = choice.get("runner_up")
-    vs = f" ({runner_up.get('label', runner_up['engine'])} {runner_up['p50_ms']:.2f} ms)" if isinstance(runner_up, dict) and "p50_ms" in runner_up else ""
+    vs = (f" ({safe_text(str(runner_up.get('label') or runner_up.get('engine')))[:60]} {runner_up['p50_ms']:.2f} ms)"
+          if isinstance(runner_up, dict) and isinstance(runner_up.get("p50_ms"), (int, float)) else "")
     name = {"litert": "LiteRT", "openvino": "OpenVINO"}.get(choice["engine"], choice["engine"])
     p50 = choice.get("p50_ms")
     return (f"the fastest here by `edgeclf bench --engines`: {name}, {threads}"

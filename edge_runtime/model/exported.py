@@ -54,5 +54,5 @@ def _recorded_hashes(record: Path) -> dict[str, str] | None:
         if hashes is None:
             return None
         return {files[k]: v for k, v in hashes.items()}
-    except (OSError, ValueError, AttributeError, KeyError, TypeError) as e:
+    except (OSError, ValueError, AttributeError, KeyError, TypeError, RecursionError) as e:
         raise EdgeclfError(f"{record}: unreadable export record ({type(e).__name__}); export again") from None

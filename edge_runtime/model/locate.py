@@ -93,7 +93,9 @@ def exported_model(path: str | os.PathLike, gpu: bool = False, engine: str = "au
         if not tflite.is_file():
             raise EdgeclfError(f"{folder}: no {TFLITE_INT8_NAME} for --engine litert; export one with "
                                "`edgeclf export RUN --format tflite`")
-        return Located(tflite, True, "--engine litert", engine="litert")
+        why = "--engine litert" + (": a LiteRT model has no unknown score, so no frame is answered 'unknown'"
+                                   if needs_unknown and _has_unknown_score(folder) else "")
+        return Located(tflite, True, why, engine="litert")
     if engine == "openvino":
         return Located(model, True, "--engine openvino", engine="openvino")
     if engine == "auto" and not gpu:
@@ -125,5 +127,5 @@ def _has_unknown_score(folder: Path) -> bool:
 
     try:
         return "unknown" in json.loads((folder / REPORT_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, RecursionError):
         return True

@@ -61,7 +61,7 @@ class _ModelMeta:
 class OpenVINOSession:
     """An ONNX model compiled by OpenVINO for the CPU at ``threads`` threads, behind ``run``,
     ``get_inputs``, ``get_outputs``, ``get_modelmeta`` and ``get_providers``. ``run`` is safe from
-    several threads (one at a time per batch size: an infer request holds its tensors)."""
+    several threads (one run at a time: an infer request holds its tensors)."""
 
     def __init__(self, path: str | os.PathLike, threads: int) -> None:
         try:

@@ -22,6 +22,7 @@ import numpy as np
 from edgeclf import sysinfo
 from edgeclf.errors import EdgeclfError, OutputError, warn
 from edgeclf.image import DISPLAY_MAX, fit_within
+from edgeclf.model import litert, openvino_engine
 from edgeclf.model.classifier import Classifier, Prediction
 from edgeclf.model.providers import GPU_PROVIDERS
 from edgeclf.outfiles import check_output
@@ -103,8 +104,9 @@ def auto_batch(clf: Classifier, src: Source, keep_images: bool) -> int:
     """The default ``--batch`` for a file source: up to ``AUTO_BATCH`` frames on the CPU, the
     frames held and the run's own memory (``Classifier.check_batch``'s estimate) each within the
     bound above; 1 on a GPU provider (TensorRT builds an engine for every new range of batch
-    sizes: minutes each on a Jetson) and for a graph fixed at one image."""
-    if src.live or clf.max_batch == 1 or clf.providers[0] in GPU_PROVIDERS:
+    sizes: minutes each on a Jetson), on LiteRT and OpenVINO (a new batch size builds a new
+    interpreter or compiled model: varying sizes would keep rebuilding) and for a graph fixed at one image."""
+    if src.live or clf.max_batch == 1 or clf.providers[0] in (*GPU_PROVIDERS, litert.ENGINE, openvino_engine.ENGINE):
         return 1
     per_frame, per_run = _frame_bytes(clf, src, keep_images), clf.run_bytes_per_image()
     budget = min(AUTO_BATCH_BYTES, sysinfo.available_memory_bytes() // 8)

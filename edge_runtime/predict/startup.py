@@ -37,7 +37,9 @@ def choose_model(opts: PredictOptions) -> tuple[PredictOptions, bool]:
     run as given; a run or export folder (or a ``.keras`` file) gives its export's file for the
     device the provider plan puts first (fp16 on a GPU, int8 on the CPU) and the engine
     (``--engine``: on the CPU ``auto`` follows ``bench --engines``' record), said in one line."""
-    gpu = not litert.is_tflite(opts.model) and plans_gpu(opts.provider, _available_providers())
+    # LiteRT and OpenVINO run on the CPU: only onnxruntime's plan can put a GPU first
+    gpu = (opts.engine in ("auto", "onnxruntime") and not litert.is_tflite(opts.model)
+           and plans_gpu(opts.provider, _available_providers()))
     found = exported_model(opts.model, gpu=gpu, engine=opts.engine, needs_unknown=opts.unknown)
     if not found.found:
         return dataclasses.replace(opts, engine=found.engine), False

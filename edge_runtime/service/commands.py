@@ -35,11 +35,9 @@ def run_serve(config: Path, check: bool = False, json_out: bool = False) -> int:
 
     cfg = load_config(config)
     if check:
-        from edgeclf.model.classifier import Classifier
-        from edgeclf.model.locate import exported_model
+        from edgeclf.service.runner import service_classifier, service_model
 
-        model = exported_model(cfg.model, needs_unknown=any(s.unknown for s in cfg.sources)).path  # as start() chooses
-        clf = Classifier(model, provider=cfg.provider, threads=1)
+        clf = service_classifier(cfg, service_model(cfg), threads=1)  # the file and engine start() runs
         for s in cfg.sources:  # what the service would refuse at start, as it would say it
             source_rule(clf, cfg, s)
         info = describe(cfg)

@@ -28,7 +28,7 @@ from edgeclf import __version__
 from edgeclf.comms.base import Publisher, StateEvent
 from edgeclf.errors import safe_text
 from edgeclf.model.classifier import Classifier, Prediction
-from edgeclf.model.locate import exported_model
+from edgeclf.model.locate import Located, exported_model
 from edgeclf.model.providers import plans_gpu
 from edgeclf.model.unknown import UnknownRule
 from edgeclf.serve.metrics import ServiceMetrics
@@ -80,13 +80,10 @@ class Service:
         """Load the model, start every source's reader, the publishers and the server; then READY=1
         once every source has been opened (or has failed to: it is retried in the background)."""
         self.notifier.status("loading the model")
-        gpu = plans_gpu(self.cfg.provider, ort.get_available_providers())
-        found = exported_model(self.cfg.model, gpu=gpu, needs_unknown=any(s.unknown for s in self.cfg.sources))
+        found = service_model(self.cfg)
         if found.found and found.why:
             self.log(f"running {found.path}: {found.why}")
-        threads = self.cfg.threads if self.cfg.threads is not None else found.threads
-        self.clf = Classifier(found.path, provider=self.cfg.provider, threads=threads, spin=False,
-                              engine="openvino" if found.engine == "openvino" else "onnxruntime")
+        self.clf = service_classifier(self.cfg, found)
         self.metrics = ServiceMetrics(model=self.clf.path.name)
         for s in self.cfg.sources:
             self.workers.append(SourceWorker(s, self.clf, self._rule(s), self.cond, self.stop_event, self.log,
@@ -266,6 +263,20 @@ class Service:
         for t in closers:
             t.join(max(0.0, deadline - time.monotonic()))
         self.notifier.close()
+
+
+def service_model(cfg: ServiceConfig) -> Located:
+    """The file and engine the service runs (and ``--check`` checks): the export's file for the
+    device the provider plan puts first, on the engine ``bench --engines`` recorded for this machine."""
+    gpu = plans_gpu(cfg.provider, ort.get_available_providers())
+    return exported_model(cfg.model, gpu=gpu, needs_unknown=any(s.unknown for s in cfg.sources))
+
+
+def service_classifier(cfg: ServiceConfig, found: Located, threads: int | None = None) -> Classifier:
+    """The classifier on ``found``: ``threads``, else the config's, else the engine record's."""
+    threads = threads or (cfg.threads if cfg.threads is not None else found.threads)
+    return Classifier(found.path, provider=cfg.provider, threads=threads, spin=False,
+                      engine="openvino" if found.engine == "openvino" else "onnxruntime")
 
 
 def source_rule(clf: Classifier, cfg: ServiceConfig, s: SourceConfig) -> UnknownRule:
