@@ -133,7 +133,9 @@ def compare_row(fmt: str, host: np.ndarray | None, arm: np.ndarray | None, y: np
 
 
 def markdown(report: dict) -> str:
+    prov = report.get("provenance", {})
     lines = ["# Every engine row on an emulated Raspberry Pi: the same answers as on x86", "",
+             f"- Commit: `{prov.get('commit', 'unknown')}`; date: {prov.get('date', 'unknown')}",
              f"- Emulated CPU: {report['cpu']} (qemu user mode), one thread; host: {report['host']}",
              f"- Model: {report['model']}; {report['n']} photos of its validation split",
              "- Nothing timed: emulation says nothing of a board's speed.", "",
@@ -164,6 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
     sys.path.insert(0, str(HERE))
     from compare_engines import pnnx_convert
     from compare_runners import load_images, load_run
+    from provenance import commit
 
     from edgeclf import sysinfo
     from edgeclf.outfiles import write_json, write_text
@@ -184,7 +187,8 @@ def main(argv: list[str] | None = None) -> dict:
             host, e1, _ = run_child("host", fmt, path, tmp / "x.npy", tmp, None)
             arm, e2, seconds = run_child(args.cpu, fmt, path, tmp / "x.npy", tmp, site)
             rows.append(compare_row(fmt, host, arm, y, (e1, e2), seconds))
-    report = {"cpu": args.cpu, "host": sysinfo.describe()["cpu"], "model": f"{run['architecture']} {run['input_size'][0]}x{run['input_size'][1]}",
+    report = {"provenance": {"commit": commit()[0], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
+              "cpu": args.cpu, "host": sysinfo.describe()["cpu"], "model": f"{run['architecture']} {run['input_size'][0]}x{run['input_size'][1]}",
               "n": int(len(y)), "rows": rows, "not_run": NOT_RUN,
               "command": "python benchmarks/engines_aarch64.py --run RUN --onnx-dir RUN/export "
                          f"--images {args.images} --cpu {args.cpu}"}

@@ -10,6 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 from conftest import ROOT
+from tflite_fixtures import colour_tflite
 
 
 @pytest.fixture
@@ -175,30 +176,6 @@ def test_edgeclf_litert_is_an_engine_and_without_its_file_a_row_saying_how(bench
     assert table[0].endswith("| peak RSS MiB | first inference ms |") and table[1].count("|") == 12
 
 
-def _colour_tflite(tmp) -> bytes:
-    """Full-integer int8 .tflite (uint8 RGB in, float out): softmax(0.05 * mean RGB) over red/green/blue."""
-    import keras
-    import tensorflow as tf
-
-    inp = keras.Input((32, 32, 3))
-    dense = keras.layers.Dense(3, activation="softmax")
-    model = keras.Model(inp, dense(keras.layers.GlobalAveragePooling2D()(inp)))
-    dense.set_weights([np.eye(3, dtype=np.float32) * 0.05, np.zeros(3, np.float32)])
-    rng = np.random.default_rng(0)
-    calib = [np.full((1, 32, 32, 3), c, np.float32) for c in (*np.eye(3) * 255, (0, 0, 0), (255, 255, 255))]
-    calib += [rng.integers(0, 256, (1, 32, 32, 3)).astype(np.float32) for _ in range(10)]
-    try:
-        c = tf.lite.TFLiteConverter.from_keras_model(model)
-    except Exception:  # noqa: BLE001 - Keras 3 models go through a SavedModel instead
-        model.export(str(tmp / "saved_model"), format="tf_saved_model")
-        c = tf.lite.TFLiteConverter.from_saved_model(str(tmp / "saved_model"))
-    c.optimizations = [tf.lite.Optimize.DEFAULT]
-    c.representative_dataset = lambda: ([x] for x in calib)
-    c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    c.inference_input_type = tf.uint8
-    return c.convert()
-
-
 @pytest.mark.tf
 def test_edgeclf_litert_row_runs_the_export_tflite_through_classifier(bench, tmp_path):
     """A real int8 .tflite with edgeclf's metadata in the export folder: the row runs it through
@@ -213,7 +190,7 @@ def test_edgeclf_litert_row_runs_the_export_tflite_through_classifier(bench, tmp
 
     engines, runners, report = bench
     (tmp_path / "model.int8.tflite").write_bytes(
-        litert.with_metadata(_colour_tflite(tmp_path), model_metadata(list(COLOURS), (32, 32), "colour", "int8")))
+        litert.with_metadata(colour_tflite(tmp_path), model_metadata(list(COLOURS), (32, 32), "colour", "int8")))
     formats = runners.Formats(engines.chosen_formats("edgeclf_litert"))
     formats.add("edgeclf_litert_int8", lambda: runners.edgeclf_litert_runner("edgeclf_litert_int8", tmp_path, 1))
     assert formats.errors == {} and len(formats.runners) == 1
