@@ -15,7 +15,6 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from importlib import metadata as dist
 from pathlib import Path
 
 import numpy as np
@@ -157,11 +156,7 @@ def _check_written(path: Path, x: np.ndarray, judged_probs: np.ndarray, label: s
 def _versions() -> dict:
     import tensorflow as tf
 
-    try:
-        checker = dist.version("ai-edge-litert")
-    except dist.PackageNotFoundError:  # installed some other way; it imported, so it is there
-        checker = "unknown"
-    return {"converter": f"tf.lite.TFLiteConverter (TensorFlow {tf.__version__})", "checked_with": f"ai-edge-litert {checker}"}
+    return {"converter": f"tf.lite.TFLiteConverter (TensorFlow {tf.__version__})", "checked_with": litert.version()}
 
 
 def _result(g: dict, judged: Judged, measured: dict, max_drop: float) -> dict:

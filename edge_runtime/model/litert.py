@@ -28,6 +28,7 @@ import numpy as np
 
 from edgeclf.errors import EdgeclfError, first_line
 from edgeclf.model import metadata as md
+from edgeclf.model.nodes import ModelMeta, NodeArg
 from edgeclf.quiet import captured_output
 
 SUFFIX = ".tflite"
@@ -110,17 +111,8 @@ def available() -> bool:
     return importlib.util.find_spec("ai_edge_litert") is not None
 
 
-class _Tensor:
-    """onnxruntime's ``NodeArg`` as far as ``Classifier`` reads it."""
-
-    def __init__(self, name: str, shape: Sequence[int | None], dtype: Any) -> None:
-        self.name, self.shape = name, list(shape)
-        self.type = _TYPES.get(np.dtype(dtype).type, f"tensor({np.dtype(dtype).name})")
-
-
-class _ModelMeta:
-    def __init__(self, custom: dict[str, str]) -> None:
-        self.custom_metadata_map = custom
+def _node(name: str, shape: Sequence[int | None], dtype: Any) -> NodeArg:
+    return NodeArg(name, shape, _TYPES.get(np.dtype(dtype).type, f"tensor({np.dtype(dtype).name})"))
 
 
 class LiteRTSession:
@@ -144,8 +136,8 @@ class LiteRTSession:
         sig = list(inp.get("shape_signature", inp["shape"]))
         self._batch_fixed = sig[0] != -1
         dims = [int(sig[0]) if self._batch_fixed else None, *[None if d == -1 else int(d) for d in sig[1:]]]
-        self._input = _Tensor(md.INPUT_NAME, dims, inp["dtype"])
-        self._output = _Tensor(md.OUTPUT_NAME, [None, *[int(d) for d in out["shape"][1:]]], np.float32)
+        self._input = _node(md.INPUT_NAME, dims, inp["dtype"])
+        self._output = _node(md.OUTPUT_NAME, [None, *[int(d) for d in out["shape"][1:]]], np.float32)
         self._by_batch[int(inp["shape"][0])] = (it, inp, out)
 
     def _open(self, batch: int | None, quiet: bool = False) -> tuple[Any, dict, dict]:
@@ -175,14 +167,14 @@ class LiteRTSession:
         return self._by_batch[n]
 
     # ------------------------------------------------------------------ onnxruntime's API
-    def get_inputs(self) -> list[_Tensor]:
+    def get_inputs(self) -> list[NodeArg]:
         return [self._input]
 
-    def get_outputs(self) -> list[_Tensor]:
+    def get_outputs(self) -> list[NodeArg]:
         return [self._output]
 
-    def get_modelmeta(self) -> _ModelMeta:
-        return _ModelMeta(dict(self._metadata))
+    def get_modelmeta(self) -> ModelMeta:
+        return ModelMeta(dict(self._metadata))
 
     def get_providers(self) -> list[str]:
         return [ENGINE]

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgeclf.errors import EdgeclfError, first_line
+from edgeclf.model.nodes import ModelMeta, NodeArg
 from edgeclf.model.protoedit import read_metadata
 
 ENGINE = "OpenVINO"
@@ -48,16 +49,6 @@ def version() -> str:
         return "OpenVINO (not installed)"
 
 
-class _Tensor:
-    def __init__(self, name: str, shape: list, type_: str) -> None:
-        self.name, self.shape, self.type = name, shape, type_
-
-
-class _ModelMeta:
-    def __init__(self, custom: dict[str, str]) -> None:
-        self.custom_metadata_map = custom
-
-
 class OpenVINOSession:
     """An ONNX model compiled by OpenVINO for the CPU at ``threads`` threads, behind ``run``,
     ``get_inputs``, ``get_outputs``, ``get_modelmeta`` and ``get_providers``. ``run`` is safe from
@@ -78,9 +69,9 @@ class OpenVINOSession:
             self._model = self._core.read_model(str(self.path))
         except Exception as e:  # OpenVINO raises RuntimeError and its own types for a bad file
             raise EdgeclfError(f"{self.path}: not a model OpenVINO can read ({first_line(e)})") from None
-        self._inputs = [_Tensor(p.get_any_name(), _dims(p.get_partial_shape()), _TYPES.get(p.get_element_type().get_type_name(), "?"))
+        self._inputs = [NodeArg(p.get_any_name(), _dims(p.get_partial_shape()), _TYPES.get(p.get_element_type().get_type_name(), "?"))
                         for p in self._model.inputs]
-        self._outputs = [_Tensor(p.get_any_name(), _dims(p.get_partial_shape()), _TYPES.get(p.get_element_type().get_type_name(), "?"))
+        self._outputs = [NodeArg(p.get_any_name(), _dims(p.get_partial_shape()), _TYPES.get(p.get_element_type().get_type_name(), "?"))
                          for p in self._model.outputs]
         self._compiled: OrderedDict[int, Any] = OrderedDict()
         self._lock = threading.Lock()
@@ -105,14 +96,14 @@ class OpenVINOSession:
         self._compiled.move_to_end(n)
         return self._compiled[n]
 
-    def get_inputs(self) -> list[_Tensor]:
+    def get_inputs(self) -> list[NodeArg]:
         return list(self._inputs)
 
-    def get_outputs(self) -> list[_Tensor]:
+    def get_outputs(self) -> list[NodeArg]:
         return list(self._outputs)
 
-    def get_modelmeta(self) -> _ModelMeta:
-        return _ModelMeta(dict(self._metadata))
+    def get_modelmeta(self) -> ModelMeta:
+        return ModelMeta(dict(self._metadata))
 
     def get_providers(self) -> list[str]:
         return [ENGINE]
