@@ -43,6 +43,7 @@ from compare_runners import (
     Runner,
     convert_litert,
     edgeclf_litert_runner,
+    edgeclf_openvino_runner,
     keras_runners,
     litert_calibration,
     litert_interpreter_class,
@@ -148,6 +149,8 @@ def load_formats(args: argparse.Namespace, run: dict, settings: list[int | None]
         formats.add(key("onnx_int8", t, settings), lambda t=t: onnx_runner(key("onnx_int8", t, settings), onnx_int8, t))
         k = key("edgeclf_litert_int8", t, settings)
         formats.add(k, lambda k=k, t=t: edgeclf_litert_runner(k, onnx_int8.parent, t or cores))
+        k = key("edgeclf_openvino_int8", t, settings)
+        formats.add(k, lambda k=k, t=t: edgeclf_openvino_runner(k, onnx_int8, t or cores))
     converted = add_litert(formats, keras_model, calibration, tmp, settings, cores)
     for t in settings:
         for fmt, path in (("opencv_fp32", onnx_fp32), ("opencv_int8", onnx_int8)):

@@ -33,6 +33,7 @@ ENGINES: dict[str, tuple[str, ...]] = {
     "keras": ("keras_predict", "keras_call"),
     "onnxruntime": ("onnx_fp32", "onnx_int8"),
     "edgeclf_litert": ("edgeclf_litert_int8",),  # edgeclf's own LiteRT path (export --format tflite)
+    "edgeclf_openvino": ("edgeclf_openvino_int8",),  # edgeclf's own OpenVINO engine on its int8 ONNX
     "litert": ("litert_fp32", "litert_int8"),
     "opencv": ("opencv_fp32", "opencv_int8"),
     "openvino": ("openvino_fp32", "openvino_int8", "openvino_qdq_int8"),

@@ -10,7 +10,7 @@ from edgeclf.bench import charts as cvplot
 from edgeclf.bench.engines import MARGIN, choose
 
 #: edgeclf's int8 paths -> the engine ``edgeclf bench --engines`` knows each by
-EDGECLF_INT8 = {"onnx_int8": "onnxruntime", "edgeclf_litert_int8": "litert"}
+EDGECLF_INT8 = {"onnx_int8": "onnxruntime", "edgeclf_litert_int8": "litert", "edgeclf_openvino_int8": "openvino"}
 #: what edgeclf itself makes and runs: none of these is its own peer
 EDGECLF_MADE = {"keras_predict", "keras_call", "onnx_fp32", *EDGECLF_INT8}
 #: a peer counts only at equal accuracy: within this many points of edgeclf's default
@@ -95,7 +95,8 @@ def check_goals(rows: list[dict], loaded: list[dict] | None = None) -> list[dict
     goal("ONNX int8 at least 2x faster per frame than ONNX fp32", "onnx_int8", "onnx_fp32", 2.0, "{:.2f}x faster")
     accs = {k: v["accuracy"] for k, v in by.items() if v.get("accuracy") is not None}
     edgeclf = {k: v for k, v in accs.items() if k in EDGECLF_MADE}
-    own = "Keras, ONNX fp32, ONNX int8" + (", its LiteRT int8" if "edgeclf_litert_int8" in edgeclf else "")
+    own = ("Keras, ONNX fp32, ONNX int8" + (", its LiteRT int8" if "edgeclf_litert_int8" in edgeclf else "")
+           + (", its OpenVINO engine" if "edgeclf_openvino_int8" in edgeclf else ""))
     for text, group in (("no accuracy difference larger than 1 point between formats", accs),
                         (f"(edgeclf's own: {own}) within 1 point", edgeclf)):
         if not group:
@@ -142,8 +143,8 @@ def loaded_goals(rows: list[dict], idle_default: str | None = None) -> list[dict
 
 def default_path(rows: list[dict]) -> dict | None:
     """The row of edgeclf's default among its int8 paths that ran: the one ``edgeclf bench
-    --engines`` would record from these figures (its own ``choose``: the faster at p50, but
-    onnxruntime unless LiteRT is ``MARGIN`` faster). None when neither ran."""
+    --engines`` would record from these figures (its own ``choose``: the fastest at p50, but
+    onnxruntime unless LiteRT or OpenVINO is ``MARGIN`` faster). None when none ran."""
     by = _by_format(rows)
     ways = [{"engine": engine, "file": fmt, "threads": by[fmt].get("threads"), "label": fmt,
              "latency_ms": {"p50": by[fmt]["p50_ms"], "p99": by[fmt]["p99_ms"]}}
@@ -160,11 +161,12 @@ def peers_at_equal_accuracy(rows: list[dict], accuracy: float) -> list[dict]:
 def default_path_goal(rows: list[dict], condition: str, idle_default: str | None = None) -> dict:
     """edgeclf's default path (``default_path``) no slower at p50 and at p99 than the fastest peer
     at equal accuracy (``peers_at_equal_accuracy``; the fastest at p50 and at p99 may differ)."""
-    text = (f"edgeclf's default path (ONNX int8 or its LiteRT int8, chosen by bench --engines' {MARGIN:.0%} rule) "
+    text = (f"edgeclf's default path (ONNX int8, its LiteRT int8 or its OpenVINO engine, chosen by bench --engines' "
+            f"{MARGIN:.0%} rule) "
             f"p50 and p99 no slower than the fastest int8 peer within {PEER_POINTS} point ({condition})")
     d = default_path(rows)
     if d is None or d.get("accuracy") is None:
-        return {"goal": text, "met": None, "figure": "not measured (neither ONNX int8 nor edgeclf LiteRT int8 ran and scored)"}
+        return {"goal": text, "met": None, "figure": "not measured (none of edgeclf's int8 paths ran and scored)"}
     name = LABELS.get(d["format"], d["format"])
     near = peers_at_equal_accuracy(rows, d["accuracy"])
     if not near:

@@ -26,6 +26,7 @@ LABELS = {
     "onnx_fp32": "ONNX fp32 (onnxruntime)",
     "onnx_int8": "ONNX int8 (onnxruntime)",
     "edgeclf_litert_int8": "edgeclf LiteRT int8 (export --format tflite)",
+    "edgeclf_openvino_int8": "edgeclf OpenVINO engine on its int8 ONNX",
     "litert_fp32": "LiteRT fp32",
     "litert_int8": "LiteRT int8",
     "opencv_fp32": "OpenCV DNN fp32 ONNX",
@@ -171,6 +172,23 @@ def edgeclf_litert_runner(name: str, onnx_dir: Path, threads: int) -> Runner:
     return Runner(name, f"edgeclf Classifier, {litert.version()}", path, clf.predict_arrays, threads=threads,
                   notes=[("edgeclf's Classifier on the export folder's model.int8.tflite (edgeclf export --format "
                           "tflite: its own conversion and int8 guard), as predict runs it when bench --engines chose LiteRT")])
+
+
+def edgeclf_openvino_runner(name: str, onnx_int8: Path, threads: int) -> Runner:
+    """edgeclf's own OpenVINO path: its ``Classifier(engine="openvino")`` on the export's int8 ONNX,
+    as predict and serve run it when bench --engines chose OpenVINO. Unavailable without openvino."""
+    from engine_open import Unavailable
+
+    from edgeclf.model import openvino_engine
+    from edgeclf.model.classifier import Classifier
+
+    if not openvino_engine.available():
+        raise Unavailable(f"not installed (openvino): {openvino_engine.INSTALL_HINT}")
+    clf = Classifier(onnx_int8, threads=threads, engine="openvino")
+    return Runner(name, f"edgeclf Classifier, {openvino_engine.version()}", onnx_int8, clf.predict_arrays,
+                  threads=threads, notes=["edgeclf's Classifier with engine='openvino' on the export's model.int8.onnx "
+                                          "(the whole graph, unknown score included), as predict and serve run it "
+                                          "when bench --engines chose OpenVINO"])
 
 
 def convert_litert(model, calib: np.ndarray, out_dir: Path) -> tuple[Path, Path]:

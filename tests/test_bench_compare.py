@@ -46,7 +46,7 @@ def test_compare_end_to_end(tiny_run, tmp_path):
     report = json.loads((out / "compare.json").read_text())
     formats = {r["format"]: r for r in report["results"]}
     assert set(formats) >= {"keras_predict", "keras_call", "onnx_fp32", "onnx_int8", "edgeclf_litert_int8", "litert_fp32",
-                            "litert_int8", "opencv_fp32", "opencv_int8"}
+                            "litert_int8", "opencv_fp32", "opencv_int8", "edgeclf_openvino_int8"}
     ok = {k: r for k, r in formats.items() if "error" not in r}
     assert set(ok) >= {"keras_predict", "keras_call", "onnx_fp32", "onnx_int8", "litert_fp32", "litert_int8",
                        *(["edgeclf_litert_int8"] if LITERT else [])}
@@ -65,7 +65,7 @@ def test_compare_end_to_end(tiny_run, tmp_path):
     goals = {g["goal"]: g for g in report["goals"]}
     default = goals.pop(next(k for k in goals if k.startswith("edgeclf's default path") and k.endswith("(idle)")))
     assert len(goals) == 6 and all(isinstance(g["met"], bool) for g in goals.values())
-    assert default["default"] in {"onnx_int8", "edgeclf_litert_int8"}
+    assert default["default"] in {"onnx_int8", "edgeclf_litert_int8", "edgeclf_openvino_int8"}
     if default["met"] is None:  # a 2-epoch model: its int8 conversions may differ by more than 0.5 point
         assert "no peer int8 row within 0.5 point" in default["figure"]
     else:

@@ -208,6 +208,41 @@ def test_edgeclf_litert_row_runs_the_export_tflite_through_classifier(bench, tmp
     assert report.results_table(rows)[-1].endswith(f"| {probe['rss_mb']:.0f} | {probe['first_ms']:.0f} |")
 
 
+# --------------------------------------------------------- edgeclf's own OpenVINO engine as a row
+def test_edgeclf_openvino_row_runs_the_int8_onnx_through_classifier(bench, tmp_path):
+    """The real colour model as an export's int8 ONNX: the row runs it through Classifier's OpenVINO
+    engine (not compare's own OpenVINO runner), scores it like the others, and is an engine of its own."""
+    pytest.importorskip("openvino", reason="needs openvino: pip install '.[openvino]'")
+    from onnx_fixtures import COLOURS, make_colour_model
+
+    engines, runners, report = bench
+    assert engines.chosen_formats("edgeclf_openvino") == {"edgeclf_openvino_int8"}
+    assert "edgeclf_openvino_int8" not in engines.chosen_formats("openvino")
+    onnx = make_colour_model(tmp_path / "model.int8.onnx")
+    formats = runners.Formats(engines.chosen_formats("edgeclf_openvino"))
+    formats.add("edgeclf_openvino_int8@2", lambda: runners.edgeclf_openvino_runner("edgeclf_openvino_int8@2", onnx, 2))
+    assert formats.errors == {} and len(formats.runners) == 1
+    r = formats.runners[0]
+    assert r.file == onnx and r.threads == 2 and r.runtime.startswith("edgeclf Classifier, OpenVINO")
+    rgb = np.eye(3)[np.arange(12) % 3] * 200 + np.random.default_rng(1).integers(0, 40, (12, 3))
+    x = np.broadcast_to(rgb[:, None, None, :], (12, 32, 32, 3)).astype(np.uint8)
+    assert len(COLOURS) == 3 and formats.score(x, np.arange(12) % 3, x[:4], 4) == {"edgeclf_openvino_int8@2": 1.0}
+    rows = report.summarise([r], {r.name: [0.001, 0.002]}, {r.name: [0.01]}, 4, {r.name: 1.0}, {}, {})
+    assert rows[0]["label"] == "edgeclf OpenVINO engine on its int8 ONNX, 2 threads"
+
+
+def test_edgeclf_openvino_without_openvino_is_a_row_saying_how(bench, tmp_path, monkeypatch):
+    engines, runners, _ = bench
+    from edgeclf.model import openvino_engine
+
+    monkeypatch.setattr(openvino_engine, "available", lambda: False)
+    formats = runners.Formats({"edgeclf_openvino_int8"})
+    formats.add("edgeclf_openvino_int8", lambda: runners.edgeclf_openvino_runner("edgeclf_openvino_int8",
+                                                                               tmp_path / "m.onnx", 1))
+    assert formats.runners == [] and formats.errors == {
+        "edgeclf_openvino_int8": f"not installed (openvino): {openvino_engine.INSTALL_HINT}"}
+
+
 # ------------------------------------------------------- the goal: edgeclf's default path vs its peers
 def _row(fmt: str, p50: float, p99: float, acc: float | None = 0.99, t: int | None = None) -> dict:
     return {"format": fmt, "key": f"{fmt}@{t}" if t else fmt, "threads": t or 2, "p50_ms": p50, "p99_ms": p99,
@@ -229,6 +264,9 @@ def test_the_default_path_is_chosen_by_bench_engines_own_rule(bench):
     assert report.default_path([onnx, fast]) is fast  # 6% faster: LiteRT
     assert report.default_path([fast]) is fast and report.default_path([_row("litert_int8", 1, 1)]) is None
     assert report.default_path([{**onnx, "error": "x"}, {"format": "edgeclf_litert_int8", "error": "no file"}]) is None
+    ov = _row("edgeclf_openvino_int8", 4.5, 5.5)  # OpenVINO 10% faster than onnxruntime, and than LiteRT
+    assert report.default_path([onnx, fast, ov]) is ov
+    assert report.default_path([onnx, _row("edgeclf_openvino_int8", 4.8, 5.0)]) is onnx  # 4%: onnxruntime stays
 
 
 def test_the_default_path_goal_against_the_fastest_peer_at_equal_accuracy(bench):
