@@ -34,6 +34,7 @@ ROWS = {
     "onnx_fp32": ("model.onnx", "edgeclf Classifier (onnxruntime)"),
     "onnx_int8": ("model.int8.onnx", "edgeclf Classifier (onnxruntime)"),
     "edgeclf_litert_int8": ("model.int8.tflite", "edgeclf Classifier (ai-edge-litert)"),
+    "edgeclf_openvino_int8": ("model.int8.onnx", "edgeclf Classifier (OpenVINO engine)"),
     "litert_int8": ("model.int8.tflite", "ai-edge-litert Interpreter, bare"),
     "opencv_fp32": ("model.onnx", "OpenCV DNN"),
     "opencv_int8": ("model.int8.onnx", "OpenCV DNN"),
@@ -68,6 +69,10 @@ def _opener(fmt: str, path: Path):
         from edgeclf.model.classifier import Classifier
 
         return Classifier(path, threads=1, unknown=False).predict_arrays
+    if fmt == "edgeclf_openvino_int8":
+        from edgeclf.model.classifier import Classifier
+
+        return Classifier(path, threads=1, unknown=False, engine="openvino").predict_arrays
     if fmt == "litert_int8":
         from ai_edge_litert.interpreter import Interpreter
 

@@ -12,13 +12,17 @@
    classifier's cost (benchmarks/onnx_models.make_conv_model, 128 px, random weights; ``--model``
    a real one, e.g. a run's export/model.int8.onnx), 1 source
    against 4, batching across sources on, off and measured at run time (``batch = "auto"``, the
-   default). Needs Debian's mosquitto for part 1.
+   default). Needs Debian's mosquitto for part 1. Each mode also reports the process's CPU time
+   per classified frame and how many cores it kept busy: where 4 sources keep every core busy, the
+   ratio to 1 source is bounded by the CPU one frame costs (reading, preprocessing, inference), not
+   by how frames are batched.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import threading
@@ -65,8 +69,10 @@ def _run(cfg_path: Path, seconds: float) -> Service:
     svc.start()
     end = time.monotonic() + seconds
     t = threading.Thread(target=svc.run, kwargs={"until": lambda: time.monotonic() > end}, daemon=True)
+    cpu0 = time.process_time()
     t.start()
     t.join(seconds + 30)
+    svc.cpu_s = time.process_time() - cpu0  # every thread of the process: readers, inference, publishers
     svc.close()
     return svc
 
@@ -117,7 +123,9 @@ def throughput(work: Path, seconds: float, model: Path | None = None) -> dict:
         svc = _run(cfg, seconds)
         per = {w.name: w.frames for w in svc.workers}
         out[name] = {"fps": round(svc.stats.frames / seconds, 1), "calls": svc.stats.calls,
-                     "per_source_fps": {k: round(v / seconds, 1) for k, v in per.items()}}
+                     "per_source_fps": {k: round(v / seconds, 1) for k, v in per.items()},
+                     "cpu_ms_per_frame": round(1000 * svc.cpu_s / max(1, svc.stats.frames), 2),
+                     "cores_busy": round(svc.cpu_s / seconds, 2), "cores": os.cpu_count()}
         if batch == '"auto"':
             out[name]["chose"] = svc.chooser.describe() if svc.chooser.choice is not None else "undecided"
     one = out["1 source"]["fps"]

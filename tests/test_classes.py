@@ -4,6 +4,7 @@ export's layout whose embedding is the mean colour (onnx_fixtures.make_head_mode
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -189,3 +190,21 @@ def test_eval_plot_never_replaces_an_input(tmp_path):
     before = m.read_bytes()
     r = run_cli("eval", m, data, "--unknown", data / "red", "--plot", m)
     assert r.returncode != 0 and "--plot" in error_line(r) and m.read_bytes() == before
+
+
+def test_a_folder_with_a_litert_model_drops_it_and_says_so(model, tmp_path, capsys):
+    """The LiteRT model's head is compiled into its graph: add-class cannot change it, so the new
+    folder has none, its export.json names none, and the user is told how to get one."""
+    folder = model.parent
+    (folder / "model.int8.tflite").write_bytes(b"TFL3 not changed by add-class")
+    (folder / "export.json").write_text(json.dumps({
+        "class_names": ["red", "green", "blue"], "tflite_int8": {"accuracy_int8": 1.0},
+        "files": {"fp32": "model.onnx", "tflite_int8": "model.int8.tflite"},
+        "sha256": {"fp32": hashlib.sha256(model.read_bytes()).hexdigest(), "tflite_int8": "0" * 64},
+        "sizes_bytes": {"tflite_int8": 29}}))
+    add_class(folder, "yellow", [yellow(i) for i in range(5)], tmp_path / "big")
+    assert "model.int8.tflite is left out" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "big").iterdir()) == ["export.json", "model.onnx"]
+    record = json.loads((tmp_path / "big" / "export.json").read_text())
+    assert "tflite_int8" not in record and "tflite_int8" not in record["files"] and "tflite_int8" not in record["sha256"]
+    assert record["class_names"] == ["red", "green", "blue", "yellow"]

@@ -41,7 +41,13 @@ def test_the_child_runs_an_onnx_model_and_opencv(lane, tmp_path):
     model = make_colour_model(tmp_path / "model.onnx")
     x = np.stack([solid(c, 32, 32)[..., ::-1] for c in ("red", "green", "blue")])  # RGB, as the models take
     np.save(tmp_path / "x.npy", x)
-    for fmt in ("onnx_fp32", "opencv_fp32"):
+    fmts = ["onnx_fp32", "opencv_fp32"]
+    try:
+        import openvino  # noqa: F401
+        fmts.append("edgeclf_openvino_int8")  # edgeclf's own OpenVINO engine on the same file
+    except ImportError:
+        pass
+    for fmt in fmts:
         probs, err, _ = lane.run_child("host", fmt, model, tmp_path / "x.npy", tmp_path, None)
         assert err == "" and probs is not None, err
         assert list(probs.argmax(1)) == [0, 1, 2], fmt

@@ -246,6 +246,16 @@ def test_auto_follows_the_record_of_this_machine_only(folder, made):
     assert _labels(res) == {c: c for c in COLOURS}
     assert f"running {folder / ONNX}: engine.json found LiteRT faster here, but a LiteRT model has no unknown score" in res.stderr
     rec = json.loads((folder / "engine.json").read_text())
+    with_unknown = {"engine": "onnxruntime", "file": ONNX, "threads": 1, "label": "onnxruntime, 1 thread", "p50_ms": 1.5}
+    (folder / "engine.json").write_text(json.dumps({**rec, "choice_with_unknown": with_unknown}))
+    res = run_cli("predict", folder, made["photos"])  # the record's fastest engine that keeps the unknown score
+    assert _labels(res) == {c: c for c in COLOURS}
+    assert (f"running {folder / ONNX}: engine.json found LiteRT faster here, but a LiteRT model has no unknown score "
+            "(--no-unknown, or --engine litert, runs it); with it, the fastest here by `edgeclf bench --engines`: "
+            "onnxruntime, 1 thread, p50 1.50 ms") in res.stderr
+    bad = {**rec, "choice_with_unknown": {**with_unknown, "engine": "litert", "file": TFLITE}}
+    (folder / "engine.json").write_text(json.dumps(bad))
+    assert "choice_with_unknown is LiteRT" in error_line(run_cli("predict", folder, made["photos"]))
     rec["machine"]["cpu"] = "Some Other CPU 9000"
     (folder / "engine.json").write_text(json.dumps(rec))
     res = run_cli("predict", folder, made["photos"], "--no-unknown")
@@ -293,6 +303,13 @@ def test_bench_engines_times_both_and_records_the_choice(folder):
     rec = engine_choice.read_record(folder)
     assert rec["choice"] == report["choice"] and rec["machine"] == engine_choice.this_machine()
     assert engine_choice.applicable_choice(folder)[0] == report["choice"]
+    alt = report["choice_with_unknown"]  # for callers that need the unknown score: never LiteRT
+    if report["choice"]["engine"] == "litert":
+        assert alt["engine"] != "litert" and alt["label"] in {r["label"] for r in report["results"]}
+        assert engine_choice.applicable_choice(folder, no_litert=True)[0] == alt
+    else:
+        assert alt is None and engine_choice.applicable_choice(folder, no_litert=True)[0] == report["choice"]
+    assert rec["choice_with_unknown"] == alt
 
 
 @tf_mark

@@ -105,7 +105,10 @@ def compare_engines(path: str | os.PathLike, runs: int = 200, warmup: int = 10, 
                 _time(clfs[w.label], x, warmup, per_round, times[w.label], step)
     results = [_result(w, times[w.label], first[w.label], folder) for w in todo]
     choice = choose(results)
-    report = {"folder": str(folder), "results": results, "choice": choice, "skipped": skipped, "margin": MARGIN,
+    keep = [r for r in results if r["engine"] != "litert"]  # for callers that need the unknown score
+    with_unknown = choose(keep) if choice["engine"] == "litert" and keep else None
+    report = {"folder": str(folder), "results": results, "choice": choice, engine_choice.WITH_UNKNOWN: with_unknown,
+              "skipped": skipped, "margin": MARGIN,
               "runs": per_round * ROUNDS, "warmup": warmup, "rounds": ROUNDS, "machine": sysinfo.describe(),
               "edgeclf": __version__}
     if record:
@@ -165,7 +168,7 @@ def choose(results: list[dict]) -> dict:
 def _record(folder: Path, report: dict) -> None:
     """engine.json in the folder; a folder that cannot be written loses only the record (said)."""
     try:
-        report["record"] = str(engine_choice.write_record(folder, {k: report[k] for k in ("choice", "results", "edgeclf")}))
+        report["record"] = str(engine_choice.write_record(folder, {k: report[k] for k in ("choice", engine_choice.WITH_UNKNOWN, "results", "edgeclf")}))
     except OSError as e:
         report["record"] = None
         report["record_error"] = f"{folder / engine_choice.RECORD_NAME}: cannot write ({e.strerror or e}); predict --engine auto will run onnxruntime"
@@ -191,8 +194,9 @@ def render(report: dict, console) -> None:
     console.print(f"chosen: [bold]{escape(c['label'])}[/] ({c['file']}), p50 {c['p50_ms']:.2f} ms; onnxruntime (adaptive "
                   f"threads) stays the choice unless another way is {MARGIN:.0%} faster", highlight=False)
     if report.get("record"):
-        caveat = ("; with the unknown answer on (predict's default) it runs onnxruntime, as a LiteRT model has no "
-                  "unknown score: --no-unknown runs LiteRT") if c["engine"] == "litert" else ""
+        alt = report.get(engine_choice.WITH_UNKNOWN)
+        caveat = (f"; with the unknown answer on (predict's default) it runs {escape(alt['label']) if alt else 'onnxruntime'}, "
+                  "as a LiteRT model has no unknown score: --no-unknown runs LiteRT") if c["engine"] == "litert" else ""
         console.print(f"recorded in {escape(safe_text(report['record']))}: `edgeclf predict {escape(safe_text(report['folder']))}` "
                       f"runs it on this machine's CPU (--engine auto){caveat}", highlight=False)
     elif report.get("record_error"):

@@ -32,7 +32,7 @@ import numpy as np
 
 from edgeclf.errors import EdgeclfError
 from edgeclf.model import metadata as md, protoedit
-from edgeclf.model.exported import FP16_NAME, FP32_NAME, INT8_NAME, REPORT_NAME
+from edgeclf.model.exported import FP16_NAME, FP32_NAME, INT8_NAME, REPORT_NAME, TFLITE_INT8_NAME
 from edgeclf.model.unknown import UNKNOWN_LABEL, quantize_bank, unit_rows
 
 W, B = md.HEAD_PREFIX + "W", md.HEAD_PREFIX + "b"
@@ -189,6 +189,9 @@ def _model_files(model: Path) -> list[Path]:
             raise EdgeclfError(f"{model}: no {FP32_NAME} or {INT8_NAME} in this folder")
         if (model / FP16_NAME).is_file():
             print(f"warning: {model / FP16_NAME} is left out (its head is float16)", flush=True)
+        if (model / TFLITE_INT8_NAME).is_file():
+            print(f"warning: {model / TFLITE_INT8_NAME} is left out (its head is compiled into LiteRT's graph; "
+                  "train with the class and `edgeclf export RUN --format tflite` for one)", flush=True)
         return files
     if not model.is_file():
         raise EdgeclfError(f"{model}: no such model file or export folder")
@@ -217,7 +220,7 @@ def _write_folder(out: Path, new_files: dict[str, bytes], source: Path, change: 
         except ValueError:
             record = {}
     kinds = {FP32_NAME: "fp32", INT8_NAME: "int8"}
-    gone = ("files", "sizes_bytes", "sha256", "fp16")  # the fp16 model is not carried over
+    gone = ("files", "sizes_bytes", "sha256", "fp16", "tflite_int8")  # the fp16 and LiteRT models are not carried over
     record = {k: v for k, v in record.items() if k not in gone} if isinstance(record, dict) else {}
     record.setdefault("figures_describe", "the export before its class changes (parity, int8 guard, unknown threshold)")
     record.update(files={}, sizes_bytes={}, sha256={}, class_names=change["class_names"])

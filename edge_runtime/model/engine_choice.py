@@ -19,6 +19,8 @@ from edgeclf.model.exported import MODEL_NAMES
 from edgeclf.outfiles import write_json
 
 RECORD_NAME = "engine.json"
+#: the record's choice among the engines that keep the unknown score, when LiteRT won
+WITH_UNKNOWN = "choice_with_unknown"
 ENGINES = ("onnxruntime", "litert", "openvino")
 _MAX_RECORD_BYTES = 1 << 20
 _MAX_THREADS = 256
@@ -47,23 +49,32 @@ def read_record(folder: str | os.PathLike) -> dict | None:
         if path.stat().st_size > _MAX_RECORD_BYTES:
             raise ValueError(f"larger than {_MAX_RECORD_BYTES} bytes")
         rec = json.loads(path.read_text(encoding="utf-8"))
-        choice = rec["choice"]
-        engine, file, threads = choice["engine"], choice["file"], choice["threads"]
-        if engine not in ENGINES:
-            raise ValueError(f"unknown engine {safe_text(str(engine))[:40]!r}")
-        if file not in MODEL_NAMES:
-            raise ValueError(f"file {safe_text(str(file))[:60]!r} is not one of an export's models")
-        if (engine == "litert") != file.endswith(".tflite"):  # LiteRT runs .tflite files, the others .onnx
-            raise ValueError(f"engine {engine} does not run {file}")
-        if threads is not None and not (type(threads) is int and 1 <= threads <= _MAX_THREADS):
-            raise ValueError(f"threads {safe_text(str(threads))[:20]!r} is not a whole number from 1 to {_MAX_THREADS}")
+        _check_choice(rec["choice"])
+        if rec.get(WITH_UNKNOWN) is not None:
+            _check_choice(rec[WITH_UNKNOWN])
+            if rec[WITH_UNKNOWN]["engine"] == "litert":
+                raise ValueError(f"{WITH_UNKNOWN} is LiteRT, whose models have no unknown score")
         if not isinstance(rec.get("machine"), dict):
             raise ValueError("no machine")
-        _check_runner_up(choice.get("runner_up"))
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise EdgeclfError(f"{path}: unreadable engine record ({first_words(e)}); "
                            f"measure again with `edgeclf bench {path.parent} --engines`") from None
     return rec
+
+
+def _check_choice(choice: dict) -> None:
+    """A recorded choice names an engine edgeclf runs, one of an export's files that engine runs,
+    and a sane thread count."""
+    engine, file, threads = choice["engine"], choice["file"], choice["threads"]
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {safe_text(str(engine))[:40]!r}")
+    if file not in MODEL_NAMES:
+        raise ValueError(f"file {safe_text(str(file))[:60]!r} is not one of an export's models")
+    if (engine == "litert") != file.endswith(".tflite"):  # LiteRT runs .tflite files, the others .onnx
+        raise ValueError(f"engine {engine} does not run {file}")
+    if threads is not None and not (type(threads) is int and 1 <= threads <= _MAX_THREADS):
+        raise ValueError(f"threads {safe_text(str(threads))[:20]!r} is not a whole number from 1 to {_MAX_THREADS}")
+    _check_runner_up(choice.get("runner_up"))
 
 
 def _check_runner_up(r: object) -> None:
@@ -80,9 +91,11 @@ def first_words(e: BaseException) -> str:
     return text[:120] if not isinstance(e, KeyError) else f"no {text}"
 
 
-def applicable_choice(folder: str | os.PathLike) -> tuple[dict | None, str]:
+def applicable_choice(folder: str | os.PathLike, no_litert: bool = False) -> tuple[dict | None, str]:
     """(the recorded choice, why) when FOLDER's record applies on this machine and its file is
-    there; (None, why not) otherwise ("" when there is no record at all)."""
+    there; (None, why not) otherwise ("" when there is no record at all). With ``no_litert`` (the
+    caller needs the unknown score, which a LiteRT model lacks), the fastest engine other than
+    LiteRT where LiteRT won, if the record has one."""
     rec = read_record(folder)
     if rec is None:
         return None, ""
@@ -90,10 +103,15 @@ def applicable_choice(folder: str | os.PathLike) -> tuple[dict | None, str]:
     if any(there.get(k) != v for k, v in here.items()):
         return None, (f"{Path(folder) / RECORD_NAME} was measured on another machine ({safe_text(str(there.get('cpu')))[:80]}, "
                       f"{safe_text(str(there.get('cores')))[:8]} cores): running onnxruntime; `edgeclf bench {folder} --engines` measures this one")
-    choice = rec["choice"]
+    choice, lead = rec["choice"], ""
+    if choice["engine"] == "litert" and no_litert:
+        lead = f"{RECORD_NAME} found LiteRT faster here, but a LiteRT model has no unknown score (--no-unknown, or --engine litert, runs it)"
+        if rec.get(WITH_UNKNOWN) is None:
+            return None, lead
+        choice, lead = rec[WITH_UNKNOWN], lead + "; with it, "
     if not (Path(folder) / choice["file"]).is_file():
         return None, f"{Path(folder) / RECORD_NAME} chose {choice['file']}, which is not in {folder}: running onnxruntime"
-    return choice, describe(choice)
+    return choice, lead + describe(choice)
 
 
 def describe(choice: dict) -> str:

@@ -78,7 +78,7 @@ def exported_model(path: str | os.PathLike, gpu: bool = False, engine: str = "au
     ``openvino`` its ONNX model on OpenVINO; ``auto`` on the CPU the engine and threads ``edgeclf
     bench --engines`` recorded for this machine, but not LiteRT when the caller ``needs_unknown``
     (a LiteRT model has no unknown score: speed must not silently cost the answer "none of its
-    classes"). A file named is run as given: a .tflite file on LiteRT, an .onnx one on
+    classes"): then the record's fastest other engine, or onnxruntime. A file named is run as given: a .tflite file on LiteRT, an .onnx one on
     onnxruntime unless ``engine`` is openvino."""
     from edgeclf.model import engine_choice
 
@@ -99,10 +99,7 @@ def exported_model(path: str | os.PathLike, gpu: bool = False, engine: str = "au
     if engine == "openvino":
         return Located(model, True, "--engine openvino", engine="openvino")
     if engine == "auto" and not gpu:
-        choice, why = engine_choice.applicable_choice(folder)
-        if choice is not None and choice["engine"] == "litert" and needs_unknown and _has_unknown_score(folder):
-            return Located(model, True, f"{engine_choice.RECORD_NAME} found LiteRT faster here, but a LiteRT model has "
-                                        "no unknown score (--no-unknown, or --engine litert, runs it)")
+        choice, why = engine_choice.applicable_choice(folder, no_litert=needs_unknown and _has_unknown_score(folder))
         if choice is not None:
             return Located(folder / choice["file"], True, why, choice["threads"], choice["engine"])
         return Located(model, True, why)
