@@ -16,7 +16,6 @@ Rows compare.py has that this lane does not run, and why, are listed in the resu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys

@@ -8,7 +8,6 @@ enough that the right answer is known for any test image, so tests check real pr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

@@ -4,7 +4,6 @@ Real onnxruntime sessions on the colour model with an unknown score (grey is unk
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np

@@ -4,7 +4,6 @@ minutes per engine under qemu)."""
 
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 import pytest
