@@ -66,13 +66,15 @@ def _config(work: Path, model: str, videos: list[str], extra: str = "", source_e
 def _run(cfg_path: Path, seconds: float) -> Service:
     cfg = load_config(cfg_path)
     svc = Service(cfg, log=lambda m: None, publishers=publishers_for(cfg, "m", log=lambda m: None))
+    cpu0 = time.process_time()  # before start(): the readers begin reading there
     svc.start()
+    wall0 = time.monotonic()
     end = time.monotonic() + seconds
     t = threading.Thread(target=svc.run, kwargs={"until": lambda: time.monotonic() > end}, daemon=True)
-    cpu0 = time.process_time()
     t.start()
     t.join(seconds + 30)
     svc.cpu_s = time.process_time() - cpu0  # every thread of the process: readers, inference, publishers
+    svc.wall_s = time.monotonic() - wall0
     svc.close()
     return svc
 
@@ -125,7 +127,7 @@ def throughput(work: Path, seconds: float, model: Path | None = None) -> dict:
         out[name] = {"fps": round(svc.stats.frames / seconds, 1), "calls": svc.stats.calls,
                      "per_source_fps": {k: round(v / seconds, 1) for k, v in per.items()},
                      "cpu_ms_per_frame": round(1000 * svc.cpu_s / max(1, svc.stats.frames), 2),
-                     "cores_busy": round(svc.cpu_s / seconds, 2), "cores": os.cpu_count()}
+                     "cores_busy": round(svc.cpu_s / svc.wall_s, 2), "cores": os.cpu_count()}
         if batch == '"auto"':
             out[name]["chose"] = svc.chooser.describe() if svc.chooser.choice is not None else "undecided"
     one = out["1 source"]["fps"]

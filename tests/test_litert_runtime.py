@@ -251,11 +251,13 @@ def test_auto_follows_the_record_of_this_machine_only(folder, made):
     res = run_cli("predict", folder, made["photos"])  # the record's fastest engine that keeps the unknown score
     assert _labels(res) == {c: c for c in COLOURS}
     assert (f"running {folder / ONNX}: engine.json found LiteRT faster here, but a LiteRT model has no unknown score "
-            "(--no-unknown, or --engine litert, runs it); with it, the fastest here by `edgeclf bench --engines`: "
+            "(--no-unknown, or --engine litert, runs it); keeping the unknown score, the record's fastest other engine: "
             "onnxruntime, 1 thread, p50 1.50 ms") in res.stderr
     bad = {**rec, "choice_with_unknown": {**with_unknown, "engine": "litert", "file": TFLITE}}
     (folder / "engine.json").write_text(json.dumps(bad))
     assert "choice_with_unknown is LiteRT" in error_line(run_cli("predict", folder, made["photos"]))
+    (folder / "engine.json").write_text(json.dumps({**rec, "choice_with_unknown": {**with_unknown, "threads": 0}}))
+    assert "unreadable engine record (choice_with_unknown: threads '0'" in error_line(run_cli("predict", folder, made["photos"]))
     rec["machine"]["cpu"] = "Some Other CPU 9000"
     (folder / "engine.json").write_text(json.dumps(rec))
     res = run_cli("predict", folder, made["photos"], "--no-unknown")
@@ -390,3 +392,33 @@ def test_choose_keeps_onnxruntime_unless_another_engine_is_margin_faster(litert_
     assert choice["runner_up"]["label"] == runner_up and engines.MARGIN == 0.05
     only = engines.choose([_result("litert", 1, 0.5), _result("litert", 2, 0.4)])  # no onnxruntime model
     assert only["label"] == "litert, 2" and only["runner_up"] is None
+
+
+def test_choose_with_unknown_is_the_rule_without_litert():
+    results = [_result("onnxruntime", None, 1.1), _result("onnxruntime", 1, 1.0), _result("openvino", 2, 0.96),
+               _result("litert", 2, 0.8)]
+    choice = engines.choose(results)
+    assert choice["engine"] == "litert"
+    alt = engines.choose_with_unknown(results, choice)  # OpenVINO 4% faster: not enough, onnxruntime
+    assert alt["label"] == "onnxruntime, 1" and alt["runner_up"]["label"] == "openvino, 2"
+    results[2] = _result("openvino", 2, 0.94)
+    assert engines.choose_with_unknown(results, engines.choose(results))["label"] == "openvino, 2"
+    assert engines.choose_with_unknown(results[:3], engines.choose(results[:3])) is None  # LiteRT did not win
+    lonely = [_result("litert", 1, 0.5)]
+    assert engines.choose_with_unknown(lonely, engines.choose(lonely)) is None  # nothing else was timed
+
+
+@pytest.mark.parametrize("alt", [None, "openvino"])
+def test_bench_engines_says_what_runs_with_the_unknown_answer(alt):
+    from rich.console import Console
+
+    results = [_result("onnxruntime", 1, 1.0), _result("openvino", 2, 0.9), _result("litert", 2, 0.8)]
+    for r in results:
+        r.update(first_inference_ms=10.0, export_accuracy=1.0)
+    choice = engines.choose(results)
+    console = Console(record=True, width=400)
+    engines.render({"folder": "f", "results": results, "choice": choice, "skipped": [], "record": "f/engine.json",
+                    "choice_with_unknown": engines.choose_with_unknown(results, choice) if alt else None}, console)
+    text = console.export_text()
+    runs = "openvino, 2" if alt else "onnxruntime"
+    assert f"with the unknown answer on (predict's default) it runs {runs}, as a LiteRT model has no unknown score" in text

@@ -105,9 +105,8 @@ def compare_engines(path: str | os.PathLike, runs: int = 200, warmup: int = 10, 
                 _time(clfs[w.label], x, warmup, per_round, times[w.label], step)
     results = [_result(w, times[w.label], first[w.label], folder) for w in todo]
     choice = choose(results)
-    keep = [r for r in results if r["engine"] != "litert"]  # for callers that need the unknown score
-    with_unknown = choose(keep) if choice["engine"] == "litert" and keep else None
-    report = {"folder": str(folder), "results": results, "choice": choice, engine_choice.WITH_UNKNOWN: with_unknown,
+    report = {"folder": str(folder), "results": results, "choice": choice,
+              engine_choice.WITH_UNKNOWN: choose_with_unknown(results, choice),
               "skipped": skipped, "margin": MARGIN,
               "runs": per_round * ROUNDS, "warmup": warmup, "rounds": ROUNDS, "machine": sysinfo.describe(),
               "edgeclf": __version__}
@@ -163,6 +162,13 @@ def choose(results: list[dict]) -> dict:
             "p50_ms": best["latency_ms"]["p50"], "p99_ms": best["latency_ms"]["p99"],
             "runner_up": None if runner_up is None else {"engine": runner_up["engine"], "label": runner_up["label"],
                                                          "p50_ms": runner_up["latency_ms"]["p50"]}}
+
+
+def choose_with_unknown(results: list[dict], choice: dict) -> dict | None:
+    """For callers that need the unknown score, which a LiteRT model lacks: where LiteRT is the
+    ``choice``, the choice among the other engines by the same rule (None where there are none)."""
+    keep = [r for r in results if r["engine"] != "litert"]
+    return choose(keep) if choice["engine"] == "litert" and keep else None
 
 
 def _record(folder: Path, report: dict) -> None:

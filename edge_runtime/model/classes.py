@@ -191,7 +191,7 @@ def _model_files(model: Path) -> list[Path]:
             print(f"warning: {model / FP16_NAME} is left out (its head is float16)", flush=True)
         if (model / TFLITE_INT8_NAME).is_file():
             print(f"warning: {model / TFLITE_INT8_NAME} is left out (its head is compiled into LiteRT's graph; "
-                  "train with the class and `edgeclf export RUN --format tflite` for one)", flush=True)
+                  "`edgeclf export RUN --format tflite` from a run trained with these classes makes one)", flush=True)
         return files
     if not model.is_file():
         raise EdgeclfError(f"{model}: no such model file or export folder")

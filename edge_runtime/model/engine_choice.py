@@ -49,11 +49,14 @@ def read_record(folder: str | os.PathLike) -> dict | None:
         if path.stat().st_size > _MAX_RECORD_BYTES:
             raise ValueError(f"larger than {_MAX_RECORD_BYTES} bytes")
         rec = json.loads(path.read_text(encoding="utf-8"))
-        _check_choice(rec["choice"])
-        if rec.get(WITH_UNKNOWN) is not None:
-            _check_choice(rec[WITH_UNKNOWN])
-            if rec[WITH_UNKNOWN]["engine"] == "litert":
-                raise ValueError(f"{WITH_UNKNOWN} is LiteRT, whose models have no unknown score")
+        for key in ("choice", WITH_UNKNOWN):
+            if key == "choice" or rec.get(key) is not None:
+                try:
+                    _check_choice(rec[key])
+                except (ValueError, KeyError, TypeError) as e:
+                    raise ValueError(f"{key}: {first_words(e)}") from None
+        if rec.get(WITH_UNKNOWN) is not None and rec[WITH_UNKNOWN]["engine"] == "litert":
+            raise ValueError(f"{WITH_UNKNOWN} is LiteRT, whose models have no unknown score")
         if not isinstance(rec.get("machine"), dict):
             raise ValueError("no machine")
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
@@ -103,24 +106,25 @@ def applicable_choice(folder: str | os.PathLike, no_litert: bool = False) -> tup
     if any(there.get(k) != v for k, v in here.items()):
         return None, (f"{Path(folder) / RECORD_NAME} was measured on another machine ({safe_text(str(there.get('cpu')))[:80]}, "
                       f"{safe_text(str(there.get('cores')))[:8]} cores): running onnxruntime; `edgeclf bench {folder} --engines` measures this one")
-    choice, lead = rec["choice"], ""
+    choice, lead, what = rec["choice"], "", None
     if choice["engine"] == "litert" and no_litert:
         lead = f"{RECORD_NAME} found LiteRT faster here, but a LiteRT model has no unknown score (--no-unknown, or --engine litert, runs it)"
         if rec.get(WITH_UNKNOWN) is None:
-            return None, lead
-        choice, lead = rec[WITH_UNKNOWN], lead + "; with it, "
+            return None, lead + ": running onnxruntime"
+        choice, lead, what = rec[WITH_UNKNOWN], lead + "; ", "keeping the unknown score, the record's fastest other engine"
     if not (Path(folder) / choice["file"]).is_file():
-        return None, f"{Path(folder) / RECORD_NAME} chose {choice['file']}, which is not in {folder}: running onnxruntime"
-    return choice, lead + describe(choice)
+        return None, f"{lead}{Path(folder) / RECORD_NAME} chose {choice['file']}, which is not in {folder}: running onnxruntime"
+    return choice, lead + describe(choice, what)
 
 
-def describe(choice: dict) -> str:
-    """"the fastest here by `edgeclf bench --engines`: LiteRT, 2 threads, p50 2.31 ms (onnxruntime 3.99 ms)"."""
+def describe(choice: dict, what: str | None = None) -> str:
+    """"the fastest here by `edgeclf bench --engines`: LiteRT, 2 threads, p50 2.31 ms (onnxruntime
+    3.99 ms)"; ``what`` replaces the words before the colon."""
     threads = "adaptive threads" if choice["threads"] is None else f"{choice['threads']} thread{'s' * (choice['threads'] > 1)}"
     runner_up = choice.get("runner_up")
     vs = (f" ({safe_text(str(runner_up.get('label') or runner_up.get('engine')))[:60]} {runner_up['p50_ms']:.2f} ms)"
           if isinstance(runner_up, dict) and isinstance(runner_up.get("p50_ms"), (int, float)) else "")
     name = {"litert": "LiteRT", "openvino": "OpenVINO"}.get(choice["engine"], choice["engine"])
     p50 = choice.get("p50_ms")
-    return (f"the fastest here by `edgeclf bench --engines`: {name}, {threads}"
+    return (f"{what or 'the fastest here by `edgeclf bench --engines`'}: {name}, {threads}"
             + (f", p50 {p50:.2f} ms{vs}" if isinstance(p50, (int, float)) else ""))
