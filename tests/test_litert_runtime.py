@@ -422,3 +422,8 @@ def test_bench_engines_says_what_runs_with_the_unknown_answer(alt):
     text = console.export_text()
     runs = "openvino, 2" if alt else "onnxruntime"
     assert f"with the unknown answer on (predict's default) it runs {runs}, as a LiteRT model has no unknown score" in text
+    assert "OpenVINO runs the same int8 ONNX file with integer kernels of its own, which the export did not check" in text
+    results[1]["export_accuracy"] = None  # no figure beside OpenVINO: nothing to qualify
+    console = Console(record=True, width=400)
+    engines.render({"folder": "f", "results": results, "choice": choice, "skipped": []}, console)
+    assert "integer kernels of its own" not in console.export_text()

@@ -195,6 +195,10 @@ def render(report: dict, console) -> None:
         table.add_row(r["label"], r["file"], f"{r['latency_ms']['p50']:.2f}", f"{r['latency_ms']['p99']:.2f}",
                       f"{r['first_inference_ms']:.0f}", "n/a" if acc is None else f"{acc:.2%}", "chosen" if chosen else "")
     console.print(table)
+    if any(r["engine"] == "openvino" and r["export_accuracy"] is not None for r in report["results"]):
+        console.print("accuracy (export): the export's int8 guard measured it with onnxruntime (LiteRT's own model "
+                      "with LiteRT); OpenVINO runs the same int8 ONNX file with integer kernels of its own, which "
+                      "the export did not check", highlight=False)
     for line in report["skipped"]:
         console.print(f"not timed: {escape(safe_text(line))}", highlight=False)
     console.print(f"chosen: [bold]{escape(c['label'])}[/] ({c['file']}), p50 {c['p50_ms']:.2f} ms; onnxruntime (adaptive "
