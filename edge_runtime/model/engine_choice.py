@@ -49,14 +49,11 @@ def read_record(folder: str | os.PathLike) -> dict | None:
         if path.stat().st_size > _MAX_RECORD_BYTES:
             raise ValueError(f"larger than {_MAX_RECORD_BYTES} bytes")
         rec = json.loads(path.read_text(encoding="utf-8"))
-        for key in ("choice", WITH_UNKNOWN):
-            if key == "choice" or rec.get(key) is not None:
-                try:
-                    _check_choice(rec[key])
-                except (ValueError, KeyError, TypeError) as e:
-                    raise ValueError(f"{key}: {first_words(e)}") from None
-        if rec.get(WITH_UNKNOWN) is not None and rec[WITH_UNKNOWN]["engine"] == "litert":
-            raise ValueError(f"{WITH_UNKNOWN} is LiteRT, whose models have no unknown score")
+        _check_choice(rec, "choice")
+        if rec.get(WITH_UNKNOWN) is not None:
+            _check_choice(rec, WITH_UNKNOWN)
+            if rec[WITH_UNKNOWN]["engine"] == "litert":
+                raise ValueError(f"{WITH_UNKNOWN} is LiteRT, whose models have no unknown score")
         if not isinstance(rec.get("machine"), dict):
             raise ValueError("no machine")
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
@@ -65,9 +62,16 @@ def read_record(folder: str | os.PathLike) -> dict | None:
     return rec
 
 
-def _check_choice(choice: dict) -> None:
-    """A recorded choice names an engine edgeclf runs, one of an export's files that engine runs,
-    and a sane thread count."""
+def _check_choice(rec: dict, key: str) -> None:
+    """``rec[key]`` names an engine edgeclf runs, one of an export's files that engine runs, and a
+    sane thread count; a ValueError naming ``key`` otherwise."""
+    try:
+        _check_one_choice(rec[key])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{key}: {first_words(e)}") from None
+
+
+def _check_one_choice(choice: dict) -> None:
     engine, file, threads = choice["engine"], choice["file"], choice["threads"]
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {safe_text(str(engine))[:40]!r}")

@@ -78,8 +78,8 @@ def exported_model(path: str | os.PathLike, gpu: bool = False, engine: str = "au
     ``openvino`` its ONNX model on OpenVINO; ``auto`` on the CPU the engine and threads ``edgeclf
     bench --engines`` recorded for this machine, but not LiteRT when the caller ``needs_unknown``
     (a LiteRT model has no unknown score: speed must not silently cost the answer "none of its
-    classes"): then the record's fastest other engine, or onnxruntime. A file named is run as given: a .tflite file on LiteRT, an .onnx one on
-    onnxruntime unless ``engine`` is openvino."""
+    classes"): then the record's fastest other engine, or onnxruntime. A file named is run as
+    given: a .tflite file on LiteRT, an .onnx one on onnxruntime unless ``engine`` is openvino."""
     from edgeclf.model import engine_choice
 
     if engine not in ENGINE_CHOICES:

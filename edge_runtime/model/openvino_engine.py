@@ -69,10 +69,8 @@ class OpenVINOSession:
             self._model = self._core.read_model(str(self.path))
         except Exception as e:  # OpenVINO raises RuntimeError and its own types for a bad file
             raise EdgeclfError(f"{self.path}: not a model OpenVINO can read ({first_line(e)})") from None
-        self._inputs = [NodeArg(p.get_any_name(), _dims(p.get_partial_shape()), _TYPES.get(p.get_element_type().get_type_name(), "?"))
-                        for p in self._model.inputs]
-        self._outputs = [NodeArg(p.get_any_name(), _dims(p.get_partial_shape()), _TYPES.get(p.get_element_type().get_type_name(), "?"))
-                         for p in self._model.outputs]
+        self._inputs = [_node(p) for p in self._model.inputs]
+        self._outputs = [_node(p) for p in self._model.outputs]
         self._compiled: OrderedDict[int, Any] = OrderedDict()
         self._lock = threading.Lock()
         self._config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
@@ -115,6 +113,12 @@ class OpenVINOSession:
             request = self._for_batch(len(x))
             request.infer({0: np.ascontiguousarray(x)})
             return [np.array(request.get_tensor(name).data, copy=True) for name in names]
+
+
+def _node(port: Any) -> NodeArg:
+    """An OpenVINO model port as onnxruntime's ``NodeArg``."""
+    return NodeArg(port.get_any_name(), _dims(port.get_partial_shape()),
+                   _TYPES.get(port.get_element_type().get_type_name(), "?"))
 
 
 def _dims(shape: Any) -> list:
