@@ -8,20 +8,63 @@ import resource
 import sys
 from pathlib import Path
 
+#: ARM cores by (implementer, part) from /proc/cpuinfo, which on ARM has no "model name" line.
+ARM_CORES = {
+    (0x41, 0xD03): "Cortex-A53", (0x41, 0xD04): "Cortex-A35", (0x41, 0xD05): "Cortex-A55",
+    (0x41, 0xD07): "Cortex-A57", (0x41, 0xD08): "Cortex-A72", (0x41, 0xD09): "Cortex-A73",
+    (0x41, 0xD0A): "Cortex-A75", (0x41, 0xD0B): "Cortex-A76", (0x41, 0xD0C): "Neoverse-N1",
+    (0x41, 0xD0D): "Cortex-A77", (0x41, 0xD40): "Neoverse-V1", (0x41, 0xD41): "Cortex-A78",
+    (0x41, 0xD42): "Cortex-A78AE", (0x41, 0xD44): "Cortex-X1", (0x41, 0xD46): "Cortex-A510",
+    (0x41, 0xD47): "Cortex-A710", (0x41, 0xD48): "Cortex-X2", (0x41, 0xD49): "Neoverse-N2",
+    (0x41, 0xD4B): "Cortex-A78C", (0x41, 0xD4F): "Neoverse-V2", (0x41, 0xD80): "Cortex-A520",
+    (0x41, 0xD81): "Cortex-A720", (0x41, 0xD82): "Cortex-X4", (0x41, 0xD87): "Cortex-A725",
+    (0x4E, 0x004): "NVIDIA Carmel",
+}
 
-def cpu_model() -> str:
-    """The CPU's marketing name ("AMD EPYC 9B14", "Cortex-A72 (Raspberry Pi 4 Model B)", ...)."""
-    name = board = ""
+
+def _read(path: str) -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            key, value = key.strip().lower(), value.strip()
-            if key == "model name" and not name:
-                name = value
-            elif key == "model" and not board and not value.isdigit():  # ARM boards: "Raspberry Pi 4 ..."
-                board = value
+        return Path(path).read_text(errors="replace")
     except OSError:
-        pass
+        return ""
+
+
+def _arm_cores(pairs: list[tuple[str, str]]) -> str:
+    """The distinct cores named by cpuinfo's implementer/part lines, in order ("Cortex-A55 + Cortex-A76")."""
+    names: list[str] = []
+    implementer = 0
+    for key, value in pairs:
+        try:
+            number = int(value, 0)
+        except ValueError:
+            continue
+        if key == "cpu implementer":
+            implementer = number
+        elif key == "cpu part":
+            name = ARM_CORES.get((implementer, number), f"ARM part 0x{implementer:02x}:0x{number:03x}")
+            if name not in names:
+                names.append(name)
+    return " + ".join(names)
+
+
+def cpu_model(cpuinfo: str | None = None, board: str | None = None) -> str:
+    """The CPU's name ("AMD EPYC 9B14", "Cortex-A72 (Raspberry Pi 4 Model B Rev 1.4)", "Cortex-A78AE
+    (NVIDIA Jetson AGX Orin)", ...): the core from /proc/cpuinfo, the board from its "Model" line or
+    else the device tree. Benchmark records are matched to a machine by this name."""
+    if cpuinfo is None:
+        cpuinfo = _read("/proc/cpuinfo")
+    pairs = []
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        pairs.append((key.strip().lower(), value.strip()))
+    name, arm = next((v for k, v in pairs if k == "model name" and v), ""), _arm_cores(pairs)
+    if arm and (not name or name.startswith("ARMv")):  # 32-bit ARM kernels: "ARMv7 Processor rev 3 (v7l)"
+        name = arm
+    if board is None:
+        board = next((v for k, v in pairs if k == "model" and v and not v.isdigit()), "")  # x86: "model : 17"
+        if not board and any(k == "cpu part" for k, _ in pairs):
+            board = _read("/proc/device-tree/model")
+    board = board.replace("\0", "").strip()
     if not name:
         name = platform.processor() or platform.machine() or "unknown"
     return f"{name} ({board})" if board else name

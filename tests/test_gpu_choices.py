@@ -168,6 +168,24 @@ def test_a_gpu_that_does_not_start_gets_the_cpus_file(tmp_path, fake_gpu, capsys
     assert f"edgeclf: running {folder / INT8_NAME} instead: no GPU provider started" in err
 
 
+def test_a_gpu_that_does_not_start_gets_the_cpus_engine_record(tmp_path, fake_gpu, capsys):
+    """The CPU's file after a failed GPU is the one ``--engine auto`` would have run on the CPU:
+    ``bench --engines``' record for this machine (here onnxruntime at 1 thread) is followed, and said."""
+    from edgeclf.model import engine_choice
+    from edgeclf.predict.loop import PredictOptions, run_predict
+
+    folder, photos = _export_folder(tmp_path), _photos(tmp_path, 2)
+    engine_choice.write_record(folder, {"choice": {"engine": "onnxruntime", "file": INT8_NAME, "threads": 1,
+                                                   "label": "onnxruntime, 1 thread", "p50_ms": 1.0}})
+    opened = fake_gpu(started=None)
+    summary = run_predict(PredictOptions(folder, str(photos), quiet=True))
+    err = capsys.readouterr().err.splitlines()
+    assert opened == [folder / FP16_NAME, folder / INT8_NAME]  # one fixed thread count: one CPU session
+    assert summary.providers == [prov.CPU] and summary.processed == 2
+    assert (f"edgeclf: running {folder / INT8_NAME} instead: no GPU provider started; the fastest here by "
+            "`edgeclf bench --engines`: onnxruntime, 1 thread, p50 1.00 ms") in err
+
+
 # ------------------------------------------------------------------------------ (b) bench on a GPU
 def test_bench_on_a_gpu_shows_no_cpu_figures(tmp_path, fake_gpu, monkeypatch):
     from rich.console import Console

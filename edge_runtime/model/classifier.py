@@ -18,7 +18,7 @@ import numpy as np
 from edgeclf import sysinfo
 from edgeclf.errors import EdgeclfError, first_line, warn
 from edgeclf.image import resize_rgb, to_bgr8
-from edgeclf.model import litert, metadata as md, providers as prov, threads as thr
+from edgeclf.model import litert, metadata as md, openvino_engine, providers as prov, threads as thr
 from edgeclf.model.adaptive import AdaptiveSession, session_plan, thread_arms
 from edgeclf.model.batching import in_batches
 from edgeclf.model.declared import MAX_INPUT_SIDE, int8_cpu_warning, metadata_side, parse_class_names
@@ -109,9 +109,7 @@ class Classifier:
         if litert.is_tflite(self.path):
             self._start_cpu_engine(litert.LiteRTSession, provider, threads, strict, warn)
         elif engine == "openvino":
-            from edgeclf.model.openvino_engine import OpenVINOSession
-
-            self._start_cpu_engine(OpenVINOSession, provider, threads, strict, warn)
+            self._start_cpu_engine(openvino_engine.OpenVINOSession, provider, threads, strict, warn)
         elif engine != "onnxruntime":
             raise EdgeclfError(f"engine {engine!r}: expected onnxruntime or openvino (a .tflite model runs on LiteRT)")
         else:
@@ -127,7 +125,9 @@ class Classifier:
         #: the rule that makes a prediction ``unknown`` (inactive: never)
         self.unknown_rule: UnknownRule = self.rule_for(enabled=unknown, threshold=unknown_threshold,
                                                        class_thresholds=class_thresholds)
-        if self.providers[0] == prov.CPU:  # the int8 kernels that differ by CPU family
+        # The int8 kernels that differ by CPU family: onnxruntime's and OpenVINO's (oneDNN's u8 x s8
+        # pairs saturate the same way on x86 without VNNI). LiteRT's widen to 16 bits first.
+        if self.providers[0] in (prov.CPU, openvino_engine.ENGINE):
             cpu_warning = int8_cpu_warning(self.metadata, sysinfo.cpu_family())
             if cpu_warning:
                 warn(f"{self.path}: {cpu_warning}")

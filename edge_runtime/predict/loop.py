@@ -267,11 +267,11 @@ def run_predict(opts: PredictOptions, out: Callable[[str], None] = print_line) -
 
     ``out``: where the console sink's lines go (stdout). With ``serve``, the page stays up after the
     source ends, until Ctrl-C."""
-    folder = opts.model
+    asked = opts
     opts, for_gpu = choose_model(opts)  # a run folder or .keras file: its export, or the command that makes it
     opts.validate()  # before the model loads: a typo must not cost a run
     started = time.perf_counter()  # the start-up: the model loaded and warmed, the source and outputs opened
-    clf, opts = load_classifier(opts, folder, for_gpu)
+    clf, opts = load_classifier(opts, asked, for_gpu)
     src = _open_checked_source(opts, clf)
     _warn_ignored_options(opts, src)
     smoother = Smoother(opts.smooth_alpha) if opts.smooth and src.kind not in PHOTO_KINDS else None

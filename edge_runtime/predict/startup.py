@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from edgeclf.errors import safe_text
 from edgeclf.model import litert
 from edgeclf.model.classifier import Classifier
-from edgeclf.model.locate import exported_model, onnx_model
+from edgeclf.model.locate import exported_model
 from edgeclf.model.providers import CPU, plans_gpu
 from edgeclf.predict.options import PredictOptions
 
@@ -48,15 +47,18 @@ def choose_model(opts: PredictOptions) -> tuple[PredictOptions, bool]:
     return dataclasses.replace(opts, model=found.path, threads=threads, engine=found.engine), gpu
 
 
-def load_classifier(opts: PredictOptions, folder: Path, for_gpu: bool) -> tuple[Classifier, PredictOptions]:
+def load_classifier(opts: PredictOptions, asked: PredictOptions, for_gpu: bool) -> tuple[Classifier, PredictOptions]:
     """The classifier, warmed up, and the options it runs with. When the file was chosen for a GPU
-    that then did not start (the warning said so), the CPU's file of ``folder`` is loaded instead."""
+    that then did not start (the warning said so), the file and engine the CPU would have had for
+    what was ``asked`` (``bench --engines``' record included) are loaded instead."""
     clf = _classifier(opts)
     if for_gpu and clf.providers[0] == CPU:
-        model, _ = onnx_model(folder, gpu=False)
-        if model != opts.model:
-            _say(f"running {safe_text(str(model))} instead: no GPU provider started")
-            opts = dataclasses.replace(opts, model=model)
+        found = exported_model(asked.model, gpu=False, engine=asked.engine, needs_unknown=asked.unknown)
+        if (found.path, found.engine) != (opts.model, opts.engine):
+            _say(f"running {safe_text(str(found.path))} instead: no GPU provider started"
+                 + (f"; {found.why}" if found.why else ""))
+            threads = asked.threads if asked.threads is not None else found.threads
+            opts = dataclasses.replace(opts, model=found.path, engine=found.engine, threads=threads)
             opts.validate()  # the outputs against the new input file
             clf = _classifier(dataclasses.replace(opts, provider="cpu"))  # the GPU's failure is said already
     warm_up(clf)
