@@ -98,9 +98,9 @@ def evaluate(model: Path, data_dir: Path | None = None, batch_size: int = 32, qu
     data_dir = None if data_dir is None else Path(data_dir)
     class_names, size, predict, kind, handle = _open(model, data_dir, batch_size, unknown_threshold)
     record, clf = (None, handle) if kind in ("onnx", "tflite") else (getattr(handle, "record", None), None)
-    if unknown_dir is not None and kind == "tflite":
-        raise EdgeclfError(f"{model}: a LiteRT model has no unknown score (only the ONNX models do); "
-                           "evaluate the export's .onnx model with --unknown")
+    if unknown_dir is not None and kind == "tflite" and clf.unknown_output is None:
+        raise EdgeclfError(f"{model}: this LiteRT model has no unknown score (export it again with this edgeclf, "
+                           "or evaluate the export's .onnx model with --unknown)")
     if unknown_dir is not None and kind == "keras":  # judged with its export's bank and threshold
         from edgeclf.openset import ScoredKeras
 

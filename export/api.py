@@ -96,8 +96,8 @@ def export_model(
     ``model.int8.onnx`` unless the guard finds it credibly worse than fp32 on the validation split
     and the run's training photos (``int8.judge``); with ``fp16`` ``model.fp16.onnx``; with ``tflite``
     ``model.int8.tflite`` (LiteRT, ``export/tflite.py``) under the same guard; then ``export.json``
-    (returned as a dict). fp32 and int8 ONNX also output the unknown score (``export/unknown.py``),
-    its threshold rejecting ``unknown_reject`` of the validation photos; the LiteRT model has none.
+    (returned as a dict). Every model also gives the unknown score (``export/unknown.py``), its
+    threshold rejecting ``unknown_reject`` of the validation photos.
     The files are built beside ``out_dir`` and replace it whole at the end (an earlier export only with ``force``).
     Raises EdgeclfError for bad input (nothing written) and ExportCheckError when a check fails.
     """
@@ -138,7 +138,7 @@ def _build(src: RunSource, model: _Model, opts: ExportOptions, calib_files: list
         if opts.int8:
             _add_int8(model, fp32, images, judged, opts, new, report, step, bank, reference)
         if opts.tflite:
-            _add_tflite(model, fp32, images, judged, opts, new, report, step)
+            _add_tflite(model, fp32, images, judged, opts, new, report, step, bank, reference)
     _write_report(new, report)
     return report
 
@@ -266,16 +266,22 @@ def _add_int8(model: _Model, fp32: _Fp32, images: CheckImages, judged: Judged, o
 
 
 def _add_tflite(model: _Model, fp32: _Fp32, images: CheckImages, judged: Judged, opts: ExportOptions, out: Path,
-                report: dict, step: Step) -> None:
-    """model.int8.tflite when it passes the accuracy guard; its figures in the report either way."""
-    from .tflite import make_tflite
+                report: dict, step: Step, bank: Bank | None = None, reference: tuple | None = None) -> None:
+    """model.int8.tflite (with the unknown score where there is a ``bank``) when it passes the
+    accuracy guard; its figures in the report either way."""
+    from .tflite import UnknownScore, make_tflite
 
+    unknown = None if bank is None else UnknownScore(bank, opts.unknown_reject, reference)
     result, payload = make_tflite(model.keras, str(model.run.model_path), images, judged, len(fp32.quantize_from),
-                                  opts.max_drop, step, metadata=lambda accuracy: model.metadata("int8", accuracy))
+                                  opts.max_drop, step, metadata=lambda accuracy: model.metadata("int8", accuracy),
+                                  unknown=unknown)
     result["calib_source"] = _calib_source(opts)
+    figures = result.pop("unknown")
     report["tflite_int8"] = result
     if result["accepted"]:
         _write(out / TFLITE_INT8_NAME, payload, report, "tflite_int8")
+        if figures is not None:  # beside fp32's and int8's
+            report["unknown"]["tflite_int8"] = figures
 
 
 def _calib_source(opts: ExportOptions) -> str:

@@ -70,14 +70,14 @@ def _print_summary(report: dict, out: Path) -> None:
         table.add_row(
             report["files"].get("tflite_int8", "(rejected)"), _mb(report["sizes_bytes"].get("tflite_int8", 0)),
             f"LiteRT, calibrated on {r['n_calib']} images; {_int8_check(r, 'LiteRT int8 vs fp32 ONNX')}; "
-            f"size x{r['size_ratio']:.2f}; no unknown score (ONNX only)",
+            f"size x{r['size_ratio']:.2f}" + ("" if r.get("unknown_score") else "; no unknown score"),
         )
     console.print(table)
     if "unknown" in report:
         u = report["unknown"]
         console.print(f"unknown score: {u['k']}-th nearest of {u['bank']} training photos (cosine); threshold "
                       + ", ".join(f"{k} {u[k]['threshold']:.4f} ({u[k]['rejected_in_class']:.1%} of {u[k]['calibrated_on']} "
-                                  "validation photos rejected)" for k in ("fp32", "int8") if k in u))
+                                  "validation photos rejected)" for k in ("fp32", "int8", "tflite_int8") if k in u))
 
 
 def _int8_check(r: dict, what: str = "int8 vs fp32") -> str:

@@ -4,65 +4,98 @@ TensorFlow's TFLiteConverter quantizes the Keras model (int8 weights and activat
 on the same images as the int8 ONNX model, with a uint8 input that takes raw pixels like the ONNX
 models' and a float32 output. The file is judged as the int8 ONNX model is (``int8.compare``, the
 same --max-drop), against fp32 ONNX's probabilities on the same photos, by running it as the
-runtime will (``edgeclf.model.litert.LiteRTSession``). It has no unknown score: that score is a
-part of the ONNX graph (``export/unknown.py``).
+runtime will (``edgeclf.model.litert.LiteRTSession``). Where the ONNX models get the unknown score
+(``export/unknown.py``), the LiteRT model gets it too: a second output, the embedding, and the
+same bank of training embeddings in its archive, its threshold carried over from fp32's by the
+median paired difference of their scores on the validation photos, as the int8 ONNX model's is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgeclf.errors import EdgeclfError, first_line
-from edgeclf.model import litert, threads
+from edgeclf.model import litert, metadata as md, threads
 from edgeclf.model.exported import TFLITE_INT8_NAME
 from edgeclf.progress import Step
 from edgeclf.quiet import captured_output
+from edgeclf.train.keras_model import with_embedding
 
 from .convert import release_memory
 from .data import CheckImages
 from .int8 import RULE, Judged, accuracy, compare, describe, judged_on, predict_or_empty
 from .onnxrun import predict
+from .unknown import Bank, embeddings, metadata as unknown_metadata, operating_point
 
 FORMAT = "LiteRT full-integer int8, uint8 input, float output"
 _FINAL_CHECK_IMAGES = 8  # the written file (metadata appended) must answer as the judged one did
 
 
+@dataclass(frozen=True)
+class UnknownScore:
+    """What the LiteRT model's unknown score is made from: the ONNX models' bank, the share of
+    validation photos to reject, and (fp32's scores on them, its threshold) to carry over."""
+
+    bank: Bank
+    reject: float
+    reference: tuple[np.ndarray, float] | None
+
+
 def make_tflite(keras_model, label: str, images: CheckImages, judged: Judged, fp32_size: int, max_drop: float,
-                step: Step, metadata: Callable[[float], dict]) -> tuple[dict, bytes]:
+                step: Step, metadata: Callable[[float], dict], unknown: UnknownScore | None = None) -> tuple[dict, bytes]:
     """Convert ``keras_model`` to full-integer int8, run it on the judged photos, judge it.
 
     Returns export.json's ``tflite_int8`` entry and the file to write (``metadata(accuracy)``
-    appended, the accuracy on the validation split). ``fp32_size``: the fp32 ONNX model's size in
-    bytes, for the size ratio. ``label`` names the model in error messages. Nothing is written outside a
+    appended, the accuracy on the validation split; with ``unknown``, the embedding output, the
+    bank and the score's calibration too). ``fp32_size``: the fp32 ONNX model's size in bytes, for
+    the size ratio. ``label`` names the model in error messages. Nothing is written outside a
     temporary folder, removed at the end."""
     release_memory()  # what the ONNX stages left, before TensorFlow's converter builds its graphs
     with tempfile.TemporaryDirectory(prefix="edgeclf-tflite-") as tmp:
         tmp = Path(tmp)
         step(f"converting to LiteRT int8 (TFLiteConverter, {len(images.calib.x)} calibration images)", 1)
         started = time.perf_counter()
-        raw = convert_int8(keras_model, images.calib.x, tmp, label)
+        raw = convert_int8(keras_model if unknown is None else with_embedding(keras_model), images.calib.x, tmp, label)
         seconds = time.perf_counter() - started
-        io = _io_details(raw, label)
-        (tmp / "raw.tflite").write_bytes(raw)
+        io, names = _io_details(raw, label, judged.fp32.shape[1])
+        meta = {litert.OUTPUTS_KEY: json.dumps(names)} if len(names) > 1 else {}
+        (tmp / "raw.tflite").write_bytes(litert.with_metadata(raw, meta))
         session = litert.LiteRTSession(tmp / "raw.tflite", threads.default_threads())
         probs = _probabilities(session, images, judged, step)
         acc = accuracy(probs[: judged.n_val], images.val.y)
-        payload = litert.with_metadata(raw, metadata(acc))
+        figures, scores = (None, None) if md.EMBEDDING_NAME not in names else _calibrate(session, images, unknown, step)
+        if figures is not None:
+            meta.update(unknown_metadata(unknown.bank, figures["threshold"], unknown.reject, len(scores),
+                                         figures["rejected_in_class"]))
+        plain = litert.with_metadata(raw, {**metadata(acc), **meta})  # the size ratio leaves the bank out, as int8 ONNX's does
+        payload = plain if figures is None else litert.with_metadata(raw, {**metadata(acc), **meta}, unknown.bank.vectors)
         (tmp / TFLITE_INT8_NAME).write_bytes(payload)
-        _check_written(tmp / TFLITE_INT8_NAME, images.val.x[:_FINAL_CHECK_IMAGES], probs[:_FINAL_CHECK_IMAGES], label)
+        _check_written(tmp / TFLITE_INT8_NAME, images.val.x[:_FINAL_CHECK_IMAGES], probs[:_FINAL_CHECK_IMAGES], label,
+                       None if scores is None else scores[:_FINAL_CHECK_IMAGES])
     guard = compare(judged.fp32, probs, judged.labels, max_drop)
     measured = {"n_calib": len(images.calib.x), "n_training_calibrated": int(images.n_train_calibrated),
                 "accuracy_fp32": accuracy(judged.fp32_val, images.val.y), "accuracy_int8": acc,
                 "top1_agreement": float((probs[: judged.n_val].argmax(1) == judged.fp32_val.argmax(1)).mean()),
-                "size_ratio": len(payload) / fp32_size, "conversion_seconds": round(seconds, 2), **io}
+                "size_ratio": len(plain) / fp32_size, "conversion_seconds": round(seconds, 2), "unknown": figures, **io}
     return _result(guard, judged, measured, max_drop), payload
+
+
+def _calibrate(session: litert.LiteRTSession, images: CheckImages, unknown: UnknownScore,
+               step: Step) -> tuple[dict, np.ndarray]:
+    """The LiteRT model's unknown score on the validation photos, scored against the bank as the
+    runtime scores it, and its operating point (export.json's figures)."""
+    e = embeddings(session, images.val.x, progress=step("unknown score: calibrating LiteRT int8", len(images.val.x)))
+    scores = unknown.bank.scores(e)
+    return operating_point(scores, unknown.reject, unknown.reference), scores
 
 
 def convert_int8(keras_model, calib_x: np.ndarray, tmp: Path, label: str) -> bytes:
@@ -116,9 +149,10 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _io_details(raw: bytes, label: str) -> dict:
+def _io_details(raw: bytes, label: str, n_classes: int) -> tuple[dict, list[str]]:
     """How the converted model takes its pixels (uint8, scale and zero point) and gives its
-    probabilities (float32); a one-line error when the converter did otherwise."""
+    probabilities (float32), and what each output is (the probabilities, and the embedding where
+    it has two: told apart by their widths); a one-line error when the converter did otherwise."""
     try:
         with captured_output():  # LiteRT prints an INFO line per interpreter
             it = litert.interpreter_class()(model_content=raw)
@@ -127,14 +161,22 @@ def _io_details(raw: bytes, label: str) -> dict:
     except Exception as e:  # noqa: BLE001 - an op TensorFlow's converter wrote that this ai-edge-litert lacks
         raise EdgeclfError(f"{label}: {litert.version()} cannot load the model TensorFlow converted "
                            f"({first_line(e, 160)}); upgrade ai-edge-litert") from None
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    if np.dtype(inp["dtype"]) != np.uint8 or np.dtype(out["dtype"]) != np.float32:
+    inp, outs = it.get_input_details()[0], it.get_output_details()
+    if np.dtype(inp["dtype"]) != np.uint8 or any(np.dtype(o["dtype"]) != np.float32 for o in outs):
         raise EdgeclfError(f"{label}: the converted LiteRT model takes {np.dtype(inp['dtype'])} and gives "
-                           f"{np.dtype(out['dtype'])}; expected uint8 in, float32 out")
+                           f"{', '.join(str(np.dtype(o['dtype'])) for o in outs)}; expected uint8 in, float32 out")
+    widths = [int(o["shape"][-1]) for o in outs]
+    if len(outs) == 1:
+        names = [md.OUTPUT_NAME]
+    elif len(outs) == 2 and widths.count(n_classes) == 1:
+        names = [md.OUTPUT_NAME if w == n_classes else md.EMBEDDING_NAME for w in widths]
+    else:
+        raise EdgeclfError(f"{label}: the converted LiteRT model's outputs ({widths} wide) cannot be told apart as "
+                           f"{n_classes} probabilities and an embedding; export with --unknown-reject 0")
     scale, zero = inp["quantization"]
     # scale 1 and zero point 0 (calibration photos spanning 0-255): raw pixels are the input as they
     # are; otherwise LiteRTSession requantizes them, and so must any other caller
-    return {"input_quantization": {"scale": float(scale), "zero_point": int(zero)}}
+    return {"input_quantization": {"scale": float(scale), "zero_point": int(zero)}}, names
 
 
 def _probabilities(session: litert.LiteRTSession, images: CheckImages, judged: Judged, step: Step) -> np.ndarray:
@@ -146,10 +188,17 @@ def _probabilities(session: litert.LiteRTSession, images: CheckImages, judged: J
     return np.concatenate([val, train])
 
 
-def _check_written(path: Path, x: np.ndarray, judged_probs: np.ndarray, label: str) -> None:
-    """The file to be written (flatbuffer and metadata) loads and answers as the judged flatbuffer did."""
-    probs = predict(litert.LiteRTSession(path, threads.default_threads()), x)
-    if not np.allclose(probs, judged_probs, atol=1e-6):
+def _check_written(path: Path, x: np.ndarray, judged_probs: np.ndarray, label: str, scores: np.ndarray | None) -> None:
+    """The file to be written (flatbuffer, metadata, bank) loads and answers as the judged flatbuffer
+    did, and gives the unknown scores it was calibrated on."""
+    session = litert.LiteRTSession(path, threads.default_threads())
+    probs = predict(session, x)
+    same = np.allclose(probs, judged_probs, atol=1e-6)
+    if scores is not None:
+        names = [o.name for o in session.get_outputs()]
+        same = same and md.UNKNOWN_NAME in names and np.allclose(
+            session.run([md.UNKNOWN_NAME], {md.INPUT_NAME: x})[0], scores, atol=1e-5)
+    if not same:
         raise EdgeclfError(f"{label}: the LiteRT model with its metadata answers otherwise than the model judged")
 
 
@@ -180,10 +229,12 @@ def _result(g: dict, judged: Judged, measured: dict, max_drop: float) -> dict:
         "guard": {**g, "n_validation": n_val, "n_training": n_train,
                   "n_training_calibrated": measured["n_training_calibrated"], "rule": RULE},
         "verdict": verdict,
-        "summary": f"LiteRT int8 vs fp32 ONNX on {where}: {describe(g)}; {verdict}; no unknown score (ONNX models only)",
-        "size_ratio": measured["size_ratio"],  # vs fp32 ONNX without its unknown score's bank, as int8's
+        "summary": f"LiteRT int8 vs fp32 ONNX on {where}: {describe(g)}; {verdict}"
+                   + ("" if measured["unknown"] else "; no unknown score"),
+        "size_ratio": measured["size_ratio"],  # both without the unknown score's bank, as int8's
         "input_quantization": measured["input_quantization"],
-        "unknown_score": False,
+        "unknown_score": measured["unknown"] is not None,
+        "unknown": measured["unknown"],  # the score's figures, which export moves to export.json's "unknown"
         "conversion_seconds": measured["conversion_seconds"],
         **_versions(),
     }

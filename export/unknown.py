@@ -138,16 +138,23 @@ def attach(payload: bytes, bank: Bank, held_back: np.ndarray, reject: float, pro
         session.run([md.UNKNOWN_NAME], {md.INPUT_NAME: held_back[i:i + 32]})[0] for i in range(0, len(held_back), 32))])
     if progress is not None:
         progress(len(held_back))
+    figures = operating_point(scores, reject, reference)
+    meta = {e.key: e.value for e in proto.metadata_props}
+    meta.update(metadata(bank, figures["threshold"], reject, len(held_back), figures["rejected_in_class"]))
+    set_metadata(proto, meta)
+    return proto.SerializeToString(), figures, scores
+
+
+def operating_point(scores: np.ndarray, reject: float, reference: tuple[np.ndarray, float] | None = None) -> dict:
+    """The threshold for held-back photos' ``scores`` and export.json's figures: the quantile that
+    rejects ``reject`` of them, or with a ``reference`` (fp32's scores on the same photos, its
+    threshold) fp32's threshold moved by the median paired difference (see ``attach``)."""
     if reference is None:
         thr = threshold(scores, reject)
     else:
         ref_scores, ref_thr = reference
         thr = float(ref_thr + np.median(scores - ref_scores))
     rejected = float((scores > thr).mean())
-    meta = {e.key: e.value for e in proto.metadata_props}
-    meta.update(metadata(bank, thr, reject, len(held_back), rejected))
-    set_metadata(proto, meta)
-    figures = {"threshold": round(thr, 6), "calibrated_on": int(len(held_back)), "rejected_in_class": round(rejected, 6),
-               "scores_p50": round(float(np.median(scores)), 6),
-               "set_by": "quantile" if reference is None else "fp32's threshold + median paired score difference"}
-    return proto.SerializeToString(), figures, scores
+    return {"threshold": round(thr, 6), "calibrated_on": int(len(scores)), "rejected_in_class": round(rejected, 6),
+            "scores_p50": round(float(np.median(scores)), 6),
+            "set_by": "quantile" if reference is None else "fp32's threshold + median paired score difference"}

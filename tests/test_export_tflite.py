@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -72,8 +74,10 @@ def test_cli_writes_a_checked_tflite_beside_model_onnx(cli_export, seed_run):
     assert t["n_judged"] == t["guard"]["n"] == n_val + t["guard"]["n_training"] and t["guard"]["n_training"] > 0
     assert t["judged_on"].startswith(f"{t['n_judged']} photos ({n_val} validation + ")
     assert t["drop"] == pytest.approx(t["accuracy_fp32"] - t["accuracy_int8"]) and t["max_drop"] == 0.1
-    assert t["unknown_score"] is False and "no unknown score" in t["summary"]
-    assert t["summary"].startswith("LiteRT int8 vs fp32 ONNX on ") and t["summary"].endswith("(ONNX models only)")
+    assert t["unknown_score"] is True and "unknown" not in t  # its figures sit beside fp32's
+    assert t["summary"].startswith("LiteRT int8 vs fp32 ONNX on ") and t["summary"].endswith("; accepted")
+    u = report["unknown"]["tflite_int8"]
+    assert u["calibrated_on"] == n_val and u["set_by"] == "fp32's threshold + median paired score difference"
     assert 0 < t["size_ratio"] < 0.5  # int8 weights: about a quarter of fp32's
     assert t["input_quantization"] == {"scale": 1.0, "zero_point": 0}  # raw pixels in, as they are
     assert "TFLiteConverter" in t["converter"] and t["checked_with"].startswith("ai-edge-litert ")
@@ -112,6 +116,87 @@ def test_classifier_runs_the_tflite(cli_export, seed_run):
     assert (clf.predict_arrays(x).argmax(1) == onnx_top1).mean() >= 0.95
 
 
+def test_tflite_scores_unknown_as_model_onnx_does(cli_export, seed_run, tmp_path):
+    """The LiteRT model gives the unknown score: its embedding output against the bank in its
+    archive, near fp32 ONNX's score on the same photos; its own threshold is in its metadata."""
+    from edgeclf.model.classifier import Classifier
+    from edgeclf.model.unknown import parse_calibration
+
+    out, report, _ = cli_export
+    path = out / TFLITE_INT8_NAME
+    assert litert.has_unknown_score(path) and litert.read_bank(path).shape[0] == report["unknown"]["bank"]
+    session = litert.LiteRTSession(path, threads=1)
+    assert [o.name for o in session.get_outputs()] == [md.OUTPUT_NAME, md.EMBEDDING_NAME, md.UNKNOWN_NAME]
+    x = val_images(seed_run)
+    scores = session.run([md.UNKNOWN_NAME], {md.INPUT_NAME: x})[0]
+    onnx_scores = open_session(out / "model.onnx").run([md.UNKNOWN_NAME], {md.INPUT_NAME: x})[0]
+    assert scores.shape == (len(x),) and np.median(np.abs(scores - onnx_scores)) < 0.05
+    cal = parse_calibration(litert.read_metadata(path)[md.UNKNOWN])
+    assert cal.threshold == pytest.approx(report["unknown"]["tflite_int8"]["threshold"])
+    assert np.mean(scores > cal.threshold) <= 0.2  # in-class photos: mostly known
+
+    # The Classifier reads the score as it reads ONNX's: at a threshold that splits these photos
+    # and noise (the small seed CNN does not tell noise apart by itself), the answers agree.
+    mixed = np.concatenate([x, np.random.default_rng(0).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)])
+    answers = {}
+    for name in (TFLITE_INT8_NAME, "model.onnx"):
+        clf = Classifier(out / name, threads=1, unknown_threshold=float(np.median(onnx_scores)))
+        assert clf.unknown_output == md.UNKNOWN_NAME and clf.calibration is not None
+        answers[name] = np.array([p.label == "unknown" for p in clf.predictions(*clf.classify_arrays(mixed))])
+    assert 0.2 < answers["model.onnx"].mean() < 0.8
+    assert (answers[TFLITE_INT8_NAME] == answers["model.onnx"]).mean() >= 0.85
+
+
+def test_without_the_unknown_score_the_tflite_has_one_output(seed_run, tmp_path):
+    out = tmp_path / "export"
+    report = export_model(seed_run, out, tflite=True, calib_size=20, max_drop=0.1, unknown_reject=0, show_progress=False)
+    t = report["tflite_int8"]
+    assert t["unknown_score"] is False and t["summary"].endswith("; no unknown score") and "unknown" not in report
+    session = litert.LiteRTSession(out / TFLITE_INT8_NAME, threads=1)
+    assert [o.name for o in session.get_outputs()] == [md.OUTPUT_NAME]
+    assert not litert.has_unknown_score(out / TFLITE_INT8_NAME)
+
+
+def _flatbuffer(path: Path) -> bytes:
+    """The .tflite flatbuffer without the archive edgeclf appended."""
+    with zipfile.ZipFile(path) as z:
+        return path.read_bytes()[: min(i.header_offset for i in z.infolist())]
+
+
+def _with_bank(raw: bytes, meta: dict, array: np.ndarray, allow_pickle: bool = False) -> bytes:
+    """``raw`` with edgeclf's archive holding ``meta`` and ``array`` as the bank, whatever it is."""
+    buf, member = io.BytesIO(), io.BytesIO()
+    np.save(member, array, allow_pickle=allow_pickle)
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(litert.METADATA_MEMBER, json.dumps(meta))
+        z.writestr(litert.BANK_MEMBER, member.getvalue())
+    return raw + buf.getvalue()
+
+
+def test_a_bad_bank_is_one_line(cli_export, tmp_path, monkeypatch):
+    """The bank is as untrusted as the model: the wrong width, a non-float, non-finite or pickled
+    array, or a member over its bound is a one-line error naming the file, and nothing is unpickled."""
+    out, _, _ = cli_export
+    path = out / TFLITE_INT8_NAME
+    raw, meta, bank = _flatbuffer(path), litert.read_metadata(path), litert.read_bank(path)
+    good = tmp_path / "good.tflite"
+    good.write_bytes(_with_bank(raw, meta, bank.astype(np.float16)))  # the pieces make a working model again
+    assert md.UNKNOWN_NAME in [o.name for o in litert.LiteRTSession(good, threads=1).get_outputs()]
+    bad = tmp_path / "bad.tflite"
+    cases = ((bank[:, :-1], False, "does not fit the model's"), (bank.astype(np.int32), False, "not a finite float matrix"),
+             (np.full_like(bank, np.nan), False, "not a finite float matrix"),
+             (np.array([{"a": 1}], dtype=object), True, "unreadable edgeclf unknown bank"))  # np.load must not unpickle
+    for array, pickled, words in cases:
+        bad.write_bytes(_with_bank(raw, meta, array, pickled))
+        with pytest.raises(EdgeclfError) as e:
+            litert.LiteRTSession(bad, threads=1)
+        assert str(e.value).startswith(f"{bad}: edgeclf unknown bank") or str(e.value).startswith(f"{bad}: unreadable")
+        assert words in str(e.value) and "\n" not in str(e.value)
+    monkeypatch.setattr(litert, "_MAX_BANK_BYTES", 1000)
+    with pytest.raises(EdgeclfError, match=r"edgeclf unknown bank is \d+ bytes \(at most 1000\)"):
+        litert.LiteRTSession(good, threads=1)
+
+
 def test_guard_rejects_and_writes_no_tflite(seed_run, tmp_path):
     out = tmp_path / "export"
     r = run_cli("export", seed_run, "--out", out, "--format", "tflite", "--calib-size", 20, "--max-drop", "-1")
@@ -147,7 +232,8 @@ def test_int8_and_tflite_are_judged_against_one_fp32_run(seed_run, tmp_path, mon
     _print_summary(report, out)
     table = " ".join(capsys.readouterr().out.split())
     assert "model.int8.onnx" in table and TFLITE_INT8_NAME in table
-    assert f"LiteRT int8 vs fp32 ONNX on {t['judged_on']}" in table and "no unknown score" in table
+    assert f"LiteRT int8 vs fp32 ONNX on {t['judged_on']}" in table and "no unknown score" not in table
+    assert f"tflite_int8 {report['unknown']['tflite_int8']['threshold']:.4f}" in table  # its threshold beside the others
 
 
 def test_bad_format_is_one_line(seed_run, tmp_path):

@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 from conftest import TRAIN_EXTRA, error_line, run_cli
 from onnx_fixtures import COLOURS, make_colour_model, solid
-from tflite_fixtures import colour_tflite
+from tflite_fixtures import colour_tflite, scored_colour_tflite
 
 from edgeclf.bench import engines
 from edgeclf.errors import EdgeclfError
-from edgeclf.model import engine_choice, litert, openvino_engine, threads as thr
+from edgeclf.model import engine_choice, litert, metadata as md, openvino_engine, threads as thr
 from edgeclf.model.classifier import Classifier
 from edgeclf.model.metadata import model_metadata
 
@@ -42,6 +42,18 @@ def raw_tflite(tmp_path_factory) -> bytes:
     pytest.importorskip("tensorflow", reason=TRAIN_EXTRA)
     pytest.importorskip("ai_edge_litert", reason="needs the litert extra: pip install '.[litert]'")
     return colour_tflite(tmp_path_factory.mktemp("keras"))
+
+
+@pytest.fixture(scope="session")
+def scored(tmp_path_factory) -> bytes:
+    """A LiteRT colour model with the unknown score, as export writes one: its embedding output,
+    the bank (the embeddings of pure red, green and blue) and the score's calibration."""
+    pytest.importorskip("tensorflow", reason=TRAIN_EXTRA)
+    pytest.importorskip("ai_edge_litert", reason="needs the litert extra: pip install '.[litert]'")
+    raw, names = scored_colour_tflite(tmp_path_factory.mktemp("scored"))
+    bank = np.array([[2.55, 0, 0, 0.1], [0, 2.55, 0, 0.1], [0, 0, 2.55, 0.1]], np.float32)
+    unknown = {"method": "knn-cosine", "k": 1, "bank": 3, "threshold": 0.2, "target_reject": 0.02}
+    return litert.with_metadata(raw, {**META, litert.OUTPUTS_KEY: json.dumps(names), md.UNKNOWN: json.dumps(unknown)}, bank)
 
 
 @pytest.fixture(scope="module")
@@ -244,14 +256,14 @@ def test_auto_follows_the_record_of_this_machine_only(folder, made):
     assert f"running {folder / TFLITE}: the fastest here by `edgeclf bench --engines`: LiteRT, 1 thread" in res.stderr
     res = run_cli("predict", folder, made["photos"])  # the unknown answer wanted: LiteRT has no unknown score
     assert _labels(res) == {c: c for c in COLOURS}
-    assert f"running {folder / ONNX}: engine.json found LiteRT faster here, but a LiteRT model has no unknown score" in res.stderr
+    assert f"running {folder / ONNX}: engine.json found LiteRT faster here, but this LiteRT model has no unknown score" in res.stderr
     rec = json.loads((folder / "engine.json").read_text())
     with_unknown = {"engine": "onnxruntime", "file": ONNX, "threads": 1, "label": "onnxruntime, 1 thread", "p50_ms": 1.5}
     (folder / "engine.json").write_text(json.dumps({**rec, "choice_with_unknown": with_unknown}))
     res = run_cli("predict", folder, made["photos"])  # the record's fastest engine that keeps the unknown score
     assert _labels(res) == {c: c for c in COLOURS}
-    assert (f"running {folder / ONNX}: engine.json found LiteRT faster here, but a LiteRT model has no unknown score "
-            "(--no-unknown, or --engine litert, runs it); keeping the unknown score, the record's fastest other engine: "
+    assert (f"running {folder / ONNX}: engine.json found LiteRT faster here, but this LiteRT model has no unknown score "
+            "(export it again to give it one; --no-unknown, or --engine litert, runs it); keeping the unknown score, the record's fastest other engine: "
             "onnxruntime, 1 thread, p50 1.50 ms") in res.stderr
     bad = {**rec, "choice_with_unknown": {**with_unknown, "engine": "litert", "file": TFLITE}}
     (folder / "engine.json").write_text(json.dumps(bad))
@@ -421,9 +433,74 @@ def test_bench_engines_says_what_runs_with_the_unknown_answer(alt):
                     "choice_with_unknown": engines.choose_with_unknown(results, choice) if alt else None}, console)
     text = console.export_text()
     runs = "openvino, 2" if alt else "onnxruntime"
-    assert f"with the unknown answer on (predict's default) it runs {runs}, as a LiteRT model has no unknown score" in text
+    assert f"with the unknown answer on (predict's default) it runs {runs}, as this LiteRT model has no unknown score" in text
     assert "OpenVINO runs the same int8 ONNX file with integer kernels of its own, which the export did not check" in text
     results[1]["export_accuracy"] = None  # no figure beside OpenVINO: nothing to qualify
     console = Console(record=True, width=400)
     engines.render({"folder": "f", "results": results, "choice": choice, "skipped": []}, console)
     assert "integer kernels of its own" not in console.export_text()
+
+
+# ------------------------------------------------------------------------------ the unknown score
+GREY = np.full((32, 32, 3), 128, np.uint8)  # equally far from red, green and blue: none of them
+
+
+@tf_mark
+def test_a_scored_litert_model_answers_unknown(scored, tmp_path):
+    """Its score is the cosine distance of its embedding to the nearest bank row, computed beside
+    the interpreter: pure colours are near their own row, grey is far from all three."""
+    path = tmp_path / TFLITE
+    path.write_bytes(scored)
+    assert litert.has_unknown_score(path)
+    session = litert.LiteRTSession(path, threads=1)
+    assert [o.name for o in session.get_outputs()] == [md.OUTPUT_NAME, md.EMBEDDING_NAME, md.UNKNOWN_NAME]
+    assert session.get_outputs()[2].shape == [None]
+    x = np.stack([cv2.cvtColor(solid(c, 32, 32), cv2.COLOR_BGR2RGB) for c in COLOURS] + [GREY])
+    probs, emb, scores = session.run(None, {md.INPUT_NAME: x})
+    assert probs.shape == (4, 3) and emb.shape == (4, 4) and scores.shape == (4,)
+    assert scores[:3].max() < 0.05 and scores[3] > 0.3  # grey: cos ~0.58 to each colour
+    assert np.allclose(session.run([md.UNKNOWN_NAME, md.OUTPUT_NAME], {md.INPUT_NAME: x})[0], scores)  # any order asked
+    clf = Classifier(path)
+    assert clf.unknown_output == md.UNKNOWN_NAME and clf.unknown_rule.threshold == pytest.approx(0.2)
+    labels = [p.label for p in clf.predictions(*clf.classify_arrays(x))]
+    assert labels == [*COLOURS, "unknown"]
+    plain = Classifier(path, unknown=False)  # the answer turned off: grey gets a colour
+    assert [p.label for p in plain.predictions(*plain.classify_arrays(x))][:3] == list(COLOURS)
+    assert plain.predictions(*plain.classify_arrays(x))[3].label in COLOURS
+
+
+@tf_mark
+def test_auto_runs_a_scored_litert_model_with_the_unknown_answer_on(folder, made, scored):
+    """engine.json chose LiteRT and the LiteRT model has the unknown score: predict runs it with
+    the unknown answer on (its default), and grey is 'unknown'."""
+    (folder / TFLITE).write_bytes(scored)
+    cv2.imwrite(str(folder.parent / "grey.png"), GREY)
+    engine_choice.write_record(folder, RECORD)
+    res = run_cli("predict", folder, folder.parent / "grey.png")
+    assert res.returncode == 0, res.stderr
+    assert f"running {folder / TFLITE}: the fastest here by `edgeclf bench --engines`: LiteRT, 1 thread" in res.stderr
+    assert res.stdout.split()[1] == "unknown" and "no unknown score" not in res.stderr
+    res = run_cli("predict", folder, made["photos"], "--engine", "litert")
+    assert _labels(res) == {c: c for c in COLOURS} and "no unknown score" not in res.stderr
+
+
+@tf_mark
+def test_eval_unknown_on_a_scored_litert_model(made, scored, tmp_path):
+    path, unknown = tmp_path / TFLITE, tmp_path / "none"
+    path.write_bytes(scored)
+    unknown.mkdir()
+    for v in (100, 128, 160):
+        cv2.imwrite(str(unknown / f"grey{v}.png"), np.full((32, 32, 3), v, np.uint8))
+    res = run_cli("eval", path, made["data"], "--unknown", unknown, "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["accuracy"] == 1.0 and report["format"] == "tflite"
+    assert report["unknown"]["unknown_rejected"]["share"] == 1.0 and report["unknown"]["unknown_rejected"]["n"] == 3  # every grey photo: unknown
+
+
+@tf_mark
+def test_bench_engines_needs_no_stand_in_for_a_scored_litert_model(folder, scored):
+    (folder / TFLITE).write_bytes(scored)
+    report, _ = _bench_engines(folder)
+    assert report["litert_unknown_score"] is True and report["choice_with_unknown"] is None
+    assert engines.choose_with_unknown(report["results"], {**report["choice"], "engine": "litert"}, True) is None

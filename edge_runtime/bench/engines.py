@@ -105,8 +105,10 @@ def compare_engines(path: str | os.PathLike, runs: int = 200, warmup: int = 10, 
                 _time(clfs[w.label], x, warmup, per_round, times[w.label], step)
     results = [_result(w, times[w.label], first[w.label], folder) for w in todo]
     choice = choose(results)
+    litert_scores = litert.has_unknown_score(folder / TFLITE_INT8_NAME)
     report = {"folder": str(folder), "results": results, "choice": choice,
-              engine_choice.WITH_UNKNOWN: choose_with_unknown(results, choice),
+              engine_choice.WITH_UNKNOWN: choose_with_unknown(results, choice, litert_scores),
+              "litert_unknown_score": litert_scores,
               "skipped": skipped, "margin": MARGIN,
               "runs": per_round * ROUNDS, "warmup": warmup, "rounds": ROUNDS, "machine": sysinfo.describe(),
               "edgeclf": __version__}
@@ -164,11 +166,12 @@ def choose(results: list[dict]) -> dict:
                                                          "p50_ms": runner_up["latency_ms"]["p50"]}}
 
 
-def choose_with_unknown(results: list[dict], choice: dict) -> dict | None:
-    """For callers that need the unknown score, which a LiteRT model lacks: where LiteRT is the
-    ``choice``, the choice among the other engines by the same rule (None where there are none)."""
+def choose_with_unknown(results: list[dict], choice: dict, litert_scores: bool = False) -> dict | None:
+    """For callers that need the unknown score, where LiteRT is the ``choice`` and its model lacks
+    the score (``litert_scores`` False: exported before LiteRT had one), the choice among the other
+    engines by the same rule (None where there are none, or no need)."""
     keep = [r for r in results if r["engine"] != "litert"]
-    return choose(keep) if choice["engine"] == "litert" and keep else None
+    return choose(keep) if choice["engine"] == "litert" and not litert_scores and keep else None
 
 
 def _record(folder: Path, report: dict) -> None:
@@ -206,7 +209,8 @@ def render(report: dict, console) -> None:
     if report.get("record"):
         alt = report.get(engine_choice.WITH_UNKNOWN)
         caveat = (f"; with the unknown answer on (predict's default) it runs {escape(alt['label']) if alt else 'onnxruntime'}, "
-                  "as a LiteRT model has no unknown score: --no-unknown runs LiteRT") if c["engine"] == "litert" else ""
+                  "as this LiteRT model has no unknown score (export it again to give it one): --no-unknown runs LiteRT"
+                  ) if c["engine"] == "litert" and not report.get("litert_unknown_score") else ""
         console.print(f"recorded in {escape(safe_text(report['record']))}: `edgeclf predict {escape(safe_text(report['folder']))}` "
                       f"runs it on this machine's CPU (--engine auto){caveat}", highlight=False)
     elif report.get("record_error"):

@@ -19,7 +19,7 @@ from edgeclf.model.exported import MODEL_NAMES
 from edgeclf.outfiles import write_json
 
 RECORD_NAME = "engine.json"
-#: the record's choice among the engines that keep the unknown score, when LiteRT won
+#: the record's choice among the other engines, when LiteRT won with a model that has no unknown score
 WITH_UNKNOWN = "choice_with_unknown"
 ENGINES = ("onnxruntime", "litert", "openvino")
 _MAX_RECORD_BYTES = 1 << 20
@@ -53,7 +53,7 @@ def read_record(folder: str | os.PathLike) -> dict | None:
         if rec.get(WITH_UNKNOWN) is not None:
             _check_choice(rec, WITH_UNKNOWN)
             if rec[WITH_UNKNOWN]["engine"] == "litert":
-                raise ValueError(f"{WITH_UNKNOWN} is LiteRT, whose models have no unknown score")
+                raise ValueError(f"{WITH_UNKNOWN} is LiteRT, the engine it stands in for")
         if not isinstance(rec.get("machine"), dict):
             raise ValueError("no machine")
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
@@ -101,7 +101,7 @@ def first_words(e: BaseException) -> str:
 def applicable_choice(folder: str | os.PathLike, no_litert: bool = False) -> tuple[dict | None, str]:
     """(the recorded choice, why) when FOLDER's record applies on this machine and its file is
     there; (None, why not) otherwise ("" when there is no record at all). With ``no_litert`` (the
-    caller needs the unknown score, which a LiteRT model lacks), the fastest engine other than
+    caller needs the unknown score, which this LiteRT model lacks), the fastest engine other than
     LiteRT where LiteRT won, if the record has one."""
     rec = read_record(folder)
     if rec is None:
@@ -112,7 +112,8 @@ def applicable_choice(folder: str | os.PathLike, no_litert: bool = False) -> tup
                       f"{safe_text(str(there.get('cores')))[:8]} cores): running onnxruntime; `edgeclf bench {folder} --engines` measures this one")
     choice, lead, what = rec["choice"], "", None
     if choice["engine"] == "litert" and no_litert:
-        lead = f"{RECORD_NAME} found LiteRT faster here, but a LiteRT model has no unknown score (--no-unknown, or --engine litert, runs it)"
+        lead = (f"{RECORD_NAME} found LiteRT faster here, but this LiteRT model has no unknown score (export it again to "
+                "give it one; --no-unknown, or --engine litert, runs it)")
         if rec.get(WITH_UNKNOWN) is None:
             return None, lead + ": running onnxruntime"
         choice, lead, what = rec[WITH_UNKNOWN], lead + "; ", "keeping the unknown score, the record's fastest other engine"

@@ -9,7 +9,10 @@ uses, so everything above the session is the same for both engines.
 The model's metadata (class names, input size, precision: the keys of ``metadata``) travels inside
 the ``.tflite`` file, in a zip archive appended after the flatbuffer: LiteRT reads the flatbuffer
 from the start and ignores what follows, which is how TFLite's own metadata packs associated files.
-One file to copy to the device, readable with the standard library.
+One file to copy to the device, readable with the standard library. Where the export gave it the
+unknown score, the model has a second output, the embedding, and the archive holds the training
+photos' embeddings (an ``.npy`` array, read without pickle): the session computes the score from
+them as the ONNX graph does, so a LiteRT model answers "none of its classes" too.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 from edgeclf.errors import EdgeclfError, first_line
 from edgeclf.model import metadata as md
 from edgeclf.model.nodes import ModelMeta, NodeArg
+from edgeclf.model.unknown import nearest_distance, parse_calibration, unit_rows
 from edgeclf.quiet import captured_output
 
 SUFFIX = ".tflite"
@@ -36,6 +40,13 @@ SUFFIX = ".tflite"
 ENGINE = "LiteRT"
 METADATA_MEMBER = "edgeclf/metadata.json"
 _MAX_METADATA_BYTES = 1 << 20  # a few kB in practice; a bigger member is not edgeclf's
+#: The unknown score's bank: the training photos' embeddings [M, D], float16 (``export/unknown.py``).
+BANK_MEMBER = "edgeclf/unknown_bank.npy"
+_MAX_BANK_BYTES = 64 << 20  # 1,000 x 1,280 float16 is 2.6 MB
+#: Metadata key: the name of each of the model's outputs in LiteRT's order, as a JSON list
+#: (absent: the model has one output, the probabilities).
+OUTPUTS_KEY = "tflite_outputs"
+_OUTPUT_NAMES = (md.OUTPUT_NAME, md.EMBEDDING_NAME)
 #: Interpreters kept per session, one per batch size seen (resizing one in place re-plans the graph).
 MAX_BATCH_SIZES = 4
 INSTALL_HINT = "pip install 'edgeclf[litert]'"
@@ -47,42 +58,80 @@ def is_tflite(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() == SUFFIX
 
 
-def with_metadata(payload: bytes, metadata: Mapping[str, str]) -> bytes:
-    """``payload`` (a .tflite flatbuffer) with ``metadata`` appended as a zip archive."""
+def with_metadata(payload: bytes, metadata: Mapping[str, str], bank: np.ndarray | None = None) -> bytes:
+    """``payload`` (a .tflite flatbuffer) with ``metadata`` (and the unknown score's ``bank``)
+    appended as a zip archive."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr(METADATA_MEMBER, json.dumps(dict(metadata), sort_keys=True))
+        if bank is not None:
+            array = io.BytesIO()
+            np.save(array, np.asarray(bank, np.float16), allow_pickle=False)
+            z.writestr(BANK_MEMBER, array.getvalue())
     return payload + buf.getvalue()
+
+
+def _member(path: str | os.PathLike, name: str, limit: int, what: str) -> bytes | None:
+    """The bytes of archive member ``name`` appended to ``path``, at most ``limit`` of them; None
+    when there is no archive or no such member. A one-line error when it is damaged or too big."""
+    try:
+        z = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:  # no archive appended: a .tflite from elsewhere
+        return None
+    except (OSError, ValueError, RuntimeError, EOFError, zipfile.LargeZipFile) as e:
+        raise EdgeclfError(f"{path}: unreadable edgeclf {what} ({first_line(e)})") from None
+    try:
+        with z:
+            if name not in z.namelist():
+                return None
+            info = z.getinfo(name)
+            if info.file_size > limit:
+                raise EdgeclfError(f"{path}: edgeclf {what} is {info.file_size} bytes (at most {limit})")
+            with z.open(info) as f:
+                return f.read(limit + 1)[:limit]  # the declared size may lie: read no more than the bound
+    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, EOFError, zipfile.LargeZipFile) as e:
+        # the archive is there but damaged: a bad CRC (its member holds other bytes than it declares), a bad header
+        raise EdgeclfError(f"{path}: unreadable edgeclf {what} ({first_line(e)})") from None
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The metadata ``with_metadata`` appended to ``path``; {} when there is none (a .tflite from
     elsewhere). A one-line error when the archive is there but unreadable or not string pairs."""
-    try:
-        z = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:  # no archive appended: a .tflite from elsewhere
+    text = _member(path, METADATA_MEMBER, _MAX_METADATA_BYTES, "metadata")
+    if text is None:
         return {}
-    except (OSError, ValueError, RuntimeError, EOFError, zipfile.LargeZipFile) as e:
-        raise EdgeclfError(f"{path}: unreadable edgeclf metadata ({first_line(e)})") from None
     try:
-        with z:
-            if METADATA_MEMBER not in z.namelist():
-                return {}
-            info = z.getinfo(METADATA_MEMBER)
-            if info.file_size > _MAX_METADATA_BYTES:
-                raise EdgeclfError(f"{path}: edgeclf metadata is {info.file_size} bytes (at most {_MAX_METADATA_BYTES})")
-            with z.open(info) as f:
-                text = f.read(_MAX_METADATA_BYTES + 1)  # the declared size may lie: read no more than the bound
-    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, EOFError, zipfile.LargeZipFile) as e:
-        # the archive is there but damaged: a bad CRC (its member holds other bytes than it declares), a bad header
-        raise EdgeclfError(f"{path}: unreadable edgeclf metadata ({first_line(e)})") from None
-    try:
-        meta = json.loads(text[:_MAX_METADATA_BYTES])
+        meta = json.loads(text)
     except (ValueError, RecursionError):
         raise EdgeclfError(f"{path}: edgeclf metadata is not valid JSON") from None
     if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
         raise EdgeclfError(f"{path}: edgeclf metadata is not an object of strings")
     return meta
+
+
+def read_bank(path: str | os.PathLike) -> np.ndarray | None:
+    """The unknown score's bank appended to ``path`` as float32 [M, D]; None when there is none."""
+    raw = _member(path, BANK_MEMBER, _MAX_BANK_BYTES, "unknown bank")
+    if raw is None:
+        return None
+    try:
+        bank = np.load(io.BytesIO(raw), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise EdgeclfError(f"{path}: unreadable edgeclf unknown bank ({first_line(e, 80)})") from None
+    if bank.ndim != 2 or bank.dtype not in (np.float16, np.float32) or not bank.size or not np.isfinite(bank).all():
+        raise EdgeclfError(f"{path}: edgeclf unknown bank is not a finite float matrix ({bank.dtype} {bank.shape})")
+    return bank.astype(np.float32)
+
+
+def has_unknown_score(path: str | os.PathLike) -> bool:
+    """Whether the LiteRT model at ``path`` carries the unknown score (False too where it is absent or unreadable)."""
+    try:
+        if not (Path(path).is_file() and md.UNKNOWN in read_metadata(path)):
+            return False
+        with zipfile.ZipFile(path) as z:
+            return BANK_MEMBER in z.namelist()
+    except (EdgeclfError, OSError, zipfile.BadZipFile, ValueError, RuntimeError, EOFError):
+        return False
 
 
 def interpreter_class() -> type:
@@ -118,29 +167,67 @@ def _node(name: str, shape: Sequence[int | None], dtype: Any) -> NodeArg:
 class LiteRTSession:
     """A .tflite model behind ``run``, ``get_inputs``, ``get_outputs``, ``get_modelmeta`` and
     ``get_providers``, like an onnxruntime session: one image input named ``metadata.INPUT_NAME``
-    (its batch dimension free), one output named ``metadata.OUTPUT_NAME``; quantized input and
-    output tensors are converted here, so callers feed uint8 pixels and read float probabilities.
-    ``run`` is safe from several threads (one at a time: an interpreter holds its tensors)."""
+    (its batch dimension free), the output ``metadata.OUTPUT_NAME`` and, where the export gave the
+    model its unknown score, ``metadata.EMBEDDING_NAME`` and ``metadata.UNKNOWN_NAME`` (computed
+    here from the bank, as the ONNX graph does); quantized input and output tensors are converted
+    here, so callers feed uint8 pixels and read float outputs. ``run`` is safe from several threads
+    (one at a time: an interpreter holds its tensors)."""
 
     def __init__(self, path: str | os.PathLike, threads: int, interpreter: type | None = None) -> None:
         self.path = Path(path)
         self.threads = threads
         self._interpreter = interpreter or interpreter_class()
         self._metadata = read_metadata(self.path)
-        self._by_batch: OrderedDict[int, tuple[Any, dict, dict]] = OrderedDict()
+        self._by_batch: OrderedDict[int, tuple[Any, dict, list[dict]]] = OrderedDict()
         self._lock = threading.Lock()
-        it, inp, out = self._open(None, quiet=True)
-        if len(it.get_input_details()) != 1 or len(it.get_output_details()) != 1:
-            raise EdgeclfError(f"{self.path}: model has {len(it.get_input_details())} inputs and "
-                               f"{len(it.get_output_details())} outputs; edgeclf models have one of each")
+        it, inp, outs = self._open(None, quiet=True)
+        if len(it.get_input_details()) != 1:
+            raise EdgeclfError(f"{self.path}: model has {len(it.get_input_details())} inputs; edgeclf models have one")
+        self._names = self._output_names(len(outs))
         sig = list(inp.get("shape_signature", inp["shape"]))
         self._batch_fixed = sig[0] != -1
         dims = [int(sig[0]) if self._batch_fixed else None, *[None if d == -1 else int(d) for d in sig[1:]]]
         self._input = _node(md.INPUT_NAME, dims, inp["dtype"])
-        self._output = _node(md.OUTPUT_NAME, [None, *[int(d) for d in out["shape"][1:]]], np.float32)
-        self._by_batch[int(inp["shape"][0])] = (it, inp, out)
+        self._outputs = [_node(n, [None, *[int(d) for d in o["shape"][1:]]], np.float32)  # probabilities first, as in ONNX
+                         for n, o in sorted(zip(self._names, outs), key=lambda no: _OUTPUT_NAMES.index(no[0]))]
+        self._bank, self._k = self._unknown_bank(outs)
+        if self._bank is not None:
+            self._outputs.append(_node(md.UNKNOWN_NAME, [None], np.float32))
+        self._by_batch[int(inp["shape"][0])] = (it, inp, outs)
 
-    def _open(self, batch: int | None, quiet: bool = False) -> tuple[Any, dict, dict]:
+    def _output_names(self, n: int) -> list[str]:
+        """What each of the interpreter's ``n`` outputs is, from the metadata (one output: the probabilities)."""
+        text = self._metadata.get(OUTPUTS_KEY)
+        if text is None:
+            if n != 1:
+                raise EdgeclfError(f"{self.path}: model has {n} outputs and no edgeclf metadata naming them; "
+                                   "edgeclf models have one, the probabilities")
+            return [md.OUTPUT_NAME]
+        try:
+            names = json.loads(text)
+        except (ValueError, RecursionError):
+            names = None
+        if (not isinstance(names, list) or len(names) != n or md.OUTPUT_NAME not in names
+                or not all(isinstance(x, str) and x in _OUTPUT_NAMES for x in names) or len(set(names)) != n):
+            raise EdgeclfError(f"{self.path}: metadata {OUTPUTS_KEY} does not name the model's {n} outputs "
+                               f"(expected a list of {' and '.join(_OUTPUT_NAMES)})")
+        return names
+
+    def _unknown_bank(self, outs: list[dict]) -> tuple[np.ndarray | None, int]:
+        """The normalised bank and neighbour rank of the unknown score; (None, 0) without one."""
+        if md.EMBEDDING_NAME not in self._names or md.UNKNOWN not in self._metadata:
+            return None, 0
+        bank = read_bank(self.path)
+        if bank is None:
+            return None, 0
+        k = parse_calibration(self._metadata[md.UNKNOWN], self.path).k
+        dim = int(outs[self._names.index(md.EMBEDDING_NAME)]["shape"][-1])
+        if bank.shape[1] != dim or not 1 <= k <= len(bank):
+            raise EdgeclfError(f"{self.path}: edgeclf unknown bank {bank.shape} does not fit the model's "
+                               f"{dim}-wide embedding with k = {k}")
+        return unit_rows(bank), k
+
+    def _open(self, batch: int | None, quiet: bool = False) -> tuple[Any, dict, list[dict]]:
         """A new interpreter, resized to ``batch`` images when given, its tensors allocated.
         ``quiet``: swallow what LiteRT prints (an INFO line on stderr, once per process, at the
         first interpreter); only then, as capturing swaps the process's file descriptors, and
@@ -156,9 +243,9 @@ class LiteRTSession:
             raise
         except Exception as e:  # LiteRT raises ValueError and RuntimeError for a bad file
             raise EdgeclfError(f"{self.path}: not a loadable LiteRT model ({first_line(e)})") from None
-        return it, it.get_input_details()[0], it.get_output_details()[0]
+        return it, it.get_input_details()[0], list(it.get_output_details())
 
-    def _for_batch(self, n: int) -> tuple[Any, dict, dict]:
+    def _for_batch(self, n: int) -> tuple[Any, dict, list[dict]]:
         if n not in self._by_batch:
             if len(self._by_batch) >= MAX_BATCH_SIZES:
                 self._by_batch.popitem(last=False)
@@ -171,7 +258,7 @@ class LiteRTSession:
         return [self._input]
 
     def get_outputs(self) -> list[NodeArg]:
-        return [self._output]
+        return list(self._outputs)
 
     def get_modelmeta(self) -> ModelMeta:
         return ModelMeta(dict(self._metadata))
@@ -180,17 +267,22 @@ class LiteRTSession:
         return [ENGINE]
 
     def run(self, output_names: Sequence[str] | None, feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """[probabilities] for ``feed[metadata.INPUT_NAME]`` ([N, H, W, 3])."""
-        for name in output_names or ():
-            if name != self._output.name:
+        """The outputs named (all of them for None) for ``feed[metadata.INPUT_NAME]`` ([N, H, W, 3])."""
+        have = [o.name for o in self._outputs]
+        wanted = list(output_names) if output_names else have
+        for name in wanted:
+            if name not in have:
                 raise EdgeclfError(f"{self.path}: LiteRT model has no output {name!r}")
         x = feed[self._input.name]
         with self._lock:
-            it, inp, out = self._for_batch(len(x))
+            it, inp, outs = self._for_batch(len(x))
             it.set_tensor(inp["index"], _quantized(x, inp))
             it.invoke()
-            y = it.get_tensor(out["index"])
-        return [_dequantized(y, out)]
+            got = {n: _dequantized(it.get_tensor(o["index"]), o) for n, o in zip(self._names, outs)
+                   if n in wanted or (n == md.EMBEDDING_NAME and md.UNKNOWN_NAME in wanted)}
+        if md.UNKNOWN_NAME in wanted:
+            got[md.UNKNOWN_NAME] = nearest_distance(unit_rows(got[md.EMBEDDING_NAME]), self._bank, self._k)
+        return [got[n] for n in wanted]
 
 
 def _quantized(x: np.ndarray, detail: dict) -> np.ndarray:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeclf.errors import EdgeclfError
+from edgeclf.model import litert
 from edgeclf.model.exported import FP16_NAME, FP32_NAME, INT8_NAME, TFLITE_INT8_NAME
 
 #: The files an export folder holds, in the order ``predict`` prefers them on the CPU: the int8
@@ -76,9 +77,10 @@ class Located:
 def exported_model(path: str | os.PathLike, gpu: bool = False, engine: str = "auto", needs_unknown: bool = False) -> Located:
     """``onnx_model``, then the engine: ``litert`` runs the folder's ``model.int8.tflite``,
     ``openvino`` its ONNX model on OpenVINO; ``auto`` on the CPU the engine and threads ``edgeclf
-    bench --engines`` recorded for this machine, but not LiteRT when the caller ``needs_unknown``
-    (a LiteRT model has no unknown score: speed must not silently cost the answer "none of its
-    classes"): then the record's fastest other engine, or onnxruntime. A file named is run as
+    bench --engines`` recorded for this machine, but not a LiteRT model without the unknown score
+    (exported before LiteRT had one) when the caller ``needs_unknown`` and the ONNX models have it
+    (speed must not silently cost the answer "none of its classes"): then the record's fastest
+    other engine, or onnxruntime. A file named is run as
     given: a .tflite file on LiteRT, an .onnx one on onnxruntime unless ``engine`` is openvino."""
     from edgeclf.model import engine_choice
 
@@ -93,13 +95,13 @@ def exported_model(path: str | os.PathLike, gpu: bool = False, engine: str = "au
         if not tflite.is_file():
             raise EdgeclfError(f"{folder}: no {TFLITE_INT8_NAME} for --engine litert; export one with "
                                "`edgeclf export RUN --format tflite`")
-        why = "--engine litert" + (": a LiteRT model has no unknown score, so no frame is answered 'unknown'"
-                                   if needs_unknown and _has_unknown_score(folder) else "")
+        why = "--engine litert" + (": this LiteRT model has no unknown score, so no frame is answered 'unknown'"
+                                   if needs_unknown and _litert_lacks_score(folder) else "")
         return Located(tflite, True, why, engine="litert")
     if engine == "openvino":
         return Located(model, True, "--engine openvino", engine="openvino")
     if engine == "auto" and not gpu:
-        choice, why = engine_choice.applicable_choice(folder, no_litert=needs_unknown and _has_unknown_score(folder))
+        choice, why = engine_choice.applicable_choice(folder, no_litert=needs_unknown and _litert_lacks_score(folder))
         if choice is not None:
             return Located(folder / choice["file"], True, why, choice["threads"], choice["engine"])
         return Located(model, True, why)
@@ -113,6 +115,11 @@ def _named_file(model: Path, engine: str) -> Located:
         raise EdgeclfError(f"--engine {engine}: {model} is {'a LiteRT' if is_tflite else 'not a .tflite'} model; "
                            "name a model of that engine, or a run or export folder")
     return Located(model, False, engine="litert" if is_tflite else ("openvino" if engine == "openvino" else "onnxruntime"))
+
+
+def _litert_lacks_score(folder: Path) -> bool:
+    """Whether the export's ONNX models have the unknown score and its LiteRT model does not."""
+    return _has_unknown_score(folder) and not litert.has_unknown_score(folder / TFLITE_INT8_NAME)
 
 
 def _has_unknown_score(folder: Path) -> bool:

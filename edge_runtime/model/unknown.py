@@ -122,10 +122,15 @@ def knn_distance(embeddings: np.ndarray, bank: np.ndarray, k: int, bias: np.ndar
     """The unknown score in numpy: 1 - the k-th largest cosine similarity (plus each bank row's
     ``bias``) of each embedding to the rows of ``bank``. The model computes it with an int8 bank:
     a few thousandths apart."""
-    sims = unit_rows(np.asarray(embeddings, np.float32)) @ unit_rows(np.asarray(bank, np.float32)).T
+    return nearest_distance(unit_rows(np.asarray(embeddings, np.float32)), unit_rows(np.asarray(bank, np.float32)), k, bias)
+
+
+def nearest_distance(unit_embeddings: np.ndarray, unit_bank: np.ndarray, k: int, bias: np.ndarray | None = None) -> np.ndarray:
+    """``knn_distance`` of rows already scaled to length 1 (a LiteRT model's bank is, once, at load)."""
+    sims = unit_embeddings @ unit_bank.T
     if bias is not None:
         sims = sims + bias
-    return (1 - np.sort(sims, axis=1)[:, -k]).astype(np.float32)
+    return (1 - np.partition(sims, -k, axis=1)[:, -k]).astype(np.float32)
 
 
 def quantize_bank(bank: np.ndarray) -> tuple[np.ndarray, np.float32]:
