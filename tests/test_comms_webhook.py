@@ -226,8 +226,79 @@ def test_credentials_in_the_url_are_sent_but_never_shown(hook):
 
 
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/x", "file:///etc/passwd", "127.0.0.1:80/x", "http:///nohost",
-                                 "http://u:pw-xyz@host:notaport/"])
+                                 "http://u:pw-xyz@host:notaport/", "http://127.0.0.1:99999/x"])
 def test_bad_urls_are_one_line_errors(url):
     with pytest.raises(EdgeclfError) as e:
         WebhookPublisher(WebhookOptions(url))
     assert "\n" not in str(e.value) and "pw-xyz" not in str(e.value)
+
+
+def test_a_peer_that_does_not_speak_http_is_a_failure_and_the_thread_goes_on(hook):
+    """A 'web hook' that answers garbage (no status line) makes http.client raise BadStatusLine:
+    one failure, one log line, and the next event still goes out once the peer is a web server."""
+    garbage = socket.socket()
+    garbage.bind(("127.0.0.1", 0))
+    garbage.listen(4)
+
+    def answer() -> None:
+        for _ in range(2):
+            try:
+                conn, _ = garbage.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"garbage here\r\n\r\n")
+
+    threading.Thread(target=answer, daemon=True).start()
+    log: list[str] = []
+    pub = make(f"http://127.0.0.1:{garbage.getsockname()[1]}/hook", log, retries=0, resend_after=60)
+    pub.publish(ev("open"))
+    wait_for(lambda: pub.stats["failed"] == 1)
+    assert len(log) == 1 and "not an HTTP reply (BadStatusLine" in log[0]
+    assert pub._thread.is_alive()  # the delivery thread survived it
+    pub.publish(ev("closed"))
+    wait_for(lambda: pub.stats["failed"] == 2)
+    pub.close()
+    garbage.close()
+
+
+@pytest.mark.parametrize("headers, words", [({"X-Evil": "a\r\nInjected: 1"}, "X-Evil's value holds a control character"),
+                                            ({"Bad Header": "v"}, "'Bad Header' is not a valid HTTP header name"),
+                                            ({"X\n": "v"}, "is not a valid HTTP header name")])
+def test_headers_that_no_request_can_carry_are_refused(headers, words):
+    with pytest.raises(EdgeclfError) as e:
+        WebhookPublisher(WebhookOptions("http://127.0.0.1:1/x", headers=headers))
+    assert words in str(e.value) and "Injected" not in str(e.value) and "\n" not in str(e.value)
+
+
+def test_any_exception_in_a_delivery_is_one_failure_not_the_threads_end():
+    """Whatever a client library raises for an odd peer, the delivery thread counts a failure,
+    says it once, and keeps delivering."""
+    from edgeclf.comms.base import Publisher
+
+    class Flaky(Publisher):
+        kind = "flaky"
+
+        def __init__(self, log) -> None:
+            super().__init__(log)
+            self.calls = 0
+
+        def _open(self, sources) -> None: ...
+        def _shut(self) -> None: ...
+        def _ready(self) -> bool: return True
+        def _failed(self, event, error) -> None: self.log(f"failed: {error}")
+
+        def _deliver(self, event) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise KeyError("something no one expected")
+
+    log: list[str] = []
+    pub = Flaky(log.append).start(["door"])
+    pub.publish(ev("open"))
+    wait_for(lambda: pub.stats["failed"] == 1)
+    pub.publish(ev("closed"))
+    wait_for(lambda: pub.stats["sent"] == 1)
+    pub.close()
+    assert log == ["failed: KeyError: 'something no one expected'"]

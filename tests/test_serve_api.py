@@ -178,7 +178,7 @@ def test_classify_top_and_jpeg(api_server):
     ok, jpg = cv2.imencode(".jpg", solid("blue"))
     status, rec = classify(api_server.port, jpg.tobytes(), "?top=1")
     assert status == 200 and rec["label"] == "blue" and len(rec["top"]) == 1
-    for bad in ("0", "4", "x", "-1"):
+    for bad in ("0", "4", "x", "-1", "%C2%B2"):  # "²": a digit to str.isdigit, not to int()
         status, rec = classify(api_server.port, jpg.tobytes(), f"?top={bad}")
         assert status == 400 and "from 1 to 3" in rec["error"]
 

@@ -8,6 +8,7 @@ import json
 import re
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,10 +49,25 @@ def test_wrong_types_ranges_and_missing_parts_are_one_line(tmp_path):
         'model = "m.onnx"\n': r"source: missing",
         GOOD.replace('"door"', '"front/door"'): r"name: .*MQTT topic level",
         "model = [": r"not valid TOML",
+        GOOD + '\n[mqtt]\nhost = "mqtt://127.0.0.1"\n': r":8: mqtt\.host: a host name or address only, not a URL or host:port",
+        GOOD + '\n[mqtt]\nhost = "127.0.0.1:1883"\n': r":8: mqtt\.host: a host name or address only",
+        GOOD + '\n[[source]]\nname = "Door"\nuri = "b.mp4"\n[mqtt]\nhost = "h"\n':
+            r"mqtt\.discovery: sources 'door' and 'Door' would share one Home Assistant id: rename one",
+        GOOD + '\n[webhook]\nurl = "http://h/x"\nheaders = {X = "a\\r\\nEvil: 1"}\n':
+            r":9: webhook\.headers: header X's value holds a control character",
+        GOOD + '\n[webhook]\nurl = "http://h/x"\nheaders = {"Bad Header" = "v"}\n': r"'Bad Header' is not a valid HTTP header name",
+        GOOD + '\n[webhook]\nurl = "http://h:99999/x"\n': r"webhook\.url: .* is not a URL \(Port out of range",
     }
     for text, pattern in cases.items():
         with pytest.raises(EdgeclfError, match=pattern):
             load_config(_write(tmp_path, text))
+
+
+def test_case_twins_are_fine_without_discovery_and_a_device_is_read_within_the_bound(tmp_path):
+    twins = GOOD + '\n[[source]]\nname = "Door"\nuri = "b.mp4"\n[mqtt]\nhost = "h"\ndiscovery = false\n'
+    assert [s.name for s in load_config(_write(tmp_path, twins)).sources] == ["door", "Door"]
+    with pytest.raises(EdgeclfError, match=r"/dev/zero: larger than 1 MiB; not a config file"):
+        load_config("/dev/zero")  # no size to check first: the read itself is bounded
 
 
 def test_secrets_from_env_or_file_never_in_repr(tmp_path, monkeypatch):
@@ -164,6 +180,48 @@ node_id = "testnode"
             proc.kill()
         watcher.close()
         broker.kill()
+
+
+def test_check_finds_a_thread_count_or_a_listen_host_this_machine_refuses(colour_setup):
+    """serve --check loads the model with 1 thread, but checks the config's own threads against
+    this machine's cores, and resolves server.listen's host, as the service would at start."""
+    from edgeclf.model.threads import THREADS_PER_CORE
+    from edgeclf.sysinfo import cpu_cores
+
+    most = THREADS_PER_CORE * cpu_cores()
+    if most >= 256:
+        pytest.skip(f"this machine takes every thread count the config allows ({most})")
+    r = _serve(_write(colour_setup, f"threads = {most + 1}\n" + GOOD), "--check")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"svc.toml: threads: must be 1 to {most} ({THREADS_PER_CORE} x the" in r.stderr and "--threads" not in r.stderr
+    r = _serve(_write(colour_setup, GOOD + '\n[server]\nlisten = "nohost.invalid:18084"\n'), "--check")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "svc.toml: server: listen 'nohost.invalid:18084': cannot resolve host 'nohost.invalid'" in r.stderr
+
+
+def test_sigterm_while_a_camera_is_still_opening_ends_at_once(colour_setup):
+    """A network camera that accepts the connection and never answers, opened with a 20 s timeout:
+    SIGTERM during the open ends the service within a second or two, not at the timeout."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    cfg = _write(colour_setup, f'model = "m.onnx"\n[[source]]\nname = "door"\n'
+                               f'uri = "http://127.0.0.1:{silent.getsockname()[1]}/stream.mjpg"\ntimeout = 20\n')
+    proc = subprocess.Popen([sys.executable, "-m", "edgeclf", "serve", str(cfg)], stderr=subprocess.PIPE, text=True)
+    try:
+        conn, _ = silent.accept()  # the reader is opening the stream now
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        rc = proc.wait(15)
+        took = time.monotonic() - t0
+        assert rc == 0, proc.stderr.read()
+        assert took < 3.0, f"SIGTERM took {took:.2f} s"
+        conn.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        silent.close()
 
 
 def test_systemd_hears_ready_watchdog_and_stopping(colour_setup, tmp_path):

@@ -179,7 +179,8 @@ def _headline(results: list[dict], batch: int) -> dict:
 def _macs(model: Path, clf: Classifier) -> tuple[int | None, str | None]:
     """Multiply-adds per frame and where the figure comes from (None, None where unknown)."""
     if litert.is_tflite(model):  # the count is read from onnxruntime's profile of an ONNX graph
-        return (int(clf.metadata["macs"]), "model metadata") if clf.metadata.get("macs", "").isdigit() else (None, None)
+        told = clf.metadata.get("macs", "")
+        return (int(told), "model metadata") if told.isascii() and told.isdigit() else (None, None)
     try:
         macs = count_macs(model, (1, *clf.size, 3), clf.input_dtype)
     except Exception:  # noqa: BLE001 - MACs are informative; a model the profiler cannot run reports n/a

@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from edgeclf.errors import safe_text
+from edgeclf.errors import first_line, safe_text
 
 
 @dataclass(frozen=True)
@@ -119,9 +119,10 @@ class Publisher(ABC):
                 self._deliver(event)
             except Superseded:
                 self.stats["dropped"] += 1  # a newer state of the source is pending and goes out instead
-            except (OSError, DeliveryError) as e:
+            except Exception as e:  # noqa: BLE001 - whatever a peer makes a client raise: one failure, never the thread's end
                 self.stats["failed"] += 1
-                self._failed(event, e)
+                self._failed(event, e if isinstance(e, (OSError, DeliveryError)) else DeliveryError(
+                    f"{type(e).__name__}: {first_line(e, 120)}"))
             else:
                 self.stats["sent"] += 1
 

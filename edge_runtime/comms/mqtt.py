@@ -44,6 +44,15 @@ def _slug(text: str) -> str:
     return _SLUG.sub("_", text.lower()).strip("_")
 
 
+def shared_id(sources: list[str]) -> tuple[str, str] | None:
+    """Two source names that make one Home Assistant object id ("Door" and "door"), or None."""
+    slugs: dict[str, str] = {}
+    for s in sources:
+        if (other := slugs.setdefault(_slug(s), s)) != s:
+            return other, s
+    return None
+
+
 def default_node_id() -> str:
     """This machine's host name as a Home Assistant object id (``[a-z0-9_-]``)."""
     return _slug(socket.gethostname()) or "edgeclf"
@@ -185,12 +194,10 @@ class MqttPublisher(Publisher):
 
     # ------------------------------------------------------------ the base's hooks
     def _open(self, sources: list[str]) -> None:
-        slugs: dict[str, str] = {}
         for s in sources:
             check_topic_level(s)
-            other = slugs.setdefault(_slug(s), s)
-            if self.opts.discovery and other != s:
-                raise EdgeclfError(f"mqtt: sources {other!r} and {s!r} would share one Home Assistant id")
+        if self.opts.discovery and (pair := shared_id(sources)):
+            raise EdgeclfError(f"mqtt: sources {pair[0]!r} and {pair[1]!r} would share one Home Assistant id")
         self._sources = list(sources)
         self.client.connect_async(self.opts.host, int(self.opts.port), keepalive=int(self.opts.keepalive))
         self.client.loop_start()

@@ -15,7 +15,9 @@ connect and read, as urllib does. A ``user:password@`` in the URL becomes a Basi
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from edgeclf.comms.base import DeliveryError, Publisher, StateEvent, Superseded, _log
-from edgeclf.errors import EdgeclfError, first_line
+from edgeclf.errors import EdgeclfError, first_line, safe_text
 from edgeclf.redact import redact_url
 
 MAX_RESPONSE = 64 * 1024  # what is read of a reply: only its status matters
@@ -78,6 +80,7 @@ def split_credentials(url: str) -> tuple[str, dict[str, str]]:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise EdgeclfError(f"webhook: {shown_url(url)!r} is not an http:// or https:// URL")
+    _ = parts.port  # raises ValueError for a port that is not a number from 0 to 65535
     if parts.username is None and parts.password is None:
         return url, {}
     user = urllib.parse.unquote(parts.username or "")
@@ -86,6 +89,20 @@ def split_credentials(url: str) -> tuple[str, dict[str, str]]:
     netloc = host + (f":{parts.port}" if parts.port else "")
     token = base64.b64encode(f"{user}:{pw}".encode()).decode("ascii")
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), {"Authorization": f"Basic {token}"}
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110's token
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\uffff]*")  # no control characters: no CR or LF to split the request
+
+
+def check_headers(headers: dict[str, str]) -> None:
+    """EdgeclfError naming the first header whose name or value no HTTP request can carry (the value
+    is a secret: not shown)."""
+    for name, value in headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise EdgeclfError(f"webhook: header name {safe_text(name)[:60]!r} is not a valid HTTP header name")
+        if not _HEADER_VALUE.fullmatch(value):
+            raise EdgeclfError(f"webhook: header {name}'s value holds a control character (a line break?)")
 
 
 class WebhookPublisher(Publisher):
@@ -102,6 +119,7 @@ class WebhookPublisher(Publisher):
         except ValueError as e:  # a port that is not a number
             raise EdgeclfError(f"webhook: {shown_url(options.url)!r} is not a URL ({e})") from None
         self.shown_url = shown_url(options.url)
+        check_headers(options.headers)
         self._headers = {**auth, **options.headers, "Content-Type": "application/json"}
         self._opener = urllib.request.build_opener(_NoRedirect)
         self._failed_sources: set[str] = set()
@@ -160,6 +178,8 @@ class WebhookPublisher(Publisher):
             raise DeliveryError(f"HTTP {e.code}") from None
         except urllib.error.URLError as e:
             raise DeliveryError(first_line(e.reason) if isinstance(e.reason, Exception) else str(e.reason)) from None
+        except (http.client.HTTPException, ValueError) as e:  # a reply that is not HTTP ("BadStatusLine: garbage")
+            raise DeliveryError(f"not an HTTP reply ({type(e).__name__}: {first_line(e, 80)})") from None
         if not 200 <= status < 300:
             raise DeliveryError(f"HTTP {status}")
 

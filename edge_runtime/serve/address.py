@@ -22,7 +22,7 @@ def parse_address(spec: str) -> tuple[str, int]:
     if host.count(":") and not host.startswith("["):
         port = ""  # a bare IPv6 address: the port is ambiguous without brackets
     host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or int(port) > 65535:
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise EdgeclfError(f"--serve {text!r}: expected [HOST:]PORT, e.g. 8080, 127.0.0.1:8080 or 0.0.0.0:8080")
     return host, int(port)
 

@@ -63,7 +63,7 @@ class ClassifyApi:
             raise ApiError(404, "no model: this server classifies no uploads")
         if chunked or length is None:
             raise ApiError(411, "Content-Length required (send the image file as the body)")
-        if not length.strip().isdigit():
+        if not (length.strip().isascii() and length.strip().isdigit()):  # "²" is a digit to isdigit, not to int
             raise ApiError(400, "Content-Length is not a number")
         size = int(length)
         if size > self.max_upload_bytes:
@@ -118,4 +118,4 @@ class ClassifyApi:
 
 def _int(text: str) -> int | None:
     text = text.strip()
-    return int(text) if text.isdigit() and len(text) < 10 else None
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 10 else None

@@ -35,11 +35,13 @@ def run_serve(config: Path, check: bool = False, json_out: bool = False) -> int:
 
     cfg = load_config(config)
     if check:
-        from edgeclf.service.runner import service_classifier, service_model
+        from edgeclf.service.runner import check_listen, service_classifier, service_model
 
         clf = service_classifier(cfg, service_model(cfg), threads=1)  # the file and engine start() runs
         for s in cfg.sources:  # what the service would refuse at start, as it would say it
             source_rule(clf, cfg, s)
+        check_listen(cfg)
+        publishers_for(cfg, Path(cfg.model).name)  # built, not started: nothing connects
         info = describe(cfg)
         if json_out:
             print(json.dumps({"ok": True, **info}))

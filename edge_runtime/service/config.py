@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeclf.comms.mqtt import MqttOptions, tls_context
-from edgeclf.comms.webhook import WebhookOptions, shown_url, split_credentials
+from edgeclf.comms.mqtt import MqttOptions, shared_id, tls_context
+from edgeclf.comms.webhook import WebhookOptions, check_headers, shown_url, split_credentials
 from edgeclf.errors import EdgeclfError, safe_text
 from edgeclf.serve.address import is_host_name, parse_address
 from edgeclf.serve.auth import TOKEN_RE, TOKEN_RULE
@@ -176,9 +176,11 @@ def load_config(path: str | Path) -> ServiceConfig:
     """Read and check ``path``; a ``ConfigError`` (one line: file, line, key, problem) if unusable."""
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
+        with path.open("rb") as f:  # bounded as read: a device or a pipe has no size to check first
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
             raise ConfigError(f"{safe_text(path)}: larger than {MAX_CONFIG_BYTES >> 20} MiB; not a config file")
-        text = path.read_bytes().decode("utf-8")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{safe_text(path)}: no such config file") from None
     except IsADirectoryError:
@@ -208,7 +210,7 @@ def _parse(r: _Reader, data: dict) -> ServiceConfig:
         raise r.fail("defaults", "name" if defaults["name"] is not None else "uri", "belongs in a [[source]], not in [defaults]")
     sources = _sources(r, top["source"], defaults)
     server = _server(r, top["server"], [s.name for s in sources]) if top["server"] is not None else None
-    mqtt = _mqtt(r, top["mqtt"], top["name"]) if top["mqtt"] is not None else None
+    mqtt = _mqtt(r, top["mqtt"], top["name"], [s.name for s in sources]) if top["mqtt"] is not None else None
     hooks = top["webhook"]
     hooks = [] if hooks is None else [hooks] if isinstance(hooks, dict) else hooks
     webhooks = [_webhook(r, h, f"webhook[{i}]" if isinstance(top["webhook"], list) else "webhook") for i, h in enumerate(hooks)]
@@ -258,7 +260,7 @@ def _sources(r: _Reader, tables: list | None, defaults: dict) -> list[SourceConf
 
 def _looks_like_path(uri: str) -> bool:
     """A relative file or folder (not a camera index, a /dev node or a GStreamer pipeline)."""
-    return not (uri.isdigit() or uri.startswith("/") or "!" in uri)
+    return not ((uri.isascii() and uri.isdigit()) or uri.startswith("/") or "!" in uri)
 
 
 def _check_source_values(r: _Reader, where: str, s: dict) -> None:
@@ -323,10 +325,14 @@ def _secret(r: _Reader, where: str, values: dict, key: str) -> str | None:
         raise r.fail(where, k, str(e)) from None
 
 
-def _mqtt(r: _Reader, data: dict, name: str | None) -> MqttOptions:
+def _mqtt(r: _Reader, data: dict, name: str | None, sources: list[str]) -> MqttOptions:
     m = r.table(data, "mqtt", MQTT_KEYS)
     if not m["host"]:
         raise r.fail("mqtt", "host", "missing: the broker's host name or address")
+    if "/" in m["host"] or m["host"].count(":") == 1:  # "mqtt://broker", "broker:1883" (IPv6 has more colons)
+        raise r.fail("mqtt", "host", f"a host name or address only, not a URL or host:port (the port goes in port; got {_show(m['host'])})")
+    if m["discovery"] and (pair := shared_id(sources)):
+        raise r.fail("mqtt", "discovery", f"sources {pair[0]!r} and {pair[1]!r} would share one Home Assistant id: rename one")
     _check_range(r, "mqtt", "port", m["port"], 1, 65535)
     _check_range(r, "mqtt", "qos", m["qos"], 0, 2)
     _check_range(r, "mqtt", "keepalive", m["keepalive"], 5, 3600)
@@ -362,6 +368,10 @@ def _webhook(r: _Reader, data: Any, where: str) -> WebhookOptions:
     _check_range(r, where, "backoff", w["backoff"], 0, 3600)
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in w["headers"].items()):
         raise r.fail(where, "headers", "must map header names to strings")
+    try:
+        check_headers(w["headers"])
+    except EdgeclfError as e:
+        raise r.fail(where, "headers", str(e).removeprefix("webhook: ")) from None
     key = next(k for k in ("url", "url_env") if w[k] is not None)
     try:
         split_credentials(url)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import signal
+import socket
 import sys
 import threading
 import time
@@ -26,14 +27,16 @@ import onnxruntime as ort
 
 from edgeclf import __version__
 from edgeclf.comms.base import Publisher, StateEvent
-from edgeclf.errors import safe_text
+from edgeclf.errors import EdgeclfError, safe_text
+from edgeclf.model import threads as thr
 from edgeclf.model.classifier import Classifier, Prediction
 from edgeclf.model.locate import Located, exported_model
 from edgeclf.model.providers import plans_gpu
 from edgeclf.model.unknown import UnknownRule
+from edgeclf.serve.address import parse_address
 from edgeclf.serve.metrics import ServiceMetrics
 from edgeclf.service.batching import BatchChooser
-from edgeclf.service.config import ServiceConfig, SourceConfig
+from edgeclf.service.config import ConfigError, ServiceConfig, SourceConfig
 from edgeclf.service.systemd import Notifier
 from edgeclf.service.workers import Item, SourceWorker
 
@@ -98,8 +101,11 @@ class Service:
             w.start()
         wait = ready_timeout if ready_timeout is not None else max(s.timeout for s in self.cfg.sources) + 1
         deadline = time.monotonic() + wait
-        for w in self.workers:
-            w.opened.wait(max(0.0, deadline - time.monotonic()))
+        for w in self.workers:  # in short waits: SIGTERM while a camera is opening ends the service at once
+            while not (w.opened.is_set() or self.stop_event.is_set()) and time.monotonic() < deadline:
+                w.opened.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+        if self.stop_event.is_set():
+            return self
         up = sum(w.state == "connected" for w in self.workers)
         self.notifier.ready(f"{up} of {len(self.workers)} sources open")
         self.log(f"{self.clf.path.name} on {len(self.workers)} source(s), {up} open"
@@ -124,6 +130,7 @@ class Service:
         info = {"model": clf.path.name, "precision": clf.metadata.get("precision", "fp32"),
                 "providers": short_names(clf.providers), "classes": clf.class_names, "source": worker.shown_uri,
                 "source_kind": "service", "bars": min(5, len(clf.class_names))}
+        check_listen(self.cfg)  # as --check says it, naming the config's key
         server = LiveServer(srv.listen, info=info, top=3, source_state=lambda: worker.source_state,
                             allow_hosts=srv.allow_hosts, token=srv.token, classifier=clf,
                             max_upload_bytes=int(srv.max_upload_mb * 2**20), states=self.states,
@@ -273,10 +280,28 @@ def service_model(cfg: ServiceConfig) -> Located:
 
 
 def service_classifier(cfg: ServiceConfig, found: Located, threads: int | None = None) -> Classifier:
-    """The classifier on ``found``: ``threads``, else the config's, else the engine record's."""
+    """The classifier on ``found``: ``threads``, else the config's, else the engine record's. The
+    config's ``threads`` is checked against this machine's cores (by ``--check`` too)."""
+    if cfg.threads is not None:
+        try:
+            thr.check_threads(cfg.threads)
+        except EdgeclfError as e:
+            raise ConfigError(f"{safe_text(cfg.path)}: threads: {str(e).removeprefix(f'--threads {cfg.threads}: ')}") from None
     threads = threads or (cfg.threads if cfg.threads is not None else found.threads)
     return Classifier(found.path, provider=cfg.provider, threads=threads, spin=False,
                       engine="openvino" if found.engine == "openvino" else "onnxruntime")
+
+
+def check_listen(cfg: ServiceConfig) -> None:
+    """``server.listen``'s host resolves here (``--check``; the service binds it when it starts)."""
+    if cfg.server is None:
+        return
+    host, port = parse_address(cfg.server.listen)
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise ConfigError(f"{safe_text(cfg.path)}: server: listen {safe_text(cfg.server.listen)!r}: cannot resolve host "
+                          f"{safe_text(host)!r} ({getattr(e, 'strerror', None) or e})") from None
 
 
 def source_rule(clf: Classifier, cfg: ServiceConfig, s: SourceConfig) -> UnknownRule:

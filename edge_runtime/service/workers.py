@@ -72,7 +72,8 @@ class SourceWorker:
             try:
                 self._source = open_source(self.cfg.uri, every=self.cfg.every, timeout=self.cfg.timeout,
                                            loop=self.cfg.loop, realtime=self.cfg.realtime,
-                                           warn=lambda m: self.log(f"{self.name}: {safe_text(m)}"))
+                                           warn=lambda m: self.log(f"{self.name}: {safe_text(m)}"),
+                                           on_skip=lambda path, why: self.log(f"{self.name}: skipped {safe_text(str(path))}: {safe_text(why)}"))
             except EdgeclfError as e:
                 self._failed(str(e))
                 self._stop.wait(wait)

@@ -23,13 +23,13 @@ CSI_DEFAULTS = {"width": 640, "height": 480, "fps": 30, "flip": 0}
 def parse_csi(spec: str) -> tuple[int, dict[str, int]]:
     """``csi://N?width=W&height=H&fps=F&flip=M`` -> (N, options); EdgeclfError in one line if bad."""
     parts = urllib.parse.urlsplit(spec)
-    if not parts.netloc.isdigit() or parts.path not in ("", "/"):
+    if not (parts.netloc.isascii() and parts.netloc.isdigit()) or parts.path not in ("", "/"):
         raise EdgeclfError(f"{spec}: expected csi://N (the camera number), e.g. csi://0?width=1280&height=720&fps=30")
     options = dict(CSI_DEFAULTS)
     for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
         if key not in options:
             raise EdgeclfError(f"{spec}: unknown option {key!r} (expected {', '.join(CSI_DEFAULTS)})")
-        if not value.isdigit() or (key != "flip" and int(value) == 0) or (key == "flip" and int(value) > 7):
+        if not (value.isascii() and value.isdigit()) or (key != "flip" and int(value) == 0) or (key == "flip" and int(value) > 7):
             raise EdgeclfError(f"{spec}: {key}={value!r} is not valid ({'0-7' if key == 'flip' else 'a positive whole number'})")
         options[key] = int(value)
     return int(parts.netloc), options
