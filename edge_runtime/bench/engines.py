@@ -1,7 +1,8 @@
 """``edgeclf bench FOLDER --engines``: every engine edgeclf can run an export's int8 model with
 (onnxruntime; OpenVINO on the same file; LiteRT on ``model.int8.tflite``), at
 each thread count, timed side by side on this machine; the fastest recorded for ``predict --engine
-auto`` (``edgeclf.model.engine_choice``).
+auto`` (``edgeclf.model.engine_choice``). Each is timed as ``predict`` runs it by default: one
+image a call, the unknown score included where the model has one.
 
 The ways are timed in rounds, each round every way in turn, so that a burst of other work on the
 machine falls on all of them alike rather than on whichever ran then. onnxruntime stays the choice
@@ -92,11 +93,12 @@ def compare_engines(path: str | os.PathLike, runs: int = 200, warmup: int = 10, 
         step = bars.add("engines", len(todo) * (1 + ROUNDS * (warmup + per_round)))
         for w in todo:  # opening each, and its first result: what a device's start-up pays
             t0 = time.perf_counter()
-            clfs[w.label] = Classifier(w.file, provider="cpu", threads=w.threads, unknown=False,
+            # as predict runs it by default: with the unknown score, where the model has one
+            clfs[w.label] = Classifier(w.file, provider="cpu", threads=w.threads,
                                        engine="openvino" if w.engine == "openvino" else "onnxruntime")
             clf = clfs[w.label]
             x = np.random.default_rng(0).integers(0, 256, (1, *clf.size, 3), dtype=np.uint8)
-            clf.predict_arrays(x)
+            clf.classify_arrays(x)
             first[w.label] = (time.perf_counter() - t0) * 1e3
             step()
         times = {w.label: [] for w in todo}
@@ -119,11 +121,11 @@ def compare_engines(path: str | os.PathLike, runs: int = 200, warmup: int = 10, 
 
 def _time(clf: Classifier, x: np.ndarray, warmup: int, runs: int, into: list[float], step) -> None:
     for _ in range(warmup):
-        clf.predict_arrays(x)
+        clf.classify_arrays(x)
         step()
     for _ in range(runs):
         t = time.perf_counter()
-        clf.predict_arrays(x)
+        clf.classify_arrays(x)
         into.append((time.perf_counter() - t) * 1e3)
         step()
 
