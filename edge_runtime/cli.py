@@ -50,7 +50,7 @@ def eval_(
     data_dir: Optional[Path] = typer.Argument(None, help="Labelled images: one sub-folder per class (default, for a run folder: the run's own validation split, as run.json lists it)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per inference batch."),
-    unknown: Optional[Path] = typer.Option(None, "--unknown", help="Photos of none of the classes (any layout): also report how many are answered 'unknown', how many in-class photos are, AUROC and the false-accept rate at 95% in-class acceptance (an .onnx model)."),
+    unknown: Optional[Path] = typer.Option(None, "--unknown", help="Photos of none of the classes (any layout): also report how many are answered 'unknown', how many in-class photos are, AUROC and the false-accept rate at 95% in-class acceptance (an .onnx or .tflite model with the unknown score)."),
     unknown_threshold: Optional[float] = typer.Option(None, "--unknown-threshold", help="Judge at this unknown-score threshold instead of the model's calibrated one."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="With --unknown: the PNG of both score distributions (default: MODEL.unknown.png beside the model)."),
     force: bool = typer.Option(False, "--force", help="Let --plot replace an existing file that edgeclf did not write."),

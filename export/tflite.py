@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import tempfile
 import time
 import warnings
@@ -65,8 +66,13 @@ def make_tflite(keras_model, label: str, images: CheckImages, judged: Judged, fp
         step(f"converting to LiteRT int8 (TFLiteConverter, {len(images.calib.x)} calibration images)", 1)
         started = time.perf_counter()
         raw = convert_int8(keras_model if unknown is None else with_embedding(keras_model), images.calib.x, tmp, label)
-        seconds = time.perf_counter() - started
         io, names = _io_details(raw, label, judged.fp32.shape[1])
+        if names is None:  # two outputs of one width: which is which cannot be told, so no score
+            print(f"warning: {label}: the LiteRT model gets no unknown score (its embedding is as wide as its "
+                  f"{judged.fp32.shape[1]} classes, so the two outputs cannot be told apart)", file=sys.stderr)
+            raw = convert_int8(keras_model, images.calib.x, tmp, label)
+            io, names = _io_details(raw, label, judged.fp32.shape[1])
+        seconds = time.perf_counter() - started
         meta = {litert.OUTPUTS_KEY: json.dumps(names)} if len(names) > 1 else {}
         (tmp / "raw.tflite").write_bytes(litert.with_metadata(raw, meta))
         session = litert.LiteRTSession(tmp / "raw.tflite", threads.default_threads())
@@ -149,10 +155,11 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _io_details(raw: bytes, label: str, n_classes: int) -> tuple[dict, list[str]]:
+def _io_details(raw: bytes, label: str, n_classes: int) -> tuple[dict, list[str] | None]:
     """How the converted model takes its pixels (uint8, scale and zero point) and gives its
     probabilities (float32), and what each output is (the probabilities, and the embedding where
-    it has two: told apart by their widths); a one-line error when the converter did otherwise."""
+    it has two: told apart by their widths; None when both are as wide); a one-line error when the
+    converter did otherwise."""
     try:
         with captured_output():  # LiteRT prints an INFO line per interpreter
             it = litert.interpreter_class()(model_content=raw)
@@ -170,9 +177,11 @@ def _io_details(raw: bytes, label: str, n_classes: int) -> tuple[dict, list[str]
         names = [md.OUTPUT_NAME]
     elif len(outs) == 2 and widths.count(n_classes) == 1:
         names = [md.OUTPUT_NAME if w == n_classes else md.EMBEDDING_NAME for w in widths]
+    elif len(outs) == 2 and widths.count(n_classes) == 2:
+        return {}, None
     else:
-        raise EdgeclfError(f"{label}: the converted LiteRT model's outputs ({widths} wide) cannot be told apart as "
-                           f"{n_classes} probabilities and an embedding; export with --unknown-reject 0")
+        raise EdgeclfError(f"{label}: the converted LiteRT model has outputs {widths} wide; expected "
+                           f"{n_classes} probabilities (and an embedding)")
     scale, zero = inp["quantization"]
     # scale 1 and zero point 0 (calibration photos spanning 0-255): raw pixels are the input as they
     # are; otherwise LiteRTSession requantizes them, and so must any other caller

@@ -226,7 +226,7 @@ def test_credentials_in_the_url_are_sent_but_never_shown(hook):
 
 
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/x", "file:///etc/passwd", "127.0.0.1:80/x", "http:///nohost",
-                                 "http://u:pw-xyz@host:notaport/", "http://127.0.0.1:99999/x"])
+                                 "http://u:pw-xyz@host:notaport/", "http://127.0.0.1:99999/x", "http://127.0.0.1:0/x"])
 def test_bad_urls_are_one_line_errors(url):
     with pytest.raises(EdgeclfError) as e:
         WebhookPublisher(WebhookOptions(url))
@@ -265,11 +265,13 @@ def test_a_peer_that_does_not_speak_http_is_a_failure_and_the_thread_goes_on(hoo
 
 @pytest.mark.parametrize("headers, words", [({"X-Evil": "a\r\nInjected: 1"}, "X-Evil's value holds a control character"),
                                             ({"Bad Header": "v"}, "'Bad Header' is not a valid HTTP header name"),
-                                            ({"X\n": "v"}, "is not a valid HTTP header name")])
+                                            ({"X\n": "v"}, "is not a valid HTTP header name"),
+                                            ({"X-Token": "s\u00e9cr\u20act"}, "X-Token's value holds a control character (a line break?) "
+                                                                       "or a character outside Latin-1")])
 def test_headers_that_no_request_can_carry_are_refused(headers, words):
     with pytest.raises(EdgeclfError) as e:
         WebhookPublisher(WebhookOptions("http://127.0.0.1:1/x", headers=headers))
-    assert words in str(e.value) and "Injected" not in str(e.value) and "\n" not in str(e.value)
+    assert words in str(e.value) and "Injected" not in str(e.value) and "\u20ac" not in str(e.value) and "\n" not in str(e.value)
 
 
 def test_any_exception_in_a_delivery_is_one_failure_not_the_threads_end():

@@ -183,18 +183,39 @@ def test_a_bad_bank_is_one_line(cli_export, tmp_path, monkeypatch):
     good.write_bytes(_with_bank(raw, meta, bank.astype(np.float16)))  # the pieces make a working model again
     assert md.UNKNOWN_NAME in [o.name for o in litert.LiteRTSession(good, threads=1).get_outputs()]
     bad = tmp_path / "bad.tflite"
-    cases = ((bank[:, :-1], False, "does not fit the model's"), (bank.astype(np.int32), False, "not a finite float matrix"),
-             (np.full_like(bank, np.nan), False, "not a finite float matrix"),
-             (np.array([{"a": 1}], dtype=object), True, "unreadable edgeclf unknown bank"))  # np.load must not unpickle
+    cases = ((bank[:, :-1], False, "does not fit the model's"), (bank.astype(np.int32), False, "not a little-endian float16"),
+             (bank.astype(">f4"), False, "not a little-endian float16"), (np.full_like(bank, np.nan), False, "not a finite float matrix"),
+             (np.array([{"a": 1}], dtype=object), True, "not a little-endian float16"))  # never unpickled
     for array, pickled, words in cases:
         bad.write_bytes(_with_bank(raw, meta, array, pickled))
         with pytest.raises(EdgeclfError) as e:
             litert.LiteRTSession(bad, threads=1)
         assert str(e.value).startswith(f"{bad}: edgeclf unknown bank") or str(e.value).startswith(f"{bad}: unreadable")
         assert words in str(e.value) and "\n" not in str(e.value)
+    # A header that declares far more than the member holds (np.load would allocate it first): refused before any allocation
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f2", "fortran_order": False, "shape": (1 << 20, 1 << 20)})
+    with zipfile.ZipFile(member := io.BytesIO(), "w") as z:
+        z.writestr(litert.METADATA_MEMBER, json.dumps(meta))
+        z.writestr(litert.BANK_MEMBER, header.getvalue() + bytes(100))
+    bad.write_bytes(raw + member.getvalue())
+    with pytest.raises(EdgeclfError, match=r"not a little-endian float16 or float32 matrix of the size it declares"):
+        litert.LiteRTSession(bad, threads=1)
     monkeypatch.setattr(litert, "_MAX_BANK_BYTES", 1000)
     with pytest.raises(EdgeclfError, match=r"edgeclf unknown bank is \d+ bytes \(at most 1000\)"):
         litert.LiteRTSession(good, threads=1)
+
+
+def test_outputs_of_one_width_cannot_be_told_apart(tmp_path):
+    """An embedding as wide as the classes: _io_details says so (None), and export then converts
+    the model without it (no unknown score) instead of guessing which output is which."""
+    from tflite_fixtures import scored_colour_tflite
+
+    raw, _ = scored_colour_tflite(tmp_path, width=3)
+    assert tflite._io_details(raw, "m", 3) == ({}, None)
+    raw, names = scored_colour_tflite(tmp_path, width=4)
+    io_, told = tflite._io_details(raw, "m", 3)
+    assert told == names and sorted(told) == [md.EMBEDDING_NAME, md.OUTPUT_NAME] and "input_quantization" in io_
 
 
 def test_guard_rejects_and_writes_no_tflite(seed_run, tmp_path):

@@ -186,6 +186,25 @@ def test_a_gpu_that_does_not_start_gets_the_cpus_engine_record(tmp_path, fake_gp
             "`edgeclf bench --engines`: onnxruntime, 1 thread, p50 1.00 ms") in err
 
 
+def test_serve_too_falls_back_to_the_cpus_file_when_the_gpu_does_not_start(tmp_path, fake_gpu):
+    """edgeclf serve chooses its file as predict does: fp16 for the GPU it plans, and the CPU's
+    int8 file (and engine record) when that GPU then does not start, said in its log."""
+    from edgeclf.service.config import load_config
+    from edgeclf.service.runner import open_model
+
+    folder = _export_folder(tmp_path)
+    cfg_path = tmp_path / "svc.toml"
+    cfg_path.write_text(f'model = "{folder}"\n[[source]]\nname = "door"\nuri = "a.mp4"\n')
+    opened, log = fake_gpu(started=None), []
+    clf = open_model(load_config(cfg_path), log.append)
+    assert clf.path == folder / INT8_NAME and clf.providers == [prov.CPU]
+    assert opened[0] == folder / FP16_NAME and set(opened[1:]) == {folder / INT8_NAME}
+    assert log[-1] == f"running {folder / INT8_NAME} instead: no GPU provider started"
+    opened.clear()
+    fake_gpu()  # a GPU that starts: its file stays
+    assert open_model(load_config(cfg_path), log.append).path == folder / FP16_NAME
+
+
 # ------------------------------------------------------------------------------ (b) bench on a GPU
 def test_bench_on_a_gpu_shows_no_cpu_figures(tmp_path, fake_gpu, monkeypatch):
     from rich.console import Console

@@ -33,27 +33,28 @@ def colour_tflite(tmp: Path) -> bytes:
     return c.convert()
 
 
-def scored_colour_tflite(tmp: Path) -> tuple[bytes, list[str]]:
+def scored_colour_tflite(tmp: Path, width: int = 4) -> tuple[bytes, list[str]]:
     """A full-integer int8 .tflite with two outputs, as ``export --format tflite`` writes where the
-    unknown score is on: a 4-wide embedding (0.01 x mean RGB, then 0.1) and softmax probabilities
-    over red/green/blue from it. Returns the flatbuffer and its outputs' names in LiteRT's order."""
+    unknown score is on: a ``width``-wide embedding (0.01 x mean RGB, then 0.1) and softmax
+    probabilities over red/green/blue from it. Returns the flatbuffer and its outputs' names in
+    LiteRT's order (told apart by width: with ``width`` 3, both are named as the probabilities)."""
     import keras
     import tensorflow as tf
 
     from edgeclf.model import metadata as md
 
     inp = keras.Input((32, 32, 3))
-    embed = keras.layers.Dense(4, name="features")
+    embed = keras.layers.Dense(width, name="features")
     probs = keras.layers.Dense(3, activation="softmax", name="probs")
     features = embed(keras.layers.GlobalAveragePooling2D()(inp))
     model = keras.Model(inp, [probs(features), features])
-    embed.set_weights([np.eye(3, 4, dtype=np.float32) * 0.01, np.array([0, 0, 0, 0.1], np.float32)])
-    probs.set_weights([np.eye(4, 3, dtype=np.float32) * 2, np.zeros(3, np.float32)])
+    embed.set_weights([np.eye(3, width, dtype=np.float32) * 0.01, np.array([0, 0, 0, 0.1][:width], np.float32)])
+    probs.set_weights([np.eye(width, 3, dtype=np.float32) * 2, np.zeros(3, np.float32)])
     rng = np.random.default_rng(0)
     calib = [np.full((1, 32, 32, 3), c, np.float32) for c in (*np.eye(3) * 255, (0, 0, 0), (255, 255, 255))]
     calib += [rng.integers(0, 256, (1, 32, 32, 3)).astype(np.float32) for _ in range(10)]
-    model.export(str(tmp / "saved_model_scored"), format="tf_saved_model")
-    c = tf.lite.TFLiteConverter.from_saved_model(str(tmp / "saved_model_scored"))
+    model.export(str(tmp / f"saved_model_scored{width}"), format="tf_saved_model")
+    c = tf.lite.TFLiteConverter.from_saved_model(str(tmp / f"saved_model_scored{width}"))
     c.optimizations = [tf.lite.Optimize.DEFAULT]
     c.representative_dataset = lambda: ([x] for x in calib)
     c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

@@ -80,7 +80,8 @@ def split_credentials(url: str) -> tuple[str, dict[str, str]]:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise EdgeclfError(f"webhook: {shown_url(url)!r} is not an http:// or https:// URL")
-    _ = parts.port  # raises ValueError for a port that is not a number from 0 to 65535
+    if parts.port == 0:  # (.port itself raises ValueError for one that is not a number from 0 to 65535)
+        raise ValueError("Port 0 is no port to send to")
     if parts.username is None and parts.password is None:
         return url, {}
     user = urllib.parse.unquote(parts.username or "")
@@ -92,7 +93,8 @@ def split_credentials(url: str) -> tuple[str, dict[str, str]]:
 
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110's token
-_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\uffff]*")  # no control characters: no CR or LF to split the request
+# No control characters (no CR or LF to split the request), and Latin-1 only, as http.client encodes values
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 
 def check_headers(headers: dict[str, str]) -> None:
@@ -102,7 +104,8 @@ def check_headers(headers: dict[str, str]) -> None:
         if not _HEADER_NAME.fullmatch(name):
             raise EdgeclfError(f"webhook: header name {safe_text(name)[:60]!r} is not a valid HTTP header name")
         if not _HEADER_VALUE.fullmatch(value):
-            raise EdgeclfError(f"webhook: header {name}'s value holds a control character (a line break?)")
+            raise EdgeclfError(f"webhook: header {name}'s value holds a control character (a line break?) or a "
+                               "character outside Latin-1, which HTTP headers cannot carry")
 
 
 class WebhookPublisher(Publisher):
@@ -178,8 +181,10 @@ class WebhookPublisher(Publisher):
             raise DeliveryError(f"HTTP {e.code}") from None
         except urllib.error.URLError as e:
             raise DeliveryError(first_line(e.reason) if isinstance(e.reason, Exception) else str(e.reason)) from None
-        except (http.client.HTTPException, ValueError) as e:  # a reply that is not HTTP ("BadStatusLine: garbage")
+        except http.client.HTTPException as e:  # a reply that is not HTTP ("BadStatusLine: garbage")
             raise DeliveryError(f"not an HTTP reply ({type(e).__name__}: {first_line(e, 80)})") from None
+        except ValueError as e:  # a request urllib cannot encode; its text may quote a secret header's characters
+            raise DeliveryError(f"cannot send the request ({type(e).__name__})") from None
         if not 200 <= status < 300:
             raise DeliveryError(f"HTTP {status}")
 

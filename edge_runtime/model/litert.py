@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from edgeclf.errors import EdgeclfError, first_line
+from edgeclf.errors import EdgeclfError, first_line, safe_text
 from edgeclf.model import metadata as md
 from edgeclf.model.nodes import ModelMeta, NodeArg
 from edgeclf.model.unknown import nearest_distance, parse_calibration, unit_rows
@@ -114,19 +114,29 @@ def read_bank(path: str | os.PathLike) -> np.ndarray | None:
     raw = _member(path, BANK_MEMBER, _MAX_BANK_BYTES, "unknown bank")
     if raw is None:
         return None
+    # The .npy header is read by hand: np.load would allocate the shape it declares before reading
+    # a byte of data, and a crafted header can declare terabytes.
+    f = io.BytesIO(raw)
     try:
-        bank = np.load(io.BytesIO(raw), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
         raise EdgeclfError(f"{path}: unreadable edgeclf unknown bank ({first_line(e, 80)})") from None
-    if bank.ndim != 2 or bank.dtype not in (np.float16, np.float32) or not bank.size or not np.isfinite(bank).all():
-        raise EdgeclfError(f"{path}: edgeclf unknown bank is not a finite float matrix ({bank.dtype} {bank.shape})")
+    if len(shape) != 2 or dtype.str not in ("<f2", "<f4") or not 0 < shape[0] * shape[1] * dtype.itemsize == len(raw) - f.tell():
+        raise EdgeclfError(f"{path}: edgeclf unknown bank is not a little-endian float16 or float32 matrix of the "
+                           f"size it declares ({safe_text(dtype.str)} {safe_text(str(shape))[:40]}, {len(raw) - f.tell()} bytes)")
+    bank = np.frombuffer(raw, dtype, offset=f.tell()).reshape(shape, order="F" if fortran else "C")
+    if not np.isfinite(bank).all():
+        raise EdgeclfError(f"{path}: edgeclf unknown bank is not a finite float matrix (NaN or infinity in it)")
     return bank.astype(np.float32)
 
 
 def has_unknown_score(path: str | os.PathLike) -> bool:
     """Whether the LiteRT model at ``path`` carries the unknown score (False too where it is absent or unreadable)."""
     try:
-        if not (Path(path).is_file() and md.UNKNOWN in read_metadata(path)):
+        meta = read_metadata(path) if Path(path).is_file() else {}
+        if md.UNKNOWN not in meta or md.EMBEDDING_NAME not in meta.get(OUTPUTS_KEY, ""):
             return False
         with zipfile.ZipFile(path) as z:
             return BANK_MEMBER in z.namelist()

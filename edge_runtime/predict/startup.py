@@ -54,10 +54,10 @@ def load_classifier(opts: PredictOptions, asked: PredictOptions, for_gpu: bool) 
     clf = _classifier(opts)
     if for_gpu and clf.providers[0] == CPU:
         found = exported_model(asked.model, gpu=False, engine=asked.engine, needs_unknown=asked.unknown)
-        if (found.path, found.engine) != (opts.model, opts.engine):
+        threads = asked.threads if asked.threads is not None else found.threads
+        if (found.path, found.engine, threads) != (opts.model, opts.engine, opts.threads):
             _say(f"running {safe_text(str(found.path))} instead: no GPU provider started"
                  + (f"; {found.why}" if found.why else ""))
-            threads = asked.threads if asked.threads is not None else found.threads
             opts = dataclasses.replace(opts, model=found.path, engine=found.engine, threads=threads)
             opts.validate()  # the outputs against the new input file
             clf = _classifier(dataclasses.replace(opts, provider="cpu"))  # the GPU's failure is said already

@@ -35,9 +35,9 @@ def run_serve(config: Path, check: bool = False, json_out: bool = False) -> int:
 
     cfg = load_config(config)
     if check:
-        from edgeclf.service.runner import check_listen, service_classifier, service_model
+        from edgeclf.service.runner import check_listen, open_model
 
-        clf = service_classifier(cfg, service_model(cfg), threads=1)  # the file and engine start() runs
+        clf = open_model(cfg, lambda _: None, threads=1)  # the file and engine start() runs
         for s in cfg.sources:  # what the service would refuse at start, as it would say it
             source_rule(clf, cfg, s)
         check_listen(cfg)

@@ -12,6 +12,7 @@ open and WATCHDOG=1 only while no source that claims to be connected has gone si
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import signal
 import socket
@@ -31,7 +32,7 @@ from edgeclf.errors import EdgeclfError, safe_text
 from edgeclf.model import threads as thr
 from edgeclf.model.classifier import Classifier, Prediction
 from edgeclf.model.locate import Located, exported_model
-from edgeclf.model.providers import plans_gpu
+from edgeclf.model.providers import CPU, plans_gpu
 from edgeclf.model.unknown import UnknownRule
 from edgeclf.serve.address import parse_address
 from edgeclf.serve.metrics import ServiceMetrics
@@ -83,10 +84,7 @@ class Service:
         """Load the model, start every source's reader, the publishers and the server; then READY=1
         once every source has been opened (or has failed to: it is retried in the background)."""
         self.notifier.status("loading the model")
-        found = service_model(self.cfg)
-        if found.found and found.why:
-            self.log(f"running {found.path}: {found.why}")
-        self.clf = service_classifier(self.cfg, found)
+        self.clf = open_model(self.cfg, self.log)
         self.metrics = ServiceMetrics(model=self.clf.path.name)
         for s in self.cfg.sources:
             self.workers.append(SourceWorker(s, self.clf, self._rule(s), self.cond, self.stop_event, self.log,
@@ -277,6 +275,21 @@ def service_model(cfg: ServiceConfig) -> Located:
     device the provider plan puts first, on the engine ``bench --engines`` recorded for this machine."""
     gpu = plans_gpu(cfg.provider, ort.get_available_providers())
     return exported_model(cfg.model, gpu=gpu, needs_unknown=any(s.unknown for s in cfg.sources))
+
+
+def open_model(cfg: ServiceConfig, log: Callable[[str], None], threads: int | None = None) -> Classifier:
+    """The classifier the service runs (``service_model``'s file, saying why where it was chosen);
+    where that file was chosen for a GPU that then did not start, the CPU's file and engine."""
+    found = service_model(cfg)
+    if found.found and found.why:
+        log(f"running {found.path}: {found.why}")
+    clf = service_classifier(cfg, found, threads)
+    if found.found and clf.providers[0] == CPU and plans_gpu(cfg.provider, ort.get_available_providers()):
+        cpu = exported_model(cfg.model, gpu=False, needs_unknown=any(s.unknown for s in cfg.sources))
+        if (cpu.path, cpu.engine) != (found.path, found.engine):
+            log(f"running {cpu.path} instead: no GPU provider started" + (f"; {cpu.why}" if cpu.why else ""))
+            clf = service_classifier(dataclasses.replace(cfg, provider="cpu"), cpu, threads)
+    return clf
 
 
 def service_classifier(cfg: ServiceConfig, found: Located, threads: int | None = None) -> Classifier:
