@@ -504,3 +504,22 @@ def test_bench_engines_needs_no_stand_in_for_a_scored_litert_model(folder, score
     report, _ = _bench_engines(folder)
     assert report["litert_unknown_score"] is True and report["choice_with_unknown"] is None
     assert engines.choose_with_unknown(report["results"], {**report["choice"], "engine": "litert"}, True) is None
+
+
+def test_a_record_from_before_arm_cores_had_names_is_said_to_be(tmp_path):
+    """An engine.json whose CPU an older edgeclf named by the architecture alone ("aarch64 (...)"),
+    with this machine's cores and architecture: not followed (which board it was cannot be told), and
+    the reason says so rather than "another machine"."""
+    folder = tmp_path / "export"
+    folder.mkdir()
+    make_colour_model(folder / ONNX)
+    path = engine_choice.write_record(folder, {"choice": {**RECORD["choice"], "engine": "onnxruntime", "file": ONNX}})
+    rec = json.loads(path.read_text())
+    here = engine_choice.this_machine()
+    rec["machine"]["cpu"] = f"{here['arch']} (Raspberry Pi 4 Model B Rev 1.4)"
+    path.write_text(json.dumps(rec))
+    choice, why = engine_choice.applicable_choice(folder)
+    assert choice is None and "was measured by an older edgeclf, which named ARM CPUs by their architecture alone" in why
+    rec["machine"]["cores"] = here["cores"] + 1  # another core count: another machine
+    path.write_text(json.dumps(rec))
+    assert "was measured on another machine" in engine_choice.applicable_choice(folder)[1]

@@ -108,8 +108,13 @@ def applicable_choice(folder: str | os.PathLike, no_litert: bool = False) -> tup
         return None, ""
     here, there = this_machine(), rec["machine"]
     if any(there.get(k) != v for k, v in here.items()):
-        return None, (f"{Path(folder) / RECORD_NAME} was measured on another machine ({safe_text(str(there.get('cpu')))[:80]}, "
-                      f"{safe_text(str(there.get('cores')))[:8]} cores): running onnxruntime; `edgeclf bench {folder} --engines` measures this one")
+        # records from before ARM cores had names say "aarch64 (Raspberry Pi 4 ...)": the same board, named otherwise
+        renamed = (there.get("arch") == here["arch"] and there.get("cores") == here["cores"]
+                   and str(there.get("cpu", "")).startswith(str(here["arch"])))
+        where = ("by an older edgeclf, which named ARM CPUs by their architecture alone" if renamed else
+                 f"on another machine ({safe_text(str(there.get('cpu')))[:80]}, {safe_text(str(there.get('cores')))[:8]} cores)")
+        return None, (f"{Path(folder) / RECORD_NAME} was measured {where}: running onnxruntime; "
+                      f"`edgeclf bench {folder} --engines` measures this one")
     choice, lead, what = rec["choice"], "", None
     if choice["engine"] == "litert" and no_litert:
         lead = (f"{RECORD_NAME} found LiteRT faster here, but this LiteRT model has no unknown score (export it again to "
