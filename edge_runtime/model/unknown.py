@@ -129,7 +129,7 @@ def nearest_distance(unit_embeddings: np.ndarray, unit_bank: np.ndarray, k: int,
     """``knn_distance`` of rows already scaled to length 1 (a LiteRT model's bank is, once, at load)."""
     # einsum, not @: a matmul goes to OpenBLAS, whose threads then spin beside the interpreter's on a
     # small CPU (measured, Lite0 LiteRT at 2 threads on 2 cores: the score cost 1.1 ms a frame with
-    # @ and its p99 went 1.7 -> 6.7 ms; 0.19 ms with einsum, p99 unchanged)
+    # @ and its p99 went 1.7 -> 6.7 ms; 0.16-0.19 ms with einsum, p99 unchanged)
     sims = np.einsum("ij,kj->ik", unit_embeddings, unit_bank)
     if bias is not None:
         sims = sims + bias
