@@ -82,8 +82,9 @@ def make_tflite(keras_model, label: str, images: CheckImages, judged: Judged, fp
         if figures is not None:
             meta.update(unknown_metadata(unknown.bank, figures["threshold"], unknown.reject, len(scores),
                                          figures["rejected_in_class"]))
-        plain = litert.with_metadata(raw, {**metadata(acc), **meta})  # the size ratio leaves the bank out, as int8 ONNX's does
-        payload = plain if figures is None else litert.with_metadata(raw, {**metadata(acc), **meta}, unknown.bank.vectors)
+        full = {**metadata(acc), **meta}
+        plain = litert.with_metadata(raw, full)  # the size ratio leaves the bank out, as int8 ONNX's does
+        payload = plain if figures is None else litert.with_metadata(raw, full, unknown.bank.vectors)
         (tmp / TFLITE_INT8_NAME).write_bytes(payload)
         _check_written(tmp / TFLITE_INT8_NAME, images.val.x[:_FINAL_CHECK_IMAGES], probs[:_FINAL_CHECK_IMAGES], label,
                        None if scores is None else scores[:_FINAL_CHECK_IMAGES])
