@@ -59,14 +59,15 @@ def _check_memory(n: int, size: tuple[int, int], where: object) -> None:
                            "of the memory available; evaluate on a smaller folder")
 
 
-def _folder(data_dir: Path, class_names: list[str], size: tuple[int, int], bars: Bars) -> LabelledImages:
-    """A labelled folder (one sub-folder per class), read at the model's input size."""
+def _folder(data_dir: Path, class_names: list[str], size: tuple[int, int], resize: str, bars: Bars) -> LabelledImages:
+    """A labelled folder (one sub-folder per class), read at the model's input size by its resize rule."""
     n = sum(len(v) for v in scan_class_folders(data_dir)[1].values())
     _check_memory(n, size, data_dir)
-    return load_labelled(data_dir, size, class_names, progress=bars.add("reading images", n))
+    return load_labelled(data_dir, size, class_names, progress=bars.add("reading images", n), resize=resize)
 
 
-def _validation_split(model: Path, record, class_names: list[str], size: tuple[int, int], bars: Bars) -> LabelledImages:
+def _validation_split(model: Path, record, class_names: list[str], size: tuple[int, int], resize: str,
+                      bars: Bars) -> LabelledImages:
     """The run's own validation images, as run.json lists them; each one's class is the class
     folder it lies in, below the run's --val folder or data folder."""
     paths = record.split_paths("val") if record is not None else []
@@ -79,7 +80,7 @@ def _validation_split(model: Path, record, class_names: list[str], size: tuple[i
         stray = paths[labels.index(None)]
         raise EdgeclfError(f"{model}: run.json's validation file {stray} is in none of the run's class folders")
     _check_memory(len(paths), size, model)
-    x, ok, skipped = load_files(paths, size, warn_skip, bars.add("reading the validation split", len(paths)))
+    x, ok, skipped = load_files(paths, size, warn_skip, bars.add("reading the validation split", len(paths)), resize)
     if not ok:
         raise EdgeclfError(f"{model}: none of the {len(paths)} validation images run.json lists can be read "
                            f"(moved or deleted?); give a labelled folder: edgeclf eval {model} DATA_DIR")
@@ -111,11 +112,11 @@ def evaluate(model: Path, data_dir: Path | None = None, batch_size: int = 32, qu
     unknown_files = _unknown_files(unknown_dir, size) if unknown_dir is not None else None
     with Bars(quiet=quiet or not console.is_terminal, console=console) as bars:  # a log gets no bar
         if data_dir is None:
-            data = _validation_split(model, record, class_names, size, bars)
+            data = _validation_split(model, record, class_names, size, handle.resize, bars)
         else:
-            data = _folder(data_dir, class_names, size, bars)
+            data = _folder(data_dir, class_names, size, handle.resize, bars)
         if unknown_files is not None:
-            open_set = _open_set(clf, data, unknown_dir, unknown_files, size, batch_size, bars, plot, model)
+            open_set = _open_set(clf, data, unknown_dir, unknown_files, (size, handle.resize), batch_size, bars, plot, model)
             probs = open_set.pop("_probs")
         else:
             probs = in_batches(predict, data.x, batch_size, bars.add("classifying", len(data.x)))
@@ -144,13 +145,14 @@ def _unknown_files(unknown_dir: Path, size: tuple[int, int]) -> list[Path]:
     return files
 
 
-def _open_set(clf, data: LabelledImages, unknown_dir: Path, files: list[Path], size: tuple[int, int], batch_size: int,
+def _open_set(clf, data: LabelledImages, unknown_dir: Path, files: list[Path], prep: tuple[tuple[int, int], str], batch_size: int,
               bars: Bars, plot: Path | None, model: Path) -> dict:
-    """The open-set figures (and the PNG); "_probs": the in-class photos' probabilities."""
+    """The open-set figures (and the PNG); "_probs": the in-class photos' probabilities. ``prep``: the
+    model's input size and resize rule, which the unknown photos are read by."""
     from edgeclf.openset import plot_scores, scores_of, unknown_report
 
     known = scores_of(clf, data.x, batch_size, bars.add("classifying", len(data.x)))
-    x, ok, _ = load_files(files, size, warn_skip, bars.add("reading the unknown photos", len(files)))
+    x, ok, _ = load_files(files, prep[0], warn_skip, bars.add("reading the unknown photos", len(files)), prep[1])
     if not ok:
         raise EdgeclfError(f"{unknown_dir}: none of its {len(files)} image files can be read")
     up, us = scores_of(clf, x[: len(ok)], batch_size, bars.add("classifying the unknown photos", len(ok)))

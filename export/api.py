@@ -57,7 +57,7 @@ class _Model:
 
     def metadata(self, precision: str, accuracy: float | None) -> dict[str, str]:
         return md.model_metadata(self.class_names, self.size, self.run.architecture, precision, accuracy, self.sha256,
-                                 self.run.weights)
+                                 self.run.weights, self.run.resize)
 
 
 @dataclass

@@ -11,7 +11,7 @@ import numpy as np
 
 from edgeclf import sysinfo
 from edgeclf.errors import EdgeclfError
-from edgeclf.image import list_images, scan_class_folders
+from edgeclf.image import RESIZE, list_images, scan_class_folders
 from edgeclf.progress import Step
 from edgeclf.train.imagecache import load_files
 from edgeclf.train.keras_model import RunSource
@@ -40,9 +40,11 @@ def load_images(
     size: tuple[int, int],
     labels: Sequence[int] | None = None,
     progress: Callable[[int], None] | None = None,
+    resize: str = RESIZE,
 ) -> Images:
-    """Read and resize through the runtime's preprocessing; unreadable files are skipped with a warning."""
-    x, ok, _ = load_files(list(paths), size, progress=progress)
+    """Read and resize through the runtime's preprocessing (by the model's rule ``resize``);
+    unreadable files are skipped with a warning."""
+    x, ok, _ = load_files(list(paths), size, progress=progress, resize=resize)
     y = None if labels is None else np.asarray([labels[i] for i in ok], np.int64)
     return Images(x, [Path(paths[i]) for i in ok], y)
 
@@ -119,11 +121,12 @@ def read_check_images(src: RunSource, class_names: list[str], size: tuple[int, i
     if opts.quantizes:
         calib_paths, val_paths, val_labels = _calibration_and_eval_paths(src, opts, calib_files, class_names,
                                                                          val_paths, val_labels)
-        calib = load_images(calib_paths, size, progress=step("reading calibration images", len(calib_paths)))
+        calib = load_images(calib_paths, size, progress=step("reading calibration images", len(calib_paths)), resize=src.resize)
         if len(calib.x) == 0:
             where = opts.calib_dir if opts.calib_dir is not None else "the run's training split"
             raise EdgeclfError(f"{where}: no readable calibration image")
-    val = load_images(val_paths, size, val_labels, progress=step("reading validation images", len(val_paths)))
+    val = load_images(val_paths, size, val_labels, progress=step("reading validation images", len(val_paths)),
+                      resize=src.resize)
     if opts.quantizes and len(val.x) == 0:
         raise EdgeclfError(f"{src.model_path}: no readable validation image to judge the int8 model on")
     train, n_calibrated = None, 0
@@ -162,7 +165,8 @@ def _judged_training_photos(src: RunSource, val: Images, calib: Images, size: tu
         labels += [pool[1][i] for i in keep]
     if not paths:  # no training split recorded (a bare .keras with --calib), or the validation split fills it
         return Images(np.empty((0, *size, 3), np.uint8), [], np.zeros(0, np.int64)), 0
-    images = load_images(paths, size, labels, progress=step("reading training images to judge int8 on", len(paths)))
+    images = load_images(paths, size, labels, progress=step("reading training images to judge int8 on", len(paths)),
+                         resize=src.resize)
     return images, sum(p.resolve() in calibrated for p in images.paths)
 
 
@@ -184,7 +188,7 @@ def bank_photos(src: RunSource, images: CheckImages, seed: int, step: Step) -> I
     keep = stratified_sample(paths, labels, MAX_BANK, seed)
     size = tuple(images.val.x.shape[1:3])
     return load_images([paths[i] for i in keep], size, [labels[i] for i in keep],
-                       progress=step("reading training photos (unknown score)", len(keep)))
+                       progress=step("reading training photos (unknown score)", len(keep)), resize=src.resize)
 
 
 def is_labelled(folder: Path) -> bool:
@@ -253,7 +257,7 @@ def _parity_images(src: RunSource, val: Images, calib: Images | None, size: tupl
         used = set(val.paths) | set(calib.paths if calib is not None else [])
         extra = sample([p for p in src.split_paths("train") if p not in used], want - len(x), opts.seed)
         if extra:
-            more = load_images(extra, size, progress=step("reading parity images", len(extra)))
+            more = load_images(extra, size, progress=step("reading parity images", len(extra)), resize=src.resize)
             x = np.concatenate([x, more.x])
     if len(x) == 0:
         x = generated_images(want, size, opts.seed)

@@ -22,6 +22,7 @@ import onnx  # noqa: E402
 from edgeclf.errors import EdgeclfError  # noqa: E402
 from edgeclf.export import data  # noqa: E402
 from edgeclf.export.api import ExportCheckError, export_model  # noqa: E402
+from edgeclf.image import RESIZE  # noqa: E402
 from edgeclf.model import metadata as md  # noqa: E402
 from edgeclf.model.classifier import Classifier  # noqa: E402
 
@@ -120,6 +121,7 @@ def test_metadata_and_runtime(seed_run, tmp_path, shapes_dir):
         assert (meta[md.INPUT_HEIGHT], meta[md.INPUT_WIDTH]) == ("32", "32")
         assert meta[md.COLOR_ORDER] == "RGB"
         assert json.loads(meta[md.PREPROCESSING])["rescale"] == "inside the model"
+        assert json.loads(meta[md.PREPROCESSING])["resize"] == run["preprocessing"]["resize"] == RESIZE
         assert meta[md.ARCHITECTURE] == "seed"
         assert meta[md.SOURCE_SHA256] == sha
         assert meta[md.PRECISION] == precision
@@ -143,6 +145,30 @@ def test_metadata_and_runtime(seed_run, tmp_path, shapes_dir):
     int8_meta = {p.key: p.value for p in onnx.load(str(out / "model.int8.onnx")).metadata_props}
     report = json.loads((out / "export.json").read_text())
     assert float(int8_meta[md.VAL_ACCURACY]) == pytest.approx(report["int8"]["accuracy_int8"], abs=1e-6)
+
+
+def test_a_run_trained_with_the_older_resize_keeps_it(seed_run, tmp_path, monkeypatch):
+    """A run whose run.json records INTER_AREA (trained before the halving resize): export reads
+    its photos by that rule and writes it into the model, so the runtime feeds it those pixels."""
+    import shutil
+
+    import edgeclf.data.labelled as labelled
+    from edgeclf.image import RESIZE, RESIZE_AREA
+
+    run = tmp_path / "old-run"
+    shutil.copytree(seed_run, run, ignore=shutil.ignore_patterns("export"))
+    record = json.loads((run / "run.json").read_text())
+    assert record["preprocessing"]["resize"] == RESIZE
+    record["preprocessing"]["resize"] = RESIZE_AREA
+    (run / "run.json").write_text(json.dumps(record))
+    rules = []
+    real = labelled.resize_rgb
+    monkeypatch.setattr(labelled, "resize_rgb", lambda image, size, resize=RESIZE: rules.append(resize) or real(image, size, resize))
+    export_model(run, tmp_path / "export", show_progress=False)
+    assert rules and set(rules) == {RESIZE_AREA}  # the parity photos, read by the run's rule
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "export" / "model.onnx")).metadata_props}
+    assert json.loads(meta[md.PREPROCESSING])["resize"] == RESIZE_AREA
+    assert Classifier(tmp_path / "export" / "model.onnx").resize == RESIZE_AREA
 
 
 def test_int8_graph_is_quantized(seed_run, tmp_path):

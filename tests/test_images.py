@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -83,6 +85,44 @@ def test_resize_uses_area_when_shrinking():
     board = (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)
     out = resize_rgb(cv2.cvtColor(board, cv2.COLOR_GRAY2BGR), (16, 16))
     assert np.abs(out.astype(int) - 127).max() <= 2
+
+
+def test_resize_halving_is_an_exact_two_pixel_average():
+    # The speed of RESIZE rests on this: INTER_LINEAR at exactly half a side gives the rounded mean
+    # of each 2x2 (or 2x1) block, the pixels INTER_AREA's fast path gives.
+    rng = np.random.default_rng(0)
+    bgr = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    blocks = bgr.reshape(24, 2, 32, 2, 3).astype(int).sum((1, 3))
+    out = resize_rgb(bgr, (24, 32))
+    assert np.array_equal(out, ((blocks + 2) // 4)[..., ::-1].astype(np.uint8))
+    wide = resize_rgb(bgr, (48, 32))  # one side only
+    assert np.array_equal(wide, ((bgr[:, 0::2].astype(int) + bgr[:, 1::2] + 1) // 2)[..., ::-1].astype(np.uint8))
+    odd = np.pad(bgr, ((0, 1), (0, 1), (0, 0)), constant_values=255)  # 49x65: the odd last row and column are left out
+    assert np.array_equal(resize_rgb(odd, (24, 32)), out)
+
+
+def test_resize_does_not_alias_along_a_long_side():
+    # Stripes one pixel wide across a panorama: each side is halved on its own until it is less than
+    # twice the input size, so they average to grey instead of sampling to stripes.
+    stripes = (np.indices((100, 1000))[1] % 2 * 255).astype(np.uint8)
+    out = resize_rgb(cv2.cvtColor(stripes, cv2.COLOR_GRAY2BGR), (50, 224))
+    assert out.shape == (50, 224, 3) and np.abs(out.astype(int) - 127).max() <= 2
+
+
+def test_resize_of_older_models_is_exactly_inter_area():
+    from edgeclf.image import RESIZE, RESIZE_AREA, resize_of
+
+    rng = np.random.default_rng(1)
+    bgr = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    legacy = resize_rgb(bgr, (224, 224), RESIZE_AREA)
+    assert np.array_equal(legacy, cv2.cvtColor(cv2.resize(bgr, (224, 224), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
+    assert not np.array_equal(legacy, resize_rgb(bgr, (224, 224)))  # the rules differ, so which one matters
+    assert resize_of(json.dumps({"resize": RESIZE_AREA, "rescale": "inside the model"})) == RESIZE_AREA
+    assert resize_of({"resize": RESIZE_AREA}) == RESIZE_AREA
+    for other in (None, "", "{not json", json.dumps({"resize": RESIZE}), json.dumps(["x"]), {"resize": "bicubic"}):
+        assert resize_of(other) == RESIZE
+    with pytest.raises(EdgeclfError, match="unknown resize rule"):
+        resize_rgb(bgr, (8, 8), "bicubic")
 
 
 def test_list_images_recursive_sorted_and_filtered(tmp_path):

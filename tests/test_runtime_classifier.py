@@ -164,3 +164,26 @@ def test_workers_do_not_spin_by_default_and_predict_keeps_it_so(colour_model, mo
         opts = sess.get_session_options()
         if opts.intra_op_num_threads > 1 and opts.get_session_config_entry("session.intra_op.allow_spinning") != "0":
             assert opts.get_session_config_entry("session.force_spinning_stop") == "1"
+
+
+def test_preprocess_follows_the_resize_rule_the_model_was_trained_with(tmp_path):
+    """A model exported before the halving resize still gets INTER_AREA's pixels; the rule comes
+    from its metadata, and a model without one (or with another tool's) gets this version's."""
+    import json
+
+    from onnx_fixtures import edgeclf_metadata
+
+    from edgeclf.image import RESIZE, RESIZE_AREA
+    from edgeclf.model import metadata as md
+
+    frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    old_meta = edgeclf_metadata(COLOURS, (32, 32))
+    assert json.loads(old_meta[md.PREPROCESSING])["resize"] == RESIZE
+    old_meta[md.PREPROCESSING] = json.dumps({"resize": RESIZE_AREA, "rescale": "inside the model"})
+    old = Classifier(make_colour_model(tmp_path / "old.onnx", metadata=old_meta))
+    new = Classifier(make_colour_model(tmp_path / "new.onnx"))
+    bare = Classifier(make_colour_model(tmp_path / "bare.onnx", metadata=False), labels=list(COLOURS), size=(32, 32))
+    assert (old.resize, new.resize, bare.resize) == (RESIZE_AREA, RESIZE, RESIZE)
+    area = cv2.cvtColor(cv2.resize(frame, (32, 32), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(old.preprocess(frame), area)
+    assert not np.array_equal(new.preprocess(frame), area)

@@ -270,10 +270,12 @@ def load_files(
     size: tuple[int, int],
     on_skip: Callable[[object, str], None] = warn_skip,
     progress: Callable[[int], None] | None = None,
+    resize: str = RESIZE,
 ) -> tuple[np.ndarray, list[int], list[dict]]:
     """``edgeclf.data.labelled.load_files`` through the disk cache unless it is off, so a data set
-    that training, eval or export has already decoded at this size is read back, not decoded again."""
-    if paths and default_cache_dir() is not None:
+    that training, eval or export has already decoded at this size is read back, not decoded again.
+    The cache holds this version's resize only: a model trained with an older one reads its files afresh."""
+    if paths and default_cache_dir() is not None and resize == RESIZE:
         cache = cached_images(paths, size, on_skip=on_skip, progress=progress)
         return cache.load(), cache.ok, cache.skipped
-    return labelled.load_files(paths, size, on_skip, progress)
+    return labelled.load_files(paths, size, on_skip, progress, resize)

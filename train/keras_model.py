@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeclf.errors import EdgeclfError, first_line
+from edgeclf.image import resize_of
 
 from .run_record import RUN_JSON, RunRecord, read_run_record
 
@@ -37,6 +38,11 @@ class RunSource:
         """Where a pretrained backbone's weights came from (run.json), for the model's provenance."""
         w = self.record.weights if self.record else None
         return w if isinstance(w, dict) else None
+
+    @property
+    def resize(self) -> str:
+        """The resize rule the model was trained with (``edgeclf.image.RESIZES``), as run.json records it."""
+        return resize_of(self.record.preprocessing if self.record else None)
 
     @property
     def val_accuracy(self) -> float | None:
@@ -115,6 +121,11 @@ class KerasModel:
     size: tuple[int, int]
     class_names: list[str] | None
     num_classes: int
+
+    @property
+    def resize(self) -> str:
+        """The resize rule the model was trained with (``edgeclf.image.RESIZES``), as run.json records it."""
+        return resize_of(self.record.preprocessing if self.record else None)
 
     def predict(self, batch_rgb: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Probabilities for RGB uint8 images [N, H, W, 3] at the model's input size."""

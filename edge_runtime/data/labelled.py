@@ -12,7 +12,7 @@ import numpy as np
 
 from edgeclf import sysinfo
 from edgeclf.errors import EdgeclfError, ImageReadError, warn_skip
-from edgeclf.image import read_image, resize_rgb, scan_class_folders
+from edgeclf.image import RESIZE, read_image, resize_rgb, scan_class_folders
 
 
 @dataclass
@@ -31,7 +31,7 @@ CHUNK = 256
 
 
 def decode_chunks(
-    paths: Sequence[Path], size: tuple[int, int], progress: Callable[[int], None] | None = None
+    paths: Sequence[Path], size: tuple[int, int], progress: Callable[[int], None] | None = None, resize: str = RESIZE
 ) -> Iterator[tuple[np.ndarray, list[str | None]]]:
     """Read and resize ``paths`` on every core, ``CHUNK`` at a time, in order: yields each chunk's
     images (one buffer, reused: copy what you keep) and per-file reasons (None: read; else the
@@ -41,7 +41,7 @@ def decode_chunks(
 
     def load(i: int, j: int) -> str | None:
         try:
-            buf[j] = resize_rgb(read_image(paths[i]), size)
+            buf[j] = resize_rgb(read_image(paths[i]), size, resize)
             return None
         except ImageReadError as e:
             buf[j] = 0
@@ -64,13 +64,14 @@ def load_files(
     size: tuple[int, int],
     on_skip: Callable[[object, str], None] = warn_skip,
     progress: Callable[[int], None] | None = None,
+    resize: str = RESIZE,
 ) -> tuple[np.ndarray, list[int], list[dict]]:
-    """Read and resize ``paths``; returns (images, indices of the readable ones, skipped)."""
+    """Read and resize ``paths`` (by the rule ``resize``); returns (images, indices of the readable ones, skipped)."""
     out = np.empty((len(paths), *size, 3), np.uint8)
     ok: list[int] = []
     skipped: list[dict] = []
     done = 0
-    for images, reasons in decode_chunks(paths, size, progress):
+    for images, reasons in decode_chunks(paths, size, progress, resize):
         for j, reason in enumerate(reasons):
             i = done + j
             if reason is None:
@@ -90,10 +91,11 @@ def load_labelled(
     on_skip: Callable[[object, str], None] = warn_skip,
     progress: Callable[[int], None] | None = None,
     load: Callable[..., tuple[np.ndarray, list[int], list[dict]]] = load_files,
+    resize: str = RESIZE,
 ) -> LabelledImages:
     """Read a class-per-folder data set. With ``class_names`` (a model's classes), the folder's
     classes must be among them and labels follow the model's index order. ``load`` reads the
-    files (``load_files``, or training's cached twin with the same signature)."""
+    files (``load_files``, or training's cached twin with the same signature), resized by ``resize``."""
     found, files = scan_class_folders(data_dir)
     names = list(class_names) if class_names is not None else found
     unknown = [c for c in found if c not in names]
@@ -101,7 +103,7 @@ def load_labelled(
         raise EdgeclfError(f"{data_dir}: class folders {unknown} are not classes of the model {names}")
     paths = [p for c in found for p in files[c]]
     labels = [names.index(c) for c in found for _ in files[c]]
-    x, ok, skipped = load(paths, size, on_skip, progress)
+    x, ok, skipped = load(paths, size, on_skip, progress, resize)
     readable = {labels[i] for i in ok}
     for c in found:
         if names.index(c) not in readable:

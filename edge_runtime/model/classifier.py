@@ -17,7 +17,7 @@ import numpy as np
 
 from edgeclf import sysinfo
 from edgeclf.errors import EdgeclfError, first_line, warn
-from edgeclf.image import resize_rgb, to_bgr8
+from edgeclf.image import resize_of, resize_rgb, to_bgr8
 from edgeclf.model import litert, metadata as md, openvino_engine, providers as prov, threads as thr
 from edgeclf.model.adaptive import AdaptiveSession, session_plan, thread_arms
 from edgeclf.model.batching import in_batches
@@ -119,6 +119,8 @@ class Classifier:
         inp, out = self._read_signature()
         self.class_names, self.size = self._labels_and_size(labels, size, inp, out)
         self.output_kind = output_kind(self.metadata, self.path)  # probabilities, or logits that predict_arrays softmaxes
+        #: the resize rule the model was trained with (``edgeclf.image.RESIZES``), from its metadata
+        self.resize: str = resize_of(self.metadata.get(md.PREPROCESSING))
         #: what export calibrated for the unknown score (None: the model has none)
         self.calibration: Calibration | None = (parse_calibration(self.metadata[md.UNKNOWN], self.path)
                                                 if self.unknown_output and md.UNKNOWN in self.metadata else None)
@@ -329,7 +331,7 @@ class Classifier:
 
     def preprocess(self, image_bgr: np.ndarray) -> np.ndarray:
         """BGR image as OpenCV reads it -> RGB uint8 at the model's input size (training's resize)."""
-        return resize_rgb(image_bgr, self.size)
+        return resize_rgb(image_bgr, self.size, self.resize)
 
     def predict_arrays(self, batch_rgb: np.ndarray) -> np.ndarray:
         """Probabilities [N, classes] for preprocessed RGB uint8 images [N, H, W, 3]."""

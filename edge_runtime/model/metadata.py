@@ -71,8 +71,10 @@ def model_metadata(
     val_accuracy: float | None = None,
     source_sha256: str = "",
     weights: dict | None = None,
+    resize: str | None = None,
 ) -> dict[str, str]:
-    """The metadata the edge runtime reads, for a model of ``size`` (height, width)."""
+    """The metadata the edge runtime reads, for a model of ``size`` (height, width) trained with
+    ``resize`` (``edgeclf.image.RESIZES``; default: this version's)."""
     from edgeclf import (
         __version__,  # here: this module is otherwise only names
         image as preprocess,
@@ -84,7 +86,7 @@ def model_metadata(
         INPUT_HEIGHT: str(size[0]),
         INPUT_WIDTH: str(size[1]),
         COLOR_ORDER: preprocess.COLOR_ORDER,
-        PREPROCESSING: json.dumps({"resize": preprocess.RESIZE, "rescale": "inside the model", "input": "uint8 RGB 0-255 NHWC"}),
+        PREPROCESSING: json.dumps({"resize": resize or preprocess.RESIZE, "rescale": "inside the model", "input": "uint8 RGB 0-255 NHWC"}),
         ARCHITECTURE: architecture,
         VAL_ACCURACY: "" if val_accuracy is None else f"{val_accuracy:.6f}",
         SOURCE_SHA256: source_sha256,
