@@ -306,6 +306,19 @@ def test_resume_keeps_every_option_of_the_run(tmp_path, odd_data):
         assert needle in line and "--force" in line, line
     assert (out / "state.json").read_bytes() == before
 
+    # A run started by an edgeclf that resized with INTER_AREA (its state records no resize) is not
+    # continued on other pixels.
+    from edgeclf.image import RESIZE
+
+    assert strict_json(out / "state.json")["resize"] == RESIZE
+    old = tmp_path / "old-run"
+    shutil.copytree(out, old)
+    state = strict_json(old / "state.json")
+    del state["resize"]
+    (old / "state.json").write_text(json.dumps(state))
+    line = error_line(run_cli("train", odd_data, "--out", old, "--resume"))
+    assert "INTER_AREA" in line and "--force" in line, line
+
     # Options left out are the run's own; one given with the run's value is fine.
     res = run_cli("train", odd_data, "--out", out, "--resume", "--batch-size", "4", "--json")
     assert res.returncode == 0, res.stderr

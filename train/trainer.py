@@ -21,6 +21,7 @@ import numpy as np
 from rich.markup import escape
 
 from edgeclf.errors import EdgeclfError, first_line
+from edgeclf.image import RESIZE, RESIZE_AREA
 from edgeclf.outfiles import remove_stale_temps
 
 from .checkpoint import Checkpointer
@@ -120,6 +121,9 @@ def _read_data(cfg: TrainConfig, state: dict | None) -> TrainingData:
     fingerprint = data_fingerprint(train_split.paths + val_split.paths)
     if state is not None and state["data_fingerprint"] != fingerprint:
         raise EdgeclfError(f"{cfg.data_dir}: the data set changed since this run started; --resume needs the same files")
+    if state is not None and state.get("resize", RESIZE_AREA) != RESIZE:  # a state from before records none
+        raise EdgeclfError(f"{cfg.out}: this run was started by an older edgeclf, which resized images with cv2.INTER_AREA; "
+                           "it cannot go on with this one's resize: start it over with --force")
     class_dirs = [Path(root) / c for root in dict.fromkeys([cfg.data_dir, cfg.val_dir or cfg.data_dir]) for c in class_names]
     skipped: list[dict] = unsupported_files(class_dirs)  # listed in run.json with the unreadable ones
     n_files = len(train_split.paths) + len(val_split.paths)
@@ -153,6 +157,7 @@ def _new_model(cfg: TrainConfig, data: TrainingData) -> tuple[keras.Model, dict]
                    "val_dir": str(Path(cfg.val_dir).resolve()) if cfg.val_dir else None},
         "weights_record": weights_record,
         "data_fingerprint": data.fingerprint,
+        "resize": RESIZE,  # the images' resize rule (edgeclf.image.RESIZE): --resume needs the same
         "model_choice": cfg.model_choice,
         "epoch": 0, "stage": 0, "wait": 0, "stopped_early": False,
         "best": {"epoch": 0, "val_accuracy": 0.0, "val_loss": 0.0}, "history": [],
