@@ -187,3 +187,33 @@ def test_preprocess_follows_the_resize_rule_the_model_was_trained_with(tmp_path)
     area = cv2.cvtColor(cv2.resize(frame, (32, 32), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
     assert np.array_equal(old.preprocess(frame), area)
     assert not np.array_equal(new.preprocess(frame), area)
+
+
+def test_eval_reads_photos_by_the_models_resize_rule(tmp_path, monkeypatch):
+    """``edgeclf eval`` of a model trained with INTER_AREA reads the folder by that rule (and the
+    unknown photos too), not by this version's."""
+    import json
+
+    from onnx_fixtures import edgeclf_metadata
+
+    import edgeclf.data.labelled as labelled
+    from edgeclf.evaluate import evaluate
+    from edgeclf.image import RESIZE, RESIZE_AREA
+    from edgeclf.model import metadata as md
+
+    for colour in COLOURS:
+        (tmp_path / "data" / colour).mkdir(parents=True)
+        for i in range(2):
+            cv2.imwrite(str(tmp_path / "data" / colour / f"{i}.png"), solid(colour, 96, 128))
+    (tmp_path / "none").mkdir()
+    cv2.imwrite(str(tmp_path / "none" / "grey.png"), np.full((96, 128, 3), 128, np.uint8))
+    meta = edgeclf_metadata(COLOURS, (32, 32))
+    meta[md.PREPROCESSING] = json.dumps({"resize": RESIZE_AREA})
+    models = {RESIZE_AREA: make_colour_model(tmp_path / "old.onnx", metadata=meta, unknown=0.5),
+              RESIZE: make_colour_model(tmp_path / "new.onnx", unknown=0.5)}
+    real = labelled.resize_rgb
+    for rule, model in models.items():
+        seen = []
+        monkeypatch.setattr(labelled, "resize_rgb", lambda image, size, resize=RESIZE: seen.append(resize) or real(image, size, resize))
+        report = evaluate(model, tmp_path / "data", quiet=True, unknown_dir=tmp_path / "none")
+        assert report["accuracy"] == 1.0 and len(seen) == 2 * len(COLOURS) + 1 and set(seen) == {rule}
