@@ -121,11 +121,7 @@ class KerasModel:
     size: tuple[int, int]
     class_names: list[str] | None
     num_classes: int
-
-    @property
-    def resize(self) -> str:
-        """The resize rule the model was trained with (``edgeclf.image.RESIZES``), as run.json records it."""
-        return resize_of(self.record.preprocessing if self.record else None)
+    resize: str  # the resize rule it was trained with (``RunSource.resize``)
 
     def predict(self, batch_rgb: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Probabilities for RGB uint8 images [N, H, W, 3] at the model's input size."""
@@ -146,7 +142,7 @@ def load(path: Path) -> KerasModel:
     src = resolve_source(path)
     model = load_keras_model(src.model_path)
     return KerasModel(model, src.model_path, src.record, input_size_of(model, src.model_path), src.class_names,
-                      int(model.outputs[0].shape[-1]))
+                      int(model.outputs[0].shape[-1]), src.resize)
 
 
 def with_embedding(model):
