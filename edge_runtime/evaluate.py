@@ -116,7 +116,7 @@ def evaluate(model: Path, data_dir: Path | None = None, batch_size: int = 32, qu
         else:
             data = _folder(data_dir, class_names, size, handle.resize, bars)
         if unknown_files is not None:
-            open_set = _open_set(clf, data, unknown_dir, unknown_files, (size, handle.resize), batch_size, bars, plot, model)
+            open_set = _open_set(clf, data, unknown_dir, unknown_files, size, handle.resize, batch_size, bars, plot, model)
             probs = open_set.pop("_probs")
         else:
             probs = in_batches(predict, data.x, batch_size, bars.add("classifying", len(data.x)))
@@ -145,14 +145,14 @@ def _unknown_files(unknown_dir: Path, size: tuple[int, int]) -> list[Path]:
     return files
 
 
-def _open_set(clf, data: LabelledImages, unknown_dir: Path, files: list[Path], prep: tuple[tuple[int, int], str], batch_size: int,
-              bars: Bars, plot: Path | None, model: Path) -> dict:
-    """The open-set figures (and the PNG); "_probs": the in-class photos' probabilities. ``prep``: the
-    model's input size and resize rule, which the unknown photos are read by."""
+def _open_set(clf, data: LabelledImages, unknown_dir: Path, files: list[Path], size: tuple[int, int], resize: str,
+              batch_size: int, bars: Bars, plot: Path | None, model: Path) -> dict:
+    """The open-set figures (and the PNG); "_probs": the in-class photos' probabilities. The unknown
+    photos are read at the model's input ``size`` by its ``resize`` rule."""
     from edgeclf.openset import plot_scores, scores_of, unknown_report
 
     known = scores_of(clf, data.x, batch_size, bars.add("classifying", len(data.x)))
-    x, ok, _ = load_files(files, prep[0], warn_skip, bars.add("reading the unknown photos", len(files)), prep[1])
+    x, ok, _ = load_files(files, size, warn_skip, bars.add("reading the unknown photos", len(files)), resize)
     if not ok:
         raise EdgeclfError(f"{unknown_dir}: none of its {len(files)} image files can be read")
     up, us = scores_of(clf, x[: len(ok)], batch_size, bars.add("classifying the unknown photos", len(ok)))

@@ -309,6 +309,8 @@ RESIZES = (RESIZE, RESIZE_AREA)
 def resize_rgb(image_bgr: np.ndarray, size: tuple[int, int], resize: str = RESIZE) -> np.ndarray:
     """BGR uint8 image of any size -> RGB uint8 array of shape (height, width, 3), by ``resize``
     (one of ``RESIZES``: the rule the model was trained with)."""
+    if resize not in RESIZES:
+        raise EdgeclfError(f"unknown resize rule {resize!r}")
     h, w = size
     if resize == RESIZE:
         while True:  # each side on its own, so a panorama is not aliased along its long side
@@ -317,8 +319,6 @@ def resize_rgb(image_bgr: np.ndarray, size: tuple[int, int], resize: str = RESIZ
                 break
             src_h, src_w = image_bgr.shape[0] // ky * ky, image_bgr.shape[1] // kx * kx  # an odd last row or column is left out
             image_bgr = cv2.resize(image_bgr[:src_h, :src_w], (src_w // kx, src_h // ky), interpolation=cv2.INTER_LINEAR)
-    elif resize != RESIZE_AREA:
-        raise EdgeclfError(f"unknown resize rule {resize!r}")
     src_h, src_w = image_bgr.shape[:2]
     if (src_h, src_w) != (h, w):
         interp = cv2.INTER_AREA if src_h >= h and src_w >= w and resize == RESIZE_AREA else cv2.INTER_LINEAR
