@@ -144,7 +144,8 @@ def loaded_goals(rows: list[dict], idle_default: str | None = None) -> list[dict
 def default_path(rows: list[dict]) -> dict | None:
     """The row of edgeclf's default among its int8 paths that ran: the one ``edgeclf bench
     --engines`` would record from these figures (its own ``choose``: the fastest at p50, but
-    onnxruntime unless LiteRT or OpenVINO is ``MARGIN`` faster). None when none ran."""
+    onnxruntime unless LiteRT or OpenVINO is ``MARGIN`` faster, and of other ways within ``MARGIN``
+    of the fastest the shortest p99). None when none ran."""
     by = _by_format(rows)
     ways = [{"engine": engine, "file": fmt, "threads": by[fmt].get("threads"), "label": fmt,
              "latency_ms": {"p50": by[fmt]["p50_ms"], "p99": by[fmt]["p99_ms"]}}
@@ -162,7 +163,7 @@ def default_path_goal(rows: list[dict], condition: str, idle_default: str | None
     """edgeclf's default path (``default_path``) no slower at p50 and at p99 than the fastest peer
     at equal accuracy (``peers_at_equal_accuracy``; the fastest at p50 and at p99 may differ)."""
     text = (f"edgeclf's default path (ONNX int8, its LiteRT int8 or its OpenVINO engine, chosen by bench --engines' "
-            f"{MARGIN:.0%} rule) "
+            f"rule: {MARGIN:.0%} margin at p50, the shortest p99 among ways within it) "
             f"p50 and p99 no slower than the fastest int8 peer within {PEER_POINTS} point ({condition})")
     d = default_path(rows)
     if d is None or d.get("accuracy") is None:

@@ -309,6 +309,12 @@ RESIZES = (RESIZE, RESIZE_AREA)
 def resize_rgb(image_bgr: np.ndarray, size: tuple[int, int], resize: str = RESIZE) -> np.ndarray:
     """BGR uint8 image of any size -> RGB uint8 array of shape (height, width, 3), by ``resize``
     (one of ``RESIZES``: the rule the model was trained with)."""
+    return cv2.cvtColor(resize_bgr(image_bgr, size, resize), cv2.COLOR_BGR2RGB)
+
+
+def resize_bgr(image_bgr: np.ndarray, size: tuple[int, int], resize: str = RESIZE) -> np.ndarray:
+    """``resize_rgb``'s pixels still in BGR order: what to keep of a photo that a model of this
+    input will read later (``resize_rgb`` of the result gives the same array)."""
     if resize not in RESIZES:
         raise EdgeclfError(f"unknown resize rule {resize!r}")
     h, w = size
@@ -323,7 +329,7 @@ def resize_rgb(image_bgr: np.ndarray, size: tuple[int, int], resize: str = RESIZ
     if (src_h, src_w) != (h, w):
         interp = cv2.INTER_AREA if src_h >= h and src_w >= w and resize == RESIZE_AREA else cv2.INTER_LINEAR
         image_bgr = cv2.resize(image_bgr, (w, h), interpolation=interp)
-    return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
+    return image_bgr
 
 
 def resize_of(preprocessing: str | dict | None) -> str:

@@ -6,23 +6,25 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from edgeclf.errors import EdgeclfError, safe_text, warn_skip
 from edgeclf.image import list_images, read_image
-from edgeclf.model.classes import add_class, remove_class
+from edgeclf.model.classes import add_class, photo_keeper, remove_class
 from edgeclf.progress import Bars, console as make_console
 
 #: Photos read from a folder at most (the bank grows by each one).
 MAX_PHOTOS = 1000
-#: Longest side a photo is kept at until the model reads it (its input is at most a few hundred).
-KEEP_SIDE = 640
 
 
-def collect(source: str, count: int, every: int = 1, bars: Bars | None = None) -> list[np.ndarray]:
+def collect(source: str, count: int, every: int = 1, bars: Bars | None = None,
+            keep: Callable[[np.ndarray], np.ndarray] | None = None) -> list[np.ndarray]:
     """BGR images of the new class: every photo of a folder (up to MAX_PHOTOS), or ``count``
-    frames of a camera, video or stream (every ``every``-th)."""
+    frames of a camera, video or stream (every ``every``-th); each passed through ``keep`` when
+    given (``photo_keeper``: what the model will read of it)."""
+    keep = keep or (lambda image: image)
     if count < 1:
         raise EdgeclfError(f"--count must be at least 1 (got {count})")
     if every < 1:
@@ -38,7 +40,7 @@ def collect(source: str, count: int, every: int = 1, bars: Bars | None = None) -
         images = []
         for f in files:
             try:
-                images.append(_small(read_image(f)))
+                images.append(keep(read_image(f)))
             except EdgeclfError as e:
                 warn_skip(f, str(e))
             if tick:
@@ -51,7 +53,7 @@ def collect(source: str, count: int, every: int = 1, bars: Bars | None = None) -
     images = []
     try:
         for frame in src:
-            images.append(_small(frame.image).copy())
+            images.append(keep(frame.image).copy())  # the source may reuse its buffer
             if tick:
                 tick(1)
             if len(images) >= count:
@@ -61,23 +63,11 @@ def collect(source: str, count: int, every: int = 1, bars: Bars | None = None) -
     return images
 
 
-def _small(image: np.ndarray, side: int = KEEP_SIDE) -> np.ndarray:
-    """``image`` shrunk to at most ``side`` pixels a side (the model reads far fewer): a thousand
-    12-megapixel photos held whole would take 36 GB."""
-    import cv2
-
-    h, w = image.shape[:2]
-    if max(h, w) <= side:
-        return image
-    s = side / max(h, w)
-    return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-
-
 def run_add_class(model: Path, name: str, source: str, out: Path, count: int = 20, every: int = 1,
                   json_out: bool = False) -> dict:
     console = make_console(stderr=True)
     with Bars(quiet=json_out or not console.is_terminal, console=console) as bars:
-        images = collect(source, count, every, bars)
+        images = collect(source, count, every, bars, keep=photo_keeper(model))
         report = add_class(model, name, images, out, source=source)
     if json_out:
         print(json.dumps(report))

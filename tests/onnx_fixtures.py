@@ -35,7 +35,8 @@ def solid(colour: str, h: int = 48, w: int = 64) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def make_head_model(path: Path, size: tuple[int, int] = (32, 32), bank_per_class: int = 5) -> Path:
+def make_head_model(path: Path, size: tuple[int, int] = (32, 32), bank_per_class: int = 5,
+                    metadata: dict | None = None) -> Path:
     """An export-shaped model with the layout ``add-class`` changes: ``embedding`` = the mean RGB
     colour / 255 [N, 3], a float head ``edgeclf_head/W`` (10 x identity) and ``/b``, and a bank
     of embeddings with their classes (noisy pure colours), under edgeclf's names."""
@@ -65,5 +66,5 @@ def make_head_model(path: Path, size: tuple[int, int] = (32, 32), bank_per_class
               protoedit.encode_tensor("edgeclf_unknown/bank_bias", np.zeros(len(bank), np.float32))]
     data = model(nodes, "head", [value_info("image", UINT8, ["N", *size, 3])],
                  [value_info("probs", FLOAT, ["N", "classes"]), value_info("embedding", FLOAT, ["N", 3])], inits,
-                 metadata=edgeclf_metadata(COLOURS, size))
+                 metadata=metadata or edgeclf_metadata(COLOURS, size))
     return save(data, path)

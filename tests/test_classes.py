@@ -15,7 +15,8 @@ from conftest import error_line, run_cli
 from onnx_fixtures import make_head_model, solid
 
 from edgeclf.errors import EdgeclfError
-from edgeclf.model import protoedit
+from edgeclf.image import to_bgr8
+from edgeclf.model import metadata as md, protoedit
 from edgeclf.model.classes import add_class, read_parts, remove_class
 from edgeclf.model.classifier import Classifier
 
@@ -129,6 +130,34 @@ def test_cli_from_a_folder_and_a_video(model, tmp_path):
     assert r.returncode == 0 and "classes: red, green, blue" in r.stdout
     bad = run_cli("add-class", model, "yellow", tmp_path / "missing", "--out", tmp_path / "m")
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "missing" in error_line(bad)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_photos_are_kept_as_the_model_reads_them(tmp_path, legacy):
+    """add-class keeps each photo at the model's input size by the model's own resize rule (the
+    halving one, or INTER_AREA for a model trained before it): the new class's embeddings come
+    from exactly the pixels predict gives the model for the same photo."""
+    from onnx_fixtures import COLOURS, edgeclf_metadata
+
+    from edgeclf.image import RESIZE, RESIZE_AREA, read_image
+    from edgeclf.learn import collect
+    from edgeclf.model.classes import photo_keeper
+
+    meta = edgeclf_metadata(COLOURS, (37, 41))
+    if legacy:
+        meta[md.PREPROCESSING] = json.dumps({"resize": RESIZE_AREA, "rescale": "inside the model"})
+    model = make_head_model(tmp_path / "m" / "model.onnx", size=(37, 41), metadata=meta)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(3)
+    for i, shape in enumerate([(901, 1203, 3), (700, 500, 3), (20, 30, 3), (300, 300)]):  # big, tall, tiny, grey
+        cv2.imwrite(str(photos / f"{i}.png"), rng.integers(0, 256, shape, dtype=np.uint8))
+    kept = collect(str(photos), count=1, keep=photo_keeper(model))
+    clf = Classifier(model, threads=1)
+    assert clf.resize == (RESIZE_AREA if legacy else RESIZE)
+    assert [k.shape for k in kept] == [(37, 41, 3)] * 4
+    for k, f in zip(kept, sorted(photos.iterdir())):
+        assert np.array_equal(clf.preprocess(k), clf.preprocess(to_bgr8(read_image(f))))
 
 
 def test_hostile_files_and_small_banks(model, tmp_path):

@@ -406,6 +406,27 @@ def test_choose_keeps_onnxruntime_unless_another_engine_is_margin_faster(litert_
     assert only["label"] == "litert, 2" and only["runner_up"] is None
 
 
+def test_choose_takes_the_shorter_tail_among_ways_tied_at_p50():
+    """Ways within MARGIN of the fastest p50 are a tie here: the one with the shortest p99 runs
+    (measured: OpenVINO 2.16 ms p50 / 3.65 p99 against LiteRT 2.21 / 2.53, one thread); a way
+    beyond the margin never wins on its tail, and onnxruntime within it still stays."""
+    from edgeclf.model.engine_choice import describe
+
+    ov, lt = _result("openvino", 1, 2.16), _result("litert", 1, 2.21)
+    ov["latency_ms"]["p99"], lt["latency_ms"]["p99"] = 3.65, 2.53
+    ort = _result("onnxruntime", 1, 2.35)  # 8% slower than OpenVINO: out of the tie
+    choice = engines.choose([ort, ov, lt])
+    assert choice["label"] == "litert, 1" and choice["p99_ms"] == 2.53
+    assert describe(choice) == ("the fastest here by `edgeclf bench --engines`: LiteRT, 1 thread, p50 2.21 ms, p99 2.53 ms "
+                                "(openvino, 1 2.16 / 3.65 ms)")
+    lt["latency_ms"]["p50"] = 2.30  # 6% slower than OpenVINO at p50: its tail no longer counts
+    assert engines.choose([ort, ov, lt])["label"] == "openvino, 1"
+    ort["latency_ms"]["p50"] = 2.25  # within 5% of the fastest: the base install stays, whatever its tail
+    assert engines.choose([ort, ov, lt])["label"] == "onnxruntime, 1"
+    older = {**choice, "runner_up": {"label": "openvino, 1", "p50_ms": 2.16}}  # a record without p99s
+    assert describe(older).endswith("LiteRT, 1 thread, p50 2.21 ms (openvino, 1 2.16 ms)")
+
+
 def test_choose_with_unknown_is_the_rule_without_litert():
     results = [_result("onnxruntime", None, 1.1), _result("onnxruntime", 1, 1.0), _result("openvino", 2, 0.96),
                _result("litert", 2, 0.8)]

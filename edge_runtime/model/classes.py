@@ -181,12 +181,26 @@ def fit_column(w: np.ndarray, b: np.ndarray, bank: np.ndarray, labels: np.ndarra
     return col.astype(np.float32), float(bias)
 
 
-def _model_files(model: Path) -> list[Path]:
+def photo_keeper(model: str | Path) -> Callable[[np.ndarray], np.ndarray]:
+    """What to keep of each photo for ``add_class(model, ...)``: the photo at the model's input
+    size by the model's own resize, still BGR, so that ``add_class`` reads the same pixels as from
+    the whole photo (a thousand 12-megapixel photos held whole would take 36 GB)."""
+    from edgeclf.image import resize_bgr, to_bgr8
+    from edgeclf.model.classifier import Classifier
+
+    clf = Classifier(_model_files(Path(model), warn=False)[0], threads=1, unknown=False)
+    size, rule = clf.size, clf.resize
+    return lambda image: resize_bgr(to_bgr8(image), size, rule)
+
+
+def _model_files(model: Path, warn: bool = True) -> list[Path]:
     """The model files to change: MODEL itself, or the fp32 and int8 models of an export folder."""
     if model.is_dir():
         files = [model / n for n in (FP32_NAME, INT8_NAME) if (model / n).is_file()]
         if not files:
             raise EdgeclfError(f"{model}: no {FP32_NAME} or {INT8_NAME} in this folder")
+        if not warn:
+            return files
         if (model / FP16_NAME).is_file():
             print(f"warning: {model / FP16_NAME} is left out (its head is float16)", flush=True)
         if (model / TFLITE_INT8_NAME).is_file():
@@ -248,6 +262,7 @@ def add_class(model: str | Path, name: str, images: Sequence[np.ndarray], out: s
               progress: Callable[[int], None] | None = None) -> dict:
     """Add class ``name`` to ``model`` (an .onnx file or an export folder) from ``images`` (BGR, as
     OpenCV reads them), writing the result to the new folder ``out``. Returns a report."""
+    from edgeclf.image import to_bgr8
     from edgeclf.model.classifier import Classifier
 
     model, out = Path(model), Path(out)
@@ -267,7 +282,7 @@ def add_class(model: str | Path, name: str, images: Sequence[np.ndarray], out: s
         if name in parts.names:
             raise EdgeclfError(f"{f}: already has a class {name!r}")
         clf = Classifier(f, threads=None, unknown=False)
-        x = np.stack([clf.preprocess(img) for img in images])
+        x = np.stack([clf.preprocess(to_bgr8(img)) for img in images])
         e = np.concatenate([clf.session.run([md.EMBEDDING_NAME], {clf.input_name: x[i:i + 16]})[0] for i in range(0, len(x), 16)])
         if progress:
             progress(1)
