@@ -55,8 +55,8 @@ def main() -> None:
     from edgeclf.model.classes import add_class
     from edgeclf.model.classifier import Classifier
 
-    size = Classifier(args.export / "model.onnx", threads=1).size
-    old = load_labelled(args.old_test, size)
+    clf = Classifier(args.export / "model.onnx", threads=1)
+    old = load_labelled(args.old_test, clf.size, resize=clf.resize)  # the model's own rule
     old_y = [old.class_names[i] for i in old.y]
     new = {}
     for spec in args.new:

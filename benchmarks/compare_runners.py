@@ -15,6 +15,7 @@ import numpy as np
 
 from edgeclf.data.labelled import load_files, load_labelled
 from edgeclf.errors import EdgeclfError, first_line
+from edgeclf.image import resize_of
 from edgeclf.model.batching import in_batches
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,17 +93,17 @@ def load_run(run_dir: Path) -> dict:
 
 def load_images(run: dict, data: Path | None) -> tuple[np.ndarray, np.ndarray, str]:
     """Labelled images at the model's input size: ``data`` or the run's validation split."""
-    size = tuple(run["input_size"])
+    size, resize = tuple(run["input_size"]), resize_of(run.get("preprocessing"))  # the rule the model was trained with
     names = run["class_names"]
     if data is not None:
-        li = load_labelled(data, size, names)
+        li = load_labelled(data, size, names, resize=resize)
         return li.x, li.y, str(data)
     val = run.get("splits", {}).get("val") or []
     if not val:
         raise EdgeclfError("run.json has no validation split (splits.val); pass --data DIR")
     base = Path(run.get("data_dir") or ".")
     paths = [Path(p) if Path(p).is_absolute() else base / p for p in val]
-    x, ok, _ = load_files(paths, size)
+    x, ok, _ = load_files(paths, size, resize=resize)
     y = np.array([names.index(paths[i].parent.name) for i in ok], np.int64)
     return x, y, f"validation split of {_shown(run.get('data_dir'))} ({len(paths)} files)"
 
@@ -223,7 +224,8 @@ def litert_calibration(run: dict, fallback: np.ndarray | None, n: int,
     train_paths = [Path(p) for p in run.get("splits", {}).get("train", [])]
     if train_paths:
         pick = rng.choice(len(train_paths), size=min(n, len(train_paths)), replace=False)
-        calib, _, _ = load_files([train_paths[i] for i in pick], tuple(run["input_size"]))
+        calib, _, _ = load_files([train_paths[i] for i in pick], tuple(run["input_size"]),
+                                 resize=resize_of(run.get("preprocessing")))
         return calib, f"LiteRT int8 calibrated on {len(calib)} training images"
     if fallback is None or len(fallback) == 0:
         raise EdgeclfError("run.json has no training split to calibrate LiteRT int8 on")

@@ -58,9 +58,10 @@ def flip_tta_accuracy(out: Path, run: dict) -> float:
     import keras
 
     from edgeclf.data.labelled import load_files
+    from edgeclf.image import resize_of
 
     paths = [Path(p) for p in run["splits"]["val"]]
-    x, ok, _ = load_files(paths, tuple(run["input_size"]))
+    x, ok, _ = load_files(paths, tuple(run["input_size"]), resize=resize_of(run.get("preprocessing")))
     y = np.array([run["class_names"].index(paths[i].parent.name) for i in ok])
     model = keras.models.load_model(out / "model.keras", compile=False)
     x = x.astype(np.float32)

@@ -81,7 +81,7 @@ def judge_one_class(model: Path, folder: Path, cls: str) -> dict:
 
     clf = Classifier(model, threads=2)
     files = list_images(folder)
-    x, ok, _ = load_files(files, clf.size, lambda *_: None)
+    x, ok, _ = load_files(files, clf.size, lambda *_: None, resize=clf.resize)
     preds = clf.predictions(*clf.classify_arrays(x[: len(ok)]))
     n = len(preds)
     right = sum(p.label == cls for p in preds)

@@ -307,3 +307,30 @@ def test_the_default_path_goal_per_thread_setting_and_condition(bench):
     assert mine[1, "co-tenant"]["default"] == "onnx_int8" and mine[1, "co-tenant"]["met"] is True
     assert "chosen on the idle figures, bench --engines would run edgeclf LiteRT int8" in mine[1, "co-tenant"]["figure"]
     assert "bench --engines would run" not in mine[2, "co-tenant"]["figure"]
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_compare_reads_photos_by_the_runs_resize_rule(bench, tmp_path, legacy):
+    """compare.py's labelled photos (the run's validation split, or --data) and LiteRT's calibration
+    photos come at the pixels the model was trained on: INTER_AREA for a run from before the
+    halving resize, which run.json records."""
+    import cv2
+
+    from edgeclf.image import RESIZE, RESIZE_AREA, resize_rgb
+
+    _, runners, _ = bench
+    rule = RESIZE_AREA if legacy else RESIZE
+    photo = np.random.default_rng(5).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cv2.imwrite(str(tmp_path / "a" / "p.png"), photo)
+    cv2.imwrite(str(tmp_path / "b" / "q.png"), photo[::-1])
+    run = {"input_size": [50, 70], "class_names": ["a", "b"], "preprocessing": {"resize": rule},
+           "data_dir": str(tmp_path), "splits": {"val": ["a/p.png", "b/q.png"], "train": [str(tmp_path / "a" / "p.png")]}}
+    x, y, _ = runners.load_images(run, None)
+    assert list(y) == [0, 1] and np.array_equal(x[0], resize_rgb(photo, (50, 70), rule))
+    assert not np.array_equal(x[0], resize_rgb(photo, (50, 70), RESIZE_AREA if not legacy else RESIZE))
+    x2, _, _ = runners.load_images(run, tmp_path)
+    assert np.array_equal(x2, x)
+    calib, _ = runners.litert_calibration(run, None, 1, np.random.default_rng(0))
+    assert np.array_equal(calib[0], x[0])
