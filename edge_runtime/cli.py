@@ -78,7 +78,7 @@ def predict(
     every: int = typer.Option(1, "--every", help="Classify every N-th frame or file only."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after N frames or images."),
     provider: str = typer.Option("auto", "--provider", help="auto (TensorRT, CUDA, CPU: the first installed), cpu, cuda or tensorrt."),
-    engine: str = typer.Option("auto", "--engine", help="onnxruntime, litert (a folder's model.int8.tflite, through ai-edge-litert), openvino (the ONNX model on OpenVINO), or auto: for a folder, the engine and threads `edgeclf bench FOLDER --engines` found fastest on this machine, else onnxruntime."),
+    engine: str = typer.Option("auto", "--engine", help="onnxruntime, litert (a folder's model.int8.tflite, through ai-edge-litert), openvino (the ONNX model on OpenVINO), or auto: for a folder, the engine and threads `edgeclf bench FOLDER --engines` chose on this machine, else onnxruntime."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU inference threads (default: adapts, running on the usable cores (at most 4) while they are free and on one when other work holds them)."),
     device_id: int = typer.Option(0, "--device-id", help="GPU to use with cuda/tensorrt."),
     strict: bool = typer.Option(False, "--strict", help="Fail if the provider is missing or any file is skipped."),
@@ -123,7 +123,7 @@ def bench(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the charts to this PNG file."),
     force: bool = typer.Option(False, "--force", help="Let --plot replace an existing file that edgeclf did not write."),
-    engines: bool = typer.Option(False, "--engines", help="MODEL is an export (or run) folder: time its int8 model on every engine installed (onnxruntime; OpenVINO; LiteRT for model.int8.tflite) at 1 thread and on the usable cores (at most 4), side by side, and record the fastest in the folder's engine.json for `predict --engine auto`."),
+    engines: bool = typer.Option(False, "--engines", help="MODEL is an export (or run) folder: time its int8 model on every engine installed (onnxruntime; OpenVINO; LiteRT for model.int8.tflite) at 1 thread and on the usable cores (at most 4), side by side, and record the fastest (onnxruntime unless another is 5% faster at p50; of ways within 5%, the shortest p99) in the folder's engine.json for `predict --engine auto`."),
 ) -> None:
     """Benchmark latency and throughput of an ONNX (or .tflite) model on this device."""
     if engines:

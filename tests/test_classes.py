@@ -128,6 +128,11 @@ def test_cli_from_a_folder_and_a_video(model, tmp_path):
     assert {json.loads(x)["label"] for x in p.stdout.splitlines()} == {"yellow"}
     r = run_cli("remove-class", tmp_path / "vid" / "model.onnx", "yellow", "--out", tmp_path / "back")
     assert r.returncode == 0 and "classes: red, green, blue" in r.stdout
+    from onnx_fixtures import make_colour_model
+
+    plain = make_colour_model(tmp_path / "plain.onnx", metadata=False)  # not edgeclf's: refused before any photo
+    r = run_cli("add-class", plain, "yellow", photos, "--out", tmp_path / "p")
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "has no float head" in error_line(r)
     bad = run_cli("add-class", model, "yellow", tmp_path / "missing", "--out", tmp_path / "m")
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "missing" in error_line(bad)
 

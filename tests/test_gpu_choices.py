@@ -182,7 +182,7 @@ def test_a_gpu_that_does_not_start_gets_the_cpus_engine_record(tmp_path, fake_gp
     err = capsys.readouterr().err.splitlines()
     assert opened == [folder / FP16_NAME, folder / INT8_NAME]  # one fixed thread count: one CPU session
     assert summary.providers == [prov.CPU] and summary.processed == 2
-    assert (f"edgeclf: running {folder / INT8_NAME} instead: no GPU provider started; the fastest here by "
+    assert (f"edgeclf: running {folder / INT8_NAME} instead: no GPU provider started; chosen here by "
             "`edgeclf bench --engines`: onnxruntime, 1 thread, p50 1.00 ms") in err
 
 

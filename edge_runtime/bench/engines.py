@@ -1,7 +1,7 @@
 """``edgeclf bench FOLDER --engines``: every engine edgeclf can run an export's int8 model with
 (onnxruntime; OpenVINO on the same file; LiteRT on ``model.int8.tflite``), at
-each thread count, timed side by side on this machine; the fastest recorded for ``predict --engine
-auto`` (``edgeclf.model.engine_choice``). Each is timed as ``predict`` runs it by default: one
+each thread count, timed side by side on this machine; the choice (``choose``) recorded for
+``predict --engine auto`` (``edgeclf.model.engine_choice``). Each is timed as ``predict`` runs it by default: one
 image a call, the unknown score included where the model has one.
 
 The ways are timed in rounds, each round every way in turn, so that a burst of other work on the
@@ -85,7 +85,7 @@ def ways(folder: Path) -> tuple[list[Way], list[str]]:
 def compare_engines(path: str | os.PathLike, runs: int = 200, warmup: int = 10, record: bool = True,
                     show_progress: bool = True) -> dict:
     """Time every way of ``ways`` on one image at a time (``runs`` frames each, over ``ROUNDS``
-    interleaved rounds), choose the fastest and, with ``record``, write it to the folder."""
+    interleaved rounds), ``choose`` one and, with ``record``, write it to the folder."""
     folder = export_folder(path)
     todo, skipped = ways(folder)
     per_round = max(1, runs // ROUNDS)
@@ -150,10 +150,11 @@ def _export_accuracy(folder: Path, engine: str) -> float | None:
 
 
 def choose(results: list[dict]) -> dict:
-    """The fastest way at p50, but onnxruntime's best unless another engine beats it by ``MARGIN``,
-    and within onnxruntime its adaptive threads unless a fixed count beats them by ``MARGIN`` (an
-    idle bench cannot see the co-tenants that adapting is for). Among other ways within ``MARGIN``
-    of the fastest at p50 (a gap repeated runs here move by), the one with the shortest tail (p99)."""
+    """The way ``predict --engine auto`` runs: onnxruntime's best unless another engine beats it
+    by ``MARGIN`` at p50, and within onnxruntime its adaptive threads unless a fixed count beats
+    them by ``MARGIN`` (an idle bench cannot see the co-tenants that adapting is for). Of the other
+    ways that beat it so and are within ``MARGIN`` of the fastest at p50 (a gap repeated runs here
+    move by), the one with the shortest tail (p99)."""
     p50 = {r["label"]: r["latency_ms"]["p50"] for r in results}
     fastest = min(p50.values())
     ort_rows = [r for r in results if r["engine"] == "onnxruntime"]
@@ -161,10 +162,12 @@ def choose(results: list[dict]) -> dict:
     adaptive = next((r for r in ort_rows if r["threads"] is None), None)
     if ort_best is not None and adaptive is not None and p50[ort_best["label"]] > (1 - MARGIN) * p50[adaptive["label"]]:
         ort_best = adaptive
-    if ort_best is not None and fastest > (1 - MARGIN) * p50[ort_best["label"]]:
-        best = ort_best
+    beats_ort = [r for r in results if r["engine"] != "onnxruntime"
+                 and (ort_best is None or p50[r["label"]] <= (1 - MARGIN) * p50[ort_best["label"]])]
+    tied = [r for r in beats_ort if fastest > (1 - MARGIN) * p50[r["label"]]]
+    if not tied:  # onnxruntime stays (or, where every time was not a number, the first way)
+        best = ort_best or results[0]
     else:
-        tied = [r for r in results if fastest > (1 - MARGIN) * p50[r["label"]]]
         best = min(tied, key=lambda r: (r["latency_ms"]["p99"], p50[r["label"]]))
     others = [r for r in results if r["engine"] != best["engine"]]
     runner_up = min(others, key=lambda r: p50[r["label"]], default=None)

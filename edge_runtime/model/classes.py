@@ -185,11 +185,13 @@ def photo_keeper(model: str | Path) -> Callable[[np.ndarray], np.ndarray]:
     """What to keep of each photo for ``add_class(model, ...)``: the photo at the model's input
     size by the model's own resize, still BGR, so that ``add_class`` reads the same pixels as from
     the whole photo (a thousand 12-megapixel photos held whole would take 36 GB)."""
-    from edgeclf.image import resize_bgr, to_bgr8
-    from edgeclf.model.classifier import Classifier
+    from edgeclf.image import resize_bgr, resize_of, to_bgr8
+    from edgeclf.model.declared import metadata_side
 
-    clf = Classifier(_model_files(Path(model), warn=False)[0], threads=1, unknown=False)
-    size, rule = clf.size, clf.resize
+    path = _model_files(Path(model), warn=False)[0]
+    meta = read_parts(path).metadata  # a model add-class cannot change is refused here, before any photo is read
+    size = (metadata_side(meta, md.INPUT_HEIGHT, path), metadata_side(meta, md.INPUT_WIDTH, path))
+    rule = resize_of(meta.get(md.PREPROCESSING))
     return lambda image: resize_bgr(to_bgr8(image), size, rule)
 
 

@@ -121,25 +121,25 @@ def applicable_choice(folder: str | os.PathLike, no_litert: bool = False) -> tup
                 "give it one; --no-unknown, or --engine litert, runs it)")
         if rec.get(WITH_UNKNOWN) is None:
             return None, lead + ": running onnxruntime"
-        choice, lead, what = rec[WITH_UNKNOWN], lead + "; ", "keeping the unknown score, the record's fastest other engine"
+        choice, lead, what = rec[WITH_UNKNOWN], lead + "; ", "keeping the unknown score, the record's choice among the other engines"
     if not (Path(folder) / choice["file"]).is_file():
         return None, f"{lead}{Path(folder) / RECORD_NAME} chose {choice['file']}, which is not in {folder}: running onnxruntime"
     return choice, lead + describe(choice, what)
 
 
 def describe(choice: dict, what: str | None = None) -> str:
-    """"the fastest here by `edgeclf bench --engines`: LiteRT, 2 threads, p50 2.31 ms, p99 2.60 ms
+    """"chosen here by `edgeclf bench --engines`: LiteRT, 2 threads, p50 2.31 ms, p99 2.60 ms
     (onnxruntime 3.99 / 5.10 ms)"; ``what`` replaces the words before the colon. Records written
     before the choice looked at p99 give p50 alone."""
     threads = "adaptive threads" if choice["threads"] is None else f"{choice['threads']} thread{'s' * (choice['threads'] > 1)}"
     runner_up = choice.get("runner_up")
     p50, p99 = choice.get("p50_ms"), choice.get("p99_ms")
-    tails = _ms(p99) and isinstance(runner_up, dict) and _ms(runner_up.get("p99_ms"))
+    tails = _ms(p99) and (not isinstance(runner_up, dict) or _ms(runner_up.get("p99_ms")))
     vs = (f" ({safe_text(str(runner_up.get('label') or runner_up.get('engine')))[:60]} {runner_up['p50_ms']:.2f}"
           + (f" / {runner_up['p99_ms']:.2f} ms)" if tails else " ms)")
           if isinstance(runner_up, dict) and _ms(runner_up.get("p50_ms")) else "")
     name = {"litert": "LiteRT", "openvino": "OpenVINO"}.get(choice["engine"], choice["engine"])
-    return (f"{what or 'the fastest here by `edgeclf bench --engines`'}: {name}, {threads}"
+    return (f"{what or 'chosen here by `edgeclf bench --engines`'}: {name}, {threads}"
             + (f", p50 {p50:.2f} ms" + (f", p99 {p99:.2f} ms" if tails else "") + vs if _ms(p50) else ""))
 
 
