@@ -52,3 +52,19 @@ def test_the_child_runs_an_onnx_model_and_opencv(lane, tmp_path):
         assert list(probs.argmax(1)) == [0, 1, 2], fmt
     probs, err, _ = lane.run_child("host", "onnx_fp32", tmp_path / "missing.onnx", tmp_path / "x.npy", tmp_path, None)
     assert probs is None and "does not exist" in err
+
+
+def test_the_bare_litert_row_reads_the_probabilities_of_a_two_output_model(lane, tmp_path):
+    """edgeclf's LiteRT export has a second output, the embedding, for the unknown score: the
+    bare interpreter row must judge the probabilities, whichever order LiteRT lists them in."""
+    pytest.importorskip("tensorflow", reason="the fixture converts a Keras model (train extra)")
+    pytest.importorskip("ai_edge_litert", reason="the litert extra runs .tflite models")
+    from onnx_fixtures import solid
+    from tflite_fixtures import scored_colour_tflite
+
+    raw, names = scored_colour_tflite(tmp_path, width=4)
+    assert len(names) == 2
+    (tmp_path / "model.int8.tflite").write_bytes(raw)
+    np.save(tmp_path / "x.npy", np.stack([solid(c, 32, 32)[..., ::-1] for c in ("red", "green", "blue")]))
+    probs, err, _ = lane.run_child("host", "litert_int8", tmp_path / "model.int8.tflite", tmp_path / "x.npy", tmp_path, None)
+    assert err == "" and probs.shape == (3, 3) and list(probs.argmax(1)) == [0, 1, 2], err
