@@ -123,7 +123,7 @@ def bench(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the charts to this PNG file."),
     force: bool = typer.Option(False, "--force", help="Let --plot replace an existing file that edgeclf did not write."),
-    engines: bool = typer.Option(False, "--engines", help="MODEL is an export (or run) folder: time its int8 model on every engine installed (onnxruntime; OpenVINO; LiteRT for model.int8.tflite) at 1 thread and on the usable cores (at most 4), side by side, and record the fastest (onnxruntime unless another is 5% faster at p50; of ways within 5%, the shortest p99) in the folder's engine.json for `predict --engine auto`."),
+    engines: bool = typer.Option(False, "--engines", help="MODEL is an export (or run) folder: time its int8 model on every engine installed (onnxruntime; OpenVINO; LiteRT for model.int8.tflite) at 1 thread and on the usable cores (at most 4), side by side, and record its choice (the fastest at p50, but onnxruntime unless another is 5% faster; of ways within 5% of the fastest, the shortest p99) in the folder's engine.json for `predict --engine auto`."),
 ) -> None:
     """Benchmark latency and throughput of an ONNX (or .tflite) model on this device."""
     if engines:
