@@ -57,8 +57,8 @@ def test_the_child_runs_an_onnx_model_and_opencv(lane, tmp_path):
 def test_the_bare_litert_row_reads_the_probabilities_of_a_two_output_model(lane, tmp_path):
     """edgeclf's LiteRT export has a second output, the embedding, for the unknown score: the
     bare interpreter row must judge the probabilities, whichever order LiteRT lists them in."""
-    pytest.importorskip("tensorflow", reason="the fixture converts a Keras model (train extra)")
-    pytest.importorskip("ai_edge_litert", reason="the litert extra runs .tflite models")
+    pytest.importorskip("tensorflow", reason="the fixture converts a Keras model: pip install '.[train]'")
+    pytest.importorskip("ai_edge_litert", reason="runs .tflite models: pip install '.[litert]'")
     from onnx_fixtures import solid
     from tflite_fixtures import scored_colour_tflite
 
