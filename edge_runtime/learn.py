@@ -19,12 +19,11 @@ from edgeclf.progress import Bars, console as make_console
 MAX_PHOTOS = 1000
 
 
-def collect(source: str, count: int, every: int = 1, bars: Bars | None = None,
-            keep: Callable[[np.ndarray], np.ndarray] | None = None) -> list[np.ndarray]:
+def collect(source: str, count: int, every: int = 1, bars: Bars | None = None, *,
+            keep: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray]:
     """BGR images of the new class: every photo of a folder (up to MAX_PHOTOS), or ``count``
-    frames of a camera, video or stream (every ``every``-th); each passed through ``keep`` when
-    given (``photo_keeper``: what the model will read of it)."""
-    keep = keep or (lambda image: image)
+    frames of a camera, video or stream (every ``every``-th), each as ``keep`` leaves it
+    (``photo_keeper``: what the model will read of it; a photo is never held whole)."""
     if count < 1:
         raise EdgeclfError(f"--count must be at least 1 (got {count})")
     if every < 1:
