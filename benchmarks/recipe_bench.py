@@ -56,6 +56,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--old", default="", help="command that runs another edgeclf (its train is the 'old' arm)")
     ap.add_argument("--old-env", default="", help="NAME=VALUE for the old command's environment")
     ap.add_argument("--old-args", default="", help="extra options for the old command's train")
+    ap.add_argument("--old-label", default="old recipe", help="what the old arm is called in the table")
     ap.add_argument("--name", default="", help="results file name (default: recipe-MODEL)")
     ap.add_argument("--reuse", action="store_true", help="keep finished runs in --work")
     ap.add_argument("--probe-only", action="store_true", help="only the frozen-features arm (a quick look at a backbone)")
@@ -112,8 +113,21 @@ def evaluate(model: Path, test: Path) -> dict:
     return {k: report[k] for k in ("accuracy", "accuracy_ci95", "n_images") if k in report}
 
 
-def recipe_arm(name: str, train: Path, test: Path, args: argparse.Namespace) -> dict:
-    """``edgeclf train`` + ``export --int8`` + ``eval`` of the three models on the test photos."""
+def in_class_unknown(model: Path, test: Path, others: Path) -> dict:
+    """``edgeclf eval MODEL TEST --unknown OTHERS``: the share of the test photos (all of known
+    classes) the calibrated unknown score rejects (export aims at 2%), and of ``others`` it catches."""
+    res = subprocess.run([*EDGECLF, "eval", str(model), str(test), "--unknown", str(others), "--json", "--force",
+                          "--plot", str(model.with_suffix(".unknown.png"))], capture_output=True, text=True)
+    if res.returncode != 0:
+        return {"error": (res.stderr.strip().splitlines() or ["?"])[-1]}
+    u = json.loads(res.stdout)["unknown"]
+    return {"in_class_rejected": u["in_class_rejected"]["share"], "n": u["in_class_rejected"]["n"],
+            "others_rejected": u["unknown_rejected"]["share"], "others": str(others)}
+
+
+def recipe_arm(name: str, train: Path, test: Path, args: argparse.Namespace, others: Path | None = None) -> dict:
+    """``edgeclf train`` + ``export --int8`` + ``eval`` of the three models on the test photos
+    (and, with ``others``, the int8 model's unknown score on the test photos and on ``others``)."""
     out = args.work / name / f"recipe-{args.model}"
     row: dict = {}
     if not (args.reuse and (out / "run.json").is_file()):
@@ -125,7 +139,7 @@ def recipe_arm(name: str, train: Path, test: Path, args: argparse.Namespace) -> 
         row["train_s"], row["train_peak_mb"] = round(wall, 1), round(peak)
     run = json.loads((out / "run.json").read_text())
     row.update(val_accuracy=run["best"]["val_accuracy"], n_train=run["n_train"], n_val=run["n_val"],
-               macs_m=round(run["macs"] / 1e6, 1), probe=run.get("linear_probe"))
+               macs_m=round(run["macs"] / 1e6, 1), probe=run.get("linear_probe"), refit=run.get("refit"))
     export = out / "export"
     res = subprocess.run([*EDGECLF, "export", str(out), "--int8", "--out", str(export), "--force"],
                          capture_output=True, text=True)
@@ -135,6 +149,8 @@ def recipe_arm(name: str, train: Path, test: Path, args: argparse.Namespace) -> 
     row["keras"] = evaluate(out / "model.keras", test)
     row["fp32"] = evaluate(export / "model.onnx", test)
     row["int8"] = evaluate(export / "model.int8.onnx", test)
+    if others is not None:
+        row["int8_unknown"] = in_class_unknown(export / "model.int8.onnx", test, others)
     return row
 
 
@@ -201,8 +217,8 @@ def to_markdown(rows: dict, args: argparse.Namespace) -> str:
              "Accuracy on each set's held-out test photos (never seen in training or validation); in brackets the "
              "95% Wilson interval from the number of test photos. Data sets: benchmarks/datasets.md.", "",
              "| data set | train / test photos | frozen features + tuned linear head | recipe Keras | fp32 ONNX | int8 ONNX "
-             "| old recipe Keras | train time | peak RSS | int8 export |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"| {args.old_label} Keras | train time | peak RSS | int8 export | int8: test photos answered unknown |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         rec, old, probe = r.get("recipe", {}), r.get("old", {}), r.get("probe", {})
         n_test = (rec.get("keras") or {}).get("n_images", probe.get("n", "?"))
@@ -210,15 +226,22 @@ def to_markdown(rows: dict, args: argparse.Namespace) -> str:
                      f"{probe.get('accuracy', float('nan')):.1%} | {pct(rec, 'keras', ci=True)} | {pct(rec, 'fp32')} | "
                      f"{pct(rec, 'int8')} | {pct(old, 'keras')} | {rec.get('train_s', float('nan')) / 60:.1f} min | "
                      f"{rec.get('train_peak_mb', float('nan')):.0f} MB | "
-                     f"{'accepted' if rec.get('export_rc') == 0 else rec.get('export_error', '-')} |")
-    summary = summarise(rows)
+                     f"{'accepted' if rec.get('export_rc') == 0 else rec.get('export_error', '-')} | "
+                     f"{_unknown_cell(rec.get('int8_unknown'))} |")
+    summary = summarise(rows, args.old_label)
     if summary:
         lines += ["", "| mean over the data sets | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in summary.items()]
     return "\n".join(lines) + "\n"
 
 
-def summarise(rows: dict) -> dict[str, str]:
+def _unknown_cell(u: dict | None) -> str:
+    if not isinstance(u, dict) or "in_class_rejected" not in u:
+        return "-"
+    return f"{u['in_class_rejected']:.1%} of {u['n']} ({Path(u['others']).parent.name}: {u['others_rejected']:.0%} caught)"
+
+
+def summarise(rows: dict, old_label: str = "old recipe") -> dict[str, str]:
     """Means over the sets every arm finished, and the recipe's margins over the other arms."""
     acc = lambda r, k: (r.get(k) or {}).get("accuracy") if isinstance(r.get(k), dict) else None
     arms = {"probe": [], "recipe": [], "old": [], "int8": []}
@@ -238,8 +261,8 @@ def summarise(rows: dict) -> dict[str, str]:
            "recipe (Keras)": f"{m['recipe']:.1%}", "recipe (int8)": f"{m['int8']:.1%}",
            "recipe minus linear head, worst set": f"{worst * 100:+.1f} points"}
     if np.isfinite(m["old"]):
-        out["old recipe (Keras)"] = f"{m['old']:.1%}"
-        out["recipe minus old recipe"] = f"{(m['recipe'] - m['old']) * 100:+.1f} points"
+        out[f"{old_label} (Keras)"] = f"{m['old']:.1%}"
+        out[f"recipe minus {old_label}"] = f"{(m['recipe'] - m['old']) * 100:+.1f} points"
     return out
 
 
@@ -259,20 +282,23 @@ def main() -> None:
     args = parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict] = {}
-    for name, (train, test) in data_sets(args).items():
+    sets = data_sets(args)
+    tests = [test for _, test in sets.values()]
+    for i, (name, (train, test)) in enumerate(sets.items()):
         print(f"== {name}", flush=True)
         rows[name] = {"probe": probe_in_child(train, test, args.model)}
         print("probe", rows[name]["probe"], flush=True)
         if args.probe_only:
             continue
-        rows[name]["recipe"] = recipe_arm(name, train, test, args)
+        others = tests[(i + 1) % len(tests)] if len(tests) > 1 else None  # the next set's photos: none of these classes
+        rows[name]["recipe"] = recipe_arm(name, train, test, args, others)
         print("recipe", rows[name]["recipe"], flush=True)
         if args.old:
             rows[name]["old"] = old_arm(name, train, test, args)
             print("old", rows[name]["old"], flush=True)
     prov = provenance()
     write_json(RESULTS / f"{args.name}.json", stamp_json({"model": args.model, "train_args": args.train_args,
-                                                          "old": args.old, "sets": rows}, prov))
+                                                          "old": args.old, "old_args": args.old_args, "old_label": args.old_label, "sets": rows}, prov))
     md = to_markdown(rows, args)
     write_text(RESULTS / f"{args.name}.md", stamp_markdown(md, prov))
     print(md)

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from edgeclf import sysinfo
 from edgeclf.data.labelled import LabelledImages, load_files, load_labelled
-from edgeclf.errors import EdgeclfError, require_train_extra, safe_text, warn_skip
+from edgeclf.errors import EdgeclfError, require_train_extra, safe_text, warn, warn_skip
 from edgeclf.image import scan_class_folders
 from edgeclf.metrics import classification_report
 from edgeclf.model.batching import in_batches
@@ -127,6 +127,10 @@ def evaluate(model: Path, data_dir: Path | None = None, batch_size: int = 32, qu
     )
     if data_dir is None:  # said in the output: a score on other photos would not be comparable
         report.update(split="val", split_source="run.json")
+        if getattr(record, "refitted", False):  # train --refit: the model has seen these photos
+            report["trained_on_these_photos"] = True
+            warn(f"{model}: the model was trained again on every photo (refit), the validation split's included: this "
+                 "accuracy is on photos it has seen; give photos it has not: edgeclf eval MODEL DATA_DIR")
     if unknown_files is not None:
         report["unknown"] = open_set
     return report

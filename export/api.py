@@ -207,6 +207,8 @@ def _report(model: _Model, opset: int, figures: dict, real_images: bool) -> dict
         "sizes_bytes": {},
         "sha256": {},  # of each model file: the runtime refuses a file of this folder that differs
         "parity": {**figures, "tolerance": parity.PROB_TOLERANCE, "images": "real" if real_images else "generated"},
+        # a refitted model trained on the validation photos too: their accuracies below are not held out
+        **({"refit": {**model.run.record.refit, "held_out_accuracy": model.run.val_accuracy}} if model.run.refitted else {}),
     }
 
 

@@ -20,7 +20,7 @@ from .run_record import check_class_names
 # The options that define a run. None in TrainConfig means "the default" for a new run and
 # "the run's own value" for --resume: state.json records each one, and a resumed run uses them.
 RUN_OPTIONS = ("model", "img_size", "epochs", "batch_size", "val_split", "val_dir", "seed", "weights", "lr",
-               "patience", "augment", "mixup", "weight_decay", "wise_ft", "extra")
+               "patience", "augment", "mixup", "weight_decay", "wise_ft", "refit", "extra")
 # Defaults of the options that do not depend on the architecture (model, img_size, epochs and lr do).
 DEFAULTS = {"batch_size": 32, "val_split": 0.2, "seed": 1337, "weights": "imagenet", "patience": 15,
             "augment": True, "mixup": 0.0, "weight_decay": 5e-4, "wise_ft": 0.5, "extra": {}}
@@ -53,6 +53,7 @@ class TrainConfig:
     mixup: float | None = None  # 0: Beta(alpha, alpha) mixing of training batches off
     weight_decay: float | None = None  # 5e-4: AdamW's decoupled decay (applied as lr * weight_decay per step)
     wise_ft: float | None = None  # 0.5: the kept weights are this share fine-tuned, the rest the probe's (train.wise)
+    refit: bool | None = None  # None: on for a pretrained network's small data set (train.refit.planned)
     resume: bool = False
     force: bool = False
     quiet: bool = False
@@ -91,6 +92,8 @@ def check_options(cfg: TrainConfig) -> None:
         raise EdgeclfError(f"--budget-ms picks the model: use it with --model auto or without --model (got --model {cfg.model})")
     if cfg.model == "auto" and cfg.budget_ms is None:
         raise EdgeclfError("--model auto picks by a latency budget: add --budget-ms MS (int8 milliseconds per frame)")
+    if cfg.refit and cluster_task() is not None:
+        raise EdgeclfError("--refit trains a second time in one process; leave it out of a multi-worker run")
     if cfg.resume and cfg.force:
         raise EdgeclfError("--resume and --force contradict each other: choose one")
     if cfg.weights not in (None, "imagenet", "none") and not Path(cfg.weights).is_file():
@@ -174,8 +177,8 @@ def read_state(path: Path) -> dict:
 
 def spelling(name: str, value) -> str:
     """How the command line spells an option and its value, for messages."""
-    if name == "augment":
-        return "--augment" if value else "--no-augment"
+    if name in ("augment", "refit"):
+        return f"--{name}" if value else f"--no-{name}"
     return f"--{'val' if name == 'val_dir' else name.replace('_', '-')} {value}"
 
 

@@ -15,6 +15,7 @@ from .tf_quiet import import_tensorflow_quietly
 
 import_tensorflow_quietly()  # before keras: TensorFlow's start-up log lines silenced
 import keras  # noqa: E402
+from rich.markup import escape
 from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
 from edgeclf.progress import Bars, console as make_console, progress_bar
@@ -103,15 +104,15 @@ class EpochProgress(keras.callbacks.Callback):
         logs = logs or {}
         best = self.state["best"]
         star = "*" if best["epoch"] == epoch + 1 else " "
-        stage = f"[{self.stage}] " if self.stage else ""
+        stage = escape(f"[{self.stage}] ") if self.stage else ""
         self.epoch_times = getattr(self, "epoch_times", []) + [time.time() - self.t_epoch]
         # The first epoch includes graph tracing; later ones predict the rest better.
         typical = sorted(self.epoch_times[1:] or self.epoch_times)[len(self.epoch_times[1:] or self.epoch_times) // 2]
         left = (self.total_epochs - epoch - 1) * typical
         self.progress.console.print(
             f"{stage}epoch {epoch + 1:3d}/{self.total_epochs}  loss {logs.get('loss', 0):.4f}  acc {logs.get('accuracy', 0):.4f}  "
-            f"val_loss {logs.get('val_loss', 0):.4f}  val_acc {logs.get('val_accuracy', 0):.4f}{star}  "
-            f"{self.epoch_times[-1]:5.1f}s  ETA {int(left // 60)}:{int(left % 60):02d}"
+            + (f"val_loss {logs['val_loss']:.4f}  val_acc {logs.get('val_accuracy', 0):.4f}{star}  " if "val_loss" in logs else "")
+            + f"{self.epoch_times[-1]:5.1f}s  ETA {int(left // 60)}:{int(left % 60):02d}"
         )
 
     def on_train_end(self, logs=None):

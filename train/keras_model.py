@@ -48,6 +48,11 @@ class RunSource:
     def val_accuracy(self) -> float | None:
         return self.record.val_accuracy if self.record else None
 
+    @property
+    def refitted(self) -> bool:
+        """Whether the model was trained again on every photo, the validation split's included (train.refit)."""
+        return bool(self.record and self.record.refitted)
+
     def split_paths(self, split: str) -> list[Path]:
         """Files of a split recorded in run.json (``train`` or ``val``); [] when none."""
         return self.record.split_paths(split) if self.record else []

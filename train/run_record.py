@@ -52,6 +52,7 @@ class RunRecord:
     weights: dict | str | None = None  # a pretrained backbone's provenance: {backbone, source, file, sha256, ...}
     linear_probe: dict | None = None  # LP-FT's head fit: {"l2", "cv_accuracy", "photos", "seconds"}
     wise_ft: dict | None = None  # {"share", "fine_tuned_epoch"}: the kept weights averaged with the probe's (train.wise)
+    refit: dict | None = None  # {"photos", "epochs", "seconds"}: model.keras trained again on every photo (train.refit)
     model_choice: dict | None = None  # --model auto: {"budget_ms", "threads", "int8_latency_ms"}
     data_dir: str | None = None
     val_dir: str | None = None
@@ -76,6 +77,11 @@ class RunRecord:
         """The kept model's validation accuracy (with WiSE-FT not the best epoch's own figure)."""
         accuracy = self.val_report.get("accuracy") if isinstance(self.val_report, dict) else None
         return accuracy if isinstance(accuracy, (int, float)) else self.best.get("val_accuracy")
+
+    @property
+    def refitted(self) -> bool:
+        """Whether the kept model was trained again on every photo, the validation split's included."""
+        return isinstance(self.refit, dict) and isinstance(self.refit.get("photos"), int)
 
     def split_paths(self, split: str) -> list[Path]:
         """Files of a split (``train`` or ``val``); [] when none was recorded."""
@@ -254,6 +260,7 @@ _CHECKS: dict[str, Check] = {
     "linear_probe": _opt(_is(dict, "an object")),
     "model_choice": _opt(_is(dict, "an object")),
     "wise_ft": _opt(_is(dict, "an object")),
+    "refit": _opt(_is(dict, "an object")),
 }
 # Fields whose null means "not recorded": the dataclass default stands in for them.
 _NOT_NULL = {f.name for f in fields(RunRecord) if f.default is not None}

@@ -22,7 +22,7 @@ from rich.markup import escape
 
 from edgeclf.errors import EdgeclfError, first_line
 from edgeclf.image import RESIZE, RESIZE_AREA
-from edgeclf.outfiles import remove_stale_temps
+from edgeclf.outfiles import atomic_path, remove_stale_temps
 
 from .checkpoint import Checkpointer
 from .config import (DEFAULTS, RUN_FILES, RUN_OPTIONS, TrainConfig, check_options, precheck, read_state, resume_options,
@@ -32,6 +32,8 @@ from .distribute import (backup_state, cluster_task, describe, distribution, fin
                          peer_failures, remove_backup, write_dir)
 from .epochs import EpochProgress, console, load_progress, say
 from .finish import finish_run
+from .refit import planned
+from .run_record import RUN_JSON, record_from_dict
 from .wise import average_into, save_start
 from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE
 from .pipeline import datasets
@@ -186,7 +188,8 @@ def _resumed_model(cfg: TrainConfig, state: dict) -> keras.Model:
     """The model as the last finished epoch left it (last.keras, with its optimizer state)."""
     model = keras.models.load_model(cfg.out / "last.keras")
     if not cfg.quiet:
-        options = " ".join(spelling(n, getattr(cfg, n)) for n in RUN_OPTIONS if n not in ("extra", "val_dir"))
+        options = " ".join(spelling(n, getattr(cfg, n)) for n in RUN_OPTIONS
+                           if n not in ("extra", "val_dir") and getattr(cfg, n) is not None)
         console.print(f"resuming {escape(str(cfg.out))} after epoch {state['epoch']} (best val accuracy "
                       f"{state['best']['val_accuracy']:.3f}) with the run's options: {escape(options)}")
     return model
@@ -264,6 +267,8 @@ def _conclude(cfg: TrainConfig, state: dict, data: TrainingData, interrupted: bo
         if not (interrupted or diverged) and average_into(out, cfg.wise_ft):
             state["wise_ft"] = {"share": cfg.wise_ft, "fine_tuned_epoch": state["best"]["epoch"]}
         run = finish_run(cfg, state, data, interrupted, seconds, distributed)
+        if not (interrupted or diverged) and planned(cfg, len(data.train) + len(data.val)):
+            run = _refit(cfg, state, data, run)
     except OSError as e:
         raise _write_error(e, out, state) from None
     if not interrupted:
@@ -272,6 +277,33 @@ def _conclude(cfg: TrainConfig, state: dict, data: TrainingData, interrupted: bo
         raise TrainingDiverged(f"training diverged: the loss became {diverged['loss']} in epoch {diverged['epoch']}; "
                                f"the best model so far (epoch {state['best']['epoch']}) is kept in {out / 'model.keras'} "
                                "with run.json (try a lower --lr)")
+    return run
+
+
+def _refit(cfg: TrainConfig, state: dict, data: TrainingData, run: dict) -> dict:
+    """The held-out run is complete on disk; train again on every photo (train.refit) and keep
+    that model instead, its record added to run.json. Ctrl-C or a non-finite loss during the
+    refit keeps the held-out run's model, as run.json then says."""
+    from .refit import refit
+
+    epochs = state["best"]["epoch"]
+    if not cfg.quiet:
+        console.print(f"refit: training again on all {len(data.train) + len(data.val)} photos for the {epochs} epochs "
+                      "kept (--no-refit: keep the held-out run's model); the validation figures stay the held-out run's")
+    try:
+        with distribution():
+            model, record = refit(cfg, data, epochs, _new_model,
+                                  lambda m, stage, steps: _compile(m, stage, steps, cfg.weight_decay))
+        with atomic_path(cfg.out / "model.keras", suffix=".keras") as tmp:
+            model.save(tmp)
+    except KeyboardInterrupt:
+        record = {"interrupted": True}
+        console.print("refit interrupted: keeping the model of the held-out run")
+    except FloatingPointError as e:
+        record = {"diverged": True}
+        console.print(f"refit stopped ({e}): keeping the model of the held-out run")
+    run = {**run, "refit": record}
+    record_from_dict(run, cfg.out / RUN_JSON).write(cfg.out / RUN_JSON)
     return run
 
 

@@ -37,10 +37,14 @@ def average_into(out: Path, share: float) -> bool:
     model = keras.models.load_model(out / "model.keras", compile=False)
     tuned = model.get_weights()
     model.load_weights(start)
-    probe = model.get_weights()
-    # BatchNorm statistics and frozen layers are equal in both: the average leaves them as they are.
-    model.set_weights([((1 - share) * p + share * t).astype(t.dtype) if np.issubdtype(t.dtype, np.floating) else t
-                       for p, t in zip(probe, tuned)])
+    model.set_weights(averaged(model.get_weights(), tuned, share))
     with atomic_path(out / "model.keras", suffix=".keras") as tmp:
         model.save(tmp)
     return True
+
+
+def averaged(probe: list[np.ndarray], tuned: list[np.ndarray], share: float) -> list[np.ndarray]:
+    """``(1 - share)`` x ``probe`` + ``share`` x ``tuned``, weight by weight."""
+    # BatchNorm statistics and frozen layers are equal in both: the average leaves them as they are.
+    return [((1 - share) * p + share * t).astype(t.dtype) if np.issubdtype(t.dtype, np.floating) else t
+            for p, t in zip(probe, tuned)]
