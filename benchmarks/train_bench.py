@@ -91,7 +91,9 @@ def train_and_export(name: str, size: int | None, args: argparse.Namespace) -> d
     if args.reuse and (out / "run.json").is_file():
         run = json.loads((out / "run.json").read_text())
     else:
-        run = train(TrainConfig(data_dir=args.data, out=out, model=name, img_size=size, seed=args.seed, force=True, quiet=True))
+        # no refit: the columns below score the model on the validation split, which a refit trains on
+        run = train(TrainConfig(data_dir=args.data, out=out, model=name, img_size=size, seed=args.seed, force=True, quiet=True,
+                                refit=False))
     if args.reuse and (out / "export" / "export.json").is_file():
         report = json.loads((out / "export" / "export.json").read_text())
     else:

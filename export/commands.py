@@ -77,8 +77,8 @@ def _print_summary(report: dict, out: Path) -> None:
         r = report["refit"]
         held = f"{r['held_out_accuracy']:.1%}" if isinstance(r.get("held_out_accuracy"), (int, float)) else "not recorded"
         console.print(f"note: the model was trained again on all {r['photos']} photos (refit), so its validation photos are "
-                      f"not held out: the accuracies above compare int8 with fp32 on photos it has seen; the held-out "
-                      f"run's validation accuracy (run.json) is {held}")
+                      f"not held out: the accuracies above compare int8 with fp32 on photos it has seen, and the unknown "
+                      f"score's threshold is set on them; the held-out run's validation accuracy (run.json) is {held}")
     if "unknown" in report:
         u = report["unknown"]
         console.print(f"unknown score: {u['k']}-th nearest of {u['bank']} training photos (cosine); threshold "

@@ -173,6 +173,8 @@ def test_default_network_fine_tunes_on_real_photos(tmp_path, cats_dogs_dir):
     # the kept model is the fine-tune averaged with the probe (train.wise); the probe's weights are not left behind
     assert run["wise_ft"] == {"share": 0.5, "fine_tuned_epoch": run["best"]["epoch"]}
     assert not (out / "probe.weights.h5").exists() and run["val_report"]["accuracy"] >= 0.85
+    # a small split of its own folder: trained again on every photo for the epochs kept (train.refit)
+    assert run["refit"]["photos"] == run["n_train"] + run["n_val"] and run["refit"]["epochs"] == run["best"]["epoch"]
     res = run_cli("export", out, "--int8", "--json")
     assert res.returncode == 0, res.stderr
     import onnx

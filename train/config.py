@@ -187,8 +187,8 @@ def resume_options(cfg: TrainConfig, recorded: dict) -> None:
     values, and one given with a different value is an error (changing the epochs, the learning
     rate schedule or the split half-way would make a run no command line describes)."""
     for name in RUN_OPTIONS:
-        if name not in recorded:  # a state.json from an older edgeclf: the command line decides
-            continue
+        if name not in recorded or (name == "refit" and cfg.refit is not None):
+            continue  # a state.json from an older edgeclf, or the refit (which comes after the run): the command line decides
         was, given = recorded[name], getattr(cfg, name)
         if name == "val_dir":
             was = Path(was) if was else None

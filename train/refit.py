@@ -30,7 +30,8 @@ REFIT_MAX_PHOTOS = 5000
 def planned(cfg: TrainConfig, photos: int) -> bool:
     """Whether the run ``cfg`` describes ends with a refit on its ``photos`` (training and
     validation together): ``--refit``/``--no-refit`` as given; by default (None) for a pretrained
-    network on a split of its own data folder, in one process, up to ``REFIT_MAX_PHOTOS``."""
+    network (ImageNet's weights, a weights file or ``--from``'s) on a split of its own data
+    folder, in one process, up to ``REFIT_MAX_PHOTOS``."""
     if cfg.refit is not None:
         return cfg.refit
     return (ARCHITECTURES[cfg.model].probe and cfg.weights != "none" and cfg.val_dir is None
@@ -48,8 +49,9 @@ def everything(data: TrainingData) -> CachedSplit:
 def refit(cfg: TrainConfig, data: TrainingData, epochs: int, new_model: Callable,
           compile_stage: Callable) -> tuple[object, dict]:
     """The network trained afresh on every photo of ``data`` for ``epochs`` epochs (the held-out
-    run's kept epoch) with the run's stages, probe and WiSE-FT share; returns it (not saved) and
-    its record for run.json. ``new_model`` and ``compile_stage`` are the trainer's."""
+    run's kept epoch) with the run's stages, probe (its L2 strength cross-validated again, on
+    every photo) and WiSE-FT share; returns it (not saved) and its record for run.json.
+    ``new_model`` and ``compile_stage`` are the trainer's."""
     import keras
     import numpy as np
 
@@ -78,8 +80,8 @@ def refit(cfg: TrainConfig, data: TrainingData, epochs: int, new_model: Callable
         set_trainable(model, stage)
         compile_stage(model, stage, steps)  # the stage's whole schedule, followed as far as the kept epoch
         shown = {"epoch": done, "best": {"epoch": None}}  # what EpochProgress reads: no best epoch here
-        history = model.fit(train_ds, epochs=done + n, initial_epoch=done, shuffle=False, verbose=0,
-                            callbacks=[] if cfg.quiet else [EpochProgress(epochs, steps, shown, "refit")])
+        callbacks = [keras.callbacks.TerminateOnNaN()] + ([] if cfg.quiet else [EpochProgress(epochs, steps, shown, "refit")])
+        history = model.fit(train_ds, epochs=done + n, initial_epoch=done, shuffle=False, verbose=0, callbacks=callbacks)
         done += n
         if not np.all(np.isfinite(history.history.get("loss", [0.0]))):
             raise FloatingPointError("the loss became non-finite")

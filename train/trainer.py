@@ -282,8 +282,8 @@ def _conclude(cfg: TrainConfig, state: dict, data: TrainingData, interrupted: bo
 
 def _refit(cfg: TrainConfig, state: dict, data: TrainingData, run: dict) -> dict:
     """The held-out run is complete on disk; train again on every photo (train.refit) and keep
-    that model instead, its record added to run.json. Ctrl-C or a non-finite loss during the
-    refit keeps the held-out run's model, as run.json then says."""
+    that model instead, its record added to run.json. Whatever stops the refit (Ctrl-C, a
+    non-finite loss, memory) keeps the held-out run's model, as run.json then says."""
     from .refit import refit
 
     epochs = state["best"]["epoch"]
@@ -294,14 +294,24 @@ def _refit(cfg: TrainConfig, state: dict, data: TrainingData, run: dict) -> dict
         with distribution():
             model, record = refit(cfg, data, epochs, _new_model,
                                   lambda m, stage, steps: _compile(m, stage, steps, cfg.weight_decay))
+        # run.json says so before model.keras changes: a crash in between errs on the side of caution
+        refitted = _with_refit(cfg, run, record)
         with atomic_path(cfg.out / "model.keras", suffix=".keras") as tmp:
             model.save(tmp)
+        return refitted
     except KeyboardInterrupt:
-        record = {"interrupted": True}
-        console.print("refit interrupted: keeping the model of the held-out run")
-    except FloatingPointError as e:
-        record = {"diverged": True}
-        console.print(f"refit stopped ({e}): keeping the model of the held-out run")
+        record, why = {"interrupted": True}, "interrupted"
+    except FloatingPointError:
+        record, why = {"diverged": True}, "stopped: the loss became non-finite"
+    except Exception as e:  # out of memory, a full disk: the held-out run stands as it was written
+        record = {"failed": first_line(e)}
+        why = f"stopped: {record['failed']}"
+    console.print(f"refit {why}: keeping the model of the held-out run", markup=False)
+    return _with_refit(cfg, run, record)
+
+
+def _with_refit(cfg: TrainConfig, run: dict, record: dict) -> dict:
+    """``run`` with the refit's ``record``, written to run.json."""
     run = {**run, "refit": record}
     record_from_dict(run, cfg.out / RUN_JSON).write(cfg.out / RUN_JSON)
     return run
