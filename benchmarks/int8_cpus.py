@@ -68,6 +68,8 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="edgeclf-int8-cpus-"))
     run = json.loads((args.run / "run.json").read_text())
+    if isinstance(run.get("refit"), dict) and "photos" in run["refit"]:  # its validation photos are not held out
+        raise SystemExit(f"{args.run}: the model was trained again on every photo (refit); train the run with --no-refit")
     images = work / "val"
     for p in map(Path, run["splits"]["val"]):
         (images / p.parent.name).mkdir(parents=True, exist_ok=True)

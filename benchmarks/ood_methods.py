@@ -108,6 +108,8 @@ def main() -> None:
     import_tensorflow_quietly()
     t0 = time.time()
     src = resolve_source(args.run)
+    if src.refitted:  # its validation photos are not held out
+        raise SystemExit(f"{args.run}: the model was trained again on every photo (refit); train the run with --no-refit")
     model = load_keras_model(src.model_path)
     size = input_size_of(model, src.model_path)
     names = src.class_names

@@ -140,7 +140,13 @@ def recipe_arm(name: str, train: Path, test: Path, args: argparse.Namespace, oth
     run = json.loads((out / "run.json").read_text())
     row.update(val_accuracy=run["best"]["val_accuracy"], n_train=run["n_train"], n_val=run["n_val"],
                macs_m=round(run["macs"] / 1e6, 1), probe=run.get("linear_probe"), refit=run.get("refit"))
-    export = out / "export"
+    return {**row, **export_and_judge(out, test, others)}
+
+
+def export_and_judge(out: Path, test: Path, others: Path | None = None) -> dict:
+    """``export --int8`` of the run ``out``, then its three models on the test photos (and, with
+    ``others``, the int8 model's unknown score on the test photos and on ``others``)."""
+    export, row = out / "export", {}
     res = subprocess.run([*EDGECLF, "export", str(out), "--int8", "--out", str(export), "--force"],
                          capture_output=True, text=True)
     row["export_rc"] = res.returncode
