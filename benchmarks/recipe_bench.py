@@ -57,6 +57,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--old-env", default="", help="NAME=VALUE for the old command's environment")
     ap.add_argument("--old-args", default="", help="extra options for the old command's train")
     ap.add_argument("--old-label", default="old recipe", help="what the old arm is called in the table")
+    ap.add_argument("--old-export", action="store_true",
+                    help="also export the old arm's runs with this edgeclf and judge them as the recipe's (int8, unknown score)")
     ap.add_argument("--name", default="", help="results file name (default: recipe-MODEL)")
     ap.add_argument("--reuse", action="store_true", help="keep finished runs in --work")
     ap.add_argument("--probe-only", action="store_true", help="only the frozen-features arm (a quick look at a backbone)")
@@ -160,8 +162,9 @@ def export_and_judge(out: Path, test: Path, others: Path | None = None) -> dict:
     return row
 
 
-def old_arm(name: str, train: Path, test: Path, args: argparse.Namespace) -> dict:
-    """Another edgeclf's ``train`` on the same photos, judged on Keras."""
+def old_arm(name: str, train: Path, test: Path, args: argparse.Namespace, others: Path | None = None) -> dict:
+    """Another edgeclf's ``train`` on the same photos, judged on Keras (with ``--old-export``, also
+    exported and judged as the recipe arm is)."""
     out = args.work / name / "old"
     row: dict = {}
     if not (args.reuse and (out / "run.json").is_file()):
@@ -177,6 +180,8 @@ def old_arm(name: str, train: Path, test: Path, args: argparse.Namespace) -> dic
         row["train_s"] = round(wall, 1)
     run = json.loads((out / "run.json").read_text())
     row.update(val_accuracy=run["best"]["val_accuracy"], keras=evaluate(out / "model.keras", test))
+    if args.old_export:
+        row.update(export_and_judge(out, test, others))
     return row
 
 
@@ -300,7 +305,7 @@ def main() -> None:
         rows[name]["recipe"] = recipe_arm(name, train, test, args, others)
         print("recipe", rows[name]["recipe"], flush=True)
         if args.old:
-            rows[name]["old"] = old_arm(name, train, test, args)
+            rows[name]["old"] = old_arm(name, train, test, args, others)
             print("old", rows[name]["old"], flush=True)
     prov = provenance()
     write_json(RESULTS / f"{args.name}.json", stamp_json({"model": args.model, "train_args": args.train_args,
