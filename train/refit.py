@@ -19,8 +19,7 @@ from typing import Callable
 from .config import TrainConfig
 from .data import CachedSplit, TrainingData
 from .distribute import cluster_task
-from .models import ARCHITECTURES
-from .stages import set_trainable, stages_of
+from .stages import probes, set_trainable, stages_of
 
 #: Above this many photos the automatic refit is off: a fifth more photos gains less there, and
 #: the second fit costs as much as the first (--refit still asks for it).
@@ -34,8 +33,7 @@ def planned(cfg: TrainConfig, photos: int) -> bool:
     folder, in one process, up to ``REFIT_MAX_PHOTOS``."""
     if cfg.refit is not None:
         return cfg.refit
-    return (ARCHITECTURES[cfg.model].probe and cfg.weights != "none" and cfg.val_dir is None
-            and cluster_task() is None and photos <= REFIT_MAX_PHOTOS)
+    return probes(cfg) and cfg.val_dir is None and cluster_task() is None and photos <= REFIT_MAX_PHOTOS
 
 
 def everything(data: TrainingData) -> CachedSplit:
@@ -65,7 +63,7 @@ def refit(cfg: TrainConfig, data: TrainingData, epochs: int, new_model: Callable
     keras.utils.set_random_seed(cfg.seed)
     model, _ = new_model(cfg, merged)
     start = None
-    if ARCHITECTURES[cfg.model].probe and cfg.weights != "none":
+    if probes(cfg):
         from .probe import linear_probe
 
         with load_progress(len(photos), "refit: linear probe on every photo", quiet=cfg.quiet) as advance:

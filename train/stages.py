@@ -42,6 +42,11 @@ def stages_of(cfg: TrainConfig) -> list[Stage]:
     return stages
 
 
+def probes(cfg: TrainConfig) -> bool:
+    """Whether the run fits its head on the pretrained backbone's frozen features first (train.probe)."""
+    return ARCHITECTURES[cfg.model].probe and cfg.weights != "none"
+
+
 def set_trainable(model, stage: Stage) -> None:
     """Freeze or unfreeze ``model``'s backbone as ``stage`` says."""
     if stage.backbone_trainable_from is None:

@@ -37,7 +37,7 @@ from .run_record import RUN_JSON, record_from_dict
 from .wise import average_into, save_start
 from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE
 from .pipeline import datasets
-from .stages import Stage, set_trainable, stages_of
+from .stages import Stage, probes, set_trainable, stages_of
 
 
 class TrainingDiverged(EdgeclfError):
@@ -169,7 +169,7 @@ def _new_model(cfg: TrainConfig, data: TrainingData) -> tuple[keras.Model, dict]
 
 def _probe(cfg: TrainConfig, model, data: TrainingData, state: dict) -> None:
     """A pretrained model's head fitted on its frozen features (train.probe), before fine-tuning."""
-    if not ARCHITECTURES[cfg.model].probe or cfg.weights == "none":
+    if not probes(cfg):
         return
     from .probe import linear_probe
 
