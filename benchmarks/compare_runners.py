@@ -101,7 +101,9 @@ def load_images(run: dict, data: Path | None) -> tuple[np.ndarray, np.ndarray, s
     val = run.get("splits", {}).get("val") or []
     if not val:
         raise EdgeclfError("run.json has no validation split (splits.val); pass --data DIR")
-    if isinstance(run.get("refit"), dict) and "photos" in run["refit"]:
+    from edgeclf.train.run_record import record_from_dict
+
+    if record_from_dict(run, "run.json").refitted:  # run.json's own rule for a refitted model
         raise EdgeclfError("the model was trained again on every photo (run.json: refit), its validation split "
                            "included: pass --data DIR with photos it has not seen")
     base = Path(run.get("data_dir") or ".")

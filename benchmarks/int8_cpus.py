@@ -64,11 +64,12 @@ def main() -> None:
     args = ap.parse_args()
 
     from edgeclf.export import api, quantize
+    from edgeclf.train.run_record import read_run_record
     from edgeclf.sysinfo import cpu_family
 
     work = Path(tempfile.mkdtemp(prefix="edgeclf-int8-cpus-"))
     run = json.loads((args.run / "run.json").read_text())
-    if isinstance(run.get("refit"), dict) and "photos" in run["refit"]:  # its validation photos are not held out
+    if read_run_record(args.run / "run.json").refitted:  # its validation photos are not held out
         raise SystemExit(f"{args.run}: the model was trained again on every photo (refit); train the run with --no-refit")
     images = work / "val"
     for p in map(Path, run["splits"]["val"]):
