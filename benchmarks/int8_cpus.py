@@ -1,5 +1,5 @@
 """int8 on every CPU family: one trained run exported twice, with full-range (8-bit) weights and with
-edgeclf's 7-bit weights (``export.quantize.REDUCE_RANGE``), then classified by ``edgeclf predict
+edgeclf's 7-bit weights (``export.quantize.REDUCE_RANGE``; 8-bit in depthwise convolutions), then classified by ``edgeclf predict
 --json`` on this host and on emulated CPUs — x86 with AVX2 but no VNNI (qemu Haswell-v4),
 Cortex-A72 and Cortex-A76 (``.ci/aarch64``) — and compared with this host.
 
@@ -85,7 +85,7 @@ def main() -> None:
             t = time.time()
             got = predict(cpu, model, images)
             rows.append({
-                "weights": "7-bit (reduce_range)" if reduce_range else "8-bit (full range)", "cpu": cpu,
+                "weights": "7-bit, depthwise 8-bit (edgeclf)" if reduce_range else "8-bit (full range)", "cpu": cpu,
                 "n": len(ref),
                 "top1_agreement": sum(got[k]["index"] == ref[k]["index"] for k in ref) / len(ref),
                 "max_abs_diff": max(abs(got[k]["probs"][c] - ref[k]["probs"][c]) for k in ref for c in ref[k]["probs"]),

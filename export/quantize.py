@@ -1,6 +1,6 @@
 """Static int8 quantization with onnxruntime.quantization, calibrated on real images.
 
-QDQ format, per-channel int8 weights (7-bit: see ``REDUCE_RANGE``), uint8 activations, the model first run through
+QDQ format, per-channel int8 weights (7-bit, 8-bit in depthwise convolutions: see ``REDUCE_RANGE``), uint8 activations, the model first run through
 ``quant_pre_process`` (shape inference + graph clean-up, so the quantizer sees fused Conv+BN).
 onnxruntime then fuses each DequantizeLinear -> Conv -> ReLU -> QuantizeLinear into one
 QLinearConv at session start. The softmax stays in float: it is a handful of values, and a
@@ -82,7 +82,8 @@ REDUCE_RANGE = True
 #: Where 7-bit weights were checked (the emulated CPUs of tests/test_devices_emulated.py and this host).
 INT8_CPUS = CPU_FAMILIES
 #: 7 bits cost some networks accuracy (depthwise convolutions' weights span a wide range: the
-#: EfficientNet-Lite0 at 128x128 lost 1.5 points). Where 7-bit weights fail the accuracy guard, the
+#: EfficientNet-Lite0 at 128x128 lost 1.5 points), so depthwise convolutions, which cannot saturate,
+#: keep 8 bits (``full_range_depthwise``). Where 7-bit weights fail the accuracy guard, the
 #: exporter tries full 8-bit weights, whose results are exact only where no int16 saturation
 #: happens: x86 with VNNI and ARM (the runtime warns on any other CPU).
 FULL_RANGE_CPUS = ("x86-vnni", "arm64-dotprod", "arm64-neon")
@@ -92,7 +93,8 @@ def int8_target(reduce_range: bool = REDUCE_RANGE) -> dict:
     """What an int8 model is made for, for export.json and the model's metadata."""
     if reduce_range:
         return {"cpus": list(INT8_CPUS), "reduce_range": True,
-                "why": "7-bit weights: no int16 saturation on x86 without VNNI; the same results on every CPU listed"}
+                "why": "7-bit weights (8-bit in depthwise convolutions, whose kernels do not saturate): no int16 "
+                       "saturation on x86 without VNNI; the same results on every CPU listed"}
     return {"cpus": list(FULL_RANGE_CPUS), "reduce_range": False,
             "why": "7-bit weights failed the accuracy guard; 8-bit weights give the measured accuracy on x86 "
                    "with VNNI and on ARM, but may saturate on x86 without VNNI"}
@@ -205,14 +207,17 @@ def quantize(
     """Write a QDQ int8 model of ``prepared_path`` calibrated with ``method`` on ``calib_images``."""
     model = onnx.load(str(prepared_path))
     exclude = [n.name for n in model.graph.node if n.op_type in FLOAT_OPS]
+    reduce_range = REDUCE_RANGE if reduce_range is None else reduce_range
+    overrides = full_range_depthwise(model) if reduce_range else {}
     with tempfile.TemporaryDirectory(prefix="edgeclf-quant-") as tmp:
         if _takes_range_cache():
             cache = Path(tmp) / f"ranges-{method}.json"
             calibrate(prepared_path, calib_images, method, cache, progress)
-            calibration = {"calibration_data_reader": None, "calibration_cache_path": str(cache)}
+            calibration = {"calibration_data_reader": None, "calibration_cache_path": str(cache),
+                           "extra_options": overrides}
         else:  # older onnxruntime: its own calibrator settings (Entropy then equals MinMax)
             calibration = {"calibration_data_reader": ImageBatches(calib_images, progress=progress),
-                           "extra_options": {"CalibTensorRangeSymmetric": False}}
+                           "extra_options": {"CalibTensorRangeSymmetric": False, **overrides}}
         # The calibrators print their settings on stdout, which belongs to --json.
         with contextlib.redirect_stdout(io.StringIO()):
             quantize_static(
@@ -220,7 +225,7 @@ def quantize(
                 str(out_path),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
-                reduce_range=REDUCE_RANGE if reduce_range is None else reduce_range,
+                reduce_range=reduce_range,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=METHODS[method],
@@ -230,6 +235,25 @@ def quantize(
     quantized = onnx.load(str(out_path))
     if bypass_input_quantization(quantized) | fold_input_rescale(quantized):
         onnx.save(quantized, str(out_path))
+
+
+def full_range_depthwise(model: onnx.ModelProto) -> dict:
+    """quantize_static's extra option giving depthwise convolutions full 8-bit weights.
+
+    Saturation is a GEMM matter: a depthwise kernel widens each product to 32 bits on every CPU
+    (MLAS's AVX2, SSE and NEON depthwise kernels), so 8 bits there cost no CPU its exact results,
+    and a depthwise filter of 9 or 25 weights is where the 8th bit counts most."""
+    shapes = {i.name: list(i.dims) for i in model.graph.initializer}
+    depthwise = [n.input[1] for n in model.graph.node if n.op_type == "Conv" and _depthwise(n, shapes.get(n.input[1]))]
+    if not depthwise:
+        return {}
+    return {"TensorQuantOverrides": {w: [{"axis": 0, "reduce_range": False}] for w in depthwise}}
+
+
+def _depthwise(conv: onnx.NodeProto, weight_shape: list[int] | None) -> bool:
+    """One filter per channel: the only convolution onnxruntime runs with its depthwise kernel."""
+    group = next((a.i for a in conv.attribute if a.name == "group"), 1)
+    return weight_shape is not None and len(weight_shape) == 4 and group > 1 and weight_shape[:2] == [group, 1]
 
 
 def bypass_input_quantization(model: onnx.ModelProto) -> bool:

@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import ROOT, TRAIN_EXTRA
 
@@ -191,3 +192,59 @@ def test_litert_same_answers_on_every_cpu(cpu, exported, reference, capsys):
     assert ev["accuracy"] == pytest.approx(exported["report"]["tflite_int8"]["accuracy_int8"])
     with capsys.disabled():
         print(f"\n{cpu} LiteRT int8: {json.dumps({'n': len(ref), 'top1_agreement': agree, 'max_abs_diff': diff})}")
+
+
+#: Runs each model on the images and saves onnxruntime's outputs: argv = images.npy out.npz model...
+_RUN_MODELS = """
+import sys, numpy as np, onnxruntime as ort
+x = np.load(sys.argv[1])
+out = {str(i): ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+       for i, p in enumerate(sys.argv[3:])}
+np.savez(sys.argv[2], **out)
+"""
+
+
+@pytest.fixture(scope="module")
+def depthwise_models(emulators, tmp_path_factory) -> dict:
+    """A small inverted-residual model quantized by the export's own rule (7-bit weights, 8-bit in
+    the depthwise convolution) and, as the control, with 8-bit weights everywhere; random images
+    and bright ones (what makes int16 pairs overflow), and this host's outputs."""
+    from test_export_units import depthwise_model
+
+    from edgeclf.export import quantize
+    tmp = tmp_path_factory.mktemp("depthwise")
+    quantize.prepare(depthwise_model(tmp / "m.onnx"), tmp / "prepared.onnx")
+    rng = np.random.default_rng(3)
+    quantize.quantize(tmp / "prepared.onnx", tmp / "edgeclf.onnx", rng.integers(0, 256, (32, 16, 16, 3), np.uint8), "minmax",
+                      reduce_range=True)
+    quantize.quantize(tmp / "prepared.onnx", tmp / "full.onnx", rng.integers(0, 256, (32, 16, 16, 3), np.uint8), "minmax",
+                      reduce_range=False)
+    images = np.concatenate([rng.integers(0, 256, (24, 16, 16, 3)), rng.integers(200, 256, (24, 16, 16, 3))]).astype(np.uint8)
+    np.save(tmp / "images.npy", images)
+    (tmp / "run.py").write_text(_RUN_MODELS)
+    models = {"edgeclf": tmp / "edgeclf.onnx", "full": tmp / "full.onnx"}
+    _run([sys.executable, str(tmp / "run.py"), str(tmp / "images.npy"), str(tmp / "host.npz"), *map(str, models.values())])
+    return {"dir": tmp, "models": models, "host": np.load(tmp / "host.npz")}
+
+
+@pytest.mark.parametrize("cpu", [*ARM_CPUS, "haswell"])
+def test_depthwise_8_bit_weights_same_on_every_cpu(cpu, depthwise_models, capsys):
+    """The export's int8 weights (8-bit only in depthwise convolutions) give this host's outputs to
+    the last bit on every CPU; 8-bit weights everywhere do on ARM, and not on x86 without VNNI,
+    which shows that this lane sees the saturation the 7-bit weights avoid."""
+
+    tmp = depthwise_models["dir"]
+    args = [str(tmp / "run.py"), str(tmp / "images.npy"), str(tmp / f"{cpu}.npz"), *map(str, depthwise_models["models"].values())]
+    if cpu == "haswell":
+        _run(["qemu-x86_64-static", sys.executable, *args], env={**os.environ, "QEMU_CPU": "Haswell-v4"})
+    else:
+        _run([str(AARCH64), "python", cpu, *args])
+    got, ref = np.load(tmp / f"{cpu}.npz"), depthwise_models["host"]
+    diff = {name: float(np.abs(got[str(i)] - ref[str(i)]).max()) for i, name in enumerate(depthwise_models["models"])}
+    with capsys.disabled():
+        print(f"\n{cpu} depthwise model, largest output difference from this host: {json.dumps(diff)}")
+    assert diff["edgeclf"] == 0.0
+    if cpu == "haswell":
+        assert diff["full"] > 1e-3
+    else:
+        assert diff["full"] == 0.0

@@ -120,3 +120,72 @@ def test_input_rescale_folds_into_the_quantized_input_only_when_exact(tmp_path, 
     ref, got = run(plain), run(folded)
     np.testing.assert_allclose(got, ref, atol=1e-6)  # the rescale's range is pinned: folding changes nothing
     assert np.abs(got - run(fp32)).max() < 0.05
+
+
+def depthwise_model(path, size: int = 16):
+    """uint8 image -> Conv 3x3 (3->8) -> Relu -> depthwise Conv 3x3 -> Relu -> Conv 1x1 -> Relu ->
+    GAP -> Gemm -> Softmax: an inverted-residual block's shape. The 1x1 weights are all positive,
+    so at 8 bits pairs of products of bright activations overflow int16 on x86 without VNNI."""
+    import onnx
+    from onnx import TensorProto as T, helper as h, numpy_helper as nh
+
+    rng = np.random.default_rng(0)
+    inits = [nh.from_array(np.array(1 / 255, np.float32), "a"),
+             nh.from_array(rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32), "W1"),
+             nh.from_array(rng.normal(0, 0.5, (8, 1, 3, 3)).astype(np.float32), "DW"),
+             nh.from_array(rng.uniform(0.3, 1.0, (8, 8, 1, 1)).astype(np.float32), "PW"),
+             nh.from_array(rng.normal(0, 0.5, (8, 2)).astype(np.float32), "G"), nh.from_array(np.zeros(2, np.float32), "GB")]
+    nodes = [
+        h.make_node("Cast", ["image"], ["f"], to=T.FLOAT), h.make_node("Mul", ["f", "a"], ["m"]),
+        h.make_node("Transpose", ["m"], ["t"], perm=[0, 3, 1, 2]),
+        h.make_node("Conv", ["t", "W1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]), h.make_node("Relu", ["c1"], ["r1"]),
+        h.make_node("Conv", ["r1", "DW"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=8),
+        h.make_node("Relu", ["c2"], ["r2"]),
+        h.make_node("Conv", ["r2", "PW"], ["c3"], kernel_shape=[1, 1]), h.make_node("Relu", ["c3"], ["r3"]),
+        h.make_node("GlobalAveragePool", ["r3"], ["g"]), h.make_node("Flatten", ["g"], ["fl"]),
+        h.make_node("Gemm", ["fl", "G", "GB"], ["lo"]), h.make_node("Softmax", ["lo"], ["probs"], axis=1),
+    ]
+    for i, n in enumerate(nodes):
+        n.name = f"{n.op_type.lower()}_{i}"
+    graph = h.make_graph(nodes, "depthwise", [h.make_tensor_value_info("image", T.UINT8, ["N", size, size, 3])],
+                         [h.make_tensor_value_info("probs", T.FLOAT, ["N", 2])], inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def quantized_weights(path) -> dict[str, np.ndarray]:
+    """Each Conv/Gemm's int8 weights in a QDQ model, by the op that uses them."""
+    from onnx import numpy_helper as nh
+
+    m = onnx.load(str(path))
+    inits = {i.name: nh.to_array(i) for i in m.graph.initializer}
+    made_by = {o: n for n in m.graph.node for o in n.output}
+    out = {}
+    for n in m.graph.node:
+        dq = made_by.get(n.input[1]) if n.op_type in ("Conv", "Gemm") else None
+        if dq is not None and dq.op_type == "DequantizeLinear" and inits[dq.input[0]].dtype == np.int8:
+            group = next((a.i for a in n.attribute if a.name == "group"), 1)
+            out[f"{n.op_type}{'-depthwise' if group > 1 else ''}:{n.name}"] = inits[dq.input[0]]
+    return out
+
+
+@pytest.mark.parametrize("reduce_range", [True, False])
+def test_depthwise_convolutions_keep_8_bit_weights(tmp_path, reduce_range):
+    """7-bit exports give depthwise convolutions full 8-bit weights (their kernels cannot saturate)
+    and every other weight 7 bits; an 8-bit export gives every weight 8 bits."""
+    prepared = tmp_path / "prepared.onnx"
+    quantize.prepare(depthwise_model(tmp_path / "m.onnx"), prepared)
+    calib = np.random.default_rng(1).integers(0, 256, (32, 16, 16, 3), dtype=np.uint8)
+    quantize.quantize(prepared, tmp_path / "q.onnx", calib, "minmax", reduce_range=reduce_range)
+    weights = quantized_weights(tmp_path / "q.onnx")
+    assert sum("depthwise" in k for k in weights) == 1 and len(weights) >= 3, list(weights)
+    for name, w in weights.items():
+        per_channel_max = np.abs(w.reshape(len(w), -1).astype(int)).max(axis=1) if name.startswith("Conv") else None
+        if "depthwise" in name or not reduce_range:
+            assert np.abs(w.astype(int)).max() == 127, name  # symmetric per-channel: the largest weight is 127
+            if per_channel_max is not None:
+                assert per_channel_max.min() > 64, name
+        else:
+            assert np.abs(w.astype(int)).max() <= 64, name  # 255 x 64 x 2 = 32640 fits int16
