@@ -241,18 +241,21 @@ def quantize(
 def full_range_depthwise(model: onnx.ModelProto) -> dict:
     """quantize_static's extra option giving depthwise convolutions full 8-bit weights.
 
-    Saturation is a GEMM matter: a depthwise kernel widens each product to 32 bits on every CPU
-    (MLAS's AVX2, SSE and NEON depthwise kernels), so 8 bits there cost no CPU its exact results,
+    Saturation is a GEMM matter: MLAS's depthwise kernels widen each product to 32 bits (AVX2,
+    SSE, generic NEON) or add two of them in 16 bits (its 3x3 and 5x5 ARM kernels), which weights in
+    -127..127 keep exact (2 x 128 x 127 = 32512); so 8 bits there cost no CPU its exact results,
     and a depthwise filter of 9 or 25 weights is where the 8th bit counts most."""
     shapes = {i.name: list(i.dims) for i in model.graph.initializer}
-    depthwise = [n.input[1] for n in model.graph.node if n.op_type == "Conv" and _depthwise(n, shapes.get(n.input[1]))]
+    depthwise = {n.input[1]: shapes[n.input[1]][0] for n in model.graph.node
+                 if n.op_type == "Conv" and _depthwise(n, shapes.get(n.input[1]))}
     if not depthwise:
         return {}
-    return {"TensorQuantOverrides": {w: [{"axis": 0, "reduce_range": False}] for w in depthwise}}
+    # one entry per channel: onnxruntime before 1.18 accepts no shorter list
+    return {"TensorQuantOverrides": {w: [{"axis": 0, "reduce_range": False}] * c for w, c in depthwise.items()}}
 
 
 def _depthwise(conv: onnx.NodeProto, weight_shape: list[int] | None) -> bool:
-    """One filter per channel: the only convolution onnxruntime runs with its depthwise kernel."""
+    """One filter per channel: the only convolution onnxruntime runs with its depthwise kernels."""
     group = next((a.i for a in conv.attribute if a.name == "group"), 1)
     return weight_shape is not None and len(weight_shape) == 4 and group > 1 and weight_shape[:2] == [group, 1]
 

@@ -209,7 +209,7 @@ def depthwise_models(emulators, tmp_path_factory) -> dict:
     """A small inverted-residual model quantized by the export's own rule (7-bit weights, 8-bit in
     the depthwise convolution) and, as the control, with 8-bit weights everywhere; random images
     and bright ones (what makes int16 pairs overflow), and this host's outputs."""
-    from test_export_units import depthwise_model
+    from test_export_units import depthwise_model, quantized_weights
 
     from edgeclf.export import quantize
     tmp = tmp_path_factory.mktemp("depthwise")
@@ -219,6 +219,8 @@ def depthwise_models(emulators, tmp_path_factory) -> dict:
                       reduce_range=True)
     quantize.quantize(tmp / "prepared.onnx", tmp / "full.onnx", rng.integers(0, 256, (32, 16, 16, 3), np.uint8), "minmax",
                       reduce_range=False)
+    weights = quantized_weights(tmp / "edgeclf.onnx")  # what is compared below: 8 bits in the depthwise ones only
+    assert all((np.abs(w.astype(int)).max() == 127) == ("depthwise" in k) for k, w in weights.items()), list(weights)
     images = np.concatenate([rng.integers(0, 256, (24, 16, 16, 3)), rng.integers(200, 256, (24, 16, 16, 3))]).astype(np.uint8)
     np.save(tmp / "images.npy", images)
     (tmp / "run.py").write_text(_RUN_MODELS)
@@ -244,6 +246,9 @@ def test_depthwise_8_bit_weights_same_on_every_cpu(cpu, depthwise_models, capsys
     with capsys.disabled():
         print(f"\n{cpu} depthwise model, largest output difference from this host: {json.dumps(diff)}")
     assert diff["edgeclf"] == 0.0
+    from edgeclf.sysinfo import cpu_family
+    if cpu_family() not in ("x86-vnni", "arm64-dotprod", "arm64-neon"):
+        return  # this host saturates too: the control compares like with like
     if cpu == "haswell":
         assert diff["full"] > 1e-3
     else:

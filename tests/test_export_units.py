@@ -122,27 +122,32 @@ def test_input_rescale_folds_into_the_quantized_input_only_when_exact(tmp_path, 
     assert np.abs(got - run(fp32)).max() < 0.05
 
 
-def depthwise_model(path, size: int = 16):
-    """uint8 image -> Conv 3x3 (3->8) -> Relu -> depthwise Conv 3x3 -> Relu -> Conv 1x1 -> Relu ->
-    GAP -> Gemm -> Softmax: an inverted-residual block's shape. The 1x1 weights are all positive,
-    so at 8 bits pairs of products of bright activations overflow int16 on x86 without VNNI."""
+def depthwise_model(path, size: int = 16, width: int = 32):
+    """uint8 image -> Conv 3x3 (3->width) -> Relu -> depthwise Conv 3x3 -> Relu -> depthwise Conv
+    5x5 -> Relu -> Conv 1x1 -> Relu -> GAP -> Gemm -> Softmax: an inverted-residual block's shape,
+    with 3x3 and 5x5 depthwise filters over a multiple of 16 channels (what sends onnxruntime to
+    its specialised depthwise kernels, as EfficientNet-Lite's are). At 8 bits, the first 3x3
+    convolution's pairs of products overflow int16 on x86 without VNNI."""
     import onnx
     from onnx import TensorProto as T, helper as h, numpy_helper as nh
 
     rng = np.random.default_rng(0)
     inits = [nh.from_array(np.array(1 / 255, np.float32), "a"),
-             nh.from_array(rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32), "W1"),
-             nh.from_array(rng.normal(0, 0.5, (8, 1, 3, 3)).astype(np.float32), "DW"),
-             nh.from_array(rng.uniform(0.3, 1.0, (8, 8, 1, 1)).astype(np.float32), "PW"),
-             nh.from_array(rng.normal(0, 0.5, (8, 2)).astype(np.float32), "G"), nh.from_array(np.zeros(2, np.float32), "GB")]
+             nh.from_array(rng.normal(0, 0.5, (width, 3, 3, 3)).astype(np.float32), "W1"),
+             nh.from_array(rng.normal(0, 0.5, (width, 1, 3, 3)).astype(np.float32), "DW3"),
+             nh.from_array(rng.normal(0, 0.3, (width, 1, 5, 5)).astype(np.float32), "DW5"),
+             nh.from_array(rng.uniform(0.3, 1.0, (width, width, 1, 1)).astype(np.float32) / width, "PW"),
+             nh.from_array(rng.normal(0, 0.5, (width, 2)).astype(np.float32), "G"), nh.from_array(np.zeros(2, np.float32), "GB")]
     nodes = [
         h.make_node("Cast", ["image"], ["f"], to=T.FLOAT), h.make_node("Mul", ["f", "a"], ["m"]),
         h.make_node("Transpose", ["m"], ["t"], perm=[0, 3, 1, 2]),
         h.make_node("Conv", ["t", "W1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]), h.make_node("Relu", ["c1"], ["r1"]),
-        h.make_node("Conv", ["r1", "DW"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=8),
+        h.make_node("Conv", ["r1", "DW3"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=width),
         h.make_node("Relu", ["c2"], ["r2"]),
-        h.make_node("Conv", ["r2", "PW"], ["c3"], kernel_shape=[1, 1]), h.make_node("Relu", ["c3"], ["r3"]),
-        h.make_node("GlobalAveragePool", ["r3"], ["g"]), h.make_node("Flatten", ["g"], ["fl"]),
+        h.make_node("Conv", ["r2", "DW5"], ["c3"], kernel_shape=[5, 5], pads=[2, 2, 2, 2], group=width),
+        h.make_node("Relu", ["c3"], ["r3"]),
+        h.make_node("Conv", ["r3", "PW"], ["c4"], kernel_shape=[1, 1]), h.make_node("Relu", ["c4"], ["r4"]),
+        h.make_node("GlobalAveragePool", ["r4"], ["g"]), h.make_node("Flatten", ["g"], ["fl"]),
         h.make_node("Gemm", ["fl", "G", "GB"], ["lo"]), h.make_node("Softmax", ["lo"], ["probs"], axis=1),
     ]
     for i, n in enumerate(nodes):
@@ -180,7 +185,7 @@ def test_depthwise_convolutions_keep_8_bit_weights(tmp_path, reduce_range):
     calib = np.random.default_rng(1).integers(0, 256, (32, 16, 16, 3), dtype=np.uint8)
     quantize.quantize(prepared, tmp_path / "q.onnx", calib, "minmax", reduce_range=reduce_range)
     weights = quantized_weights(tmp_path / "q.onnx")
-    assert sum("depthwise" in k for k in weights) == 1 and len(weights) >= 3, list(weights)
+    assert sum("depthwise" in k for k in weights) == 2 and len(weights) >= 4, list(weights)
     for name, w in weights.items():
         per_channel_max = np.abs(w.reshape(len(w), -1).astype(int)).max(axis=1) if name.startswith("Conv") else None
         if "depthwise" in name or not reduce_range:
@@ -189,3 +194,17 @@ def test_depthwise_convolutions_keep_8_bit_weights(tmp_path, reduce_range):
                 assert per_channel_max.min() > 64, name
         else:
             assert np.abs(w.astype(int)).max() <= 64, name  # 255 x 64 x 2 = 32640 fits int16
+
+
+@pytest.mark.parametrize("group, shape, depthwise", [
+    (8, [8, 1, 3, 3], True), (32, [32, 1, 5, 5], True),
+    (8, [16, 1, 3, 3], False),  # depth multiplier 2: onnxruntime runs it as a grouped GEMM
+    (4, [8, 2, 3, 3], False),  # grouped, two channels a group
+    (1, [8, 8, 1, 1], False), (None, [8, 1, 3, 3], False),  # no group attribute: a plain convolution
+])
+def test_which_convolutions_are_depthwise(group, shape, depthwise):
+    from onnx import helper as h
+
+    conv = h.make_node("Conv", ["x", "w"], ["y"], **({"group": group} if group else {}))
+    assert quantize._depthwise(conv, shape) is depthwise
+    assert quantize._depthwise(conv, None) is False  # weights computed in the graph: left at 7 bits
