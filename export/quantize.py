@@ -74,11 +74,11 @@ class ImageBatches(CalibrationDataReader):
 
 #: Weights quantized to 7 bits (-64..63) first, whatever CPU exports. onnxruntime's u8 x s8
 #: kernels on x86 without VNNI (AVX2, AVX-512) add pairs of products in saturating int16:
-#: 255 x 127 x 2 overflows it, 255 x 64 x 2 does not. With full-range weights, a model exported on
-#: a VNNI workstation gave another answer on 8 of 30 images on an AVX2-only CPU (qemu Haswell);
-#: with 7-bit weights it gives bit-identical probabilities on x86 with and without VNNI, Cortex-A72
-#: and Cortex-A76 (benchmarks/results/int8_cpus.md), so the accuracy the int8 guard measures on
-#: the exporting machine is the accuracy on each of them.
+#: 255 x 127 x 2 overflows it, 255 x 64 x 2 does not. With full-range weights, an EfficientNet-Lite0
+#: exported on a VNNI workstation gave another answer on 6 of 120 photos on an AVX2-only CPU (qemu
+#: Haswell); with 7-bit weights (8-bit depthwise ones) it gives the host's probabilities there, and
+#: its top-1 on Cortex-A72 and Cortex-A76 (benchmarks/results/int8_cpus.md), so the accuracy the
+#: int8 guard measures on the exporting machine is the accuracy on each of them.
 REDUCE_RANGE = True
 #: Where 7-bit weights were checked (the emulated CPUs of tests/test_devices_emulated.py and this host).
 INT8_CPUS = CPU_FAMILIES
