@@ -72,7 +72,7 @@ class ImageBatches(CalibrationDataReader):
         self.start = 0
 
 
-#: Weights quantized to 7 bits (-64..63) first, whatever CPU exports. onnxruntime's u8 x s8
+#: Weights quantized to 7 bits (-64..64) first, whatever CPU exports. onnxruntime's u8 x s8
 #: kernels on x86 without VNNI (AVX2, AVX-512) add pairs of products in saturating int16:
 #: 255 x 127 x 2 overflows it, 255 x 64 x 2 does not. With full-range weights, an EfficientNet-Lite0
 #: exported on a VNNI workstation gave another answer on 6 of 120 photos on an AVX2-only CPU (qemu
@@ -95,7 +95,7 @@ def int8_target(reduce_range: bool = REDUCE_RANGE) -> dict:
     if reduce_range:
         return {"cpus": list(INT8_CPUS), "reduce_range": True,
                 "why": "7-bit weights (8-bit in depthwise convolutions, whose kernels do not saturate): no int16 "
-                       "saturation on x86 without VNNI; the same results on every CPU listed"}
+                       "saturation on x86 without VNNI; the same answers on every CPU listed"}
     return {"cpus": list(FULL_RANGE_CPUS), "reduce_range": False,
             "why": "7-bit weights failed the accuracy guard; 8-bit weights give the measured accuracy on x86 "
                    "with VNNI and on ARM, but may saturate on x86 without VNNI"}

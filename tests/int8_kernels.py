@@ -3,7 +3,7 @@
 x86 with VNNI and ARM give the exact product. x86 with AVX2 (or AVX-512) but no VNNI multiplies
 u8 x s8 with ``vpmaddubsw``, which adds each pair of neighbouring products along k in saturating
 int16, and only then sums the pairs in int32: 255 x -128 x 2 = -65280 clips to -32768. Weights in
--64..63 (the export's 7-bit weights) cannot saturate: 255 x 64 x 2 = 32640 < 32767.
+-64..64 (the export's 7-bit weights) cannot saturate: 255 x 64 x 2 = 32640 < 32767.
 """
 
 from __future__ import annotations
