@@ -207,7 +207,7 @@ np.savez(sys.argv[2], **out)
 @pytest.fixture(scope="module")
 def depthwise_models(emulators, tmp_path_factory) -> dict:
     """A small inverted-residual model quantized by the export's own rule (7-bit weights, 8-bit in
-    the depthwise convolution) and, as the control, with 8-bit weights everywhere; random images
+    the depthwise convolutions) and, as the control, with 8-bit weights everywhere; random images
     and bright ones (what makes int16 pairs overflow), and this host's outputs."""
     from test_export_units import depthwise_model, quantized_weights
 
@@ -234,6 +234,7 @@ def test_depthwise_8_bit_weights_same_on_every_cpu(cpu, depthwise_models, capsys
     """The export's int8 weights (8-bit only in depthwise convolutions) give this host's outputs to
     the last bit on every CPU; 8-bit weights everywhere do on ARM, and not on x86 without VNNI,
     which shows that this lane sees the saturation the 7-bit weights avoid."""
+    from edgeclf.sysinfo import cpu_family
 
     tmp = depthwise_models["dir"]
     args = [str(tmp / "run.py"), str(tmp / "images.npy"), str(tmp / f"{cpu}.npz"), *map(str, depthwise_models["models"].values())]
@@ -246,7 +247,6 @@ def test_depthwise_8_bit_weights_same_on_every_cpu(cpu, depthwise_models, capsys
     with capsys.disabled():
         print(f"\n{cpu} depthwise model, largest output difference from this host: {json.dumps(diff)}")
     assert diff["edgeclf"] == 0.0
-    from edgeclf.sysinfo import cpu_family
     if cpu_family() not in ("x86-vnni", "arm64-dotprod", "arm64-neon"):
         return  # this host saturates too: the control compares like with like
     if cpu == "haswell":
